@@ -1,0 +1,39 @@
+/* buf.h: a growable, length-tracking byte buffer.
+ * The data is always NUL-terminated so it can be used as a C string, but
+ * its length is tracked, so it also holds binary data with NUL bytes. */
+#ifndef TERN_BUF_H
+#define TERN_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct buf {
+	char *data; /* NUL-terminated; NULL until the first append */
+	size_t len;
+	size_t cap;
+};
+
+#define BUF_INIT                                                                                                       \
+	{                                                                                                              \
+		NULL, 0, 0                                                                                             \
+	}
+
+void buf_init(struct buf *b);
+void buf_free(struct buf *b);
+/* Empties the buffer but keeps its memory for reuse. */
+void buf_reset(struct buf *b);
+void buf_reserve(struct buf *b, size_t extra);
+void buf_append(struct buf *b, const void *data, size_t len);
+void buf_puts(struct buf *b, const char *s);
+void buf_putc(struct buf *b, char c);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Removes the first n bytes (consumed input). */
+void buf_consume(struct buf *b, size_t n);
+void buf_truncate(struct buf *b, size_t len);
+/* Always a valid C string, "" for an empty buffer. */
+const char *buf_cstr(const struct buf *b);
+/* Hands the memory to the caller (never NULL) and leaves the buffer empty. */
+char *buf_detach(struct buf *b);
+
+#endif

@@ -1,0 +1,153 @@
+/* log.c: leveled logging to syslog, stderr or a file (see log.h).
+ * A file target is opened in append mode and can be reopened after an
+ * external rotation; a failed reopen keeps writing to the old descriptor
+ * rather than losing lines. */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const level_names[] = {"info", "warning", "error", "fatal", "panic"};
+static const int level_priorities[] = {LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT, LOG_ALERT};
+
+static struct {
+	enum log_target target;
+	char ident[64];
+	char path[4096];
+	int fd;
+} log_state = {LOG_TO_STDERR, "tern", "", -1};
+
+static int open_log_file(const char *path)
+{
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+int log_open(const char *ident, enum log_target target, const char *path)
+{
+	int fd = -1;
+	if (target == LOG_TO_FILE) {
+		if (path == NULL || strlen(path) >= sizeof(log_state.path)) {
+			errno = EINVAL;
+			return -1;
+		}
+		if ((fd = open_log_file(path)) < 0)
+			return -1;
+	}
+	log_close();
+	snprintf(log_state.ident, sizeof(log_state.ident), "%s", ident);
+	log_state.target = target;
+	log_state.fd = fd;
+	if (target == LOG_TO_FILE)
+		snprintf(log_state.path, sizeof(log_state.path), "%s", path);
+	if (target == LOG_TO_SYSLOG)
+		openlog(log_state.ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+	return 0;
+}
+
+int log_reopen(void)
+{
+	if (log_state.target != LOG_TO_FILE)
+		return 0;
+	int fd = open_log_file(log_state.path);
+	if (fd < 0)
+		return -1;
+	close(log_state.fd);
+	log_state.fd = fd;
+	return 0;
+}
+
+void log_close(void)
+{
+	if (log_state.target == LOG_TO_FILE && log_state.fd >= 0)
+		close(log_state.fd);
+	if (log_state.target == LOG_TO_SYSLOG)
+		closelog();
+	log_state.fd = -1;
+	log_state.target = LOG_TO_STDERR;
+}
+
+/* One write(2) per line, so that lines from several processes sharing a
+ * file or stderr never interleave. */
+static void write_line(int fd, enum log_level level, const char *fmt, va_list ap)
+{
+	char line[8192];
+	size_t len = 0;
+	if (log_state.target == LOG_TO_FILE) {
+		time_t now = time(NULL);
+		struct tm tm;
+		localtime_r(&now, &tm);
+		len = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S ", &tm);
+	}
+	int n = snprintf(line + len, sizeof(line) - len, "%s[%ld]: %s: ", log_state.ident, (long)getpid(),
+	                 level_names[level]);
+	if (n > 0)
+		len += (size_t)n;
+	if (len < sizeof(line)) {
+		n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
+		if (n > 0)
+			len += (size_t)n;
+	}
+	if (len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	ssize_t ignored = write(fd, line, len);
+	(void)ignored;
+}
+
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+{
+	int saved_errno = errno;
+	if (log_state.target == LOG_TO_SYSLOG) {
+		char line[8192];
+		vsnprintf(line, sizeof(line), fmt, ap);
+		syslog(level_priorities[level], "%s: %s", level_names[level], line);
+	} else {
+		write_line(log_state.target == LOG_TO_FILE ? log_state.fd : STDERR_FILENO, level, fmt, ap);
+	}
+	errno = saved_errno;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(level, fmt, ap);
+	va_end(ap);
+}
+
+#define LOG_FUNCTION(name, level)                                                                                      \
+	void name(const char *fmt, ...)                                                                                \
+	{                                                                                                              \
+		va_list ap;                                                                                            \
+		va_start(ap, fmt);                                                                                     \
+		log_vmsg(level, fmt, ap);                                                                              \
+		va_end(ap);                                                                                            \
+	}
+
+LOG_FUNCTION(log_info, LOG_LEVEL_INFO)
+LOG_FUNCTION(log_warning, LOG_LEVEL_WARNING)
+LOG_FUNCTION(log_error, LOG_LEVEL_ERROR)
+
+void log_fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(LOG_LEVEL_FATAL, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void log_panic(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(LOG_LEVEL_PANIC, fmt, ap);
+	va_end(ap);
+	abort();
+}
