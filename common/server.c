@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <bsd/stdlib.h>
 #include <bsd/unistd.h>
 #include <event2/event.h>
 
@@ -185,6 +186,20 @@ static struct event *add_signal(struct server_run *run, int sig, event_callback_
 	return ev;
 }
 
+/* A supervisor that passes a pipe's write end in TERN_STATUS_FD learns
+ * that start-up is over (sockets open, init done) when "ready" arrives. */
+static void report_ready(void)
+{
+	const char *text = getenv("TERN_STATUS_FD");
+	const char *errstr = NULL;
+	int fd = text ? (int)strtonum(text, 3, INT32_MAX, &errstr) : -1;
+	if (fd < 0 || errstr != NULL || write(fd, "ready\n", 6) != 6)
+		log_warning("cannot report readiness on TERN_STATUS_FD=%s", text ? text : "");
+	if (fd >= 0 && errstr == NULL)
+		close(fd);
+	unsetenv("TERN_STATUS_FD");
+}
+
 static int run_loop(const struct server_daemon *daemon)
 {
 	struct server_run run = {.daemon = daemon};
@@ -198,6 +213,8 @@ static int run_loop(const struct server_daemon *daemon)
 	if (daemon->init && !daemon->init(daemon->ctx, run.base, &err))
 		log_fatal("start-up failed: %s", buf_cstr(&err));
 	buf_free(&err);
+	if (getenv("TERN_STATUS_FD"))
+		report_ready();
 	log_info("started");
 	int rc = event_base_dispatch(run.base);
 
