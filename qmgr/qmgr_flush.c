@@ -1,8 +1,9 @@
-/* qmgr_flush.c: group commit.  The event loop commits each message with
- * DB_TXN_NOSYNC (the commit record reaches the log buffer, not the disk)
- * and asks this thread for a flush.  The thread flushes the log: one
- * write and one fsync make every commit made so far durable, and the
- * commits that arrive while that fsync runs are covered by the next one.
+/* qmgr_flush.c: group commit.  The event loop commits each message
+ * without an fsync (DB_TXN_WRITE_NOSYNC: the log records reach the
+ * operating system, not the disk) and asks this thread for a flush.  The
+ * thread flushes the log: one fsync makes every commit made so far
+ * durable, and the commits that arrive while that fsync runs are covered
+ * by the next one.
  * So under load one fsync serves many messages, and an idle queue still
  * acknowledges a lone message after a single fsync.  The thread also
  * takes the periodic checkpoints, so the event loop never waits on the

@@ -2,9 +2,12 @@
  * and every transaction on it.  qmgr is the only process that opens it,
  * so the environment is private to the process (DB_PRIVATE: no region
  * files that a crash could leave stale) and recovery runs at every start.
- * Transactions commit without a flush (DB_TXN_NOSYNC); durability comes
- * from qmgr_store_flush, which the group-commit thread calls once for
- * many commits.  doc/queue.md describes the tables. */
+ * Commits write their log records to the operating system but do not
+ * fsync them (DB_TXN_WRITE_NOSYNC); durability comes from
+ * qmgr_store_flush, which the group-commit thread calls once for many
+ * commits.  Writing at commit time means a full disk fails the commit
+ * itself, before anything is promised.  doc/queue.md describes the
+ * tables. */
 #include "qmgr.h"
 
 #include <db.h>
@@ -22,8 +25,9 @@
 
 #define SCHEMA_VERSION 1
 #define CACHE_BYTES (32u * 1024 * 1024)
-/* A large log buffer lets many NOSYNC commits queue up for one flush.
- * Berkeley DB wants log files at least four times the buffer. */
+/* Commits write the buffer out, so it only needs to hold a transaction's
+ * records comfortably.  Berkeley DB wants log files at least four times
+ * the buffer. */
 #define LOG_BUFFER_BYTES (2u * 1024 * 1024)
 #define LOG_FILE_BYTES (8u * 1024 * 1024)
 /* Bodies are stored in chunks so that delivery can stream them. */
@@ -117,13 +121,14 @@ static int configure_env(DB_ENV *env)
 {
 	int ret;
 	env->set_errcall(env, on_db_error);
-	if ((ret = env->set_cachesize(env, 0, CACHE_BYTES, 1)) != 0 ||
+	if ((ret = env->set_flags(env, DB_TXN_WRITE_NOSYNC, 1)) != 0 ||
+	    (ret = env->set_cachesize(env, 0, CACHE_BYTES, 1)) != 0 ||
 	    (ret = env->set_lg_bsize(env, LOG_BUFFER_BYTES)) != 0 ||
 	    (ret = env->set_lg_max(env, LOG_FILE_BYTES)) != 0 || (ret = env->set_lk_detect(env, DB_LOCK_DEFAULT)) != 0)
 		return ret;
-	/* Zero-filled log files take their disk space when they are created,
-	 * so a full disk shows up as a failed commit (refused enqueue), not
-	 * as a failed flush of commits already made. */
+	/* Zero-filled log files take their disk space when they are created
+	 * (lg_max + lg_bsize bytes): the fsyncs of the group commit then
+	 * never need new space. */
 	return env->log_set_config(env, DB_LOG_AUTO_REMOVE | DB_LOG_ZERO, 1);
 }
 
@@ -346,7 +351,7 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 		w->txn->abort(w->txn);
 		return db_status(w->st, ret);
 	}
-	ret = w->txn->commit(w->txn, DB_TXN_NOSYNC);
+	ret = w->txn->commit(w->txn, 0);
 	if (ret != 0)
 		return db_fail(w->st, ret, err, "queue commit failed");
 	return QMGR_STORE_OK;
@@ -822,7 +827,7 @@ enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t
 		txn->abort(txn);
 		return db_fail(st, ret, err, "cannot remove confirmed outbox records");
 	}
-	ret = txn->commit(txn, DB_TXN_NOSYNC);
+	ret = txn->commit(txn, 0);
 	return ret ? db_fail(st, ret, err, "queue commit failed") : QMGR_STORE_OK;
 }
 
