@@ -403,6 +403,8 @@ static void on_durable(void *ctx, bool ok, const char *reason)
 		 * a loss is not, since the client will try again. */
 		log_error("%s: not acknowledged: %s", c->qid, reason);
 		reply_error(c, 451, "4.3.0 Queue write failed, try again later");
+		if (qmgr_store_broken(c->eq->st))
+			event_active(c->eq->exit_event, 0, 0);
 	}
 	reset_message(c);
 	if (c->bev == NULL) {
