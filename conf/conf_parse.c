@@ -278,7 +278,7 @@ static void on_include(struct parser *p, const struct conf_value *value, const c
 		if (wildcard)
 			conf_warning(p->conf, file, lineno, "include \"%s\" matches no file", pattern);
 		else
-			conf_error(p->conf, file, lineno, "cannot open \"%s\": %s", full, strerror(ENOENT));
+			conf_error(p->conf, file, lineno, "cannot read \"%s\": %s", full, strerror(ENOENT));
 	} else if (rc != 0) {
 		conf_error(p->conf, file, lineno, "cannot read the files of include \"%s\"", pattern);
 	} else {
