@@ -145,10 +145,8 @@ int main(int argc, char **argv)
 			return ctl_usage_error("-c needs a file name");
 		opts.config = argv[i];
 	}
-	if (i >= argc) {
-		print_usage(stderr);
-		return CTL_EXIT_USAGE;
-	}
+	if (i >= argc)
+		return ctl_usage_error("no command given; try \"ternctl --help\"");
 	int used;
 	const struct ctl_command *c = find_command(argc - i, argv + i, &used);
 	if (!c)
