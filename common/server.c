@@ -149,6 +149,28 @@ void server_set_title(const char *fmt, ...)
 	buf_free(&title);
 }
 
+/* Tells master that start-up is over: a worker that dies before this is
+ * a failed start, one that dies after it had been doing its work.  master
+ * passes the write end of a pipe in TERN_STATUS_FD; without it (started by
+ * hand) there is no one to tell. */
+static void notify_ready(void)
+{
+	const char *text = getenv("TERN_STATUS_FD");
+	if (text == NULL)
+		return;
+	char *end;
+	long fd = strtol(text, &end, 10);
+	unsetenv("TERN_STATUS_FD");
+	if (*text == '\0' || *end != '\0' || fd < 3 || fd > 1023) {
+		log_warning("ignoring bad TERN_STATUS_FD \"%s\"", text);
+		return;
+	}
+	static const char ready[] = "ready\n";
+	if (write((int)fd, ready, sizeof(ready) - 1) < 0)
+		log_warning("cannot report readiness to master: %s", strerror(errno));
+	close((int)fd);
+}
+
 /* ---- the event loop ---------------------------------------------------------- */
 
 struct server_run {
@@ -198,6 +220,7 @@ static int run_loop(const struct server_daemon *daemon)
 	if (daemon->init && !daemon->init(daemon->ctx, run.base, &err))
 		log_fatal("start-up failed: %s", buf_cstr(&err));
 	buf_free(&err);
+	notify_ready();
 	log_info("started");
 	int rc = event_base_dispatch(run.base);
 
