@@ -355,10 +355,45 @@ def test_broken_tls_handshake(sink, certs, mode):
             c.starttls(context=client_tls())
     session = s.wait("session")[0]
     assert session["tls"]["ok"] is False
-    assert session["tls"]["broken"] == {"close": "drop"}.get(mode, mode)
+    assert session["tls"]["broken"] == mode
     assert verbs(session) == ["EHLO", "STARTTLS"]
     assert session["commands"][-1]["reply"].startswith("220")
     assert "MAIL" not in verbs(session)
+
+
+def test_no_starttls_and_cleartext_after_starttls_discarded(sink, certs):
+    s = sink("--tls-cert", certs / "server.pem", "--tls-key", certs / "server.key")
+    with socket.create_connection((s.host, s.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"EHLO inject.test\r\n")
+        while f.readline()[3:4] != b" ":
+            pass
+        sock.sendall(b"STARTTLS\r\nMAIL FROM:<evil@example.org>\r\n")
+        assert f.readline().startswith(b"220 ")
+        with client_tls().wrap_socket(sock) as tls:
+            tls.sendall(b"QUIT\r\n")
+            assert tls.recv(100).startswith(b"221 ")
+    session = s.wait("session")[0]
+    assert verbs(session) == ["EHLO", "STARTTLS", "QUIT"]
+    assert session["commands"][1]["discarded"] == "MAIL FROM:<evil@example.org>\r\n"
+
+    plain = sink("--tls-cert", certs / "server.pem", "--tls-key", certs / "server.key",
+                 "--no-starttls")
+    with smtplib.SMTP(plain.host, plain.port, timeout=5) as c:
+        c.ehlo()
+        assert not c.has_extn("starttls")
+        assert c.docmd("STARTTLS")[0] == 502
+
+
+def test_idle_timeout(sink):
+    s = sink("--timeout", "0.3")
+    with socket.create_connection((s.host, s.port), timeout=5) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        assert f.readline().startswith(b"421 4.4.2 ")
+        assert f.readline() == b""
+    assert s.wait("session")[0]["end"] == "timeout"
 
 
 def test_implicit_tls(sink, certs):

@@ -667,7 +667,7 @@ class Session:
             await asyncio.sleep(rule.delay)
         if rule and rule.action != "reply":
             tls["error"] = f"handshake broken on purpose ({rule.action})"
-            tls["broken"] = rule.action
+            tls["broken"] = {"drop": "close"}.get(rule.action, rule.action)
             self.rec["end"] = "tls-broken"
             if rule.action == "hang":
                 # Swallow the ClientHello and whatever follows, say nothing.
@@ -1250,7 +1250,8 @@ def build_parser():
                    help="reply to recipients matching REGEX with REPLY, e.g. 'user4xx@=450 busy' "
                         "(repeatable)")
     g.add_argument("--hang", action="append", default=[], metavar="CMD",
-                   help="stop answering at CMD, e.g. --hang EOD (after the data) (repeatable)")
+                   help="stop answering at CMD, e.g. --hang EOD (after the data): no reply, "
+                        "input is still read and recorded until the client leaves (repeatable)")
     g.add_argument("--drop", action="append", default=[], metavar="CMD",
                    help="close the connection instead of answering CMD (repeatable)")
     g.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
@@ -1268,8 +1269,10 @@ def build_parser():
                    help="ask for a client certificate: none (default); optional (a missing one is "
                         "recorded as null, an unverifiable one fails the handshake, recorded); "
                         "require (no or bad certificate fails the handshake, recorded)")
-    g.add_argument("--tls-min-version", choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"))
-    g.add_argument("--tls-max-version", choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"))
+    g.add_argument("--tls-min-version", choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+                   help="lowest TLS version to accept (default: OpenSSL's)")
+    g.add_argument("--tls-max-version", choices=("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+                   help="highest TLS version to accept (default: OpenSSL's)")
     g.add_argument("--tls-ciphers", metavar="LIST", help="OpenSSL cipher list for TLS 1.2 and older")
     g.add_argument("--break-tls", choices=("garbage", "close", "reset", "hang"),
                    help="after '220' to STARTTLS (or at the start of implicit TLS), instead of the "
