@@ -409,7 +409,6 @@ class Session:
         self.counts = {}
         self.txn = None
         self.session_messages = 0
-        self.closing = False
         peer = writer.get_extra_info("peername") or ("", 0)
         local = writer.get_extra_info("sockname") or ("", 0)
         self.start = time.time()
