@@ -308,7 +308,7 @@ const struct conf_directive conf_directives[] = {
     {.name = "reuse-ssl-session", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_PENDING},
     {.name = "rewrite-list", .type = CONF_T_STRING, .scopes = V, .flags = CONF_PENDING},
     {.name = "route", .type = CONF_T_STRING, .scopes = D, .flags = CONF_PENDING},
-    {.name = "run-as-root", .type = CONF_T_BOOL, .scopes = G, .def = "yes", .flags = CONF_PENDING},
+    {.name = "run-as-root", .type = CONF_T_BOOL, .scopes = G, .def = "no", .flags = CONF_SUPPORTED},
     {.name = "smtp-421-means-mx-unavailable", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_PENDING},
     {.name = "smtp-553-means-invalid-mailbox", .type = CONF_T_BOOL, .scopes = D, .def = "yes", .flags = CONF_PENDING},
     {.name = "smtp-await-slot", .type = CONF_T_BOOL, .scopes = G, .def = "no", .flags = CONF_PENDING},
@@ -328,6 +328,8 @@ const struct conf_directive conf_directives[] = {
     {.name = "smtp-out-rampup-interval", .type = CONF_T_INTERVAL, .scopes = D, .def = "0", .flags = CONF_PENDING},
     {.name = "smtp-pattern-list", .type = CONF_T_STRING, .scopes = D, .flags = CONF_PENDING},
     {.name = "smtp-port", .type = CONF_T_UINT, .scopes = G, .flags = CONF_PENDING, .max = 65535},
+    /* tern: smtp worker processes; 0 means one per CPU */
+    {.name = "smtp-processes", .type = CONF_T_UINT, .scopes = G, .def = "0", .flags = CONF_PENDING, .max = 256},
     {.name = "smtp-proxy-source-host",
      .type = CONF_T_WORDS,
      .scopes = V,
@@ -376,6 +378,8 @@ const struct conf_directive conf_directives[] = {
      .def = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_"
             "128_CCM_8_SHA256",
      .flags = CONF_PENDING},
+    /* tern: smtpd worker processes; 0 means one per CPU */
+    {.name = "smtpd-processes", .type = CONF_T_UINT, .scopes = G, .def = "0", .flags = CONF_SUPPORTED, .max = 256},
     {.name = "source", .type = CONF_T_STRING, .scopes = L | U, .flags = CONF_PENDING},
     {.name = "source-ip-max-connect-rate", .type = CONF_T_CIDR_RATE, .scopes = D, .flags = CONF_PENDING | CONF_MULTI},
     {.name = "source-ip-max-data-volume-rate",

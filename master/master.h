@@ -98,6 +98,7 @@ struct master {
 	uid_t user_uid;
 	gid_t user_gid;
 	bool foreground;
+	bool run_as_root; /* workers keep root (run-as-root yes) */
 	bool stopping;
 	time_t started;
 	unsigned reloads;

@@ -91,7 +91,10 @@ size_t master_listeners_fd_count(const struct master_listeners *l)
 void master_listeners_describe(const struct master_listeners *l, int first_fd, struct buf *out)
 {
 	int fd = first_fd;
-	for (size_t i = 0; i < l->count; i++)
-		for (size_t j = 0; j < l->items[i].sockets.count; j++)
-			buf_printf(out, "%s%d=%s", fd == first_fd ? "" : ",", fd++, l->items[i].name);
+	for (size_t i = 0; i < l->count; i++) {
+		for (size_t j = 0; j < l->items[i].sockets.count; j++) {
+			buf_printf(out, "%s%d=%s", fd == first_fd ? "" : ",", fd, l->items[i].name);
+			fd++;
+		}
+	}
 }

@@ -93,7 +93,8 @@ static void choose_user(struct master *m)
 {
 	struct passwd *pw;
 	if (geteuid() == 0) {
-		if (conf_get_bool(conf_global(m->conf), "run-as-root"))
+		m->run_as_root = conf_get_bool(conf_global(m->conf), "run-as-root");
+		if (m->run_as_root)
 			log_warning("run-as-root is set: the workers keep root privileges");
 		pw = getpwnam(TERN_USER);
 		if (pw == NULL)

@@ -155,6 +155,8 @@ static void exec_worker(const struct master *m, const struct service_def *def, c
 	argv[argc++] = m->user;
 	if (m->foreground)
 		argv[argc++] = "-f";
+	if (m->run_as_root)
+		argv[argc++] = "-R";
 	argv[argc] = NULL;
 	execv(path, argv);
 	log_error("cannot run %s: %s", path, strerror(errno));
@@ -252,11 +254,13 @@ static bool reap_slot(struct master *m, pid_t pid, int status)
 				            w->ready ? "" : " during start-up");
 			buf_free(&how);
 			stop_status_watch(w);
-			bool failed = master_throttle_exit(&s->throttle, w->ready, w->started_ms, master_now_ms());
-			note_throttle(s, failed);
-			memset(w, 0, sizeof(*w));
-			if (!m->stopping)
+			if (!m->stopping) {
+				bool failed =
+				    master_throttle_exit(&s->throttle, w->ready, w->started_ms, master_now_ms());
+				note_throttle(s, failed);
 				s->restarts++;
+			}
+			memset(w, 0, sizeof(*w));
 			return true;
 		}
 	}
