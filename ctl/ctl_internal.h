@@ -11,8 +11,9 @@
 #define CTL_EXIT_USAGE 2
 
 struct ctl_options {
-	const char *config; /* -c FILE */
-	bool json;          /* --json */
+	const char *config;     /* -c FILE */
+	bool json;              /* --json */
+	const char *daemon_dir; /* -d DIR: where master and the workers are */
 };
 
 struct ctl_command {
@@ -34,5 +35,12 @@ int ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ctl_config.c */
 int ctl_test_config(const struct ctl_options *opts, int argc, char **argv);
 int ctl_explain(const struct ctl_options *opts, int argc, char **argv);
+
+/* ctl_control.c */
+int ctl_start(const struct ctl_options *opts, int argc, char **argv);
+int ctl_stop(const struct ctl_options *opts, int argc, char **argv);
+int ctl_reload(const struct ctl_options *opts, int argc, char **argv);
+int ctl_status(const struct ctl_options *opts, int argc, char **argv);
+int ctl_show_version(const struct ctl_options *opts, int argc, char **argv);
 
 #endif

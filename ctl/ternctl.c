@@ -21,6 +21,24 @@ const struct ctl_command ctl_commands[] = {
      "pool) or to a client IP (optionally through a listener's named source), one per line as "
      "\"directive value  # FILE:LINE\" or \"# default\".  --json prints an object of directive -> {value, from}.",
      ctl_explain, true},
+    {"start", "[-c FILE] [-d DIR] [--json]",
+     "Starts tern: runs master (from DIR, default " TERN_LIBEXECDIR "/tern), which checks the configuration, "
+     "opens its sockets and starts every service, and waits until it answers.",
+     ctl_start, true},
+    {"stop", "[-c FILE] [--json]",
+     "Stops tern: no new connections, sessions in flight finish, the queue closes cleanly; waits until master "
+     "has exited.",
+     ctl_stop, true},
+    {"reload", "[-c FILE] [--json]",
+     "Makes master re-read the configuration.  A file with errors is refused (each error printed as "
+     "FILE:LINE: message, exit status 1) and the running configuration stays in force.",
+     ctl_reload, true},
+    {"status", "[-c FILE] [--json]",
+     "Shows master's pid, uptime and reloads, and for each service its state (running, starting, throttled, "
+     "stopping), processes, restarts and pids.",
+     ctl_status, true},
+    {"show version", "[--json]", "Shows the version of ternctl and of the running tern.", ctl_show_version,
+     true},
     {"help", "[COMMAND]", "Shows the commands, or the help of one command.", run_help, false},
     {NULL, NULL, NULL, NULL, false},
 };
@@ -120,6 +138,10 @@ static int take_options(struct ctl_options *opts, bool json_ok, int *argc, char 
 			if (i + 1 >= *argc)
 				return ctl_usage_error("-c needs a file name");
 			opts->config = argv[++i];
+		} else if (strcmp(a, "-d") == 0) {
+			if (i + 1 >= *argc)
+				return ctl_usage_error("-d needs a directory");
+			opts->daemon_dir = argv[++i];
 		} else if (strcmp(a, "--json") == 0 && json_ok) {
 			opts->json = true;
 		} else {
@@ -132,7 +154,7 @@ static int take_options(struct ctl_options *opts, bool json_ok, int *argc, char 
 
 int main(int argc, char **argv)
 {
-	struct ctl_options opts = {TERN_SYSCONFDIR "/tern/config", false};
+	struct ctl_options opts = {TERN_SYSCONFDIR "/tern/config", false, NULL};
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

@@ -1,0 +1,84 @@
+/* ipc_attr.h: the one list of IPC attribute names.
+ * Every attribute that any tern process sends to another is declared here,
+ * once, with its wire name, its type and the longest value a decoder
+ * accepts.  Code refers to attributes only by their enum id (IPC_ATTR_...);
+ * the wire name appears nowhere else, so two processes built from the same
+ * tree can never disagree about a spelling.
+ *
+ * Adding an attribute: append a line (the order does not matter on the
+ * wire, names do).  Later modules (qmgr records, acctd fields, ternctl
+ * commands) add theirs here rather than inventing names locally. */
+#ifndef TERN_IPC_ATTR_H
+#define TERN_IPC_ATTR_H
+
+/* Value types, as written in the type byte on the wire. */
+enum ipc_type {
+	IPC_TYPE_INT = 'i',  /* int64, 8 bytes big-endian two's complement */
+	IPC_TYPE_STR = 's',  /* text without NUL bytes */
+	IPC_TYPE_DATA = 'd', /* arbitrary bytes */
+};
+
+/* Longest mail address we pass around: a whole SMTP command line. */
+#define IPC_ADDR_MAX 1000
+/* Longest DNS name. */
+#define IPC_HOST_MAX 255
+/* Largest body chunk in one "data" attribute; senders split bigger bodies. */
+#define IPC_DATA_MAX (256 * 1024)
+
+/* X(id, wire name, type, max value length in bytes) */
+#define IPC_ATTR_LIST(X)                                                                                               \
+	/* every request: the verb, and replies: the outcome */                                                        \
+	X(REQUEST, "request", IPC_TYPE_STR, 32)                                                                        \
+	X(STATUS, "status", IPC_TYPE_INT, 8)                                                                           \
+	X(REASON, "reason", IPC_TYPE_STR, 16384)                                                                        \
+	X(SEQ, "seq", IPC_TYPE_INT, 8)                                                                                 \
+	/* the message envelope (smtpd -> qmgr, qmgr -> smtp) */                                                       \
+	X(QUEUE_ID, "queue_id", IPC_TYPE_STR, 32)                                                                      \
+	X(SENDER, "sender", IPC_TYPE_STR, IPC_ADDR_MAX)                                                                \
+	X(RECIPIENT, "recipient", IPC_TYPE_STR, IPC_ADDR_MAX)                                                          \
+	X(ORCPT, "orcpt", IPC_TYPE_STR, IPC_ADDR_MAX)                                                                  \
+	X(NOTIFY, "notify", IPC_TYPE_STR, 64)                                                                          \
+	X(ENVID, "envid", IPC_TYPE_STR, 100)                                                                           \
+	X(RET, "ret", IPC_TYPE_STR, 8)                                                                                 \
+	X(SIZE, "size", IPC_TYPE_INT, 8)                                                                               \
+	X(BODY_TYPE, "body_type", IPC_TYPE_STR, 16)                                                                    \
+	X(SMTPUTF8, "smtputf8", IPC_TYPE_INT, 8)                                                                       \
+	X(DATA, "data", IPC_TYPE_DATA, IPC_DATA_MAX)                                                                   \
+	/* where the message came from */                                                                              \
+	X(CLIENT_IP, "client_ip", IPC_TYPE_STR, 64)                                                                    \
+	X(CLIENT_NAME, "client_name", IPC_TYPE_STR, IPC_HOST_MAX)                                                      \
+	X(HELO, "helo", IPC_TYPE_STR, 512)                                                                             \
+	X(SRC_TYPE, "src_type", IPC_TYPE_STR, 16)                                                                      \
+	X(LISTENER, "listener", IPC_TYPE_STR, 128)                                                                     \
+	X(AUTH_USER, "auth_user", IPC_TYPE_STR, 512)                                                                   \
+	/* the control channel (ternctl <-> master) */                                                                 \
+	X(SERVICE, "service", IPC_TYPE_STR, 32)                                                                        \
+	X(PIDS, "pids", IPC_TYPE_STR, 4096)                                                                            \
+	X(STATE, "state", IPC_TYPE_STR, 32)                                                                            \
+	X(RUNNING, "running", IPC_TYPE_INT, 8)                                                                         \
+	X(WANTED, "wanted", IPC_TYPE_INT, 8)                                                                           \
+	X(RESTARTS, "restarts", IPC_TYPE_INT, 8)                                                                       \
+	X(THROTTLED, "throttled", IPC_TYPE_INT, 8)                                                                     \
+	X(PID, "pid", IPC_TYPE_INT, 8)                                                                                 \
+	X(UPTIME, "uptime", IPC_TYPE_INT, 8)                                                                           \
+	X(RELOADS, "reloads", IPC_TYPE_INT, 8)                                                                         \
+	X(VERSION, "version", IPC_TYPE_STR, 64)                                                                        \
+	X(CONFIG, "config", IPC_TYPE_STR, 4096)                                                                        \
+	/* delivery jobs and their results (qmgr <-> smtp) */                                                          \
+	X(VMTA, "vmta", IPC_TYPE_STR, IPC_HOST_MAX)                                                                    \
+	X(JOB_ID, "job_id", IPC_TYPE_INT, 8)                                                                           \
+	X(DSN_STATUS, "dsn_status", IPC_TYPE_STR, 16)                                                                  \
+	X(REMOTE_IP, "remote_ip", IPC_TYPE_STR, 64)                                                                    \
+	X(TLS_PROTOCOL, "tls_protocol", IPC_TYPE_STR, 32)                                                              \
+	X(TLS_CIPHER, "tls_cipher", IPC_TYPE_STR, 128)                                                                 \
+	X(ESMTP, "esmtp", IPC_TYPE_STR, 1000)                                                                          \
+	/* accounting records (qmgr -> acctd): later modules add fields here */
+
+enum ipc_attr {
+#define IPC_ATTR_ENUM(id, name, type, max) IPC_ATTR_##id,
+	IPC_ATTR_LIST(IPC_ATTR_ENUM)
+#undef IPC_ATTR_ENUM
+	    IPC_ATTR_COUNT
+};
+
+#endif
