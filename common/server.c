@@ -12,7 +12,6 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include <bsd/stdlib.h>
 #include <bsd/unistd.h>
 #include <event2/event.h>
 
@@ -32,10 +31,13 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 	int c;
 	optind = 1;
 	opterr = 0;
-	while (ok && (c = getopt(argc, argv, "+fc:u:")) != -1) {
+	while (ok && (c = getopt(argc, argv, "+fRc:u:")) != -1) {
 		switch (c) {
 		case 'f':
 			opts->foreground = true;
+			break;
+		case 'R':
+			opts->stay_root = true;
 			break;
 		case 'c':
 			config = optarg;
@@ -53,7 +55,7 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 		ok = false;
 	}
 	if (!ok) {
-		buf_puts(err, "; usage: [-f] [-c config-file] [-u user]");
+		buf_puts(err, "; usage: [-f] [-R] [-c config-file] [-u user]");
 		return false;
 	}
 	/* Copies: setproctitle may later overwrite the argv strings. */
@@ -150,6 +152,28 @@ void server_set_title(const char *fmt, ...)
 	buf_free(&title);
 }
 
+/* Tells master that start-up is over: a worker that dies before this is
+ * a failed start, one that dies after it had been doing its work.  master
+ * passes the write end of a pipe in TERN_STATUS_FD; without it (started by
+ * hand) there is no one to tell. */
+static void notify_ready(void)
+{
+	const char *text = getenv("TERN_STATUS_FD");
+	if (text == NULL)
+		return;
+	char *end;
+	long fd = strtol(text, &end, 10);
+	unsetenv("TERN_STATUS_FD");
+	if (*text == '\0' || *end != '\0' || fd < 3 || fd > 1023) {
+		log_warning("ignoring bad TERN_STATUS_FD \"%s\"", text);
+		return;
+	}
+	static const char ready[] = "ready\n";
+	if (write((int)fd, ready, sizeof(ready) - 1) < 0)
+		log_warning("cannot report readiness to master: %s", strerror(errno));
+	close((int)fd);
+}
+
 /* ---- the event loop ---------------------------------------------------------- */
 
 struct server_run {
@@ -186,20 +210,6 @@ static struct event *add_signal(struct server_run *run, int sig, event_callback_
 	return ev;
 }
 
-/* A supervisor that passes a pipe's write end in TERN_STATUS_FD learns
- * that start-up is over (sockets open, init done) when "ready" arrives. */
-static void report_ready(void)
-{
-	const char *text = getenv("TERN_STATUS_FD");
-	const char *errstr = NULL;
-	int fd = text ? (int)strtonum(text, 3, INT32_MAX, &errstr) : -1;
-	if (fd < 0 || errstr != NULL || write(fd, "ready\n", 6) != 6)
-		log_warning("cannot report readiness on TERN_STATUS_FD=%s", text ? text : "");
-	if (fd >= 0 && errstr == NULL)
-		close(fd);
-	unsetenv("TERN_STATUS_FD");
-}
-
 static int run_loop(const struct server_daemon *daemon)
 {
 	struct server_run run = {.daemon = daemon};
@@ -213,8 +223,7 @@ static int run_loop(const struct server_daemon *daemon)
 	if (daemon->init && !daemon->init(daemon->ctx, run.base, &err))
 		log_fatal("start-up failed: %s", buf_cstr(&err));
 	buf_free(&err);
-	if (getenv("TERN_STATUS_FD"))
-		report_ready();
+	notify_ready();
 	log_info("started");
 	int rc = event_base_dispatch(run.base);
 
@@ -248,7 +257,9 @@ int server_main(const struct server_daemon *daemon, int argc, char **argv, char 
 
 	if (daemon->pre_init && !daemon->pre_init(daemon->ctx, &opts, &err))
 		log_fatal("start-up failed: %s", buf_cstr(&err));
-	if (!server_drop_privileges(opts.user, &err))
+	if (opts.stay_root && running_as_root())
+		log_warning("keeping root privileges (run-as-root)");
+	else if (!server_drop_privileges(opts.user, &err))
 		log_fatal("%s", buf_cstr(&err));
 	buf_free(&err);
 	die_with_parent(parent);

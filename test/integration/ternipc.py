@@ -1,78 +1,85 @@
-"""ternipc: a Python client of tern's IPC attribute protocol (common/ipc.h),
-for the integration tests.
+"""ternipc: tern's IPC framing (common/ipc.h) for tests written in Python.
 
-    frame     = length:u32 attribute*          (big-endian)
-    attribute = type:u8 namelen:u8 name vlen:u32 value
-    type      = 'i' int64 / 's' text / 'd' bytes
-
-Python values choose the type: int -> 'i', str -> 's', bytes -> 'd'.
-EnqueueClient speaks qmgr's enqueue protocol (doc/queue.md)."""
+A frame is a 4-byte big-endian length followed by attributes, each
+  type (b'i' int64, b's' text, b'd' bytes), name length (1 byte), name,
+  value length (4 bytes, big-endian), value.
+Attribute names are the wire names of common/ipc_attr.h."""
 import socket
 import struct
 
-FRAME_MAX = 1024 * 1024
-DATA_CHUNK = 256 * 1024
+MAX_FRAME = 1024 * 1024
 
 
-class ProtocolError(Exception):
-    pass
-
-
-def encode_frame(attrs):
-    """attrs: a list of (name, value) pairs, in wire order."""
+def encode(attrs):
+    """One frame from a list of (name, value) pairs (or a dict): int values
+    become 'i', str 's' and bytes 'd'."""
+    items = attrs.items() if isinstance(attrs, dict) else attrs
     body = bytearray()
-    for name, value in attrs:
-        raw_name = name.encode()
-        if isinstance(value, bool):
-            value = int(value)
-        if isinstance(value, int):
-            kind, raw = b"i", struct.pack(">q", value)
+    for name, value in items:
+        raw_name = name.encode("ascii")
+        if isinstance(value, bool) or isinstance(value, int):
+            kind, raw = b"i", struct.pack(">q", int(value))
         elif isinstance(value, str):
-            kind, raw = b"s", value.encode()
+            kind, raw = b"s", value.encode("utf-8")
         elif isinstance(value, (bytes, bytearray)):
             kind, raw = b"d", bytes(value)
         else:
-            raise TypeError(f"attribute {name}: cannot encode {type(value).__name__}")
+            raise TypeError(f"{name}: cannot encode {type(value).__name__}")
         body += kind + bytes([len(raw_name)]) + raw_name + struct.pack(">I", len(raw)) + raw
     return struct.pack(">I", len(body)) + bytes(body)
 
 
-def decode_attrs(payload):
-    """The attributes of one frame's payload, as a dict."""
-    out, pos = {}, 0
+def decode(payload):
+    """The attributes of one frame's payload as a dict."""
+    attrs, pos = {}, 0
     while pos < len(payload):
-        if len(payload) - pos < 7:
-            raise ProtocolError("truncated attribute")
-        kind, namelen = payload[pos], payload[pos + 1]
-        name = payload[pos + 2:pos + 2 + namelen].decode()
-        pos += 2 + namelen
-        (vlen,) = struct.unpack(">I", payload[pos:pos + 4])
-        pos += 4
-        raw = payload[pos:pos + vlen]
-        if len(raw) != vlen:
-            raise ProtocolError(f"truncated value of {name}")
-        pos += vlen
-        if name in out:
-            raise ProtocolError(f"duplicated attribute {name}")
-        if kind == ord("i"):
-            out[name] = struct.unpack(">q", raw)[0]
-        elif kind == ord("s"):
-            out[name] = raw.decode()
-        elif kind == ord("d"):
-            out[name] = raw
+        kind = payload[pos:pos + 1]
+        name_len = payload[pos + 1]
+        name = payload[pos + 2:pos + 2 + name_len].decode("ascii")
+        pos += 2 + name_len
+        (value_len,) = struct.unpack(">I", payload[pos:pos + 4])
+        raw = payload[pos + 4:pos + 4 + value_len]
+        pos += 4 + value_len
+        if kind == b"i":
+            attrs[name] = struct.unpack(">q", raw)[0]
+        elif kind == b"s":
+            attrs[name] = raw.decode("utf-8")
         else:
-            raise ProtocolError(f"unknown type {kind}")
-    return out
+            attrs[name] = bytes(raw)
+    return attrs
 
 
 class Connection:
     """A blocking connection to a tern UNIX socket."""
 
-    def __init__(self, path, timeout=30):
+    def __init__(self, path, timeout=30.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(str(path))
-        self.inbuf = b""
+        self.pending = b""
+
+    def send(self, attrs):
+        self.sock.sendall(encode(attrs))
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, count):
+        while len(self.pending) < count:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed by peer")
+            self.pending += chunk
+
+    def receive(self):
+        """The next frame as a dict."""
+        self._fill(4)
+        (length,) = struct.unpack(">I", self.pending[:4])
+        if length == 0 or length > MAX_FRAME:
+            raise ValueError(f"bad frame length {length}")
+        self._fill(4 + length)
+        payload, self.pending = self.pending[4:4 + length], self.pending[4 + length:]
+        return decode(payload)
 
     def close(self):
         self.sock.close()
@@ -82,47 +89,3 @@ class Connection:
 
     def __exit__(self, *exc):
         self.close()
-
-    def send(self, attrs):
-        self.sock.sendall(encode_frame(attrs))
-
-    def send_raw(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self, n):
-        while len(self.inbuf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed")
-            self.inbuf += chunk
-
-    def receive(self):
-        self._fill(4)
-        (length,) = struct.unpack(">I", self.inbuf[:4])
-        if length == 0 or length > FRAME_MAX:
-            raise ProtocolError(f"bad frame length {length}")
-        self._fill(4 + length)
-        payload, self.inbuf = self.inbuf[4:4 + length], self.inbuf[4 + length:]
-        return decode_attrs(payload)
-
-
-def enqueue_frames(sender, recipients, body, **envelope):
-    """The frames of one message.  recipients: addresses, or
-    (address, {"orcpt": ..., "notify": ...}) pairs."""
-    frames = [encode_frame([("request", "enqueue"), ("sender", sender), *envelope.items()])]
-    for rcpt in recipients:
-        address, extra = (rcpt, {}) if isinstance(rcpt, str) else rcpt
-        frames.append(encode_frame([("request", "rcpt"), ("recipient", address), *extra.items()]))
-    for off in range(0, len(body), DATA_CHUNK):
-        frames.append(encode_frame([("request", "data"), ("data", body[off:off + DATA_CHUNK])]))
-    frames.append(encode_frame([("request", "end")]))
-    return b"".join(frames)
-
-
-class EnqueueClient(Connection):
-    """Hands messages to qmgr; each call returns qmgr's reply as a dict:
-    {"status": 250, "queue_id": ...} or {"status": 4xx/5xx, "reason": ...}."""
-
-    def enqueue(self, sender, recipients, body, **envelope):
-        self.send_raw(enqueue_frames(sender, recipients, body, **envelope))
-        return self.receive()

@@ -1,0 +1,24 @@
+/* listen.h: listening TCP sockets for an IP:PORT or CIDR:PORT endpoint
+ * (see listen.c).  The sockets are non-blocking and close-on-exec; whoever
+ * hands them to a worker clears close-on-exec on the copies it passes. */
+#ifndef TERN_LISTEN_H
+#define TERN_LISTEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "addr.h"
+#include "buf.h"
+
+struct listen_sockets {
+	int *fds;
+	size_t count;
+};
+
+/* Opens one socket for a single address or the wildcard (0/0, ::/0), or
+ * one per local address inside any other range.  On failure nothing stays
+ * open and err says which address could not be used and why. */
+bool listen_open(const struct addr_endpoint *ep, struct listen_sockets *out, struct buf *err);
+void listen_close(struct listen_sockets *s);
+
+#endif
