@@ -5,7 +5,7 @@
  *   qmgr_store.c     the Berkeley DB environment and every write to it
  *   qmgr_flush.c     group commit: the thread that makes commits durable
  *   qmgr_enqueue.c   the enqueue server on <spool>/private/qmgr
- *   qmgr_main.c      the daemon and its offline modes (-R, -L, -B)
+ *   qmgr_main.c      the daemon and its offline modes (-C, -L, -B)
  *
  * doc/queue.md describes the schema and the protocol. */
 #ifndef TERN_QMGR_H
@@ -28,11 +28,9 @@ struct qmgr_settings {
 	bool sync_msg_create; /* flush the log before acknowledging */
 };
 
-/* Fills settings from the configuration file, with the command-line
- * overrides (spool_override may be NULL; no_sync forces
- * sync-msg-create no).  The only place qmgr reads its configuration. */
-bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, const char *spool_override, bool no_sync,
-                        struct buf *err);
+/* Fills settings from the configuration file (spool, sync-msg-create).
+ * false with the file's first error in err. */
+bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, struct buf *err);
 void qmgr_settings_free(struct qmgr_settings *s);
 
 /* ---- queue IDs ---------------------------------------------------------- */

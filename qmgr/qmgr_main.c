@@ -1,13 +1,12 @@
 /* qmgr_main.c: the queue manager daemon, and the offline modes that
  * work on a queue while no qmgr runs (ternctl calls them):
  *
- *   qmgr [-S spool] [-N] [-f] [-c config] [-u user]   the daemon
- *   qmgr -R [-S spool] [-c config]   catastrophic recovery
- *   qmgr -L [-S spool] [-c config]   list messages, recipients, outbox
- *   qmgr -B QID [-S spool] [-c config]   print a message's body
+ *   qmgr [-f] [-R] [-c config] [-u user]   the daemon (server skeleton options)
+ *   qmgr -C [-c config]          catastrophic recovery (ternctl queue recover)
+ *   qmgr -L [-c config]          list messages, recipients, outbox
+ *   qmgr -B QID [-c config]      print a message's body
  *
- * -S (spool directory) and -N (sync-msg-create no) stand in for the
- * configuration file until qmgr reads it through conf/. */
+ * The spool directory and sync-msg-create come from the configuration. */
 #include "qmgr.h"
 
 #include <dirent.h>
@@ -29,9 +28,7 @@
 #define CHECKPOINT_SECS 30
 
 struct qmgr_args {
-	const char *spool;
-	bool no_sync;
-	char mode; /* 0: the daemon, or 'R', 'L', 'B' */
+	char mode; /* 0: the daemon, or 'C', 'L', 'B' */
 	const char *qid;
 	const char *config;
 	/* argv for the server skeleton: the program name and its options */
@@ -75,12 +72,15 @@ static bool give_queue_to(const char *dir, uid_t uid, gid_t gid, struct buf *err
 	return ok;
 }
 
-static bool lookup_user(const char *user, uid_t *uid, gid_t *gid, struct buf *err)
+/* The owner for the files qmgr creates: the user it is about to become,
+ * or none (-1) when it keeps its identity. */
+static bool lookup_user(const struct server_options *opts, uid_t *uid, gid_t *gid, struct buf *err)
 {
 	*uid = (uid_t)-1;
 	*gid = (gid_t)-1;
-	if (getuid() != 0 && geteuid() != 0)
+	if ((getuid() != 0 && geteuid() != 0) || opts->stay_root)
 		return true;
+	const char *user = opts->user;
 	struct passwd *pw = getpwnam(user);
 	if (pw == NULL) {
 		buf_printf(err, "unknown user %s", user);
@@ -107,8 +107,8 @@ static bool daemon_pre_init(void *ctx, const struct server_options *opts, struct
 	struct qmgr_daemon *d = ctx;
 	uid_t uid;
 	gid_t gid;
-	if (!qmgr_settings_load(&d->settings, opts->config_path, args.spool, args.no_sync, err) ||
-	    !lookup_user(opts->user, &uid, &gid, err) || !make_spool(d->settings.spool, err))
+	if (!qmgr_settings_load(&d->settings, opts->config_path, err) ||
+	    !lookup_user(opts, &uid, &gid, err) || !make_spool(d->settings.spool, err))
 		return false;
 	char *dir = queue_dir(&d->settings);
 	d->st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, err);
@@ -221,13 +221,13 @@ static int run_offline(void)
 	struct buf err = BUF_INIT;
 	log_open("tern/qmgr", LOG_TO_STDERR, NULL);
 	const char *config = args.config ? args.config : TERN_SYSCONFDIR "/tern/config";
-	if (!qmgr_settings_load(&settings, config, args.spool, args.no_sync, &err))
+	if (!qmgr_settings_load(&settings, config, &err))
 		log_fatal("%s", buf_cstr(&err));
 	char *dir = queue_dir(&settings);
-	enum qmgr_open_mode mode = args.mode == 'R' ? QMGR_OPEN_CATASTROPHIC : QMGR_OPEN_RECOVER;
+	enum qmgr_open_mode mode = args.mode == 'C' ? QMGR_OPEN_CATASTROPHIC : QMGR_OPEN_RECOVER;
 	struct qmgr_store *st = qmgr_store_open(dir, mode, &err);
 	bool ok = st != NULL;
-	if (ok && args.mode == 'R')
+	if (ok && args.mode == 'C')
 		log_info("catastrophic recovery of %s done", dir);
 	else if (ok && args.mode == 'L')
 		ok = run_list(st, &err);
@@ -256,15 +256,9 @@ static bool parse_args(int argc, char **argv)
 	int c;
 	add_server_arg(argv[0]);
 	opterr = 0;
-	while ((c = getopt(argc, argv, "+S:NRLB:fc:u:")) != -1) {
+	while ((c = getopt(argc, argv, "+CLB:fRc:u:")) != -1) {
 		switch (c) {
-		case 'S':
-			args.spool = optarg;
-			break;
-		case 'N':
-			args.no_sync = true;
-			break;
-		case 'R':
+		case 'C':
 		case 'L':
 			args.mode = (char)c;
 			break;
@@ -284,6 +278,9 @@ static bool parse_args(int argc, char **argv)
 		case 'f':
 			add_server_arg("-f");
 			break;
+		case 'R':
+			add_server_arg("-R");
+			break;
 		default:
 			return false;
 		}
@@ -294,8 +291,8 @@ static bool parse_args(int argc, char **argv)
 int main(int argc, char **argv, char **envp)
 {
 	if (!parse_args(argc, argv)) {
-		fprintf(stderr, "usage: qmgr [-S spool] [-N] [-f] [-c config] [-u user]\n"
-		                "       qmgr -R | -L | -B queue-id [-S spool] [-c config]\n");
+		fprintf(stderr, "usage: qmgr [-f] [-R] [-c config] [-u user]\n"
+		                "       qmgr -C | -L | -B queue-id [-c config]\n");
 		return 2;
 	}
 	int rc;
