@@ -59,6 +59,8 @@ enum ipc_type {
 	X(TLS_PROTOCOL, "tls_protocol", IPC_TYPE_STR, 32)                                                              \
 	X(TLS_CIPHER, "tls_cipher", IPC_TYPE_STR, 128)                                                                 \
 	X(ESMTP, "esmtp", IPC_TYPE_STR, 1000)                                                                          \
+	/* smtpd -> qmgr: the PowerMTA job id of a message (X-Job header) */                                           \
+	X(JOB, "job", IPC_TYPE_STR, 256)                                                                               \
 	/* accounting records (qmgr -> acctd): later modules add fields here */
 
 enum ipc_attr {
