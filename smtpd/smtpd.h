@@ -270,6 +270,8 @@ struct smtpd_session {
 	bool tls_verified;
 	bool tls_shutdown;         /* close_notify sent */
 	struct event *close_timer; /* waits for the last reply to leave */
+	bool held;                 /* reading paused until qmgr catches up */
+	struct event *resume_ev;
 	char *auth_user;
 	bool auth_external_ok; /* the verified certificate names a certificate user */
 	/* SASL exchange in progress */
@@ -302,6 +304,9 @@ void smtpd_session_timeouts(struct smtpd_session *s);
 void smtpd_session_starttls(struct smtpd_session *s);
 /* Stop after the current transaction (server stopping). */
 void smtpd_session_drain(struct smtpd_session *s);
+/* qmgr took enough of the message: reading may go on (from the loop,
+ * never from inside the caller). */
+void smtpd_session_resume(struct smtpd_session *s);
 
 /* Commands (smtpd_cmd.c): one complete line, without the CRLF. */
 void smtpd_cmd_line(struct smtpd_session *s, char *line, size_t len);

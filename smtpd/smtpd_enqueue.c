@@ -36,6 +36,8 @@
 
 /* Body octets gathered before a data frame is sent. */
 #define ENQUEUE_CHUNK (64 * 1024)
+/* Below this much unsent text, a client paused for qmgr is read again. */
+#define ENQUEUE_LOW (256 * 1024)
 /* How long qmgr may take to make a message durable. */
 #define ENQUEUE_REPLY_SECONDS 120
 
@@ -217,6 +219,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		fail_now(e, what & BEV_EVENT_EOF ? "qmgr closed the connection" : strerror(EVUTIL_SOCKET_ERROR()));
 }
 
+static void on_written(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_enqueue *e = arg;
+	if (e->done == NULL)
+		smtpd_session_resume(e->session);
+}
+
 static void on_later(evutil_socket_t fd, short what, void *arg)
 {
 	fail_now(arg, "qmgr connection failed");
@@ -256,7 +265,8 @@ struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *er
 	e->bev = bufferevent_socket_new(s->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (e->bev == NULL)
 		log_fatal("cannot create a bufferevent");
-	bufferevent_setcb(e->bev, on_reply, NULL, on_event, e);
+	bufferevent_setcb(e->bev, on_reply, on_written, on_event, e);
+	bufferevent_setwatermark(e->bev, EV_WRITE, ENQUEUE_LOW, 0);
 	bufferevent_enable(e->bev, EV_READ | EV_WRITE);
 	send_envelope(e);
 	if (e->failed) {

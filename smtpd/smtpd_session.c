@@ -24,6 +24,9 @@
 #define SMTPD_MAX_ERRORS 20
 /* Time for the last reply to leave before the socket is closed anyway. */
 #define SMTPD_CLOSE_SECONDS 10
+/* Message text queued towards qmgr beyond which the client is not read:
+ * a slow qmgr must not make smtpd buffer whole messages. */
+#define SMTPD_ENQUEUE_HIGH (1024 * 1024)
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -170,6 +173,8 @@ static void session_free(struct smtpd_session *s)
 	smtpd_txn_reset(s);
 	if (s->close_timer)
 		event_free(s->close_timer);
+	if (s->resume_ev)
+		event_free(s->resume_ev);
 	if (s->bev)
 		bufferevent_free(s->bev); /* closes the socket and frees the SSL */
 	smtpd_server_session_gone(s->srv, s);
@@ -443,6 +448,11 @@ static bool next_line(struct smtpd_session *s, struct evbuffer *in)
 static bool next_text(struct smtpd_session *s, struct evbuffer *in)
 {
 	struct evbuffer_iovec vec;
+	if (s->txn.enq && smtpd_enqueue_pending(s->txn.enq) > SMTPD_ENQUEUE_HIGH) {
+		s->held = true;
+		bufferevent_disable(s->bev, EV_READ);
+		return false;
+	}
 	if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1 || vec.iov_len == 0)
 		return false;
 	size_t used = s->state == SMTPD_ST_DATA ? smtpd_data_input(s, vec.iov_base, vec.iov_len)
@@ -471,10 +481,32 @@ void smtpd_session_process(struct smtpd_session *s)
 		if (!progress)
 			break;
 	}
+	if (!s->dead && s->drain_notified && s->state == SMTPD_ST_COMMAND && !s->txn.active)
+		smtpd_reply_close(s, "421 4.3.2 Service shutting down, closing connection");
 	if (--s->busy == 0 && s->dead) {
 		s->dead = false;
 		session_free(s);
 	}
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (!s->held || s->state == SMTPD_ST_CLOSING)
+		return;
+	s->held = false;
+	bufferevent_enable(s->bev, EV_READ);
+	smtpd_session_process(s);
+}
+
+void smtpd_session_resume(struct smtpd_session *s)
+{
+	if (!s->held)
+		return;
+	if (s->resume_ev == NULL)
+		s->resume_ev = evtimer_new(s->srv->base, on_resume, s);
+	struct timeval now = {0, 0};
+	evtimer_add(s->resume_ev, &now);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)

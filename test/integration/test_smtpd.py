@@ -125,6 +125,7 @@ class FakeQmgr:
         self.path = str(spool / "private" / "qmgr")
         self.messages = []
         self.answer = "accept"
+        self.slow = False  # read slowly, so that smtpd must pause its client
         self.count = 0
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
@@ -150,6 +151,8 @@ class FakeQmgr:
                 chunk = conn.recv(65536)
                 if not chunk:
                     return
+                if self.slow:
+                    time.sleep(0.01)
                 buf += chunk
                 while len(buf) >= 4:
                     (n,) = struct.unpack(">I", buf[:4])
@@ -194,7 +197,7 @@ def free_port():
 class Smtpd:
     """smtpd started in standalone mode (it opens its own listeners)."""
 
-    def __init__(self, workdir, certs, body, qmgr=True, globals_=""):
+    def __init__(self, workdir, certs, body, qmgr=True, globals_="", inherit=False):
         self.dir = workdir
         self.port = free_port()
         self.tls_port = free_port()
@@ -222,8 +225,22 @@ relay-domain [*.]example.net
 """)
         self.log = workdir / "smtpd.log"
         self.logf = open(self.log, "wb")
+        env, fds, socks = dict(os.environ), [], []
+        if inherit:
+            # as master does: listening sockets passed by descriptor, named
+            # after their smtp-listener
+            for port in (self.port, self.tls_port):
+                ls = socket.socket()
+                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                ls.bind(("127.0.0.1", port))
+                ls.listen(64)
+                socks.append(ls)
+            fds = [ls.fileno() for ls in socks]
+            env["TERN_LISTEN_FDS"] = f"{fds[0]}=127.0.0.1:{self.port},{fds[1]}=127.0.0.1:{self.tls_port}"
         self.proc = subprocess.Popen([str(SMTPD), "-f", "-c", str(self.conf)], stdout=self.logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, pass_fds=fds)
+        for ls in socks:
+            ls.close()
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -896,6 +913,50 @@ def test_bdat(start):
     r.send(b"NOOP\r\n")
     assert r.reply().startswith("250")
     assert d.qmgr.messages[0]["data"].endswith(b"\r\n\r\nfirst second\r\n.not stuffed\r\n")
+
+
+def test_listeners_inherited_from_master(start, certs):
+    d = start(inherit=True)
+    assert "implicit TLS" in d.logtext()
+    with d.smtp() as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=client_ctx(certs), timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    assert len(d.qmgr.messages) == 2
+
+
+def test_large_message_streams_to_qmgr(start):
+    d = start()
+    d.qmgr.slow = True
+    body = "".join(f"line {i:06d} " + "x" * 60 + "\r\n" for i in range(60000))  # about 4.4 MB
+    with d.smtp() as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], "Subject: big\r\n\r\n" + body)
+    data = d.qmgr.messages[0]["data"]
+    assert data.endswith(body.encode())
+    assert d.qmgr.messages[0]["end"]["size"] == len(data)
+
+
+def test_reload_applies_to_new_sessions(start):
+    d = start()
+    text = d.conf.read_text()
+    d.conf.write_text(text + "<source 127.0.0.1>\n smtp-service no\n</source>\n")
+    os.kill(d.proc.pid, signal.SIGHUP)
+    deadline = time.time() + 5
+    while "configuration reloaded" not in d.logtext() and time.time() < deadline:
+        time.sleep(0.05)
+    r = Raw(d.port)
+    assert r.reply().startswith("521")
+    d.conf.write_text(text + "<source\n")  # broken: refused, the last good one stays
+    os.kill(d.proc.pid, signal.SIGHUP)
+    deadline = time.time() + 5
+    while "reload refused" not in d.logtext() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "reload refused" in d.logtext()
+    r = Raw(d.port)
+    assert r.reply().startswith("521")
 
 
 # ---- load and stop --------------------------------------------------------------------------
