@@ -36,6 +36,7 @@
 #define SMTPD_DOMAIN_MAX 255
 #define SMTPD_PATH_MAX 256
 #define SMTPD_ENVID_MAX 100
+#define SMTPD_NAME_MAX 255 /* virtual MTA names and job ids from headers */
 
 /* ---- pure parsers (smtpd_parse.c) ------------------------------------------- */
 

@@ -116,12 +116,14 @@ static bool filter_field(struct smtpd_session *s, const char *f, size_t len, boo
 	if (p->process_x_virtual_mta && header_is(f, len, "X-Virtual-MTA")) {
 		free(t->vmta);
 		t->vmta = header_value(f, len);
+		t->bad_header |= strlen(t->vmta) > SMTPD_NAME_MAX;
 		return p->retain_x_virtual_mta;
 	}
 	const char *job = p->jobid_header ? p->jobid_header : "X-Job";
 	if (p->process_x_job && header_is(f, len, job)) {
 		free(t->job_id);
 		t->job_id = header_value(f, len);
+		t->bad_header |= strlen(t->job_id) > SMTPD_NAME_MAX;
 		return p->retain_x_job;
 	}
 	if (p->process_x_envid && header_is(f, len, "X-Envid")) {
@@ -285,6 +287,8 @@ static void message_end(struct smtpd_session *s)
 		refusal = "552 5.3.4 Message size exceeds fixed limit";
 	else if (t->scan.line_too_long)
 		refusal = "554 5.6.0 Message has lines longer than 1000 octets";
+	else if (t->bad_header)
+		refusal = "554 5.6.0 X-Virtual-MTA or job id header too long";
 	else if (t->hops > s->policy.max_hops)
 		refusal = "554 5.4.6 Too many hops (mail loop?)";
 	else if (t->vmta && s->policy.reject_invalid_vmta && !vmta_exists(s, t->vmta))
