@@ -30,7 +30,7 @@ enum ipc_type {
 	/* every request: the verb, and replies: the outcome */                                                        \
 	X(REQUEST, "request", IPC_TYPE_STR, 32)                                                                        \
 	X(STATUS, "status", IPC_TYPE_INT, 8)                                                                           \
-	X(REASON, "reason", IPC_TYPE_STR, 2000)                                                                        \
+	X(REASON, "reason", IPC_TYPE_STR, 16384)                                                                        \
 	X(SEQ, "seq", IPC_TYPE_INT, 8)                                                                                 \
 	/* the message envelope (smtpd -> qmgr, qmgr -> smtp) */                                                       \
 	X(QUEUE_ID, "queue_id", IPC_TYPE_STR, 32)                                                                      \
@@ -51,6 +51,19 @@ enum ipc_type {
 	X(SRC_TYPE, "src_type", IPC_TYPE_STR, 16)                                                                      \
 	X(LISTENER, "listener", IPC_TYPE_STR, 128)                                                                     \
 	X(AUTH_USER, "auth_user", IPC_TYPE_STR, 512)                                                                   \
+	/* the control channel (ternctl <-> master) */                                                                 \
+	X(SERVICE, "service", IPC_TYPE_STR, 32)                                                                        \
+	X(PIDS, "pids", IPC_TYPE_STR, 4096)                                                                            \
+	X(STATE, "state", IPC_TYPE_STR, 32)                                                                            \
+	X(RUNNING, "running", IPC_TYPE_INT, 8)                                                                         \
+	X(WANTED, "wanted", IPC_TYPE_INT, 8)                                                                           \
+	X(RESTARTS, "restarts", IPC_TYPE_INT, 8)                                                                       \
+	X(THROTTLED, "throttled", IPC_TYPE_INT, 8)                                                                     \
+	X(PID, "pid", IPC_TYPE_INT, 8)                                                                                 \
+	X(UPTIME, "uptime", IPC_TYPE_INT, 8)                                                                           \
+	X(RELOADS, "reloads", IPC_TYPE_INT, 8)                                                                         \
+	X(VERSION, "version", IPC_TYPE_STR, 64)                                                                        \
+	X(CONFIG, "config", IPC_TYPE_STR, 4096)                                                                        \
 	/* delivery jobs and their results (qmgr <-> smtp) */                                                          \
 	X(VMTA, "vmta", IPC_TYPE_STR, IPC_HOST_MAX)                                                                    \
 	X(JOB_ID, "job_id", IPC_TYPE_INT, 8)                                                                           \

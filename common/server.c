@@ -31,10 +31,13 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 	int c;
 	optind = 1;
 	opterr = 0;
-	while (ok && (c = getopt(argc, argv, "+fc:u:")) != -1) {
+	while (ok && (c = getopt(argc, argv, "+fRc:u:")) != -1) {
 		switch (c) {
 		case 'f':
 			opts->foreground = true;
+			break;
+		case 'R':
+			opts->stay_root = true;
 			break;
 		case 'c':
 			config = optarg;
@@ -52,7 +55,7 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 		ok = false;
 	}
 	if (!ok) {
-		buf_puts(err, "; usage: [-f] [-c config-file] [-u user]");
+		buf_puts(err, "; usage: [-f] [-R] [-c config-file] [-u user]");
 		return false;
 	}
 	/* Copies: setproctitle may later overwrite the argv strings. */
@@ -255,7 +258,9 @@ int server_main(const struct server_daemon *daemon, int argc, char **argv, char 
 
 	if (daemon->pre_init && !daemon->pre_init(daemon->ctx, &opts, &err))
 		log_fatal("start-up failed: %s", buf_cstr(&err));
-	if (!server_drop_privileges(opts.user, &err))
+	if (opts.stay_root && running_as_root())
+		log_warning("keeping root privileges (run-as-root)");
+	else if (!server_drop_privileges(opts.user, &err))
 		log_fatal("%s", buf_cstr(&err));
 	buf_free(&err);
 	die_with_parent(parent);

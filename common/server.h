@@ -21,9 +21,12 @@ struct event_base;
 /* Options every daemon understands:
  *   -f        foreground: log to stderr instead of syslog
  *   -c FILE   configuration file
- *   -u USER   unprivileged user to run as (when started as root) */
+ *   -u USER   unprivileged user to run as (when started as root)
+ *   -R        keep root privileges (run-as-root yes, for PowerMTA
+ *             compatibility; warned about) */
 struct server_options {
 	bool foreground;
+	bool stay_root;
 	char *config_path;
 	char *user;
 };

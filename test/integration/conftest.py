@@ -33,6 +33,7 @@ def ternctl():
                               timeout=timeout, stdin=subprocess.DEVNULL)
         return Result(proc)
 
+    run.binary = binary
     return run
 
 
@@ -63,3 +64,156 @@ def design_config(tmp_path):
     path = tmp_path / "design.conf"
     path.write_text((HERE / "design.conf").read_text(encoding="utf-8"), encoding="utf-8")
     return path
+
+
+# ---- a running tern ---------------------------------------------------------------
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import tempfile
+import time
+
+DAEMONS = ("master", "qmgr", "smtpd")
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Polls predicate until it returns a true value, which is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def ensure_tern_user():
+    """As root the workers run as the tern user: make sure it exists."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam("tern")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", "tern"], check=True)
+
+
+def smtp_greeting(port, host="127.0.0.1", timeout=5.0):
+    """The first line a server on port sends, or None when nothing answers."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            return s.makefile("rb").readline().decode("ascii", "replace").strip()
+    except OSError:
+        return None
+
+
+class Tern:
+    """A tern instance in its own directory: configuration, spool and a
+    daemon directory pointing at the programs of this build tree."""
+
+    def __init__(self, base, ternctl):
+        self.base = base
+        self.ternctl = ternctl
+        self.spool = base / "spool"
+        self.libexec = base / "libexec"
+        self.config = base / "tern.conf"
+        self.log = base / "master.log"
+        self.port = free_port()
+        self.libexec.mkdir()
+        for name in DAEMONS:
+            (self.libexec / name).symlink_to(TOP / name / name)
+        self.write_config()
+        self.master = None
+
+    def write_config(self, extra="", listeners=None):
+        listeners = listeners if listeners is not None else [f"127.0.0.1:{self.port}"]
+        lines = [f"spool {self.spool}", "smtpd-processes 2", "host-name tern.test"]
+        lines += [f"smtp-listener {l}" for l in listeners]
+        self.config.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+
+    def ctl(self, *args, **kw):
+        return self.ternctl("-c", self.config, *args, **kw)
+
+    def start(self):
+        """Starts master in the foreground (its log in master.log) and waits
+        until every service is running."""
+        log = open(self.log, "ab")
+        self.master = subprocess.Popen([str(self.libexec / "master"), "-f", "-c", str(self.config),
+                                        "-d", str(self.libexec)], stdout=log, stderr=log,
+                                       stdin=subprocess.DEVNULL)
+        log.close()
+        self.wait_running()
+        return self
+
+    def status(self):
+        r = self.ctl("status", "--json")
+        return r.json() if r.rc == 0 else None
+
+    def wait_running(self, timeout=15):
+        def all_up():
+            s = self.status()
+            return s if s and all(x["running"] == x["wanted"] for x in s["services"]) else None
+        return wait_for(all_up, timeout, what="every service running")
+
+    def service(self, name):
+        return next(s for s in self.status()["services"] if s["name"] == name)
+
+    def log_text(self):
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def worker_pids(self):
+        """Every process whose parent is master."""
+        if not self.master:
+            return []
+        out = subprocess.run(["pgrep", "-P", str(self.master.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self):
+        if self.master and self.master.poll() is None:
+            self.ctl("stop", timeout=90)
+            try:
+                self.master.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_leftovers()
+
+    def kill_leftovers(self):
+        """Last resort in teardown: nothing started here may outlive the test."""
+        pids = self.worker_pids()
+        if self.master and self.master.poll() is None:
+            self.master.kill()
+            self.master.wait()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def tern_dir():
+    """A directory the tern user can reach (pytest's own tmp is root-only)."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="tern-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tern(tern_dir, ternctl):
+    """A configured, not yet started tern; stopped at teardown."""
+    ensure_tern_user()
+    instance = Tern(tern_dir, ternctl)
+    yield instance
+    instance.stop()

@@ -1,0 +1,242 @@
+"""master and the control channel, with the real daemons: supervision,
+privilege separation, crash throttle, reload, stop, and who may do what."""
+import os
+import pwd
+import grp
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import free_port, smtp_greeting, wait_for
+
+ROOT = os.geteuid() == 0
+
+
+def proc_uids(pid):
+    """(real, effective, saved) uids of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return tuple(int(x) for x in line.split()[1:4])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_status_and_version(tern):
+    tern.start()
+    s = tern.status()
+    assert s["status"] == "running"
+    assert s["pid"] == tern.master.pid
+    names = {x["name"]: x for x in s["services"]}
+    assert names["smtpd"]["wanted"] == 2 and len(names["smtpd"]["pids"]) == 2
+    assert names["qmgr"]["wanted"] == 1
+    r = tern.ctl("status")
+    assert r.rc == 0 and "smtpd" in r.out and "running" in r.out
+    r = tern.ctl("show", "version")
+    assert r.rc == 0 and f"master pid {tern.master.pid}" in r.out
+    assert smtp_greeting(tern.port).startswith("220 ")
+
+
+@pytest.mark.skipif(not ROOT, reason="privilege separation needs root")
+def test_master_is_root_and_workers_are_tern(tern):
+    tern.start()
+    tern_uid = pwd.getpwnam("tern").pw_uid
+    assert proc_uids(tern.master.pid) == (0, 0, 0)
+    workers = [p for s in tern.status()["services"] for p in s["pids"]]
+    assert len(workers) == 3
+    for pid in workers:
+        assert proc_uids(pid) == (tern_uid, tern_uid, tern_uid), pid
+
+
+def test_killed_worker_is_back_within_a_second(tern):
+    tern.start()
+    for name in ("smtpd", "qmgr"):
+        victim = tern.service(name)["pids"][0]
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+
+        def replaced():
+            s = tern.service(name)
+            return victim not in s["pids"] and s["running"] == s["wanted"]
+        wait_for(replaced, timeout=3, what=f"{name} restarted")
+        assert time.monotonic() - t0 < 1.5
+        assert tern.service(name)["restarts"] == 1
+    assert smtp_greeting(tern.port).startswith("220 ")
+
+
+def test_crashing_service_is_throttled(tern):
+    tern.write_config("smtp-server-tls-certificate /nonexistent/cert.pem\n")
+    log = open(tern.log, "ab")
+    tern.master = subprocess.Popen([str(tern.libexec / "master"), "-f", "-c", str(tern.config),
+                                    "-d", str(tern.libexec)], stdout=log, stderr=log)
+    log.close()
+    wait_for(tern.status, what="master answering")
+    time.sleep(10)
+    smtpd = tern.service("smtpd")
+    qmgr = tern.service("qmgr")
+    # Two workers, each restarted at most a handful of times in 10 s: the
+    # pause doubles from a quarter second (no fork storm).
+    assert 2 <= smtpd["restarts"] <= 16, smtpd
+    assert smtpd["state"] == "throttled" and smtpd["throttled"]
+    assert qmgr["state"] == "running" and qmgr["restarts"] == 0
+    log_text = tern.log_text()
+    assert log_text.count("service smtpd keeps failing at start-up: throttling its restarts") == 1
+    assert "/nonexistent/cert.pem" in log_text
+
+
+def test_reload_with_broken_file_keeps_old_configuration(tern):
+    tern.start()
+    before = tern.service("smtpd")["pids"]
+    good = tern.config.read_text()
+    tern.config.write_text(good + "max-smtp-out 5\n<domain x.example>\n")
+    lines = good.count("\n")
+    r = tern.ctl("reload")
+    assert r.rc == 1
+    assert f"{tern.config}:{lines + 1}: " in r.err
+    assert f"{tern.config}:{lines + 2}: " in r.err
+    assert tern.service("smtpd")["pids"] == before
+    assert smtp_greeting(tern.port).startswith("220 ")
+    assert tern.status()["reloads"] == 0
+
+
+def test_reload_adds_and_removes_listeners(tern):
+    tern.start()
+    second = free_port()
+    tern.write_config(listeners=[f"127.0.0.1:{tern.port}", f"127.0.0.1:{second}"])
+    r = tern.ctl("reload")
+    assert r.rc == 0, r.err
+    assert "Configuration reloaded." in r.out
+    wait_for(lambda: smtp_greeting(second), what="the new listener")
+    assert smtp_greeting(second).startswith("220 ")
+    assert smtp_greeting(tern.port).startswith("220 ")
+
+    tern.write_config(listeners=[f"127.0.0.1:{second}"])
+    assert tern.ctl("reload").rc == 0
+    wait_for(lambda: smtp_greeting(tern.port, timeout=1) is None, what="the old listener to close")
+    assert smtp_greeting(second).startswith("220 ")
+    tern.wait_running()
+    assert tern.status()["reloads"] == 2
+
+
+def test_reload_by_sighup(tern):
+    tern.start()
+    second = free_port()
+    tern.write_config(listeners=[f"127.0.0.1:{second}"])
+    os.kill(tern.master.pid, signal.SIGHUP)
+    wait_for(lambda: smtp_greeting(second), what="the listener added by SIGHUP")
+
+
+def test_stop_leaves_nothing_behind(tern):
+    tern.start()
+    workers = tern.worker_pids()
+    assert len(workers) == 3
+    r = tern.ctl("stop")
+    assert r.rc == 0, r.err
+    assert "tern stopped." in r.out
+    assert tern.master.wait(timeout=30) == 0
+    for pid in workers:
+        assert not alive(pid)
+    assert not (tern.spool / "public" / "control").exists()
+    assert not (tern.spool / "master.pid").exists()
+    assert smtp_greeting(tern.port, timeout=1) is None
+    tern.start()  # nothing in the way of the next start
+    assert smtp_greeting(tern.port).startswith("220 ")
+
+
+def test_sigterm_stops_with_status_zero(tern):
+    tern.start()
+    tern.master.send_signal(signal.SIGTERM)
+    assert tern.master.wait(timeout=30) == 0
+
+
+def test_second_master_refuses_to_start(tern):
+    tern.start()
+    other = subprocess.run([str(tern.libexec / "master"), "-f", "-c", str(tern.config), "-d", str(tern.libexec)],
+                           capture_output=True, text=True, timeout=30)
+    assert other.returncode != 0
+    assert f"another master (pid {tern.master.pid}) is running" in other.stderr
+
+
+def test_broken_configuration_prevents_start(tern):
+    tern.config.write_text(tern.config.read_text() + "use-startls yes\n")
+    r = tern.ctl("start", "-d", tern.libexec)
+    assert r.rc == 1
+    assert f"{tern.config}:5: unknown directive" in r.err
+
+
+def test_ternctl_start_and_stop(tern):
+    r = tern.ctl("start", "-d", tern.libexec)
+    assert r.rc == 0, r.err
+    assert "tern started" in r.out
+    pid = tern.status()["pid"]
+    assert smtp_greeting(tern.port).startswith("220 ")
+    assert tern.ctl("start", "-d", tern.libexec).rc == 1  # already running
+    r = tern.ctl("stop")
+    assert r.rc == 0, r.err
+    assert not alive(pid)
+    r = tern.ctl("status")
+    assert r.rc == 1 and "not running" in r.err
+
+
+def test_killed_master_takes_its_workers_along(tern):
+    tern.start()
+    workers = tern.worker_pids()
+    tern.master.kill()
+    tern.master.wait()
+    wait_for(lambda: not any(alive(p) for p in workers), timeout=5, what="workers to exit")
+    tern.start()
+    assert smtp_greeting(tern.port).startswith("220 ")
+
+
+def run_as(uid, gid, groups, *cmd):
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={groups}", *map(str, cmd)],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to act as other users")
+def test_control_permissions(tern):
+    tern.start()
+    ternctl = [str(tern.ternctl.binary), "-c", tern.config]
+    nobody = pwd.getpwnam("nobody")
+    tern_gid = grp.getgrnam("tern").gr_gid
+    os.chmod(tern.config, 0o644)
+    # An ordinary user can do nothing.
+    for verb in ("status", "reload", "stop"):
+        r = run_as(nobody.pw_uid, nobody.pw_gid, nobody.pw_gid, *ternctl, verb)
+        assert r.returncode == 1, (verb, r.stdout, r.stderr)
+        assert "ermission denied" in r.stderr
+    # A member of the tern group may look, not change.
+    r = run_as(nobody.pw_uid, nobody.pw_gid, tern_gid, *ternctl, "status")
+    assert r.returncode == 0, r.stderr
+    for verb in ("reload", "stop"):
+        r = run_as(nobody.pw_uid, nobody.pw_gid, tern_gid, *ternctl, verb)
+        assert r.returncode == 1
+        assert "permission denied" in r.stderr
+    assert tern.status()["status"] == "running"
+    assert "refused \"stop\" from an unprivileged user" in tern.log_text()
+
+
+def test_hostile_control_client_is_dropped(tern):
+    import socket as s
+    tern.start()
+    path = str(tern.spool / "public" / "control")
+    for junk in (b"\xff\xff\xff\xff", b"\x00\x00\x00\x05hello", b"GET / HTTP/1.0\r\n\r\n"):
+        c = s.socket(s.AF_UNIX)
+        c.connect(path)
+        c.sendall(junk)
+        c.settimeout(5)
+        try:
+            c.recv(100)
+        except OSError:
+            pass
+        c.close()
+    assert tern.status()["status"] == "running"
