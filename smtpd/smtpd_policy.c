@@ -46,13 +46,12 @@ static char *local_hostname(void)
 	return mem_strdup(name);
 }
 
-/* The first <spool DIR>, else the old one-line spool, else the default. */
+/* The spool as master prepares it (the one-line spool directive), so that
+ * both agree on where qmgr's socket is. */
 static char *spool_dir(const struct conf *conf)
 {
-	if (conf_block_count(conf, CONF_SPOOL) > 0)
-		return mem_strdup(conf_block_name(conf_block_at(conf, CONF_SPOOL, 0)));
-	const char *line = conf_get_string(conf_global(conf), "spool");
-	return mem_strdup(line ? line : DEFAULT_SPOOL);
+	const char *spool = conf_get_string(conf_global(conf), "spool");
+	return mem_strdup(spool && *spool ? spool : DEFAULT_SPOOL);
 }
 
 struct smtpd_conf *smtpd_conf_load(const char *path, struct buf *err)

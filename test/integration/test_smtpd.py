@@ -213,8 +213,7 @@ smtp-listener 127.0.0.1:{self.port}
     immediate-tls yes
 </smtp-listener>
 smtp-server-tls-certificate {certs}/smtp-cert.pem "{PASSWORD}"
-<spool {self.spool}>
-</spool>
+spool {self.spool}
 relay-domain example.com
 relay-domain [*.]example.net
 <smtp-user alice>
