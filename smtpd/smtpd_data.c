@@ -116,7 +116,8 @@ static bool filter_field(struct smtpd_session *s, const char *f, size_t len, boo
 	if (p->process_x_virtual_mta && header_is(f, len, "X-Virtual-MTA")) {
 		free(t->vmta);
 		t->vmta = header_value(f, len);
-		t->bad_header |= strlen(t->vmta) > SMTPD_NAME_MAX;
+		/* qmgr names queues domain/vmta: a slash cannot be part of a name */
+		t->bad_header |= strlen(t->vmta) > SMTPD_NAME_MAX || strchr(t->vmta, '/') != NULL;
 		return p->retain_x_virtual_mta;
 	}
 	const char *job = p->jobid_header ? p->jobid_header : "X-Job";
@@ -250,22 +251,31 @@ static void log_message(struct smtpd_session *s, const char *queue_id)
 	buf_free(&rcpts);
 }
 
-static void on_queued(struct smtpd_session *s, int code, const char *queue_id, const char *reason)
+/* qmgr's answer, as the client should see it. */
+static void reply_for_queue(struct smtpd_session *s, int code, const char *queue_id, const char *reason)
 {
-	s->txn.enq = NULL; /* the enqueue is over and freed */
 	if (code == 250) {
 		s->messages++;
 		log_message(s, queue_id);
 		smtpd_reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
-	} else if (code >= 500 && code < 600) {
-		log_info("session %lu: [%s] queue manager refused the message: %d %s", s->id, s->client_text, code,
-		         reason ? reason : "");
-		smtpd_reply(s, "554 5.3.0 Error: message refused by the queue manager");
-	} else {
-		log_warning("session %lu: [%s] message not queued: %s", s->id, s->client_text,
-		            reason ? reason : "queue manager unavailable");
-		smtpd_reply(s, "451 4.3.0 Error: queue manager unavailable, try again later");
+		return;
 	}
+	log_warning("session %lu: [%s] message not queued: %d %s", s->id, s->client_text, code,
+	            reason ? reason : "queue manager unavailable");
+	if (code == 452)
+		smtpd_reply(s, "452 4.3.1 Insufficient system storage, try again later");
+	else if (code == 552)
+		smtpd_reply(s, "552 5.3.4 Message too big for the queue");
+	else if (code >= 500 && code < 600)
+		smtpd_reply(s, "554 5.3.0 Error: message refused by the queue manager");
+	else
+		smtpd_reply(s, "451 4.3.0 Error: queue manager unavailable, try again later");
+}
+
+static void on_queued(struct smtpd_session *s, int code, const char *queue_id, const char *reason)
+{
+	s->txn.enq = NULL; /* the enqueue is over and freed */
+	reply_for_queue(s, code, queue_id, reason);
 	back_to_commands(s);
 	smtpd_session_process(s);
 }
@@ -288,7 +298,7 @@ static void message_end(struct smtpd_session *s)
 	else if (t->scan.line_too_long)
 		refusal = "554 5.6.0 Message has lines longer than 1000 octets";
 	else if (t->bad_header)
-		refusal = "554 5.6.0 X-Virtual-MTA or job id header too long";
+		refusal = "554 5.6.0 Bad X-Virtual-MTA or job id header";
 	else if (t->hops > s->policy.max_hops)
 		refusal = "554 5.4.6 Too many hops (mail loop?)";
 	else if (t->vmta && s->policy.reject_invalid_vmta && !vmta_exists(s, t->vmta))

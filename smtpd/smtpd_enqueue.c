@@ -1,26 +1,28 @@
 /* smtpd_enqueue.c: handing a message to qmgr over <spool>/private/qmgr.
- * This is the only file that knows the enqueue protocol; the rest of
- * smtpd sees open / write / finish / abort.
+ * This is the only file that knows the enqueue protocol (qmgr's
+ * doc/queue.md); the rest of smtpd sees open / write / finish / abort.
  *
- * The conversation, in IPC frames (common/ipc.h), one connection per
- * message:
+ * One connection per message, in IPC frames (common/ipc.h):
  *
- *   smtpd -> qmgr  request=enqueue  sender, [smtputf8], [body_type], [envid],
- *                                   [ret], [size] (declared), client_ip,
+ *   smtpd -> qmgr  request=enqueue  sender, [envid], [ret], [size] (declared),
+ *                                   [body_type], [smtputf8], client_ip,
  *                                   helo, src_type=smtp, listener,
- *                                   [auth_user], [tls_protocol, tls_cipher]
- *   smtpd -> qmgr  request=recipient recipient, [notify], [orcpt]   (each)
+ *                                   [auth_user], [vmta], [mail_job]
+ *   smtpd -> qmgr  request=rcpt     recipient, [orcpt], [notify]   (each)
  *   smtpd -> qmgr  request=data     data (at most IPC_DATA_MAX octets)  (each)
- *   smtpd -> qmgr  request=end      size (octets sent), [vmta], [job], [envid]
- *   qmgr -> smtpd  status (250, 4xx, 5xx), [queue_id], [reason]
+ *   smtpd -> qmgr  request=end
+ *   qmgr -> smtpd  status (250, 451, 452, 552), [queue_id], [reason]
  *
- * qmgr answers status 250 with the queue ID only once the message is
- * durable.  A connection that closes before "end" (the client went away,
- * the message was refused) means the message is abandoned: qmgr drops
- * what it received. */
+ * The connection is opened at DATA (or the first BDAT), so that a missing
+ * qmgr is a 451 before the client sends the message; the envelope goes
+ * out with the first text, once the header section has named the virtual
+ * MTA and the job.  qmgr answers 250 with the queue ID only once the
+ * message is durable.  A connection that closes before "end" abandons the
+ * message: qmgr keeps nothing of it. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -46,6 +48,7 @@ struct smtpd_enqueue {
 	struct bufferevent *bev;
 	struct buf chunk; /* body text not yet framed */
 	uint64_t sent;    /* body octets framed */
+	bool envelope_sent;
 	bool failed;
 	struct buf why;
 	smtpd_enqueue_done_fn done;
@@ -88,40 +91,57 @@ static void put_opt(struct ipc_writer *w, enum ipc_attr attr, const char *value)
 		ipc_put_str(w, attr, value);
 }
 
+/* qmgr wants a domain on every recipient: <Postmaster> is ours. */
+static void put_recipient(struct ipc_writer *w, const struct smtpd_session *s, const char *mailbox)
+{
+	if (strchr(mailbox, '@')) {
+		ipc_put_str(w, IPC_ATTR_RECIPIENT, mailbox);
+		return;
+	}
+	char *qualified = mem_asprintf("%s@%s", mailbox, s->conf->hostname);
+	ipc_put_str(w, IPC_ATTR_RECIPIENT, qualified);
+	free(qualified);
+}
+
+/* "by-smtp-source-ip" is a rule for the delivery side, not a name. */
+static const char *default_vmta(const struct smtpd_session *s)
+{
+	const char *v = s->policy.default_vmta;
+	return v && strcasecmp(v, "by-smtp-source-ip") != 0 ? v : NULL;
+}
+
 static void send_envelope(struct smtpd_enqueue *e)
 {
 	const struct smtpd_session *s = e->session;
 	const struct smtpd_txn *t = &s->txn;
 	struct buf frame = BUF_INIT;
 	struct ipc_writer w;
+	e->envelope_sent = true;
 	ipc_write_begin(&w, &frame, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "enqueue");
 	ipc_put_str(&w, IPC_ATTR_SENDER, t->sender.mailbox);
-	if (t->smtputf8)
-		ipc_put_int(&w, IPC_ATTR_SMTPUTF8, 1);
-	put_opt(&w, IPC_ATTR_BODY_TYPE, t->body_type);
-	if (!s->policy.process_x_envid)
-		put_opt(&w, IPC_ATTR_ENVID, t->envid);
+	put_opt(&w, IPC_ATTR_ENVID, t->envid);
 	put_opt(&w, IPC_ATTR_RET, t->ret);
 	if (t->declared_size)
 		ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)t->declared_size);
+	put_opt(&w, IPC_ATTR_BODY_TYPE, t->body_type);
+	if (t->smtputf8)
+		ipc_put_int(&w, IPC_ATTR_SMTPUTF8, 1);
 	ipc_put_str(&w, IPC_ATTR_CLIENT_IP, s->client_text);
 	ipc_put_str(&w, IPC_ATTR_HELO, s->helo);
 	ipc_put_str(&w, IPC_ATTR_SRC_TYPE, "smtp");
 	ipc_put_str(&w, IPC_ATTR_LISTENER, s->listener->name);
 	put_opt(&w, IPC_ATTR_AUTH_USER, s->auth_user);
-	if (s->tls) {
-		ipc_put_str(&w, IPC_ATTR_TLS_PROTOCOL, s->tls_protocol);
-		ipc_put_str(&w, IPC_ATTR_TLS_CIPHER, s->tls_cipher);
-	}
+	put_opt(&w, IPC_ATTR_VMTA, t->vmta ? t->vmta : default_vmta(s));
+	put_opt(&w, IPC_ATTR_MAIL_JOB, t->job_id);
 	send_frame(e, &w);
 	write_frame_out(e, &frame);
 	for (const struct smtpd_rcpt *r = t->rcpts; r; r = r->next) {
 		ipc_write_begin(&w, &frame, 0);
-		ipc_put_str(&w, IPC_ATTR_REQUEST, "recipient");
-		ipc_put_str(&w, IPC_ATTR_RECIPIENT, r->mailbox);
-		put_opt(&w, IPC_ATTR_NOTIFY, r->notify);
+		ipc_put_str(&w, IPC_ATTR_REQUEST, "rcpt");
+		put_recipient(&w, s, r->mailbox);
 		put_opt(&w, IPC_ATTR_ORCPT, r->orcpt);
+		put_opt(&w, IPC_ATTR_NOTIFY, r->notify);
 		send_frame(e, &w);
 		write_frame_out(e, &frame);
 	}
@@ -268,18 +288,14 @@ struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *er
 	bufferevent_setcb(e->bev, on_reply, on_written, on_event, e);
 	bufferevent_setwatermark(e->bev, EV_WRITE, ENQUEUE_LOW, 0);
 	bufferevent_enable(e->bev, EV_READ | EV_WRITE);
-	send_envelope(e);
-	if (e->failed) {
-		buf_puts(err, buf_cstr(&e->why));
-		enqueue_free(e);
-		return NULL;
-	}
 	return e;
 }
 
 void smtpd_enqueue_write(struct smtpd_enqueue *e, const void *data, size_t len)
 {
 	const char *p = data;
+	if (!e->envelope_sent)
+		send_envelope(e);
 	while (len > 0) {
 		size_t room = ENQUEUE_CHUNK - e->chunk.len;
 		size_t n = len < room ? len : room;
@@ -298,17 +314,13 @@ size_t smtpd_enqueue_pending(const struct smtpd_enqueue *e)
 
 void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 {
+	if (!e->envelope_sent)
+		send_envelope(e);
 	flush_chunk(e);
 	struct buf frame = BUF_INIT;
 	struct ipc_writer w;
-	const struct smtpd_txn *t = &e->session->txn;
 	ipc_write_begin(&w, &frame, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "end");
-	ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)e->sent);
-	put_opt(&w, IPC_ATTR_VMTA, t->vmta ? t->vmta : e->session->policy.default_vmta);
-	put_opt(&w, IPC_ATTR_JOB, t->job_id);
-	if (e->session->policy.process_x_envid)
-		put_opt(&w, IPC_ATTR_ENVID, t->envid);
 	send_frame(e, &w);
 	write_frame_out(e, &frame);
 	buf_free(&frame);

@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+import ternipc
+
 TOP = pathlib.Path(__file__).resolve().parents[2]
 SMTPD = TOP / "smtpd" / "smtpd"
 PASSWORD = "key pass phrase"
@@ -93,28 +95,15 @@ def certs():
 
 # ---- the fake qmgr ---------------------------------------------------------------
 
-def frame(attrs):
-    body = b""
-    for name, value in attrs.items():
-        if isinstance(value, int):
-            t, v = b"i", struct.pack(">q", value)
-        else:
-            t, v = b"s", value.encode()
-        body += t + bytes([len(name)]) + name.encode() + struct.pack(">I", len(v)) + v
-    return struct.pack(">I", len(body)) + body
-
-
-def parse_frame(body):
-    attrs, i = {}, 0
-    while i < len(body):
-        t = body[i:i + 1]
-        n = body[i + 1]
-        name = body[i + 2:i + 2 + n].decode()
-        (vlen,) = struct.unpack(">I", body[i + 2 + n:i + 6 + n])
-        v = body[i + 6 + n:i + 6 + n + vlen]
-        i += 6 + n + vlen
-        attrs[name] = struct.unpack(">q", v)[0] if t == b"i" else (v if t == b"d" else v.decode())
-    return attrs
+# What qmgr accepts in each frame (doc/queue.md); anything else closes the
+# connection there too, so a protocol slip fails these tests.
+FRAME_ATTRS = {
+    "enqueue": {"sender", "envid", "ret", "size", "body_type", "smtputf8", "client_ip", "client_name", "helo",
+                "src_type", "listener", "auth_user", "vmta", "mail_job"},
+    "rcpt": {"recipient", "orcpt", "notify"},
+    "data": {"data"},
+    "end": set(),
+}
 
 
 class FakeQmgr:
@@ -125,6 +114,7 @@ class FakeQmgr:
         self.path = str(spool / "private" / "qmgr")
         self.messages = []
         self.answer = "accept"
+        self.errors = []
         self.slow = False  # read slowly, so that smtpd must pause its client
         self.count = 0
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -158,12 +148,18 @@ class FakeQmgr:
                     (n,) = struct.unpack(">I", buf[:4])
                     if len(buf) < 4 + n:
                         break
-                    attrs = parse_frame(buf[4:4 + n])
+                    attrs = ternipc.decode(buf[4:4 + n])
                     buf = buf[4 + n:]
                     req = attrs.pop("request")
+                    if req not in FRAME_ATTRS or set(attrs) - FRAME_ATTRS[req]:
+                        self.errors.append(f"bad frame {req}: {sorted(attrs)}")
+                        return
                     if req == "enqueue":
                         msg["envelope"] = attrs
-                    elif req == "recipient":
+                    elif req == "rcpt":
+                        if "@" not in attrs["recipient"] or "envelope" not in msg:
+                            self.errors.append(f"bad rcpt {attrs}")
+                            return
                         msg["recipients"].append(attrs)
                     elif req == "data":
                         msg["data"] += attrs["data"]
@@ -174,10 +170,10 @@ class FakeQmgr:
                             qid = f"Q{self.count:05d}"
                             msg["queue_id"] = qid
                             self.messages.append(msg)
-                            conn.sendall(frame({"status": 250, "queue_id": qid}))
+                            conn.sendall(ternipc.encode({"status": 250, "queue_id": qid}))
                         else:
                             status, reason = self.answer
-                            conn.sendall(frame({"status": status, "reason": reason}))
+                            conn.sendall(ternipc.encode({"status": status, "reason": reason}))
                         msg = {"recipients": [], "data": b""}
 
     def close(self):
@@ -261,6 +257,7 @@ relay-domain [*.]example.net
         self.logf.close()
         if self.qmgr:
             self.qmgr.close()
+            assert self.qmgr.errors == []
         return self.proc.returncode
 
     def logtext(self):
@@ -367,7 +364,7 @@ def test_plain_message_is_queued_with_received_header(start):
     assert data.startswith("Received: from client.test ([127.0.0.1])\r\n\tby mx.test (tern) with ESMTP")
     assert "(source none)" in data and "for <b@example.com>" in data
     assert data.endswith("\r\n\r\nbody line\r\n.leading dot\r\n")  # smtplib stuffs, we unstuff
-    assert msg["end"]["size"] == len(msg["data"])
+    assert msg["end"] == {}
     assert "Q00001: from=<a@x.org> to=<b@example.com>" in d.logtext()
 
 
@@ -381,7 +378,8 @@ def test_qmgr_unreachable_gives_451(start):
         assert code == 451 and text.startswith(b"4.3.0")
 
 
-@pytest.mark.parametrize("answer,code", [((451, "disk full"), 451), ((554, "policy"), 554)])
+@pytest.mark.parametrize("answer,code", [((451, "db error"), 451), ((452, "disk full"), 452),
+                                         ((552, "too big"), 552)])
 def test_qmgr_refusal_is_never_a_250(start, answer, code):
     d = start()
     d.qmgr.answer = answer
@@ -554,7 +552,7 @@ def test_dsn_parameters_reach_qmgr(start):
     assert msg["envelope"]["ret"] == "HDRS" and msg["envelope"]["envid"] == "QQ+1"
     assert msg["recipients"][0] == {"recipient": "b@example.com", "notify": "SUCCESS,DELAY",
                                     "orcpt": "rfc822;b+40example.com"}
-    assert msg["recipients"][1] == {"recipient": "Postmaster"}
+    assert msg["recipients"][1] == {"recipient": "Postmaster@mx.test"}
 
 
 # ---- relaying and per-source rules ----------------------------------------------------------
@@ -634,8 +632,9 @@ def test_source_header_directives(start):
     for gone in ("X-Virtual-MTA", "X-Job", "X-Envid", "X-Secret"):
         assert gone not in data
     assert "\r\nMessage-Id: <" in data and "\r\nDate: " in data and "Subject: h\r\n" in data
-    assert m1["end"] == {"size": len(m1["data"]), "vmta": "vmta7", "job": "job42", "envid": "env9"}
-    assert m2["end"]["vmta"] == "pool1"
+    assert m1["envelope"]["vmta"] == "vmta7" and m1["envelope"]["mail_job"] == "job42"
+    assert m1["envelope"]["envid"] == "env9"
+    assert m2["envelope"]["vmta"] == "pool1"
     assert m2["data"].decode().count("Message-Id") == 1
 
 
@@ -696,7 +695,6 @@ def test_starttls(start, certs):
         c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
     data = d.qmgr.messages[0]["data"].decode()
     assert "with ESMTPS" in data and "TLSv1.3 TLS_" in data
-    assert d.qmgr.messages[0]["envelope"]["tls_protocol"] == "TLSv1.3"
 
 
 def test_starttls_not_offered_without_allow(start):
@@ -935,7 +933,6 @@ def test_large_message_streams_to_qmgr(start):
         c.sendmail("a@x.org", ["b@example.com"], "Subject: big\r\n\r\n" + body)
     data = d.qmgr.messages[0]["data"]
     assert data.endswith(body.encode())
-    assert d.qmgr.messages[0]["end"]["size"] == len(data)
 
 
 def test_reload_applies_to_new_sessions(start):
