@@ -193,7 +193,7 @@ def free_port():
 class Smtpd:
     """smtpd started in standalone mode (it opens its own listeners)."""
 
-    def __init__(self, workdir, certs, body, qmgr=True, globals_="", inherit=False):
+    def __init__(self, workdir, certs, body, qmgr=True, globals_="", inherit=False, whole=None):
         self.dir = workdir
         self.port = free_port()
         self.tls_port = free_port()
@@ -218,6 +218,8 @@ relay-domain [*.]example.net
 {globals_}
 {body}
 """)
+        if whole is not None:
+            self.conf.write_text(whole(self))
         self.log = workdir / "smtpd.log"
         self.logf = open(self.log, "wb")
         env, fds, socks = dict(os.environ), [], []
@@ -910,6 +912,39 @@ def test_bdat(start):
     r.send(b"NOOP\r\n")
     assert r.reply().startswith("250")
     assert d.qmgr.messages[0]["data"].endswith(b"\r\n\r\nfirst second\r\n.not stuffed\r\n")
+
+
+def test_design_md_inbound_configuration(start, certs):
+    """The inbound lines of DESIGN.md, verbatim but for addresses and file
+    names (and the password pasted with curly quotes)."""
+    design = (pathlib.Path(__file__).parent / "design.conf").read_text()
+
+    def config(d):
+        text = design.replace("0/0:25", f"127.0.0.1:{d.port}").replace("1.2.3.4:465", f"127.0.0.1:{d.tls_port}")
+        text = text.replace("/etc/tern/smtp-cert.pem", str(certs / "smtp-cert.pem"))
+        text = text.replace('"YourPasswordHere"', f"\u201c{PASSWORD}\u201d")
+        text = text.replace("/etc/tern/client-ca.pem", str(certs / "ca.pem"))
+        return text + f"host-name mx.test\nspool {d.spool}\nrelay-domain example.com\n" \
+            "<smtp-user alice>\n password \"alice secret\"\n</smtp-user>\n"
+
+    d = start(whole=config)
+    with d.smtp() as c:
+        code, caps = c.ehlo("client.test")
+        assert "STARTTLS" in caps.decode() and "AUTH" not in caps.decode()
+        assert c.docmd("AUTH PLAIN " + plain("alice", "alice secret"))[0] == 530
+        c.starttls(context=client_ctx(certs, "client"))
+        code, caps = c.ehlo("client.test")
+        assert "AUTH PLAIN LOGIN" in caps.decode()
+        assert c.docmd("AUTH PLAIN " + plain("alice", "alice secret"))[0] == 235
+        c.sendmail("a@x.org", ["b@elsewhere.org"], MESSAGE)
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=client_ctx(certs), timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    first = d.qmgr.messages[0]
+    assert "with ESMTPSA" in first["data"].decode()
+    assert 'client certificate subject="CN = client.test"' in first["data"].decode()
+    assert first["envelope"]["auth_user"] == "alice"
+    assert "with ESMTPS" in d.qmgr.messages[1]["data"].decode()
 
 
 def test_listeners_inherited_from_master(start, certs):
