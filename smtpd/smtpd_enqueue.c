@@ -183,6 +183,8 @@ static void fail_now(struct smtpd_enqueue *e, const char *why)
 	e->failed = true;
 	if (e->done)
 		finish(e, 0, NULL, buf_cstr(&e->why));
+	else
+		smtpd_session_resume(e->session); /* read on: the end gets the 451 */
 }
 
 static void on_reply(struct bufferevent *bev, void *arg)
@@ -287,6 +289,9 @@ struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *er
 		log_fatal("cannot create a bufferevent");
 	bufferevent_setcb(e->bev, on_reply, on_written, on_event, e);
 	bufferevent_setwatermark(e->bev, EV_WRITE, ENQUEUE_LOW, 0);
+	/* a qmgr that stops reading must not hold the client forever */
+	struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
+	bufferevent_set_timeouts(e->bev, NULL, &tv);
 	bufferevent_enable(e->bev, EV_READ | EV_WRITE);
 	return e;
 }
@@ -309,7 +314,7 @@ void smtpd_enqueue_write(struct smtpd_enqueue *e, const void *data, size_t len)
 
 size_t smtpd_enqueue_pending(const struct smtpd_enqueue *e)
 {
-	return evbuffer_get_length(bufferevent_get_output(e->bev));
+	return e->failed ? 0 : evbuffer_get_length(bufferevent_get_output(e->bev));
 }
 
 void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
@@ -326,7 +331,7 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 	buf_free(&frame);
 	e->done = done;
 	struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
-	bufferevent_set_timeouts(e->bev, &tv, NULL);
+	bufferevent_set_timeouts(e->bev, &tv, &tv);
 	if (e->failed) {
 		/* the caller expects the answer later, never from inside this call */
 		e->later = evtimer_new(e->session->srv->base, on_later, e);

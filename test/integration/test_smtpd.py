@@ -162,6 +162,8 @@ class FakeQmgr:
                             return
                         msg["recipients"].append(attrs)
                     elif req == "data":
+                        if self.answer == "drop":  # qmgr dies in the middle of a message
+                            return
                         msg["data"] += attrs["data"]
                     elif req == "end":
                         msg["end"] = attrs
@@ -392,6 +394,18 @@ def test_qmgr_refusal_is_never_a_250(start, answer, code):
         got, _ = c.data(MESSAGE)
         assert got == code
         c.rset()  # the session goes on
+
+
+def test_qmgr_lost_in_the_middle_gives_451(start):
+    d = start()
+    d.qmgr.answer = "drop"
+    with d.smtp() as c:
+        c.ehlo("client.test")
+        c.mail("a@x.org")
+        c.rcpt("b@example.com")
+        code, text = c.data(MESSAGE + "x" * 70 + "\r\n")
+        assert code == 451 and text.startswith(b"4.3.0")
+        assert c.noop()[0] == 250
 
 
 def test_swaks_plain(start):
@@ -988,6 +1002,32 @@ def test_reload_applies_to_new_sessions(start):
     assert "reload refused" in d.logtext()
     r = Raw(d.port)
     assert r.reply().startswith("521")
+
+
+def test_garbage_does_not_hurt(start):
+    """Random and hostile input in every state: the daemon answers or
+    closes, never crashes (the sanitizers watch), and still serves."""
+    import random
+    rng = random.Random(5321)
+    d = start("<source 0/0>\n allow-unencrypted-plain-auth yes\n allow-starttls yes\n</source>")
+    prefixes = [b"", b"EHLO g\r\n", b"EHLO g\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+                b"EHLO g\r\nAUTH LOGIN\r\n", b"EHLO g\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nBDAT 100\r\n",
+                b"EHLO g\r\nSTARTTLS\r\n"]
+    alphabet = b"\r\n.:<>@ \"\\%!=+AZaz09\x00\xff" + bytes(range(256))
+    for i in range(120):
+        raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        junk = bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 3000)))
+        try:
+            raw.sendall(prefixes[i % len(prefixes)] + junk)
+            raw.shutdown(socket.SHUT_WR)
+            while raw.recv(65536):
+                pass
+        except OSError:
+            pass
+        raw.close()
+    with d.smtp() as c:
+        c.ehlo("after.test")
+        assert c.noop()[0] == 250
 
 
 # ---- load and stop --------------------------------------------------------------------------
