@@ -150,7 +150,7 @@ struct smtpd_policy {
 	enum smtpd_add_date add_date_header;
 	bool process_x_virtual_mta, retain_x_virtual_mta, reject_invalid_vmta, process_x_job, retain_x_job,
 	    process_x_envid;
-	bool log_connections, log_commands, log_data;
+	bool log_connections, log_commands;
 	uint64_t max_message_size; /* VALUE_UNLIMITED: none */
 	uint64_t max_rcpt;         /* 0: none */
 	int64_t command_timeout, data_timeout;
@@ -178,7 +178,6 @@ struct smtpd_listener {
 	bool immediate_tls;
 	char *source_name; /* NULL: match by IP only */
 	void *ssl_ctx;     /* SSL_CTX, NULL when no certificate is configured */
-	bool verify_clients;
 };
 
 struct smtpd_session;
@@ -189,7 +188,6 @@ struct smtpd_server {
 	struct smtpd_conf *conf;
 	struct smtpd_listener *listeners;
 	size_t nlisteners;
-	bool inherited;                 /* listeners came from master (TERN_LISTEN_FDS) */
 	struct smtpd_session *sessions; /* doubly linked, for draining */
 	size_t nsessions;
 	bool stopping;
@@ -239,13 +237,12 @@ struct smtpd_txn {
 	bool headers_done;
 	uint64_t size;   /* message octets received */
 	bool too_big;    /* over max-message-size: refuse at the end */
-	bool bad_header; /* the header section could not be parsed */
+	bool bad_header; /* an X-Virtual-MTA or job id header cannot be used */
 	unsigned hops;
 	bool bdat;          /* a BDAT transaction (DATA is then refused) */
 	uint64_t bdat_left; /* octets of the current chunk still to read */
 	bool bdat_last;
 	bool bdat_discard;
-	bool started; /* the message writer has begun (DATA or the first BDAT) */
 	char *vmta, *job_id;
 	struct smtpd_enqueue *enq;
 };
@@ -274,7 +271,6 @@ struct smtpd_session {
 	bool held;                 /* reading paused until qmgr catches up */
 	struct event *resume_ev;
 	char *auth_user;
-	bool auth_external_ok; /* the verified certificate names a certificate user */
 	/* SASL exchange in progress */
 	int auth_mech;
 	int auth_step;

@@ -198,7 +198,6 @@ static void emit_headers(struct smtpd_session *s)
 static void message_start(struct smtpd_session *s)
 {
 	struct smtpd_txn *t = &s->txn;
-	t->started = true;
 	t->size = 0;
 	t->headers_done = false;
 	buf_reset(&t->headers);

@@ -58,7 +58,6 @@ static bool inherit_listeners(struct smtpd_server *srv, const char *spec, struct
 		add_listener(srv, (int)fd, eq + 1);
 	}
 	free(copy);
-	srv->inherited = true;
 	return ok;
 }
 

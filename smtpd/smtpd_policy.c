@@ -142,7 +142,6 @@ bool smtpd_policy_resolve(const struct smtpd_conf *c, const struct addr_ip *ip, 
 	out->process_x_envid = conf_get_bool(s, "process-x-envid");
 	out->log_connections = conf_get_bool(s, "log-connections");
 	out->log_commands = conf_get_bool(s, "log-commands");
-	out->log_data = conf_get_bool(s, "log-data");
 	out->max_message_size = conf_get_uint(s, "max-message-size");
 	if (out->max_message_size == 0)
 		out->max_message_size = VALUE_UNLIMITED;
@@ -213,6 +212,5 @@ bool smtpd_listener_tls(struct smtpd_listener *l, const struct smtpd_conf *c, st
 	if (l->ssl_ctx)
 		SSL_CTX_free(l->ssl_ctx);
 	l->ssl_ctx = ctx;
-	l->verify_clients = ts.ca_file != NULL;
 	return true;
 }
