@@ -322,6 +322,8 @@ size_t smtpd_bdat_input(struct smtpd_session *s, const char *in, size_t len);
 /* AUTH (smtpd_auth.c). */
 void smtpd_auth_command(struct smtpd_session *s, char *args);
 void smtpd_auth_response(struct smtpd_session *s, char *line);
+/* Ends a SASL exchange with the reply given. */
+void smtpd_auth_cancel(struct smtpd_session *s, const char *reply);
 /* The mechanisms to announce in EHLO ("PLAIN LOGIN"), "" for none. */
 void smtpd_auth_mechanisms(const struct smtpd_session *s, struct buf *out);
 bool smtpd_auth_throttled(const struct smtpd_session *s);

@@ -190,6 +190,7 @@ static void finish_plain(struct smtpd_session *s, const struct buf *msg)
 	const char *nul1 = memchr(p, '\0', msg->len);
 	const char *nul2 = nul1 ? memchr(nul1 + 1, '\0', msg->len - (size_t)(nul1 + 1 - p)) : NULL;
 	if (nul2 == NULL || memchr(nul2 + 1, '\0', msg->len - (size_t)(nul2 + 1 - p))) {
+		note_failure(s);
 		smtpd_reply(s, "501 5.5.2 Malformed PLAIN response");
 		return;
 	}
@@ -230,11 +231,16 @@ static void end_exchange(struct smtpd_session *s)
 	}
 }
 
+void smtpd_auth_cancel(struct smtpd_session *s, const char *reply)
+{
+	end_exchange(s);
+	smtpd_reply(s, "%s", reply);
+}
+
 void smtpd_auth_response(struct smtpd_session *s, char *line)
 {
 	if (strcmp(line, "*") == 0) {
-		end_exchange(s);
-		smtpd_reply(s, "501 5.7.0 Authentication cancelled");
+		smtpd_auth_cancel(s, "501 5.7.0 Authentication cancelled");
 		return;
 	}
 	struct buf msg = BUF_INIT;

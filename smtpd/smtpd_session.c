@@ -95,6 +95,8 @@ static void check_flushed(evutil_socket_t fd, short what, void *arg)
 		session_free(s);
 		return;
 	}
+	if (bufferevent_get_underlying(s->bev) == NULL)
+		return; /* on_flushed comes when the output is empty */
 	/* the filter does not tell when its underlying buffer drains: look again */
 	if (s->close_timer == NULL)
 		s->close_timer = evtimer_new(s->srv->base, check_flushed, s);
@@ -255,7 +257,8 @@ static SSL *new_ssl(struct smtpd_session *s)
 		log_error("session %lu: cannot create a TLS session", s->id);
 		return NULL;
 	}
-	/* idle sessions give their record buffers back (about 34 KB each) */
+	/* idle sessions give their record buffers back (28 KB per idle TLS
+	 * session become 17 KB) */
 	SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
 	return ssl;
 }
@@ -421,7 +424,10 @@ static bool next_line(struct smtpd_session *s, struct evbuffer *in)
 	if (s->skip_line || len + 1 > limit) {
 		evbuffer_drain(in, len + 1);
 		s->skip_line = false;
-		smtpd_reply(s, "500 5.5.2 Line too long");
+		if (s->state == SMTPD_ST_AUTH)
+			smtpd_auth_cancel(s, "500 5.5.6 Authentication exchange line is too long");
+		else
+			smtpd_reply(s, "500 5.5.2 Line too long");
 		return true;
 	}
 	buf_reset(&s->line);

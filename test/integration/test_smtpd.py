@@ -667,13 +667,28 @@ def test_total_max_smtp_in(start):
     assert e.reply().startswith("220")
 
 
-def test_command_timeout(start):
-    d = start("<source 0/0>\n smtp-command-timeout 1s\n</source>")
+def test_timeouts(start):
+    d = start("<source 0/0>\n smtp-command-timeout 1s\n smtp-data-timeout 2s\n allow-starttls yes\n</source>")
     r = Raw(d.port)
     greet(r)
-    time.sleep(1.5)
+    t0 = time.time()
     assert r.reply().startswith("421 4.4.2")
-    assert r.closed()
+    assert r.closed() and 0.8 < time.time() - t0 < 1.8
+    # a TLS handshake that never starts
+    r = Raw(d.port)
+    greet(r)
+    r.send("STARTTLS\r\n")
+    assert r.reply().startswith("220")
+    t0 = time.time()
+    assert r.closed() and time.time() - t0 < 1.8
+    # the data phase has its own timeout
+    r = Raw(d.port)
+    greet(r)
+    r.send("MAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "354"]
+    t0 = time.time()
+    assert r.reply().startswith("421 4.4.2")
+    assert 1.8 < time.time() - t0 < 2.8
 
 
 def test_log_commands_masks_auth(start):
@@ -836,6 +851,21 @@ def test_require_auth_and_failure_throttle(start, certs):
         assert c.docmd("AUTH PLAIN " + plain("nobody", "x"))[0] == 535
         assert c.docmd("AUTH PLAIN " + plain("alice", "alice secret"))[0] == 454  # throttled
     assert "alice secret" not in d.logtext()
+
+
+def test_auth_exchange_details(start):
+    d = start("<source 0/0>\n allow-unencrypted-plain-auth yes\n</source>")
+    r = Raw(d.port)
+    greet(r)
+    for line, want in [("AUTH CRAM-MD5", "504 5.5.4"), ("AUTH PLAIN", "334 "), ("*", "501 5.7.0"),
+                       ("AUTH PLAIN", "334 "), ("not base64!", "501 5.5.2"),
+                       ("AUTH LOGIN", "334 VXNlcm5hbWU6"), (base64.b64encode(b"alice").decode(), "334 UGFzc3dvcmQ6"),
+                       ("A" * 13000, "500 5.5.6"), ("AUTH PLAIN =", "501 5.5.2"),
+                       ("AUTH PLAIN " + base64.b64encode(b"bob\0alice\0alice secret").decode(), "535 5.7.8"),
+                       ("AUTH PLAIN " + base64.b64encode(b"alice\0alice\0alice secret").decode(), "235 2.7.0"),
+                       ("AUTH PLAIN =", "503 5.5.1"), ("MAIL FROM:<a@x.org>", "250"), ("AUTH PLAIN =", "503 5.5.1")]:
+        r.send(line + "\r\n")
+        assert r.reply().startswith(want), line
 
 
 def test_auth_user_source_applies(start):
