@@ -134,6 +134,8 @@ void master_services_free(struct master *m);
 /* Process ids of a service's live workers, space separated. */
 void master_service_pids(const struct master_service *s, struct buf *out);
 unsigned master_service_running(const struct master_service *s);
+/* Workers that reported the end of their start-up. */
+unsigned master_service_ready(const struct master_service *s);
 
 /* ---- reload and stop (master_main.c) ------------------------------------------- */
 

@@ -400,3 +400,11 @@ unsigned master_service_running(const struct master_service *s)
 		n += s->workers[j].pid != 0;
 	return n;
 }
+
+unsigned master_service_ready(const struct master_service *s)
+{
+	unsigned n = 0;
+	for (unsigned j = 0; j < s->wanted; j++)
+		n += s->workers[j].pid != 0 && s->workers[j].ready;
+	return n;
+}
