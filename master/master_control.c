@@ -208,14 +208,20 @@ static void on_relay_done(void *arg, bool ok, const char *reason)
 		client_free(c);
 }
 
-/* Hands a request for another daemon on; false when it cannot go. */
-static bool relay_request(struct control_client *c, const char *service, const void *payload, size_t len)
+/* Hands a request for another daemon on.  A relayed request may follow a
+ * stream for as long as the caller likes, so the idle timeouts go. */
+static void relay_request(struct control_client *c, const char *service, const void *payload, size_t len)
 {
 	c->relay =
 	    master_relay_start(c->master, service, c->bev, payload, len, c->role == ROLE_ADMIN, on_relay_done, c);
-	if (c->relay == NULL)
-		reply_simple(c, CONTROL_FAILED, "cannot reach the service");
-	return true;
+	if (c->relay == NULL) {
+		struct buf reason = BUF_INIT;
+		buf_printf(&reason, "%s is not running", service);
+		reply_simple(c, CONTROL_FAILED, buf_cstr(&reason));
+		buf_free(&reason);
+	} else {
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	}
 }
 
 static void on_client_read(struct bufferevent *bev, void *arg)
