@@ -42,6 +42,7 @@ struct qmgr_daemon {
 	int listen_fd;
 	struct qmgr_flusher *flusher;
 	struct qmgr_enqueue *eq;
+	struct qmgr_sched *sched;
 };
 
 static char *queue_dir(const struct qmgr_settings *s)
@@ -125,7 +126,10 @@ static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 	d->flusher = qmgr_flusher_start(base, d->st, CHECKPOINT_SECS, err);
 	if (d->flusher == NULL)
 		return false;
-	d->eq = qmgr_enqueue_start(base, d->listen_fd, d->st, d->flusher, d->settings.sync_msg_create, err);
+	d->sched = qmgr_sched_start(base, d->st, d->settings.conf, d->settings.spool, err);
+	if (d->sched == NULL)
+		return false;
+	d->eq = qmgr_enqueue_start(base, d->listen_fd, d->st, d->flusher, d->settings.sync_msg_create, d->sched, err);
 	if (d->eq == NULL)
 		return false;
 	log_info("queue %s/queue open, sync-msg-create %s", d->settings.spool,
@@ -142,6 +146,8 @@ static void daemon_stop(void *ctx)
 	d->flusher = NULL;
 	qmgr_enqueue_stop(d->eq);
 	d->eq = NULL;
+	qmgr_sched_stop(d->sched);
+	d->sched = NULL;
 	qmgr_store_close(d->st);
 	d->st = NULL;
 	qmgr_settings_free(&d->settings);
