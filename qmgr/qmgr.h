@@ -7,6 +7,9 @@
  *   qmgr_enqueue.c   the enqueue server on <spool>/private/qmgr
  *   qmgr_sched.c     the scheduler: when a queue gets a job, applying results
  *   qmgr_smtp.c      the client of smtp's job protocol
+ *   qmgr_bounce.c    DSNs and bounce categories
+ *   qmgr_outbox.c    the client that hands accounting records to acctd
+ *   qmgr_control.c   control requests relayed by master (ternctl)
  *   qmgr_main.c      the daemon and its offline modes (-C, -L, -B)
  *
  * doc/queue.md describes the schema and the protocol. */
@@ -246,6 +249,10 @@ typedef bool (*qmgr_message_fn)(void *ctx, const char *qid, const struct ipc_msg
 bool qmgr_store_walk_messages(struct qmgr_store *st, qmgr_message_fn fn, void *ctx, struct buf *err);
 typedef bool (*qmgr_outbox_fn)(void *ctx, uint64_t seq, const struct ipc_msg *rec);
 bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx, struct buf *err);
+/* From sequence number seq on. */
+bool qmgr_store_walk_outbox_from(struct qmgr_store *st, uint64_t seq, qmgr_outbox_fn fn, void *ctx, struct buf *err);
+/* The oldest record still in the outbox; *found false when it is empty. */
+bool qmgr_store_outbox_first(struct qmgr_store *st, uint64_t *first, bool *found, struct buf *err);
 /* The recipients of queue due at or before until, in due order. */
 typedef bool (*qmgr_due_fn)(void *ctx, const char *qid, size_t index, int64_t due);
 bool qmgr_store_walk_due(struct qmgr_store *st, const char *queue, int64_t until, qmgr_due_fn fn, void *ctx,
@@ -379,5 +386,29 @@ bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const st
 bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
 void qmgr_smtp_end_message(struct qmgr_job_builder *b);
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
+
+/* ---- bounces (qmgr_bounce.c) ------------------------------------------------ */
+
+/* Loads the bounce categories and hooks DSNs into the scheduler (sched
+ * may be NULL: categories only). */
+struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sched, const struct conf *conf);
+void qmgr_bounce_free(struct qmgr_bounce *b);
+/* bounceCat of a failure: the first rule matching the status or the
+ * diagnostic. */
+void qmgr_bounce_category(const struct qmgr_bounce *b, const char *status, const char *diag, struct buf *out);
+
+/* ---- the accounting outbox's client (qmgr_outbox.c) --------------------------- */
+
+struct qmgr_outbox;
+
+/* Feeds outbox records to acctd on <spool>/private/acctd in order,
+ * deleting them once acctd confirms; reconnects with a back-off. */
+struct qmgr_bounce;
+struct qmgr_outbox *qmgr_outbox_start(struct event_base *base, struct qmgr_store *st, const char *spool,
+                                      const struct qmgr_bounce *bounce);
+void qmgr_outbox_stop(struct qmgr_outbox *o);
+/* Records not yet confirmed by acctd. */
+uint64_t qmgr_outbox_pending(struct qmgr_outbox *o);
+bool qmgr_outbox_connected(struct qmgr_outbox *o);
 
 #endif

@@ -43,6 +43,8 @@ struct qmgr_daemon {
 	struct qmgr_flusher *flusher;
 	struct qmgr_enqueue *eq;
 	struct qmgr_sched *sched;
+	struct qmgr_bounce *bounce;
+	struct qmgr_outbox *outbox;
 };
 
 static char *queue_dir(const struct qmgr_settings *s)
@@ -129,6 +131,8 @@ static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 	d->sched = qmgr_sched_start(base, d->st, d->settings.conf, d->settings.spool, err);
 	if (d->sched == NULL)
 		return false;
+	d->bounce = qmgr_bounce_new(d->st, d->sched, d->settings.conf);
+	d->outbox = qmgr_outbox_start(base, d->st, d->settings.spool, d->bounce);
 	d->eq = qmgr_enqueue_start(base, d->listen_fd, d->st, d->flusher, d->settings.sync_msg_create, d->sched, err);
 	if (d->eq == NULL)
 		return false;
@@ -146,8 +150,12 @@ static void daemon_stop(void *ctx)
 	d->flusher = NULL;
 	qmgr_enqueue_stop(d->eq);
 	d->eq = NULL;
+	qmgr_outbox_stop(d->outbox);
+	d->outbox = NULL;
 	qmgr_sched_stop(d->sched);
 	d->sched = NULL;
+	qmgr_bounce_free(d->bounce);
+	d->bounce = NULL;
 	qmgr_store_close(d->st);
 	d->st = NULL;
 	qmgr_settings_free(&d->settings);

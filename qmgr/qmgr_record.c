@@ -47,12 +47,13 @@ static const struct ipc_spec queue_spec[] = {
 
 static const struct ipc_spec outbox_spec[] = {
     /* a "tq" record is about a queue: no message, no recipient */
-    {IPC_ATTR_RECORD_TYPE, IPC_REQUIRED}, {IPC_ATTR_QUEUE_ID, IPC_OPTIONAL},    {IPC_ATTR_RCPT_INDEX, IPC_OPTIONAL},
-    {IPC_ATTR_TIME_LOGGED, IPC_REQUIRED}, {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},   {IPC_ATTR_ORCPT, IPC_OPTIONAL},
-    {IPC_ATTR_QUEUE, IPC_OPTIONAL},       {IPC_ATTR_RCPT_STATE, IPC_OPTIONAL},  {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL},
-    {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},  {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},
-    {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},    {IPC_ATTR_ESMTP, IPC_OPTIONAL},       {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL},
-    {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},  {IPC_ATTR_BODY_SIZE, IPC_OPTIONAL},   QMGR_ENVELOPE_ATTRS(QMGR_STORED_ENTRY)};
+    {IPC_ATTR_RECORD_TYPE, IPC_REQUIRED},  {IPC_ATTR_QUEUE_ID, IPC_OPTIONAL},    {IPC_ATTR_RCPT_INDEX, IPC_OPTIONAL},
+    {IPC_ATTR_TIME_LOGGED, IPC_REQUIRED},  {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},   {IPC_ATTR_ORCPT, IPC_OPTIONAL},
+    {IPC_ATTR_QUEUE, IPC_OPTIONAL},        {IPC_ATTR_RCPT_STATE, IPC_OPTIONAL},  {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL},
+    {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},   {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},
+    {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},     {IPC_ATTR_ESMTP, IPC_OPTIONAL},       {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL},
+    {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},   {IPC_ATTR_BODY_SIZE, IPC_OPTIONAL},   {IPC_ATTR_RECEIVED, IPC_OPTIONAL},
+    QMGR_ENVELOPE_ATTRS(QMGR_STORED_ENTRY)};
 
 /* ---- queue IDs and names ------------------------------------------------- */
 
@@ -334,6 +335,11 @@ void qmgr_record_outbox(struct buf *out, const char *type, const char *qid, size
 	}
 	if (envelope)
 		qmgr_record_copy(&w, envelope, qmgr_envelope_attrs, qmgr_envelope_attr_count);
+	/* the arrival time (timeQueued): the message may be gone when the
+	 * record is sent */
+	ipc_put_int(&w, IPC_ATTR_RECEIVED,
+	            envelope && ipc_msg_has(envelope, IPC_ATTR_RECEIVED) ? ipc_msg_int(envelope, IPC_ATTR_RECEIVED)
+	                                                                 : when);
 	if (detail)
 		qmgr_record_copy(&w, detail, detail_attrs, sizeof(detail_attrs) / sizeof(detail_attrs[0]));
 	/* smtp's "size" is what went out; the envelope's is what MAIL FROM

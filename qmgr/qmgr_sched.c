@@ -258,8 +258,10 @@ static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, 
 static void expire(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index, const char *last)
 {
 	struct buf why = BUF_INIT;
-	buf_printf(&why, "expired after %" PRId64 "s in the queue%s%s", q->bounce_after, last ? ": " : "",
-	           last ? last : "");
+	/* the status code after the first word, where the accounting and
+	 * the DSN look for it */
+	buf_printf(&why, "expired: 4.4.7 no delivery within %" PRId64 "s%s%s", q->bounce_after,
+	           last ? "; last attempt: " : "", last ? last : "");
 	struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, buf_cstr(&why), "b", NULL};
 	apply(s, q, qid, index, &o);
 	buf_free(&why);

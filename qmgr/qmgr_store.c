@@ -699,6 +699,30 @@ bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx,
 	return walk(st, QMGR_TABLE_OUTBOX, NULL, outbox_step, &o, err);
 }
 
+bool qmgr_store_walk_outbox_from(struct qmgr_store *st, uint64_t seq, qmgr_outbox_fn fn, void *ctx, struct buf *err)
+{
+	struct outbox_walk o = {fn, ctx};
+	struct buf start = BUF_INIT;
+	qmgr_key_seq(&start, seq);
+	bool ok = walk(st, QMGR_TABLE_OUTBOX, &start, outbox_step, &o, err);
+	buf_free(&start);
+	return ok;
+}
+
+static bool first_seq(void *ctx, uint64_t seq, const struct ipc_msg *rec)
+{
+	*(uint64_t *)ctx = seq;
+	return false;
+}
+
+bool qmgr_store_outbox_first(struct qmgr_store *st, uint64_t *first, bool *found, struct buf *err)
+{
+	*first = 0;
+	bool ok = qmgr_store_walk_outbox(st, first_seq, first, err);
+	*found = *first != 0;
+	return ok;
+}
+
 struct due_walk {
 	const char *queue;
 	size_t queue_len; /* with its NUL */

@@ -118,6 +118,11 @@ def setup(base):
         sink.stop()
 
 
+def outbox(q):
+    """The outbox lines of `qmgr -L`, split: outbox, seq, type, qid, index."""
+    return [line.split("\t") for line in q.offline("-L").decode().splitlines() if line.startswith("outbox\t")]
+
+
 ROUTE = "<domain example.net>\n  smtp-hosts [127.0.0.1]:PORT\n"
 
 
@@ -138,11 +143,11 @@ def test_4xx_is_retried_and_5xx_bounced(setup):
     q, sink = setup(ROUTE + "  retry-recipients-after 1s\n",
                     "--rcpt", "^bad@=550 5.1.1 no such user",
                     "--rule", '{"command": "RCPT", "times": 1, "match": "^busy@", "reply": "450 4.2.0 busy"}')
-    q.enqueue("a@example.org", ["busy@example.net", "bad@example.net"])
+    qid = q.enqueue("a@example.org", ["busy@example.net", "bad@example.net"])
     wait_for(lambda: "busy@example.net" in sink.delivered(), 20, what="the retry")
     assert "bad@example.net" not in sink.delivered()
     q.stop()
-    types = sorted(line.split("\t")[2] for line in q.offline("-L").decode().splitlines() if line.startswith("outbox\t"))
+    types = sorted(f[2] for f in outbox(q) if f[3] == qid)
     assert types == ["b", "d", "r", "r", "t"]
 
 
@@ -179,3 +184,35 @@ def test_kill_9_during_deliveries_loses_nothing(setup):
     delivered = sink.delivered()
     # a recipient sent twice can only be one whose result the kill cut off
     assert len(delivered) - len(set(delivered)) <= 12
+
+
+def test_expiry_sends_an_rfc3464_dsn_unless_notify_never(setup):
+    import email
+    q, sink = setup("<domain example.net>\n  smtp-hosts [127.0.0.1]:PORT\n  bounce-after 2s\n"
+                    "  retry-recipients-after 1s\n</domain>\n<domain example.org>\n"
+                    "  smtp-hosts [127.0.0.1]:PORT\n",
+                    "--rcpt", "^(late|quiet)@=450 4.2.0 try later")
+    qid = q.enqueue("sender@example.org", [("late@example.net", {"orcpt": "rfc822;Late@example.net"}),
+                                           ("quiet@example.net", {"notify": "NEVER"})],
+                    envid="ENV-1", ret="HDRS")
+    dsns = wait_for(lambda: [m for m in sink.records("message") if m["mail_from"] == ""], 20, what="the DSN")
+    time.sleep(1.5)
+    assert len([m for m in sink.records("message") if m["mail_from"] == ""]) == 1  # none for NEVER
+    assert [r["address"] for r in dsns[0]["rcpts"]] == ["sender@example.org"]
+    msg = email.message_from_string(dsns[0]["data"])
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    human, status, original = msg.get_payload()
+    assert human.get_content_type() == "text/plain"
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, per_rcpt = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; client.tern.test"
+    assert per_message["Original-Envelope-Id"] == "ENV-1"
+    assert per_rcpt["Final-Recipient"] == "rfc822; late@example.net"
+    assert per_rcpt["Original-Recipient"] == "rfc822; Late@example.net"
+    assert per_rcpt["Action"] == "failed"
+    assert per_rcpt["Status"] == "4.4.7"
+    assert "4.2.0 try later" in per_rcpt["Diagnostic-Code"]
+    assert original.get_content_type() == "text/rfc822-headers"
+    assert "Subject: hello" in original.get_payload()
+    assert qid in q.log()
