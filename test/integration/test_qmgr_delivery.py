@@ -216,3 +216,38 @@ def test_expiry_sends_an_rfc3464_dsn_unless_notify_never(setup):
     assert original.get_content_type() == "text/rfc822-headers"
     assert "Subject: hello" in original.get_payload()
     assert qid in q.log()
+
+
+ACCTD = pathlib.Path(os.environ.get("TERN_ACCTD", TOP / "acctd" / "acctd"))
+
+
+@pytest.mark.skipif(not ACCTD.exists(), reason="acctd is not built")
+def test_outbox_reaches_acctd_once_it_is_up_and_is_emptied(setup, base):
+    import csv
+    q, sink = setup(ROUTE + "</domain>\n<acct-file " + str(base / "log" / "acct.csv") + ">\n"
+                    "  records r, d\n</acct-file>\n<domain example.net>\n")
+    qid = q.enqueue("a@example.org", ["one@example.net", "two@example.net"])
+    wait_for(lambda: len(sink.delivered()) == 2, 15, what="delivery")
+    # acctd was down all along: the records waited; now it comes up.
+    log = open(base / "acctd.log", "ab")
+    args = [str(ACCTD), "-f", "-c", str(q.config)] + (["-u", "nobody"] if os.geteuid() == 0 else [])
+    acctd = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, TZ="UTC"))
+    log.close()
+    try:
+        path = base / "log" / "acct.csv"
+
+        def rows():
+            if not path.exists():
+                return []
+            return list(csv.DictReader(path.read_text().splitlines()))
+        got = wait_for(lambda: len(rows()) == 4 and rows(), 20, what="4 accounting rows")
+        assert sorted(r["type"] for r in got) == ["d", "d", "r", "r"]
+        d = [r for r in got if r["type"] == "d"]
+        assert {r["rcpt"] for r in d} == {"one@example.net", "two@example.net"}
+        assert all(r["orig"] == "a@example.org" and r["dsnAction"] == "relayed" and r["dsnStatus"].startswith("2.")
+                   and r["dlvDestinationIp"] == "127.0.0.1" for r in d)
+        q.stop()
+        assert outbox(q) == []
+    finally:
+        acctd.send_signal(signal.SIGTERM)
+        acctd.wait(10)
