@@ -23,6 +23,8 @@ struct ctl_command {
 	/* argv holds the arguments after the command name, options removed. */
 	int (*run)(const struct ctl_options *opts, int argc, char **argv);
 	bool takes_json;
+	/* Its own "--name[=value]" options reach run() among the operands. */
+	bool own_options;
 };
 
 extern const struct ctl_command ctl_commands[];
@@ -42,5 +44,17 @@ int ctl_stop(const struct ctl_options *opts, int argc, char **argv);
 int ctl_reload(const struct ctl_options *opts, int argc, char **argv);
 int ctl_status(const struct ctl_options *opts, int argc, char **argv);
 int ctl_show_version(const struct ctl_options *opts, int argc, char **argv);
+
+/* ctl_queue.c */
+int ctl_show_queues(const struct ctl_options *opts, int argc, char **argv);
+int ctl_show_topqueues(const struct ctl_options *opts, int argc, char **argv);
+int ctl_show_domains(const struct ctl_options *opts, int argc, char **argv);
+int ctl_show_status(const struct ctl_options *opts, int argc, char **argv);
+int ctl_list(const struct ctl_options *opts, int argc, char **argv);
+int ctl_pause_queue(const struct ctl_options *opts, int argc, char **argv);
+int ctl_resume_queue(const struct ctl_options *opts, int argc, char **argv);
+int ctl_schedule(const struct ctl_options *opts, int argc, char **argv);
+int ctl_delete(const struct ctl_options *opts, int argc, char **argv);
+int ctl_queue_recover(const struct ctl_options *opts, int argc, char **argv);
 
 #endif

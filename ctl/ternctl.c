@@ -16,32 +16,59 @@ const struct ctl_command ctl_commands[] = {
      "Checks the configuration file and everything it includes.  Prints \"Configuration OK.\" and the warnings, "
      "or every error as FILE:LINE: message and exits 1.  --json prints {\"ok\", \"errors\", \"warnings\"} with "
      "each diagnostic's file, line and message.",
-     ctl_test_config, true},
+     ctl_test_config, true, false},
     {"explain", "[-c FILE] [--json] domain NAME [VMTA] | source IP [SOURCE-NAME]",
      "Shows every setting that applies to mail for a recipient domain (optionally through a virtual MTA or "
      "pool) or to a client IP (optionally through a listener's named source), one per line as "
      "\"directive value  # FILE:LINE\" or \"# default\".  --json prints an object of directive -> {value, from}.",
-     ctl_explain, true},
+     ctl_explain, true, false},
     {"start", "[-c FILE] [-d DIR] [--json]",
      "Starts tern: runs master (from DIR, default " TERN_LIBEXECDIR "/tern), which checks the configuration, "
      "opens its sockets and starts every service, and waits until it answers.",
-     ctl_start, true},
+     ctl_start, true, false},
     {"stop", "[-c FILE] [--json]",
      "Stops tern: no new connections, sessions in flight finish, the queue closes cleanly; waits until master "
      "has exited.",
-     ctl_stop, true},
+     ctl_stop, true, false},
     {"reload", "[-c FILE] [--json]",
      "Makes master re-read the configuration.  A file with errors is refused (each error printed as "
      "FILE:LINE: message, exit status 1) and the running configuration stays in force.",
-     ctl_reload, true},
+     ctl_reload, true, false},
     {"status", "[-c FILE] [--json]",
      "Shows master's pid, uptime and reloads, and for each service its state (running, starting, throttled, "
      "stopping), processes, restarts and pids.",
-     ctl_status, true},
-    {"show version", "[--json]", "Shows the version of ternctl and of the running tern.", ctl_show_version,
-     true},
-    {"help", "[COMMAND]", "Shows the commands, or the help of one command.", run_help, false},
-    {NULL, NULL, NULL, NULL, false},
+     ctl_status, true, false},
+    {"show version", "[--json]", "Shows the version of ternctl and of the running tern.", ctl_show_version, true,
+     false},
+    {"show status", "[-c FILE] [--json]",
+     "Shows the queue's traffic (recipients in and out since qmgr started), connections, queue totals and the "
+     "accounting records waiting for acctd.",
+     ctl_show_status, true, false},
+    {"show queues", "[-c FILE] [--json] [--paused] [--errors] [domain/vmta]",
+     "Shows the queues with recipients: #rcpt, connections, state (pa paused, bo backoff), next retry and the "
+     "last error.  The queue may be a pattern: */*, domain/*.",
+     ctl_show_queues, true, true},
+    {"show topqueues", "[-c FILE] [--json]", "Shows the 20 queues with the most recipients.", ctl_show_topqueues, true,
+     false},
+    {"show domains", "[-c FILE] [--json] [domain]", "Shows recipients and connections per recipient domain.",
+     ctl_show_domains, true, false},
+    {"list", "[-c FILE] [--json] --queue=domain/vmta [--maxitems=N]",
+     "Lists the recipients waiting in a queue (1000 unless --maxitems says otherwise).", ctl_list, true, true},
+    {"pause queue", "[-c FILE] [--json] domain/vmta", "Stops deliveries from the queues that match.", ctl_pause_queue,
+     true, false},
+    {"resume queue", "[-c FILE] [--json] domain/vmta", "Lets paused queues deliver again.", ctl_resume_queue, true,
+     false},
+    {"schedule", "[-c FILE] [--json] domain/vmta",
+     "Retries the queues now: their back-off ends and deferred recipients are due at once.", ctl_schedule, true, false},
+    {"delete", "[-c FILE] [--json] --queue=domain/vmta [--rcpt=ADDR] [--orig=ADDR] [--older-than=T] [--no-accounting]",
+     "Deletes waiting recipients of the matching queues (addresses may be patterns); each gets a b record "
+     "unless --no-accounting.  No DSN is sent.",
+     ctl_delete, true, true},
+    {"queue recover", "[-c FILE] [-d DIR] [--json]",
+     "Runs catastrophic recovery of the queue (qmgr -C from DIR) while tern is stopped; refuses while it runs.",
+     ctl_queue_recover, true, false},
+    {"help", "[COMMAND]", "Shows the commands, or the help of one command.", run_help, false, false},
+    {NULL, NULL, NULL, NULL, false, false},
 };
 
 static int vreport(int status, const char *fmt, va_list ap)
@@ -125,7 +152,7 @@ static int run_help(const struct ctl_options *opts, int argc, char **argv)
 }
 
 /* Takes the options out of argv (in place) and leaves the operands. */
-static int take_options(struct ctl_options *opts, bool json_ok, int *argc, char **argv)
+static int take_options(struct ctl_options *opts, bool json_ok, bool own_options, int *argc, char **argv)
 {
 	int kept = 0;
 	bool operands_only = false;
@@ -145,6 +172,8 @@ static int take_options(struct ctl_options *opts, bool json_ok, int *argc, char 
 			opts->daemon_dir = argv[++i];
 		} else if (strcmp(a, "--json") == 0 && json_ok) {
 			opts->json = true;
+		} else if (own_options && a[1] == '-') {
+			argv[kept++] = argv[i];
 		} else {
 			return ctl_usage_error("unknown option \"%s\"", a);
 		}
@@ -182,7 +211,7 @@ int main(int argc, char **argv)
 			return CTL_EXIT_OK;
 		}
 	}
-	int status = take_options(&opts, c->takes_json, &rest, args);
+	int status = take_options(&opts, c->takes_json, c->own_options, &rest, args);
 	if (status != CTL_EXIT_OK)
 		return status;
 	return c->run(&opts, rest, args);

@@ -230,6 +230,9 @@ enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, 
 enum qmgr_store_status qmgr_store_put_queue(struct qmgr_store *st, const char *name, const struct qmgr_queue_state *q,
                                             const struct ipc_msg *detail, const char *reason, int64_t now,
                                             struct buf *err);
+/* Makes every recipient of the queue due now ("schedule"). */
+enum qmgr_store_status qmgr_store_reschedule(struct qmgr_store *st, const char *queue, int64_t now, size_t *moved,
+                                             struct buf *err);
 typedef bool (*qmgr_queue_fn)(void *ctx, const char *name, const struct qmgr_queue_state *q);
 bool qmgr_store_walk_queues(struct qmgr_store *st, qmgr_queue_fn fn, void *ctx, struct buf *err);
 /* The earliest due time in a queue; *found false when nothing is due. */
@@ -337,12 +340,15 @@ struct qmgr_squeue {
 	int64_t next_due; /* cached earliest due time; 0 unknown, INT64_MAX none */
 	int64_t rate_window;
 	uint64_t rate_used;
+	uint64_t rcpts; /* recipients waiting (pending or deferred) */
 	uint64_t delivered, bounced, deferred;
 	struct qmgr_squeue *next, *hash_next;
 };
 
 struct qmgr_counters {
 	uint64_t delivered, bounced, deferred, queue_failures, jobs;
+	uint64_t received_msgs, received_rcpts; /* since start */
+	int64_t started;
 };
 
 /* Called before a recipient is marked bounced, to queue its DSN. */
@@ -352,15 +358,17 @@ typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, size_t index, const c
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
                                     const char *spool, struct buf *err);
 void qmgr_sched_stop(struct qmgr_sched *s);
-/* A message was queued for this queue: it is due now. */
-void qmgr_sched_queued(struct qmgr_sched *s, const char *queue);
+/* n recipients of a new message went to this queue: due now. */
+void qmgr_sched_queued(struct qmgr_sched *s, const char *queue, uint64_t n);
+/* Recipients that left a queue without the scheduler (deleted). */
+void qmgr_sched_removed(struct qmgr_sched *s, struct qmgr_squeue *q, uint64_t n);
 /* Look for work at once (coalesced). */
 void qmgr_sched_kick(struct qmgr_sched *s);
 struct qmgr_squeue *qmgr_sched_find(struct qmgr_sched *s, const char *name);
 struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s);
 bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused);
 bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q);
-const struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s);
+struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s);
 struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s);
 void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
 /* From the smtp client: a recipient's result, a job's end (m NULL: the
@@ -410,5 +418,17 @@ void qmgr_outbox_stop(struct qmgr_outbox *o);
 /* Records not yet confirmed by acctd. */
 uint64_t qmgr_outbox_pending(struct qmgr_outbox *o);
 bool qmgr_outbox_connected(struct qmgr_outbox *o);
+
+/* ---- control requests (qmgr_control.c) -------------------------------------- */
+
+struct qmgr_control;
+
+struct qmgr_control *qmgr_control_new(struct qmgr_sched *sched, struct qmgr_outbox *outbox);
+void qmgr_control_free(struct qmgr_control *ctl);
+/* Answers one "qmgr.VERB" request: the reply, data and end frames are
+ * appended to out. */
+void qmgr_control_handle(struct qmgr_control *ctl, const char *verb, const void *payload, size_t len, struct buf *out);
+/* Control requests on the enqueue socket go to ctl. */
+void qmgr_enqueue_set_control(struct qmgr_enqueue *eq, struct qmgr_control *ctl);
 
 #endif

@@ -263,7 +263,7 @@ static void queue_dsn(struct qmgr_bounce *b, const struct dsn_facts *f)
 	if (ok && qmgr_queue_name(sender, NULL, &queue, &err) &&
 	    qmgr_store_add_message(b->st, &in, time(NULL), qid, &err) == QMGR_STORE_OK) {
 		log_info("%s: DSN %s for recipient <%s> to <%s>", f->qid, qid, f->r->address, sender);
-		qmgr_sched_queued(b->sched, buf_cstr(&queue));
+		qmgr_sched_queued(b->sched, buf_cstr(&queue), 1);
 	} else {
 		log_error("%s: cannot queue the DSN to <%s>: %s", f->qid, sender, buf_cstr(&err));
 	}

@@ -54,6 +54,7 @@ struct client {
 	bool processing; /* inside process_input: callbacks must not re-enter */
 	char qid[QMGR_QID_SIZE];
 	char **queues; /* of the message waiting for its flush */
+	uint64_t *queue_rcpts;
 	size_t queues_n;
 	struct buf payload;
 };
@@ -65,6 +66,7 @@ struct qmgr_enqueue {
 	struct qmgr_flusher *flusher;
 	bool sync;
 	struct qmgr_sched *sched;
+	struct qmgr_control *control;
 	struct client *clients;
 	struct event *exit_event; /* the queue broke: leave, to be recovered */
 };
@@ -180,7 +182,9 @@ static void reset_message(struct client *c)
 	for (size_t i = 0; i < c->queues_n; i++)
 		free(c->queues[i]);
 	free(c->queues);
+	free(c->queue_rcpts);
 	c->queues = NULL;
+	c->queue_rcpts = NULL;
 	c->queues_n = 0;
 	c->have_envelope = false;
 	c->too_big = false;
@@ -283,7 +287,9 @@ static void on_durable(void *ctx, bool ok, const char *reason);
 static void announce_queues(struct client *c)
 {
 	for (size_t i = 0; c->eq->sched && i < c->queues_n; i++)
-		qmgr_sched_queued(c->eq->sched, c->queues[i]);
+		qmgr_sched_queued(c->eq->sched, c->queues[i], c->queue_rcpts[i]);
+	if (c->eq->sched)
+		qmgr_sched_counters(c->eq->sched)->received_msgs++;
 }
 
 static void remember_queues(struct client *c)
@@ -294,13 +300,16 @@ static void remember_queues(struct client *c)
 		buf_reset(&queue);
 		if (!qmgr_queue_name(c->in.rcpts[i].address, vmta, &queue, &err))
 			continue;
-		bool seen = false;
-		for (size_t k = 0; k < c->queues_n && !seen; k++)
-			seen = strcmp(c->queues[k], buf_cstr(&queue)) == 0;
-		if (!seen) {
+		size_t k = 0;
+		while (k < c->queues_n && strcmp(c->queues[k], buf_cstr(&queue)) != 0)
+			k++;
+		if (k == c->queues_n) {
 			c->queues = mem_reallocarray(c->queues, c->queues_n + 1, sizeof(char *));
-			c->queues[c->queues_n++] = mem_strdup(buf_cstr(&queue));
+			c->queue_rcpts = mem_reallocarray(c->queue_rcpts, c->queues_n + 1, sizeof(uint64_t));
+			c->queues[c->queues_n] = mem_strdup(buf_cstr(&queue));
+			c->queue_rcpts[c->queues_n++] = 0;
 		}
+		c->queue_rcpts[k]++;
 	}
 	buf_free(&queue);
 	buf_free(&err);
@@ -352,6 +361,23 @@ static bool on_end(struct client *c, struct buf *err)
 	return true;
 }
 
+/* A control request relayed by master: answered at once, and the
+ * connection may go on. */
+static bool on_control(struct client *c, const char *verb)
+{
+	struct buf out = BUF_INIT;
+	qmgr_control_handle(c->eq->control, verb, c->payload.data, c->payload.len, &out);
+	if (c->bev)
+		bufferevent_write(c->bev, out.data, out.len);
+	buf_free(&out);
+	return true;
+}
+
+void qmgr_enqueue_set_control(struct qmgr_enqueue *eq, struct qmgr_control *ctl)
+{
+	eq->control = ctl;
+}
+
 /* Which verbs each state accepts. */
 static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 {
@@ -359,6 +385,8 @@ static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 	case WANT_ENVELOPE:
 		if (strcmp(verb, "enqueue") == 0)
 			return on_envelope(c, err);
+		if (strncmp(verb, "qmgr.", 5) == 0 && c->eq->control)
+			return on_control(c, verb);
 		break;
 	case WANT_RCPT:
 		if (strcmp(verb, "rcpt") == 0)

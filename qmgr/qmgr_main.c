@@ -45,6 +45,7 @@ struct qmgr_daemon {
 	struct qmgr_sched *sched;
 	struct qmgr_bounce *bounce;
 	struct qmgr_outbox *outbox;
+	struct qmgr_control *control;
 };
 
 static char *queue_dir(const struct qmgr_settings *s)
@@ -136,6 +137,8 @@ static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 	d->eq = qmgr_enqueue_start(base, d->listen_fd, d->st, d->flusher, d->settings.sync_msg_create, d->sched, err);
 	if (d->eq == NULL)
 		return false;
+	d->control = qmgr_control_new(d->sched, d->outbox);
+	qmgr_enqueue_set_control(d->eq, d->control);
 	log_info("queue %s/queue open, sync-msg-create %s", d->settings.spool,
 	         d->settings.sync_msg_create ? "yes" : "no");
 	return true;
@@ -150,6 +153,8 @@ static void daemon_stop(void *ctx)
 	d->flusher = NULL;
 	qmgr_enqueue_stop(d->eq);
 	d->eq = NULL;
+	qmgr_control_free(d->control);
+	d->control = NULL;
 	qmgr_outbox_stop(d->outbox);
 	d->outbox = NULL;
 	qmgr_sched_stop(d->sched);

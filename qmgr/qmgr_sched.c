@@ -173,24 +173,43 @@ static struct qmgr_squeue *queue_add(struct qmgr_sched *s, const char *name, con
 	return q;
 }
 
+static bool count_one(void *ctx, const char *qid, size_t index, int64_t due)
+{
+	((struct qmgr_squeue *)ctx)->rcpts++;
+	return true;
+}
+
+/* At start the waiting recipients are counted once, from due.db; from
+ * then on the counts follow every change. */
 static bool load_queue(void *ctx, const char *name, const struct qmgr_queue_state *state)
 {
 	struct qmgr_sched *s = ctx;
 	struct qmgr_squeue *q = qmgr_sched_find(s, name);
 	if (q == NULL)
-		queue_add(s, name, state);
+		q = queue_add(s, name, state);
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_walk_queue(s->st, name, count_one, q, &err))
+		log_error("queue %s: %s", name, buf_cstr(&err));
+	buf_free(&err);
 	return true;
 }
 
-void qmgr_sched_queued(struct qmgr_sched *s, const char *queue)
+void qmgr_sched_queued(struct qmgr_sched *s, const char *queue, uint64_t n)
 {
 	struct qmgr_squeue *q = qmgr_sched_find(s, queue);
 	if (q == NULL) {
 		struct qmgr_queue_state fresh = {0};
 		q = queue_add(s, queue, &fresh);
 	}
+	q->rcpts += n;
+	s->counters.received_rcpts += n;
 	q->next_due = 0; /* unknown: look again */
 	qmgr_sched_kick(s);
+}
+
+void qmgr_sched_removed(struct qmgr_sched *s, struct qmgr_squeue *q, uint64_t n)
+{
+	q->rcpts = q->rcpts > n ? q->rcpts - n : 0;
 }
 
 static bool save_queue(struct qmgr_sched *s, struct qmgr_squeue *q, const struct ipc_msg *detail, const char *reason)
@@ -239,6 +258,8 @@ static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, 
 	} else if (changed) {
 		log_info("%s: recipient %zu, queue %s: %s: %s", qid, index, q->name, qmgr_rcpt_state_name(o->state),
 		         o->result ? o->result : "");
+		if (o->state != QMGR_RCPT_DEFERRED)
+			qmgr_sched_removed(s, q, 1);
 		if (o->state == QMGR_RCPT_DELIVERED) {
 			s->counters.delivered++;
 			q->delivered++;
@@ -588,9 +609,15 @@ bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool pau
 	return save_queue(s, q, NULL, NULL);
 }
 
-/* "schedule": retry now, whatever the back-off said. */
+/* "schedule": retry now, whatever the back-off said, deferred
+ * recipients included. */
 bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q)
 {
+	size_t moved;
+	struct buf err = BUF_INIT;
+	if (qmgr_store_reschedule(s->st, q->name, time(NULL), &moved, &err) != QMGR_STORE_OK)
+		log_error("queue %s: cannot reschedule: %s", q->name, buf_cstr(&err));
+	buf_free(&err);
 	q->state.backoff = false;
 	q->state.next_retry = 0;
 	q->failures = 0;
@@ -604,7 +631,7 @@ struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s)
 	return s->queues;
 }
 
-const struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s)
+struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s)
 {
 	s->counters.jobs = s->jobs_running;
 	return &s->counters;
@@ -631,6 +658,7 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 	s->st = st;
 	s->conf = conf;
 	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
+	s->counters.started = time(NULL);
 	if (!qmgr_store_walk_queues(st, load_queue, s, err)) {
 		free(s);
 		return NULL;

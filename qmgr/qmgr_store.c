@@ -924,6 +924,68 @@ enum qmgr_store_status qmgr_store_put_queue(struct qmgr_store *st, const char *n
 	return status;
 }
 
+struct due_entry {
+	char qid[QMGR_QID_SIZE];
+	size_t index;
+};
+
+struct due_list {
+	struct due_entry *v;
+	size_t n;
+	int64_t after;
+};
+
+static bool collect_later(void *ctx, const char *qid, size_t index, int64_t due)
+{
+	struct due_list *l = ctx;
+	if (due <= l->after)
+		return true;
+	l->v = mem_reallocarray(l->v, l->n + 1, sizeof(*l->v));
+	memcpy(l->v[l->n].qid, qid, QMGR_QID_SIZE);
+	l->v[l->n++].index = index;
+	return true;
+}
+
+static int make_due_now(struct write_ctx *w, const struct due_entry *e, struct buf *err)
+{
+	struct qmgr_rcpt r;
+	qmgr_key_rcpt(&w->key, e->qid, e->index);
+	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	if (ret != 0)
+		return ret == DB_NOTFOUND ? 0 : ret;
+	if (due_state(r.state)) {
+		qmgr_key_due(&w->key, r.queue, r.next_attempt, e->qid, e->index);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+		r.next_attempt = w->now;
+		if (ret == 0)
+			ret = put_rcpt(w, e->qid, e->index, &r);
+	}
+	qmgr_rcpt_free(&r);
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_reschedule(struct qmgr_store *st, const char *queue, int64_t now, size_t *moved,
+                                             struct buf *err)
+{
+	struct due_list l = {.after = now};
+	*moved = 0;
+	if (!qmgr_store_walk_due(st, queue, INT64_MAX, collect_later, &l, err))
+		return QMGR_STORE_FAILED;
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status == QMGR_STORE_OK) {
+		int ret = 0;
+		for (size_t i = 0; ret == 0 && i < l.n; i++)
+			ret = make_due_now(&w, &l.v[i], err);
+		status = finish(&w, ret, err);
+		write_ctx_free(&w);
+	}
+	if (status == QMGR_STORE_OK)
+		*moved = l.n;
+	free(l.v);
+	return status;
+}
+
 struct queue_walk {
 	qmgr_queue_fn fn;
 	void *ctx;
