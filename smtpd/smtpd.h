@@ -36,6 +36,9 @@
 #define SMTPD_DOMAIN_MAX 255
 #define SMTPD_PATH_MAX 256
 #define SMTPD_ENVID_MAX 100
+/* Recipients per message when max-rcpt-per-message sets no limit: far above
+ * what RFC 5321 asks (100), far below what would hurt memory. */
+#define SMTPD_RCPT_HARD_MAX 10000
 #define SMTPD_NAME_MAX 255 /* virtual MTA names and job ids from headers */
 
 /* ---- pure parsers (smtpd_parse.c) ------------------------------------------- */
@@ -150,9 +153,9 @@ struct smtpd_policy {
 	enum smtpd_add_date add_date_header;
 	bool process_x_virtual_mta, retain_x_virtual_mta, reject_invalid_vmta, process_x_job, retain_x_job,
 	    process_x_envid;
-	bool log_connections, log_commands;
+	bool log_connections, log_commands, log_tls;
 	uint64_t max_message_size; /* VALUE_UNLIMITED: none */
-	uint64_t max_rcpt;         /* 0: none */
+	uint64_t max_rcpt;         /* never 0: SMTPD_RCPT_HARD_MAX at most */
 	int64_t command_timeout, data_timeout;
 	struct value_rate auth_failure_rate;
 	const char *default_vmta; /* strings point into the configuration */

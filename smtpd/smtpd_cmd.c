@@ -291,7 +291,7 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
 		smtpd_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	}
-	if (s->policy.max_rcpt && t->nrcpts >= s->policy.max_rcpt) {
+	if (t->nrcpts >= s->policy.max_rcpt) {
 		smtpd_reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}

@@ -142,10 +142,13 @@ bool smtpd_policy_resolve(const struct smtpd_conf *c, const struct addr_ip *ip, 
 	out->process_x_envid = conf_get_bool(s, "process-x-envid");
 	out->log_connections = conf_get_bool(s, "log-connections");
 	out->log_commands = conf_get_bool(s, "log-commands");
+	out->log_tls = conf_get_bool(s, "log-tls");
 	out->max_message_size = conf_get_uint(s, "max-message-size");
 	if (out->max_message_size == 0)
 		out->max_message_size = VALUE_UNLIMITED;
 	out->max_rcpt = conf_get_uint(s, "max-rcpt-per-message");
+	if (out->max_rcpt == 0 || out->max_rcpt > SMTPD_RCPT_HARD_MAX)
+		out->max_rcpt = SMTPD_RCPT_HARD_MAX;
 	out->max_hops = conf_get_uint(s, "max-message-hops");
 	out->command_timeout = positive_seconds(conf_get_interval(s, "smtp-command-timeout"));
 	out->data_timeout = positive_seconds(conf_get_interval(s, "smtp-data-timeout"));

@@ -231,7 +231,7 @@ static void note_tls(struct smtpd_session *s)
 	}
 	buf_free(&subject);
 	buf_free(&issuer);
-	if (s->policy.log_connections || s->tls_subject)
+	if (s->policy.log_connections || s->policy.log_tls || s->tls_subject)
 		log_info("session %lu: [%s] TLS %s %s%s%s%s%s", s->id, s->client_text, s->tls_protocol, s->tls_cipher,
 		         s->tls_subject ? " client=\"" : "", s->tls_subject ? s->tls_subject : "",
 		         s->tls_subject ? "\" verify=" : "", s->tls_subject ? tls_verify_text(ssl) : "");
