@@ -114,6 +114,10 @@ void smtpd_scan_init(struct smtpd_scan *s);
 enum smtpd_scan_result smtpd_scan_data(struct smtpd_scan *s, const char *in, size_t len, size_t *consumed,
                                        struct buf *out);
 
+/* Client text made safe for a log line: control characters become '?',
+ * and at most max octets are kept ("..." marks a cut). */
+void smtpd_log_safe(const char *in, size_t max, struct buf *out);
+
 /* Case-insensitive domain pattern match (PowerMTA section 1.5): "*",
  * "example.com", "*.example.com", "[*.]example.com", "[10/8]". */
 bool smtpd_domain_match(const char *pattern, const char *domain);
