@@ -788,6 +788,29 @@ def test_implicit_tls_with_swaks(start, certs):
     assert "queued as" in out.stdout
 
 
+def test_tls_cipher_settings_apply(start, certs):
+    d = start(globals_="smtp-server-tls-v1.3-ciphersuites TLS_CHACHA20_POLY1305_SHA256\n"
+                       "smtp-server-tls-ciphers ECDHE-RSA-AES128-GCM-SHA256\n")
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=client_ctx(certs), timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    ctx = client_ctx(certs)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=ctx, timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    assert "TLSv1.3 TLS_CHACHA20_POLY1305_SHA256" in d.qmgr.messages[0]["data"].decode()
+    assert "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256" in d.qmgr.messages[1]["data"].decode()
+
+
+def test_tls_1_3_can_be_switched_off(start, certs):
+    d = start(globals_="smtp-server-tls-allow-tlsv1.3 no\n")
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=client_ctx(certs), timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    assert "TLSv1.2 " in d.qmgr.messages[0]["data"].decode()
+
+
 def test_tls_versions_below_1_2_refused(start, certs):
     d = start()
     ctx = client_ctx(certs)
