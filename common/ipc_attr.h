@@ -56,6 +56,7 @@ enum ipc_type {
 	X(PIDS, "pids", IPC_TYPE_STR, 4096)                                                                            \
 	X(STATE, "state", IPC_TYPE_STR, 32)                                                                            \
 	X(RUNNING, "running", IPC_TYPE_INT, 8)                                                                         \
+	X(READY, "ready", IPC_TYPE_INT, 8)                                                                             \
 	X(WANTED, "wanted", IPC_TYPE_INT, 8)                                                                           \
 	X(RESTARTS, "restarts", IPC_TYPE_INT, 8)                                                                       \
 	X(THROTTLED, "throttled", IPC_TYPE_INT, 8)                                                                     \

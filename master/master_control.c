@@ -116,7 +116,7 @@ static const char *service_state(const struct master *m, const struct master_ser
 		return "stopping";
 	if (master_throttle_is_throttled(&s->throttle))
 		return "throttled";
-	return master_service_running(s) == s->wanted ? "running" : "starting";
+	return master_service_ready(s) == s->wanted ? "running" : "starting";
 }
 
 static void reply_service(struct control_client *c, const struct master_service *s)
@@ -130,6 +130,7 @@ static void reply_service(struct control_client *c, const struct master_service 
 	ipc_put_str(&w, IPC_ATTR_STATE, service_state(c->master, s));
 	ipc_put_str(&w, IPC_ATTR_PIDS, buf_cstr(&pids));
 	ipc_put_int(&w, IPC_ATTR_RUNNING, master_service_running(s));
+	ipc_put_int(&w, IPC_ATTR_READY, master_service_ready(s));
 	ipc_put_int(&w, IPC_ATTR_WANTED, s->wanted);
 	ipc_put_int(&w, IPC_ATTR_RESTARTS, s->restarts);
 	ipc_put_int(&w, IPC_ATTR_THROTTLED, master_throttle_is_throttled(&s->throttle));
