@@ -184,6 +184,8 @@ struct smtpd_listener {
 	char *name; /* as conf_block_name() gives it */
 	bool immediate_tls;
 	char *source_name; /* NULL: match by IP only */
+	bool await_slot;   /* at total-max-smtp-in: leave clients in the backlog */
+	bool paused;       /* not accepting until a session ends */
 	void *ssl_ctx;     /* SSL_CTX, NULL when no certificate is configured */
 };
 

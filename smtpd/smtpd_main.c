@@ -114,11 +114,34 @@ static void refuse_busy(int fd)
 	close(fd);
 }
 
+/* await-slot: the listener stops accepting until a session ends, so
+ * clients wait in the kernel's backlog instead of getting a 421. */
+static void pause_listener(struct smtpd_listener *l)
+{
+	event_del(l->ev);
+	l->paused = true;
+}
+
+static void resume_listeners(struct smtpd_server *srv)
+{
+	for (size_t i = 0; i < srv->nlisteners; i++) {
+		struct smtpd_listener *l = &srv->listeners[i];
+		if (l->paused && l->ev) {
+			l->paused = false;
+			event_add(l->ev, NULL);
+		}
+	}
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_listener *l = arg;
 	struct smtpd_server *srv = l->server;
 	for (int i = 0; i < SMTPD_ACCEPT_BURST && !srv->stopping; i++) {
+		if (l->await_slot && srv->nsessions >= srv->conf->max_sessions) {
+			pause_listener(l);
+			return;
+		}
 		struct sockaddr_storage ss;
 		socklen_t sslen = sizeof(ss);
 		int c = accept4((int)fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -177,6 +200,8 @@ void smtpd_server_session_gone(struct smtpd_server *srv, struct smtpd_session *s
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
+	if (!srv->stopping && srv->nsessions < srv->conf->max_sessions)
+		resume_listeners(srv);
 	update_title(srv);
 	finish_if_drained(srv);
 }

@@ -181,6 +181,7 @@ bool smtpd_listener_tls(struct smtpd_listener *l, const struct smtpd_conf *c, st
 	}
 	const struct conf_settings *s = conf_block_settings(b);
 	l->immediate_tls = conf_get_bool(s, "immediate-tls");
+	l->await_slot = conf_get_bool(s, "await-slot");
 	const char *src = conf_get_string(s, "source");
 	free(l->source_name);
 	l->source_name = src ? mem_strdup(src) : NULL;

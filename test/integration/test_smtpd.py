@@ -667,6 +667,20 @@ def test_total_max_smtp_in(start):
     assert e.reply().startswith("220")
 
 
+def test_await_slot_keeps_clients_waiting(start):
+    d = start(globals_="total-max-smtp-in 1\nsmtp-await-slot yes")
+    a = Raw(d.port)
+    assert a.reply().startswith("220")
+    b = Raw(d.port)  # accepted by the kernel, not yet by smtpd
+    b.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        b.sock.recv(10)
+    b.sock.settimeout(10)
+    a.send("QUIT\r\n")
+    assert a.reply().startswith("221")
+    assert b.reply().startswith("220")
+
+
 def test_timeouts(start):
     d = start("<source 0/0>\n smtp-command-timeout 1s\n smtp-data-timeout 2s\n allow-starttls yes\n</source>")
     r = Raw(d.port)
