@@ -654,6 +654,26 @@ def test_source_header_directives(start):
     assert m2["data"].decode().count("Message-Id") == 1
 
 
+def test_jobid_header_and_date_override(start):
+    d = start("""<source 0/0>
+    process-x-job yes
+    retain-x-job yes
+    jobid-header X-Campaign
+    add-date-header override
+    add-received-header no
+</source>""")
+    with d.smtp() as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], "Date: Mon, 1 Jan 2001 00:00:00 +0000\r\nX-Job: not-this\r\n"
+                   "X-Campaign:  spring-sale \r\nSubject: j\r\n\r\nbody\r\n")
+    msg = d.qmgr.messages[0]
+    data = msg["data"].decode()
+    assert msg["envelope"]["mail_job"] == "spring-sale"
+    assert "X-Campaign:  spring-sale" in data and "X-Job: not-this" in data  # retained
+    assert "2001" not in data and data.count("\r\nDate: ") == 1
+    assert not data.startswith("Received:")
+
+
 def test_total_max_smtp_in(start):
     d = start(globals_="total-max-smtp-in 2")
     a, b = Raw(d.port), Raw(d.port)
