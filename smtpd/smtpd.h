@@ -278,6 +278,7 @@ struct smtpd_session {
 	bool tls_shutdown;         /* close_notify sent */
 	struct event *close_timer; /* waits for the last reply to leave */
 	bool held;                 /* reading paused until qmgr catches up */
+	bool out_held;             /* reading paused until the client reads replies */
 	struct event *resume_ev;
 	char *auth_user;
 	/* SASL exchange in progress */

@@ -195,7 +195,7 @@ def free_port():
 class Smtpd:
     """smtpd started in standalone mode (it opens its own listeners)."""
 
-    def __init__(self, workdir, certs, body, qmgr=True, globals_="", inherit=False, whole=None):
+    def __init__(self, workdir, certs, body, qmgr=True, globals_="", inherit=False, whole=None, env=None):
         self.dir = workdir
         self.port = free_port()
         self.tls_port = free_port()
@@ -224,7 +224,7 @@ relay-domain [*.]example.net
             self.conf.write_text(whole(self))
         self.log = workdir / "smtpd.log"
         self.logf = open(self.log, "wb")
-        env, fds, socks = dict(os.environ), [], []
+        env, fds, socks = dict(os.environ, **(env or {})), [], []
         if inherit:
             # as master does: listening sockets passed by descriptor, named
             # after their smtp-listener
@@ -1089,6 +1089,41 @@ def test_reload_applies_to_new_sessions(start):
     assert "reload refused" in d.logtext()
     r = Raw(d.port)
     assert r.reply().startswith("521")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+
+
+def test_client_that_does_not_read_replies_cannot_grow_the_server(start):
+    # AddressSanitizer's quarantine would hide reuse of freed memory
+    d = start(env={"ASAN_OPTIONS": "quarantine_size_mb=0"})
+    r = Raw(d.port)
+    greet(r)
+    before = rss_kb(d.proc.pid)
+    r.sock.setblocking(False)
+    chunk, sent, deadline = b"NOOP\r\n" * 10000, 0, time.time() + 3
+    while sent < 8 * 1024 * 1024 and time.time() < deadline:
+        try:
+            sent += r.sock.send(chunk)
+        except BlockingIOError:
+            time.sleep(0.01)
+    time.sleep(0.3)
+    grown = rss_kb(d.proc.pid) - before
+    # without the limit, the replies to 8 MB of NOOPs take about 20 MB
+    assert sent < 8 * 1024 * 1024 and grown < 6000, (sent, grown)
+    r.sock.setblocking(True)
+    r.sock.settimeout(10)
+    # the session still works once the client reads
+    received = b""
+    want = sent // 6
+    while received.count(b"\r\n") < want:
+        received += r.sock.recv(1 << 20)
+    r.send("QUIT\r\n")
+    assert r.sock.recv(100).startswith(b"221") or b"221" in received
 
 
 def test_garbage_does_not_hurt(start):
