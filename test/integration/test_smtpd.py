@@ -27,6 +27,7 @@ import ternipc
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 SMTPD = TOP / "smtpd" / "smtpd"
+QMGR = TOP / "qmgr" / "qmgr"
 PASSWORD = "key pass phrase"
 
 
@@ -370,6 +371,33 @@ def test_plain_message_is_queued_with_received_header(start):
     assert data.endswith("\r\n\r\nbody line\r\n.leading dot\r\n")  # smtplib stuffs, we unstuff
     assert msg["end"] == {}
     assert "Q00001: from=<a@x.org> to=<b@example.com>" in d.logtext()
+
+
+@pytest.mark.skipif(not QMGR.exists(), reason="qmgr is not built")
+def test_with_the_real_qmgr(start):
+    d = start(qmgr=False)
+    log = open(d.dir / "qmgr.log", "wb")
+    qmgr = subprocess.Popen([str(QMGR), "-f", "-c", str(d.conf)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not (d.spool / "private" / "qmgr").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        with d.smtp() as c:
+            c.ehlo("client.test")
+            c.mail("a@x.org")
+            c.rcpt("b@example.com")
+            c.rcpt("Postmaster")
+            code, text = c.data(MESSAGE)
+            assert code == 250, text
+            queue_id = text.decode().rsplit(" ", 1)[1]
+    finally:
+        os.kill(qmgr.pid, signal.SIGTERM)
+        qmgr.wait(20)
+        log.close()
+    listing = subprocess.run([str(QMGR), "-L", "-c", str(d.conf)], capture_output=True, text=True, timeout=30)
+    assert f"message\t{queue_id}\ta@x.org" in listing.stdout, listing.stdout + listing.stderr
+    assert "b@example.com" in listing.stdout and "Postmaster@mx.test" in listing.stdout
 
 
 def test_qmgr_unreachable_gives_451(start):
