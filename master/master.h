@@ -155,6 +155,25 @@ void master_begin_stop(struct master *m);
 #define MASTER_CONTROL_SOCKET "public/control"
 
 bool master_control_open(struct master *m, struct buf *err);
+
+/* ---- relaying requests to the owning daemon (master_relay.c) -------------------- */
+
+struct relay;
+struct bufferevent;
+
+/* The daemon a verb belongs to ("qmgr" for "qmgr.show-queues"), or NULL
+ * for master's own verbs. */
+const char *master_relay_service(const char *verb);
+/* Sends the request frame (payload without its length prefix) to the
+ * service with the role added, and copies the replies to client until
+ * the service's "end" frame; then calls done (ok false with a reason when
+ * the service could not be reached or broke off).  NULL when the request
+ * cannot even be sent. */
+struct relay *master_relay_start(struct master *m, const char *service, struct bufferevent *client, const void *payload,
+                                 size_t len, bool admin, void (*done)(void *arg, bool ok, const char *reason),
+                                 void *arg);
+/* Drops a relay whose client went away. */
+void master_relay_cancel(struct relay *r);
 void master_control_close(struct master *m);
 
 #endif
