@@ -135,7 +135,8 @@ struct smtpd_conf {
 	char *hostname;
 	char *spool;
 	char *qmgr_socket;
-	uint64_t max_sessions;
+	uint64_t max_sessions; /* total-max-smtp-in */
+	uint64_t processes;    /* smtpd-processes (0: one per CPU) resolved */
 	bool relay_debug;
 };
 struct smtpd_conf *smtpd_conf_ref(struct smtpd_conf *c);
@@ -197,6 +198,7 @@ struct smtpd_server {
 	struct smtpd_conf *conf;
 	struct smtpd_listener *listeners;
 	size_t nlisteners;
+	bool from_master;               /* one of smtpd-processes workers sharing the listeners */
 	struct smtpd_session *sessions; /* doubly linked, for draining */
 	size_t nsessions;
 	bool stopping;

@@ -78,6 +78,12 @@ struct smtpd_conf *smtpd_conf_load(const char *path, struct buf *err)
 	c->spool = spool_dir(conf);
 	c->qmgr_socket = mem_asprintf("%s/private/qmgr", c->spool);
 	c->max_sessions = conf_get_uint(g, "total-max-smtp-in");
+	/* as master counts them (master_service.c) */
+	c->processes = conf_get_uint(g, "smtpd-processes");
+	if (c->processes == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		c->processes = cpus > 0 ? (uint64_t)cpus : 1;
+	}
 	c->relay_debug = conf_get_bool(g, "relay-debug");
 	return c;
 }

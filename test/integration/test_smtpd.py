@@ -1088,6 +1088,15 @@ def test_listeners_inherited_from_master(start, certs):
     assert len(d.qmgr.messages) == 2
 
 
+def test_total_max_smtp_in_is_shared_by_the_workers(start):
+    # under master, each of the smtpd-processes workers takes its share
+    d = start(inherit=True, globals_="smtpd-processes 2\ntotal-max-smtp-in 4")
+    a, b = Raw(d.port), Raw(d.port)
+    assert a.reply().startswith("220") and b.reply().startswith("220")
+    c = Raw(d.port)
+    assert c.reply().startswith("421 4.7.0")
+
+
 def test_large_message_streams_to_qmgr(start):
     d = start()
     d.qmgr.slow = True
