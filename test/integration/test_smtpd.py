@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -876,8 +877,10 @@ def test_tls_1_3_can_be_switched_off(start, certs):
 def test_tls_versions_below_1_2_refused(start, certs):
     d = start()
     ctx = client_ctx(certs)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():  # old versions are deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
     ctx.set_ciphers("ALL:@SECLEVEL=0")
     with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
         smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=ctx, timeout=10).ehlo()
