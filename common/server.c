@@ -32,7 +32,7 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 	optind = 1;
 	opterr = 0;
 	const char *log_file = NULL;
-	while (ok && (c = getopt(argc, argv, "+fRc:u:L:")) != -1) {
+	while (ok && (c = getopt(argc, argv, "+fRc:u:l:")) != -1) {
 		switch (c) {
 		case 'f':
 			opts->foreground = true;
@@ -43,7 +43,7 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 		case 'c':
 			config = optarg;
 			break;
-		case 'L':
+		case 'l':
 			log_file = optarg;
 			break;
 		case 'u':
@@ -59,7 +59,7 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 		ok = false;
 	}
 	if (!ok) {
-		buf_puts(err, "; usage: [-f] [-R] [-c config-file] [-u user] [-L log-file]");
+		buf_puts(err, "; usage: [-f] [-R] [-c config-file] [-u user] [-l log-file]");
 		return false;
 	}
 	/* Copies: setproctitle may later overwrite the argv strings. */

@@ -24,7 +24,7 @@ struct event_base;
  *   -u USER   unprivileged user to run as (when started as root)
  *   -R        keep root privileges (run-as-root yes, for PowerMTA
  *             compatibility; warned about)
- *   -L FILE   log to FILE instead of syslog (opened before the drop, so
+ *   -l FILE   log to FILE instead of syslog (opened before the drop, so
  *             the file may belong to root) */
 struct server_options {
 	bool foreground;

@@ -191,7 +191,7 @@ static void exec_worker(const struct master *m, const struct master_service *s, 
 		argv[argc++] = "-R";
 	const char *log_file = conf_get_string(conf_global(m->conf), "log-file");
 	if (!m->foreground && log_file && *log_file) {
-		argv[argc++] = "-L";
+		argv[argc++] = "-l";
 		argv[argc++] = (char *)log_file;
 	}
 	argv[argc] = NULL;
