@@ -1,6 +1,7 @@
 /* buf.c: the growable length-tracking buffer (see buf.h). */
 #include "buf.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
