@@ -199,7 +199,8 @@ static void apply_index(struct conf_settings *s, const struct conf_domain_index 
 		match_literal(index, domain, &m);
 	else
 		match_name(index, domain, &m);
-	qsort(m.items, m.count, sizeof *m.items, match_cmp);
+	if (m.count)
+		qsort(m.items, m.count, sizeof *m.items, match_cmp);
 	for (size_t i = 0; i < m.count; i++)
 		conf_settings_apply(s, m.items[i].block);
 	free(m.items);
