@@ -43,10 +43,8 @@ static void build_defaults(struct conf *conf)
 
 /* Per directive, the last occurrence wins; repeatable directives keep all
  * their occurrences, linked in file order. */
-static void fold_block(struct conf_block *b)
+static void fold_block(struct conf_block *b, struct conf_setting **first, struct conf_setting **last)
 {
-	struct conf_setting **first = mem_calloc(conf_directive_total, sizeof *first);
-	struct conf_setting **last = mem_calloc(conf_directive_total, sizeof *last);
 	size_t distinct = 0;
 	for (size_t i = 0; i < b->nitems; i++) {
 		struct conf_setting *s = b->items[i];
@@ -61,15 +59,14 @@ static void fold_block(struct conf_block *b)
 		last[dir] = s;
 	}
 	b->heads = mem_calloc(distinct, sizeof *b->heads);
-	for (size_t dir = 0; dir < conf_directive_total; dir++) {
+	for (size_t dir = 0; dir < conf_directive_total && b->nheads < distinct; dir++) {
 		if (first[dir]) {
 			b->heads[b->nheads].dir = dir;
 			b->heads[b->nheads].first = first[dir];
 			b->nheads++;
+			first[dir] = last[dir] = NULL; /* ready for the next block */
 		}
 	}
-	free(first);
-	free(last);
 }
 
 static void add_implicit_listener(struct conf *conf)
@@ -232,9 +229,14 @@ void conf_build(struct conf *conf)
 {
 	build_defaults(conf);
 	add_implicit_listener(conf);
+	/* Scratch arrays indexed by directive, shared by all blocks. */
+	struct conf_setting **first = mem_calloc(conf_directive_total, sizeof *first);
+	struct conf_setting **last = mem_calloc(conf_directive_total, sizeof *last);
 	for (unsigned k = 0; k < CONF_KIND_COUNT; k++)
 		for (size_t i = 0; i < conf->blocks[k].count; i++)
-			fold_block(conf->blocks[k].items[i]);
+			fold_block(conf->blocks[k].items[i], first, last);
+	free(first);
+	free(last);
 	conf->global_settings = conf_settings_new(conf, CONF_GLOBAL);
 	conf_settings_apply(conf->global_settings, conf->global);
 	sort_blocks(conf);

@@ -209,6 +209,8 @@ struct conf {
 	struct conf_block **sources;
 	size_t nsources;
 	size_t next_order;
+	struct conf_block **hash; /* by kind, parent and key; see conf_parse.c */
+	size_t nhash, nhashed;
 };
 
 void conf_vec_push(struct conf_vec *v, void *item);

@@ -178,6 +178,7 @@ void conf_free(struct conf *conf)
 	conf_settings_free(conf->global_settings);
 	conf_domain_index_free(&conf->domains);
 	free(conf->sources);
+	free(conf->hash);
 	for (size_t i = 0; i < conf->files.count; i++)
 		free(conf->files.items[i]);
 	conf_vec_free(&conf->files);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -43,6 +44,42 @@ struct parser {
 
 /* ---- blocks ------------------------------------------------------------------ */
 
+/* Blocks are found again by (kind, parent, key) through a hash table, so
+ * that a file with tens of thousands of <domain> blocks loads in linear
+ * time. */
+static size_t block_hash(enum conf_kind kind, const struct conf_block *parent, const char *key)
+{
+	uint64_t h = 14695981039346656037ull ^ (uint64_t)kind ^ (uint64_t)(uintptr_t)parent;
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 1099511628211ull;
+	return (size_t)(h ^ (h >> 29));
+}
+
+static void hash_insert(struct conf *conf, struct conf_block *b)
+{
+	size_t mask = conf->nhash - 1;
+	size_t i = block_hash(b->kind, b->parent, b->key) & mask;
+	while (conf->hash[i])
+		i = (i + 1) & mask;
+	conf->hash[i] = b;
+}
+
+static void hash_add(struct conf *conf, struct conf_block *b)
+{
+	if (2 * (conf->nhashed + 1) > conf->nhash) {
+		struct conf_block **old = conf->hash;
+		size_t nold = conf->nhash;
+		conf->nhash = nold ? nold * 2 : 64;
+		conf->hash = mem_calloc(conf->nhash, sizeof *conf->hash);
+		for (size_t i = 0; i < nold; i++)
+			if (old[i])
+				hash_insert(conf, old[i]);
+		free(old);
+	}
+	hash_insert(conf, b);
+	conf->nhashed++;
+}
+
 struct conf_block *conf_block_new(struct conf *conf, const struct conf_blockdef *def, const char *name, const char *key,
                                   const char *file, unsigned line, struct conf_block *parent)
 {
@@ -56,6 +93,7 @@ struct conf_block *conf_block_new(struct conf *conf, const struct conf_blockdef 
 	b->parent = parent;
 	b->order = conf->next_order++;
 	conf_vec_push(&conf->blocks[def->kind], b);
+	hash_add(conf, b);
 	return b;
 }
 
@@ -68,10 +106,12 @@ void conf_block_add(struct conf_block *block, struct conf_setting *setting)
 struct conf_block *conf_block_lookup(const struct conf *conf, enum conf_kind kind, const char *key,
                                      const struct conf_block *parent)
 {
-	const struct conf_vec *v = &conf->blocks[kind];
-	for (size_t i = 0; i < v->count; i++) {
-		struct conf_block *b = v->items[i];
-		if (b->parent == parent && strcmp(b->key, key) == 0)
+	if (!conf->nhash)
+		return NULL;
+	size_t mask = conf->nhash - 1;
+	for (size_t i = block_hash(kind, parent, key) & mask; conf->hash[i]; i = (i + 1) & mask) {
+		struct conf_block *b = conf->hash[i];
+		if (b->kind == kind && b->parent == parent && strcmp(b->key, key) == 0)
 			return b;
 	}
 	return NULL;
@@ -129,6 +169,7 @@ bool conf_block_key(const struct conf_blockdef *def, const char *arg, char **key
 			           why ? why : "not an IP address or range");
 			return false;
 		}
+		memset(cidr, 0, sizeof *cidr); /* a named source */
 		*key = conf_domain_normalize(arg);
 		return true;
 	case CONF_LISTENER:

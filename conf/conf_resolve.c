@@ -151,6 +151,8 @@ static const struct conf_pattern *lower_bound(const struct conf_domain_index *in
 
 static void match_name(const struct conf_domain_index *index, const char *domain, struct matches *m)
 {
+	if (index->count == 0)
+		return;
 	const struct conf_pattern *end = index->patterns + index->count;
 	for (const char *suffix = domain; suffix; suffix = strchr(suffix, '.') ? strchr(suffix, '.') + 1 : NULL) {
 		bool whole = suffix == domain;

@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "ctl_internal.h"
+#include "json.h"
 
 static void print_diags(const struct conf *conf, enum conf_severity severity)
 {
@@ -25,19 +26,51 @@ static void print_diags(const struct conf *conf, enum conf_severity severity)
 	buf_free(&line);
 }
 
+/* {"ok": BOOL, "errors": [...], "warnings": [...]}, each diagnostic as
+ * {"file", "line", "message"}. */
+static void print_diags_json(const struct conf *conf)
+{
+	struct buf out = BUF_INIT;
+	buf_printf(&out, "{\"ok\": %s", conf_ok(conf) ? "true" : "false");
+	static const struct {
+		enum conf_severity severity;
+		const char *key;
+	} kinds[] = {{CONF_ERROR, "errors"}, {CONF_WARNING, "warnings"}};
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		buf_printf(&out, ", \"%s\": [", kinds[k].key);
+		bool first = true;
+		for (size_t i = 0; i < conf_diag_count(conf); i++) {
+			const struct conf_diag *d = conf_diag_at(conf, i);
+			if (d->severity != kinds[k].severity)
+				continue;
+			buf_puts(&out, first ? "{\"file\": " : ", {\"file\": ");
+			first = false;
+			json_append_string(&out, d->file ? d->file : "");
+			buf_printf(&out, ", \"line\": %u, \"message\": ", d->line);
+			json_append_string(&out, d->message);
+			buf_putc(&out, '}');
+		}
+		buf_putc(&out, ']');
+	}
+	buf_puts(&out, "}\n");
+	fputs(buf_cstr(&out), stdout);
+	buf_free(&out);
+}
+
 int ctl_test_config(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc > 0)
 		return ctl_usage_error("test config takes no argument, got \"%s\"", argv[0]);
 	struct conf *conf = conf_load(opts->config);
-	int status = CTL_EXIT_OK;
-	if (conf_ok(conf)) {
+	int status = conf_ok(conf) ? CTL_EXIT_OK : CTL_EXIT_FAIL;
+	if (opts->json) {
+		print_diags_json(conf);
+	} else if (status == CTL_EXIT_OK) {
 		print_diags(conf, CONF_WARNING);
 		printf("Configuration OK.\n");
 	} else {
 		/* Warnings would bury the errors that must be fixed first. */
 		print_diags(conf, CONF_ERROR);
-		status = CTL_EXIT_FAIL;
 	}
 	conf_free(conf);
 	return status;
@@ -51,30 +84,16 @@ struct explain_out {
 	struct buf line;
 };
 
-static void json_string(const char *s, struct buf *out)
-{
-	buf_putc(out, '"');
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			buf_printf(out, "\\%c", *p);
-		else if (*p < 0x20)
-			buf_printf(out, "\\u%04x", *p);
-		else
-			buf_putc(out, (char)*p);
-	}
-	buf_putc(out, '"');
-}
-
 static void json_setting(const struct conf_setting *s, struct buf *out)
 {
 	struct buf text = BUF_INIT;
 	buf_puts(out, "{\"value\": ");
 	conf_setting_format_value(s, &text);
-	json_string(buf_cstr(&text), out);
+	json_append_string(out, buf_cstr(&text));
 	buf_reset(&text);
 	buf_puts(out, ", \"from\": ");
 	conf_setting_format_origin(s, &text);
-	json_string(buf_cstr(&text), out);
+	json_append_string(out, buf_cstr(&text));
 	buf_putc(out, '}');
 	buf_free(&text);
 }
@@ -86,7 +105,7 @@ static void explain_json(const char *name, const struct conf_setting *s, struct 
 	bool repeatable = conf_directive_repeatable(name);
 	buf_puts(&o->line, o->first ? "{\n  " : ",\n  ");
 	o->first = false;
-	json_string(name, &o->line);
+	json_append_string(&o->line, name);
 	buf_puts(&o->line, ": ");
 	if (!repeatable) {
 		json_setting(s, &o->line);

@@ -12,10 +12,11 @@
 static int run_help(const struct ctl_options *opts, int argc, char **argv);
 
 const struct ctl_command ctl_commands[] = {
-    {"test config", "[-c FILE]",
+    {"test config", "[-c FILE] [--json]",
      "Checks the configuration file and everything it includes.  Prints \"Configuration OK.\" and the warnings, "
-     "or every error as FILE:LINE: message and exits 1.",
-     ctl_test_config, false},
+     "or every error as FILE:LINE: message and exits 1.  --json prints {\"ok\", \"errors\", \"warnings\"} with "
+     "each diagnostic's file, line and message.",
+     ctl_test_config, true},
     {"explain", "[-c FILE] [--json] domain NAME [VMTA] | source IP [SOURCE-NAME]",
      "Shows every setting that applies to mail for a recipient domain (optionally through a virtual MTA or "
      "pool) or to a client IP (optionally through a listener's named source), one per line as "
@@ -167,10 +168,8 @@ int main(int argc, char **argv)
 			return ctl_usage_error("-c needs a file name");
 		opts.config = argv[i];
 	}
-	if (i >= argc) {
-		print_usage(stderr);
-		return CTL_EXIT_USAGE;
-	}
+	if (i >= argc)
+		return ctl_usage_error("no command given; try \"ternctl --help\"");
 	int used;
 	const struct ctl_command *c = find_command(argc - i, argv + i, &used);
 	if (!c)

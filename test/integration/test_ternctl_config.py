@@ -169,3 +169,18 @@ def test_usage_errors(ternctl):
     r = ternctl("--help")
     assert r.rc == 0
     assert "test config" in r.out and "explain" in r.out
+
+
+def test_test_config_json(ternctl, write_config, design_config):
+    r = ternctl("test", "config", "--json", "-c", design_config)
+    assert r.rc == 0
+    data = r.json()
+    assert data["ok"] is True and data["errors"] == []
+    assert all(w["file"] == str(design_config) and w["line"] > 0 for w in data["warnings"])
+    path = write_config("<domain *>\n    use-startls yes\n</domain>\n")
+    r = ternctl("test", "config", "--json", "-c", path)
+    assert r.rc == 1
+    data = r.json()
+    assert data["ok"] is False
+    assert data["errors"] == [{"file": str(path), "line": 2,
+                               "message": 'unknown directive "use-startls"; did you mean "use-starttls"?'}]
