@@ -183,7 +183,8 @@ void smtp_ehlo_parse(const struct smtp_reply *reply, struct smtp_ehlo *out)
 size_t smtp_body_encode(const char *body, size_t len, struct buf *out)
 {
 	size_t size = 0, pos = 0;
-	buf_reserve(out, len + len / 64 + 2);
+	if (len > 0)
+		buf_reserve(out, len + len / 64 + 2);
 	while (pos < len) {
 		const char *nl = memchr(body + pos, '\n', len - pos);
 		size_t end = nl ? (size_t)(nl - body) : len;

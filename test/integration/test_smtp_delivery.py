@@ -154,3 +154,95 @@ def test_helo_fallback_and_greeting_timeout(agent, sinks):
     results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
     assert results[0]["outcome"] == "delivered" and results[0]["esmtp"] == ""
     assert old.sessions()[0]["helo_verb"] == "HELO"
+
+
+def test_smtputf8_needs_the_extension(agent, sinks):
+    plain = sinks("--without", "SMTPUTF8")
+    agent.start(config(plain.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"queue_id": "U1", "smtputf8": True, "rcpts": ["ü@example.net"]},
+        {"queue_id": "A1", "rcpts": ["b@example.net"]}])
+    r = by_address(results)
+    assert r["ü@example.net"]["outcome"] == "bounced" and r["ü@example.net"]["dsn_status"] == "5.6.7"
+    assert r["b@example.net"]["outcome"] == "delivered"
+    assert len(plain.records("message")) == 1
+
+
+def test_smtputf8_passed_on(agent, sinks):
+    sink = sinks()
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"smtputf8": True, "sender": "ä@example.org", "rcpts": ["ü@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert "SMTPUTF8" in sink.records("message")[0]["mail_params"]
+
+
+def test_5xx_greeting_bounces(agent, sinks):
+    sink = sinks("--greeting", "554 5.7.1 go away")
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "bounced"
+    assert results[0]["reason"] == "smtp;554 5.7.1 go away"
+
+
+def test_timeout_after_data_defers(agent, sinks):
+    sink = sinks("--hang", "EOD")
+    agent.start(config(sink.port, "  smtp-data-termination-timeout 1s\n"))
+    t0 = time.monotonic()
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]},
+                                                            {"queue_id": "Q2", "rcpts": ["c@example.net"]}])
+    assert time.monotonic() - t0 < 5
+    assert all(r["outcome"] == "deferred" for r in results)
+    assert "timed out" in results[0]["reason"] and "after the end of data" in results[0]["reason"]
+    assert done["outcome"] == "failed"
+
+
+def test_dropped_connection_mid_transaction_defers(agent, sinks):
+    sink = sinks("--drop", "DATA")
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "deferred"
+    assert "connection closed by the server" in results[0]["reason"]
+
+
+def test_service_socket_from_master(tern_dir, sinks):
+    """Started by master, smtp serves the socket passed in TERN_SERVICE_FD
+    instead of creating one."""
+    import socket
+    import subprocess
+    from conftest import ensure_tern_user
+    from test_smtp_harness import SMTP, Agent
+    ensure_tern_user()
+    sink = sinks()
+    path = tern_dir / "inherited.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    os_path = tern_dir / "tern.conf"
+    os_path.write_text(f"spool {tern_dir / 'spool'}\n" + config(sink.port))
+    fd = listener.fileno()
+    proc = subprocess.Popen([str(SMTP), "-f", "-c", str(os_path)], pass_fds=[fd],
+                            env={"TERN_SERVICE_FD": str(fd), "PATH": "/usr/bin:/bin"},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listener.close()
+    try:
+        a = Agent(tern_dir)
+        a.socket = path
+        results, done = a.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+        assert results[0]["outcome"] == "delivered"
+        assert not (tern_dir / "spool" / "private" / "smtp").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_reload_applies_to_new_jobs(agent, sinks):
+    first, second = sinks(), sinks()
+    agent.start(config(first.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    agent.config.write_text(f"spool {agent.spool}\n" + config(second.port))
+    agent.proc.send_signal(__import__("signal").SIGHUP)
+    time.sleep(0.3)
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert len(first.records("message")) == 1 and len(second.records("message")) == 1
