@@ -186,7 +186,7 @@ const struct conf_directive conf_directives[] = {
     {.name = "header", .type = CONF_T_PATTERN_RULE, .scopes = PL, .flags = CONF_PENDING | CONF_MULTI},
     {.name = "hide-message-source", .type = CONF_T_BOOL, .scopes = S, .def = "no", .flags = CONF_PENDING},
     {.name = "host-id", .type = CONF_T_UINT, .scopes = G, .def = "0", .flags = CONF_PENDING},
-    {.name = "host-name", .type = CONF_T_STRING, .scopes = G | V, .flags = CONF_PENDING | CONF_MULTI},
+    {.name = "host-name", .type = CONF_T_STRING, .scopes = G | V, .flags = CONF_SUPPORTED | CONF_MULTI},
     {.name = "http-access", .type = CONF_T_HTTP_ACCESS, .scopes = G, .flags = CONF_PENDING | CONF_MULTI},
     {.name = "http-api-key", .type = CONF_T_SECRET, .scopes = G, .flags = CONF_PENDING | CONF_MULTI},
     {.name = "http-csrf-protection", .type = CONF_T_BOOL, .scopes = G, .def = "yes", .flags = CONF_PENDING},
