@@ -119,7 +119,7 @@ const struct conf_directive conf_directives[] = {
      .type = CONF_T_INTERVAL,
      .scopes = D,
      .def = "0",
-     .flags = CONF_PENDING,
+     .flags = CONF_SUPPORTED,
      .max = 600},
     {.name = "count-moved-records", .type = CONF_T_BOOL, .scopes = A, .def = "no", .flags = CONF_PENDING},
     {.name = "data-send-timeout", .type = CONF_T_INTERVAL, .scopes = D, .def = "3m", .flags = CONF_SUPPORTED},

@@ -119,6 +119,7 @@ struct smtp_policy {
 	/* Timeouts in seconds. */
 	int64_t connect_timeout, greeting_timeout, data_send_timeout, data_termination_timeout;
 	uint64_t max_msg_per_connection; /* 0: unlimited */
+	int64_t connection_idle_timeout; /* 0: close when the job is done */
 	uint64_t max_rcpt_per_transaction;
 	uint16_t default_port;
 	bool ignore_pipelining, ignore_8bitmime, ignore_dsn;
@@ -176,8 +177,8 @@ typedef void (*smtp_targets_cb)(void *arg, enum smtp_dns_outcome outcome, const 
 bool smtp_dns_init(struct event_base *base, const struct conf_list *name_servers, struct buf *err);
 void smtp_dns_shutdown(void);
 /* Resolves the targets of a domain (by MX) or of a static route into a
- * list in the order to try; cb is called once, possibly before this
- * returns.  Returns a handle for smtp_dns_cancel. */
+ * list in the order to try; cb is called once, from the loop (never
+ * before this returns).  Returns a handle for smtp_dns_cancel. */
 struct smtp_lookup *smtp_dns_targets(const char *domain, const struct smtp_route *route, uint16_t default_port,
                                      bool bounce_upon_no_mx, smtp_targets_cb cb, void *arg);
 void smtp_dns_cancel(struct smtp_lookup *lookup);
@@ -275,6 +276,11 @@ typedef void (*smtp_session_done_cb)(struct smtp_job *job, enum smtp_session_end
 struct smtp_session *smtp_session_start(struct smtp_job *job, const struct smtp_target *target, bool in_clear,
                                         smtp_session_done_cb done);
 void smtp_session_abort(struct smtp_session *s);
+/* Gives the job an idle connection of its queue, if there is one (the
+ * delivery then goes on from there); false when there is none. */
+bool smtp_session_adopt(struct smtp_job *job, smtp_session_done_cb done);
+/* Closes the idle connections (stop). */
+void smtp_session_shutdown(void);
 
 /* ---- jobs (smtp_job.c, smtp_deliver.c) ----------------------------------- */
 

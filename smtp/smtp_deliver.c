@@ -21,6 +21,7 @@
 #define ENH_NULL_MX "5.1.10"       /* RFC 7505 */
 
 static void on_session_done(struct smtp_job *job, enum smtp_session_end end, const char *why);
+static void resolve(struct smtp_job *job);
 
 static void try_target(struct smtp_job *job, size_t index, bool in_clear)
 {
@@ -54,6 +55,13 @@ static void on_session_done(struct smtp_job *job, enum smtp_session_end end, con
 		buf_reset(&job->last_error);
 		buf_puts(&job->last_error, why);
 		log_info("%s: %s", job->queue, why);
+	}
+	/* A job that began on an idle connection has not looked its
+	 * targets up yet: anything but the end needs them now. */
+	if (job->targets.count == 0 &&
+	    (end == SMTP_END_NEXT_TARGET || end == SMTP_END_CONNECTION_CAP || end == SMTP_END_RETRY_CLEAR)) {
+		resolve(job);
+		return;
 	}
 	switch (end) {
 	case SMTP_END_DONE:
@@ -106,6 +114,13 @@ static void on_targets(void *arg, enum smtp_dns_outcome outcome, const char *why
 	smtp_job_finish(job, "bounced", why, 0);
 }
 
+static void resolve(struct smtp_job *job)
+{
+	const struct smtp_route *route = job->policy.have_route ? &job->policy.route : NULL;
+	job->lookup = smtp_dns_targets(job->domain, route, job->policy.default_port, job->policy.bounce_upon_no_mx,
+	                               on_targets, job);
+}
+
 void smtp_deliver_start(struct smtp_job *job)
 {
 	if (job->policy.route_error) {
@@ -116,12 +131,9 @@ void smtp_deliver_start(struct smtp_job *job)
 		buf_free(&why);
 		return;
 	}
-	const struct smtp_route *route = job->policy.have_route ? &job->policy.route : NULL;
-	struct smtp_lookup *lookup = smtp_dns_targets(job->domain, route, job->policy.default_port,
-	                                              job->policy.bounce_upon_no_mx, on_targets, job);
-	/* The answer may have come (and ended the job) already. */
-	if (lookup)
-		job->lookup = lookup;
+	if (smtp_session_adopt(job, on_session_done))
+		return;
+	resolve(job);
 }
 
 void smtp_deliver_abort(struct smtp_job *job)

@@ -205,6 +205,7 @@ static void smtp_stop(void *ctx)
 {
 	struct smtp_daemon *d = ctx;
 	smtp_job_shutdown();
+	smtp_session_shutdown();
 	smtp_dns_shutdown();
 	smtp_tls_shutdown();
 	smtp_conf_unref(d->conf);

@@ -63,6 +63,7 @@ static void load_limits(struct smtp_policy *p, const struct conf_settings *s)
 	p->data_send_timeout = conf_get_interval(s, "data-send-timeout");
 	p->data_termination_timeout = conf_get_interval(s, "smtp-data-termination-timeout");
 	p->max_msg_per_connection = conf_get_uint(s, "max-msg-per-connection");
+	p->connection_idle_timeout = conf_get_interval(s, "connection-idle-timeout");
 	p->max_rcpt_per_transaction = conf_get_uint(s, "max-rcpt-per-transaction");
 	if (p->max_rcpt_per_transaction == 0)
 		p->max_rcpt_per_transaction = 1000;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/event.h>
 #include <openssl/x509v3.h>
 
 #include "log.h"
@@ -35,6 +36,7 @@ enum state {
 	S_DOT_IGNORE, /* a 354 without accepted recipients: "." and ignore */
 	S_RSET,
 	S_QUIT,
+	S_IDLE, /* parked between jobs of its queue */
 };
 
 enum cmd_kind { CMD_MAIL, CMD_RCPT, CMD_DATA };
@@ -45,18 +47,24 @@ struct cmd {
 };
 
 struct smtp_session {
-	struct smtp_job *job;
+	struct smtp_job *job;           /* NULL while idle */
+	struct smtp_target target_copy; /* the session may outlive its job */
 	const struct smtp_target *target;
 	struct smtp_conn *conn;
 	smtp_session_done_cb done;
 	enum state state;
-	bool in_clear, tls_active, esmtp, began; /* began: a MAIL was sent */
+	bool in_clear, tls_active, began; /* began: a MAIL was sent */
 	struct smtp_ehlo ehlo;
 	struct smtp_peer peer;
 	struct smtp_reply reply;
 	size_t msgs_on_conn;
+	/* idle: which queue and configuration it may serve, and for how long */
+	char *idle_queue;
+	struct smtp_conf *idle_conf; /* held, so that its address stays unique */
+	struct event *idle_timer;
+	struct smtp_session *idle_next;
 	/* the current transaction */
-	struct smtp_msg *msg;
+	struct smtp_msg *msg, *txn_msg;
 	struct cmd *cmds;
 	size_t ncmds, nsent, nanswered;
 	size_t *accepted;
@@ -81,8 +89,15 @@ static const struct smtp_conn_events conn_events = {
     .failed = on_failed,
 };
 
+static struct smtp_session *idle_sessions;
+
 static void session_free(struct smtp_session *s)
 {
+	if (s->idle_timer)
+		event_free(s->idle_timer);
+	smtp_conf_unref(s->idle_conf);
+	free(s->idle_queue);
+	free(s->target_copy.mx);
 	smtp_conn_close(s->conn);
 	smtp_reply_free(&s->reply);
 	free(s->cmds);
@@ -95,6 +110,10 @@ static void session_free(struct smtp_session *s)
 static void finish(struct smtp_session *s, enum smtp_session_end end, const char *why)
 {
 	struct smtp_job *job = s->job;
+	if (job == NULL) { /* an idle session that ended */
+		session_free(s);
+		return;
+	}
 	smtp_session_done_cb done = s->done;
 	char *copy = why ? mem_strdup(why) : NULL;
 	job->session = NULL;
@@ -165,6 +184,7 @@ static void report_status(struct smtp_session *s, struct smtp_rcpt *rcpt, enum s
 /* ---- transactions ------------------------------------------------------------ */
 
 static void next_transaction(struct smtp_session *s);
+static bool park(struct smtp_session *s);
 
 static bool wants_8bitmime(const struct smtp_session *s, const struct smtp_msg *msg)
 {
@@ -263,6 +283,7 @@ static bool begin_transaction(struct smtp_session *s, struct smtp_msg *msg)
 	if (s->ncmds == 1)
 		return false;
 	s->cmds[s->ncmds++] = (struct cmd){CMD_DATA, 0};
+	s->txn_msg = msg;
 	s->state = S_TXN;
 	send_commands(s);
 	return true;
@@ -284,6 +305,84 @@ static bool refuse_unsupported(struct smtp_session *s, struct smtp_msg *msg)
 	return true;
 }
 
+/* ---- idle connections ------------------------------------------------------------ */
+
+static void on_idle_expired(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	for (struct smtp_session **p = &idle_sessions; *p; p = &(*p)->idle_next) {
+		if (*p == s) {
+			*p = s->idle_next;
+			break;
+		}
+	}
+	quit(s, SMTP_END_DONE, NULL);
+}
+
+/* With connection-idle-timeout, a session whose job is done waits that
+ * long for the next job of its queue instead of closing: the connection
+ * (and its TLS handshake) is reused.  The job is told it is done now. */
+static bool park(struct smtp_session *s)
+{
+	struct smtp_job *job = s->job;
+	uint64_t cap = job->policy.max_msg_per_connection;
+	if (job->policy.connection_idle_timeout <= 0 || (cap && s->msgs_on_conn >= cap))
+		return false;
+	s->state = S_IDLE;
+	s->msg = s->txn_msg = NULL;
+	s->idle_queue = mem_strdup(job->queue);
+	s->idle_conf = smtp_conf_ref(job->conf);
+	smtp_conn_set_timeout(s->conn, 0);
+	struct timeval tv = {.tv_sec = (time_t)job->policy.connection_idle_timeout};
+	s->idle_timer = evtimer_new(smtp_event_base(), on_idle_expired, s);
+	evtimer_add(s->idle_timer, &tv);
+	s->idle_next = idle_sessions;
+	idle_sessions = s;
+	smtp_session_done_cb done = s->done;
+	s->job = NULL;
+	job->session = NULL;
+	done(job, SMTP_END_DONE, NULL);
+	return true;
+}
+
+static void unpark(struct smtp_session *s)
+{
+	event_free(s->idle_timer);
+	s->idle_timer = NULL;
+	free(s->idle_queue);
+	s->idle_queue = NULL;
+	smtp_conf_unref(s->idle_conf);
+	s->idle_conf = NULL;
+}
+
+bool smtp_session_adopt(struct smtp_job *job, smtp_session_done_cb done)
+{
+	for (struct smtp_session **p = &idle_sessions; *p; p = &(*p)->idle_next) {
+		struct smtp_session *s = *p;
+		/* Same queue under the same configuration: same policy. */
+		if (s->idle_conf != job->conf || strcmp(s->idle_queue, job->queue) != 0)
+			continue;
+		*p = s->idle_next;
+		unpark(s);
+		s->job = job;
+		s->done = done;
+		job->session = s;
+		s->began = false; /* a failure before the first MAIL tries elsewhere */
+		next_transaction(s);
+		return true;
+	}
+	return false;
+}
+
+void smtp_session_shutdown(void)
+{
+	while (idle_sessions) {
+		struct smtp_session *s = idle_sessions;
+		idle_sessions = s->idle_next;
+		session_free(s);
+	}
+}
+
 static void next_transaction(struct smtp_session *s)
 {
 	struct smtp_job *job = s->job;
@@ -293,7 +392,7 @@ static void next_transaction(struct smtp_session *s)
 			return;
 		/* Every recipient of msg has its result. */
 		job->next_msg++;
-		if (s->msg == msg && s->began)
+		if (s->txn_msg == msg)
 			s->msgs_on_conn++;
 		s->msg = NULL;
 		uint64_t cap = job->policy.max_msg_per_connection;
@@ -302,7 +401,8 @@ static void next_transaction(struct smtp_session *s)
 			return;
 		}
 	}
-	quit(s, SMTP_END_DONE, NULL);
+	if (!park(s))
+		quit(s, SMTP_END_DONE, NULL);
 }
 
 static void rset(struct smtp_session *s)
@@ -523,7 +623,6 @@ static void on_greeting(struct smtp_session *s, const struct smtp_reply *r)
 static void on_ehlo(struct smtp_session *s, const struct smtp_reply *r)
 {
 	if (r->code / 100 == 2) {
-		s->esmtp = true;
 		smtp_ehlo_parse(r, &s->ehlo);
 		after_hello(s);
 		return;
@@ -599,6 +698,9 @@ static void dispatch(struct smtp_session *s, const struct smtp_reply *r)
 	case S_QUIT:
 		finish(s, s->end, s->end_why);
 		break;
+	case S_IDLE: /* a 421 before closing an idle connection */
+		on_idle_expired(-1, 0, s);
+		break;
 	default:
 		break; /* S_CONNECT, S_TLS: nothing is expected */
 	}
@@ -668,6 +770,17 @@ static const char *state_name(enum state st)
 	}
 }
 
+static void on_idle_closed(struct smtp_session *s)
+{
+	for (struct smtp_session **p = &idle_sessions; *p; p = &(*p)->idle_next) {
+		if (*p == s) {
+			*p = s->idle_next;
+			break;
+		}
+	}
+	session_free(s);
+}
+
 static void on_failed(void *arg, const char *why)
 {
 	struct smtp_session *s = arg;
@@ -679,6 +792,9 @@ static void on_failed(void *arg, const char *why)
 	switch (s->state) {
 	case S_QUIT:
 		finish(s, s->end, s->end_why);
+		break;
+	case S_IDLE: /* the server closed an idle connection */
+		on_idle_closed(s);
 		break;
 	case S_TLS:
 		if (tls_required(s)) {
@@ -700,15 +816,17 @@ struct smtp_session *smtp_session_start(struct smtp_job *job, const struct smtp_
 {
 	struct smtp_session *s = mem_zalloc(sizeof *s);
 	s->job = job;
-	s->target = target;
+	s->target_copy = *target;
+	s->target_copy.mx = mem_strdup(target->mx);
+	s->target = &s->target_copy;
 	s->done = done;
 	s->in_clear = in_clear;
 	s->state = S_CONNECT;
-	s->peer.target = target;
+	s->peer.target = s->target;
 	smtp_reply_init(&s->reply);
 	job->session = s;
 	const struct addr_ip *source = job->policy.have_source ? &job->policy.source_ip : NULL;
-	s->conn = smtp_conn_open(smtp_event_base(), target, source, job->policy.connect_timeout, &conn_events, s);
+	s->conn = smtp_conn_open(smtp_event_base(), s->target, source, job->policy.connect_timeout, &conn_events, s);
 	return s;
 }
 

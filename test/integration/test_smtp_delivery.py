@@ -246,3 +246,43 @@ def test_reload_applies_to_new_jobs(agent, sinks):
     results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
     assert results[0]["outcome"] == "delivered"
     assert len(first.records("message")) == 1 and len(second.records("message")) == 1
+
+
+def test_idle_connection_reused_by_the_next_job(agent, sinks):
+    """connection-idle-timeout: the next job of the queue takes the open
+    connection (no new connect, no new EHLO); after the timeout it is
+    closed with QUIT."""
+    sink = sinks()
+    agent.start(config(sink.port, "  connection-idle-timeout 1s\n"))
+    for i in range(3):
+        results, done = agent.deliver("example.net/{default}", [{"rcpts": [f"b{i}@example.net"]}])
+        assert results[0]["outcome"] == "delivered"
+    session = sink.sessions(1, timeout=5)[0]
+    assert [c["verb"] for c in session["commands"]].count("MAIL") == 3
+    assert session["end"] == "quit"
+    assert len(sink.records("connect")) == 1
+
+
+def test_fifty_messages_three_jobs_at_a_time(agent, sinks):
+    """As qmgr with max-smtp-out 3 would run them: never more than three
+    jobs, so never more than three connections, which are reused."""
+    sink = sinks()
+    agent.start(config(sink.port, "  connection-idle-timeout 5s\n"))
+    with agent.connect() as conn:
+        pending, sent, delivered = set(), 0, 0
+        while sent < 50 or pending:
+            while sent < 50 and len(pending) < 3:
+                pending.add(agent.send_job(conn, "example.net/{default}",
+                                           [{"queue_id": f"M{sent}", "rcpts": [f"r{sent}@example.net"]}]))
+                sent += 1
+            frame = conn.receive()
+            if frame["request"] == "result":
+                delivered += frame["outcome"] == "delivered"
+            else:
+                assert frame["request"] == "done" and frame["outcome"] == "done", frame
+                pending.discard(frame["job_id"])
+    assert delivered == 50
+    assert len(sink.records("message")) == 50
+    connects = sink.records("connect")
+    assert max(c["max_concurrent"] for c in connects) <= 3
+    assert len(connects) <= 3
