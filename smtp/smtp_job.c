@@ -467,6 +467,8 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 	struct buf payload = BUF_INIT, err = BUF_INIT;
 	while (!client->closing) {
 		size_t avail = evbuffer_get_length(input);
+		if (avail == 0)
+			break;
 		const unsigned char *head =
 		    evbuffer_pullup(input, avail < IPC_FRAME_HEADER ? (ssize_t)avail : IPC_FRAME_HEADER);
 		size_t plen = 0;

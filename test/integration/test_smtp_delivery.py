@@ -286,3 +286,16 @@ def test_fifty_messages_three_jobs_at_a_time(agent, sinks):
     connects = sink.records("connect")
     assert max(c["max_concurrent"] for c in connects) <= 3
     assert len(connects) <= 3
+
+
+def test_virtual_mta_source_host_and_unknown_vmta(agent, sinks):
+    sink = sinks()
+    agent.start("smtp-source-host 127.0.0.7 out7.tern.test\n"
+                "<virtual-mta vm1>\n  smtp-source-host 127.0.0.9 vm1.tern.test\n</virtual-mta>\n"
+                + config(sink.port))
+    results, done = agent.deliver("example.net/vm1", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered" and results[0]["local_ip"] == "127.0.0.9"
+    assert sink.sessions()[0]["helo"] == "vm1.tern.test"
+    results, done = agent.deliver("example.net/nosuch", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "deferred" and done["outcome"] == "failed"
+    assert "no virtual-mta or virtual-mta-pool named nosuch" in done["reason"]
