@@ -140,3 +140,61 @@ def test_disallowed_version_fails_required_tls(agent, sinks, smtp_certs):
     result, done = deliver_one(agent)
     assert result["outcome"] == "deferred"
     assert sink.records("message") == []
+
+
+def test_reply_injected_before_the_handshake_is_discarded(agent, smtp_certs):
+    """A server (or a man in the middle) that sends more after its 220 to
+    STARTTLS: those bytes came in clear and must not be taken as the
+    answer to the EHLO sent under TLS."""
+    import socket
+    import ssl
+    import threading
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(smtp_certs / "server.pem", smtp_certs / "server.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        f = conn.makefile("rwb")
+
+        def say(text):
+            f.write(text.encode() + b"\r\n")
+            f.flush()
+
+        say("220 fake ESMTP")
+        seen.append(f.readline().strip())  # EHLO
+        say("250-fake\r\n250 STARTTLS")
+        seen.append(f.readline().strip())  # STARTTLS
+        say("220 go ahead\r\n250 injected")
+        f.close()
+        tls = ctx.wrap_socket(conn, server_side=True)
+        t = tls.makefile("rwb")
+        lines = {b"EHLO": b"250-fake\r\n250 X-AFTER-TLS\r\n", b"MAIL": b"250 ok\r\n", b"RCPT": b"250 ok\r\n",
+                 b"DATA": b"354 go\r\n", b"QUIT": b"221 bye\r\n"}
+        while True:
+            line = t.readline()
+            if not line:
+                break
+            seen.append(line.strip())
+            reply = lines.get(line.split()[0].upper() if line.strip() else b"")
+            if line == b".\r\n":
+                reply = b"250 queued\r\n"
+            if reply:
+                t.write(reply)
+                t.flush()
+            if line.startswith(b"QUIT"):
+                break
+        tls.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    agent.start(domain(port, ["require-starttls yes"]))
+    result, done = deliver_one(agent)
+    thread.join(10)
+    listener.close()
+    assert result["outcome"] == "delivered", result
+    assert result["esmtp"] == "X-AFTER-TLS"
+    assert seen[2].startswith(b"EHLO")
