@@ -171,53 +171,70 @@ static bool flush(struct smtp_conn *c)
 	return true;
 }
 
-/* Reads what is there; false after a failure or end of stream. */
-static bool fill(struct smtp_conn *c)
+/* One read (through TLS once it is on): bytes read, 0 when nothing more
+ * is there now, -1 at the end of the stream or on an error, said in why. */
+static ssize_t read_some(struct smtp_conn *c, struct buf *why)
+{
+	char *at = c->in.data + c->in.len;
+	if (c->ssl == NULL) {
+		ssize_t n = read(c->fd, at, READ_CHUNK);
+		if (n > 0)
+			return n;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		if (n < 0)
+			buf_printf(why, "read from %s: %s", c->peer, strerror(errno));
+		else
+			buf_puts(why, "connection closed by the server");
+		return -1;
+	}
+	ERR_clear_error();
+	int r = SSL_read(c->ssl, at, READ_CHUNK);
+	if (r > 0)
+		return r;
+	int e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ)
+		return 0;
+	if (e == SSL_ERROR_WANT_WRITE) {
+		want_write(c, true);
+		return 0;
+	}
+	if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+		buf_puts(why, "connection closed by the server");
+	} else {
+		buf_printf(why, "TLS read failed with %s: ", c->peer);
+		tls_append_errors(why);
+	}
+	return -1;
+}
+
+/* Reads what is there and hands it to the owner; then reports the end of
+ * the stream, if it came: a server's last reply (a 421, the 220 to
+ * STARTTLS before it hung up) is still seen first. */
+static void fill(struct smtp_conn *c)
 {
 	size_t before = c->in.len;
-	for (;;) {
+	struct buf why = BUF_INIT;
+	ssize_t n;
+	do {
 		buf_reserve(&c->in, READ_CHUNK);
-		ssize_t n;
-		if (c->ssl) {
-			ERR_clear_error();
-			int r = SSL_read(c->ssl, c->in.data + c->in.len, READ_CHUNK);
-			if (r <= 0) {
-				int e = SSL_get_error(c->ssl, r);
-				if (e == SSL_ERROR_WANT_READ)
-					break;
-				if (e == SSL_ERROR_WANT_WRITE) {
-					want_write(c, true);
-					break;
-				}
-				if (e == SSL_ERROR_ZERO_RETURN) {
-					fail(c, "connection closed by the server");
-					return false;
-				}
-				fail_tls(c, "TLS read failed");
-				return false;
-			}
-			n = r;
-		} else {
-			n = read(c->fd, c->in.data + c->in.len, READ_CHUNK);
-			if (n < 0) {
-				if (errno == EAGAIN || errno == EINTR)
-					break;
-				fail_errno(c, "read from", errno);
-				return false;
-			}
-			if (n == 0) {
-				fail(c, "connection closed by the server");
-				return false;
-			}
+		n = read_some(c, &why);
+		if (n > 0) {
+			c->in.len += (size_t)n;
+			c->in.data[c->in.len] = '\0';
 		}
-		c->in.len += (size_t)n;
-		c->in.data[c->in.len] = '\0';
-	}
+	} while (n > 0);
 	if (c->in.len > before) {
 		arm_timer(c);
 		c->events->readable(c->arg, &c->in);
 	}
-	return true;
+	if (n < 0 && !c->closed && c->state == CONN_HANDSHAKE) {
+		buf_reset(&why);
+		buf_puts(&why, "TLS handshake failed: connection closed by the server");
+	}
+	if (n < 0 && !c->closed)
+		fail(c, buf_cstr(&why));
+	buf_free(&why);
 }
 
 static void handshake(struct smtp_conn *c)

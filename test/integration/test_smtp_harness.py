@@ -75,6 +75,12 @@ class Sink:
     def records(self, type=None):
         return ternsink.read_records(self.record, type)
 
+    def messages(self, count=1, timeout=5):
+        """The message records once there are count of them (the sink
+        writes a record just after its reply)."""
+        return wait_for(lambda: len(self.records("message")) >= count and self.records("message"),
+                        timeout, what=f"{count} sink messages")
+
     def sessions(self, count=1, timeout=5):
         return wait_for(lambda: len(self.records("session")) >= count and self.records("session"),
                         timeout, what=f"{count} sink sessions")

@@ -37,7 +37,7 @@ def test_opportunistic_tls_reports_protocol_and_cipher(agent, sinks, smtp_certs)
     assert result["tls_cipher"] == session["tls"]["cipher"] != ""
     # EHLO again after the handshake; MAIL only under TLS
     assert verbs(session)[:3] == ["EHLO", "STARTTLS", "EHLO"]
-    assert sink.records("message")[0]["tls"] is True
+    assert sink.messages()[0]["tls"] is True
 
 
 def test_opportunistic_tls_to_a_plain_server_delivers_in_clear(agent, sinks):
