@@ -56,8 +56,10 @@ def dns(tern_dir):
         proc.wait()
 
 
-def start(agent, dns_port, sink_port, extra=""):
-    agent.start(f"name-server 127.0.0.1:{dns_port}\n<domain *>\n  default-smtp-port {sink_port}\n"
+def start(agent, dns_port, sink_port, extra="", dns_block=False):
+    servers = (f"<dns>\n  name-server 127.0.0.1:{dns_port}\n</dns>\n" if dns_block
+               else f"name-server 127.0.0.1:{dns_port}\n")
+    agent.start(f"{servers}<domain *>\n  default-smtp-port {sink_port}\n"
                 f"  use-starttls no\n  connect-timeout 5s\n{extra}</domain>\n")
 
 
@@ -91,7 +93,7 @@ def test_bounce_upon_no_mx(agent, sinks, dns):
 
 def test_null_mx_bounces(agent, sinks, dns):
     sink = sinks()
-    start(agent, dns, sink.port)
+    start(agent, dns, sink.port, dns_block=True)  # name-server inside <dns>
     results, done = agent.deliver("null.mx.example/{default}", [{"rcpts": ["a@null.mx.example"]}])
     assert results[0]["outcome"] == "bounced" and results[0]["dsn_status"] == "5.1.10"
     assert "null MX" in results[0]["reason"]
@@ -159,3 +161,10 @@ def test_answers_are_cached(agent, sinks, dns, tern_dir):
     assert len(sink.sessions(3)) == 3
     log = (tern_dir / "dnsmasq.log").read_text()
     assert log.count("query[MX] nomx.mx.example") == 1, log
+
+
+def test_bad_name_server_stops_start_up(agent):
+    with pytest.raises(AssertionError):
+        agent.start("name-server 10.0.0.1:99999\n")
+    assert 'name-server "10.0.0.1:99999": expected IP or IP:PORT' in agent.log_text()
+    agent.proc = None  # it exited, as it should
