@@ -70,6 +70,8 @@ struct smtp_session {
 	size_t *accepted;
 	size_t naccepted;
 	bool txn_failed;
+	bool body_drained; /* the whole message and its dot are written */
+	bool *freed;       /* set when the session goes (see on_readable) */
 	/* how the session ends, once QUIT is answered */
 	enum smtp_session_end end;
 	char *end_why;
@@ -93,6 +95,8 @@ static struct smtp_session *idle_sessions;
 
 static void session_free(struct smtp_session *s)
 {
+	if (s->freed)
+		*s->freed = true;
 	if (s->idle_timer)
 		event_free(s->idle_timer);
 	smtp_conf_unref(s->idle_conf);
@@ -417,6 +421,7 @@ static void send_body(struct smtp_session *s)
 	/* Until everything is written, then smtp-data-termination-timeout
 	 * (on_drained). */
 	smtp_conn_set_timeout(s->conn, s->job->policy.data_send_timeout);
+	s->body_drained = false;
 	s->state = S_BODY;
 }
 
@@ -476,6 +481,12 @@ static void on_body_reply(struct smtp_session *s, const struct smtp_reply *r)
 {
 	for (size_t i = 0; i < s->naccepted; i++)
 		report_reply(s, &s->msg->rcpts[s->accepted[i]], r);
+	/* A verdict while we are still sending: the rest of the message would
+	 * be read as commands, so this connection is done for. */
+	if (!s->body_drained) {
+		finish(s, SMTP_END_BROKEN, "the server replied before the end of the message");
+		return;
+	}
 	next_transaction(s);
 }
 
@@ -729,12 +740,13 @@ static void on_readable(void *arg, struct buf *in)
 			on_failed(s, "malformed reply from the server");
 			return;
 		}
-		/* A reply may end the session (and free s): nothing after it
-		 * may touch s unless the state says it is still waiting. */
-		enum state before = s->state;
+		/* A reply may end the session (and free s). */
+		bool freed = false;
+		s->freed = &freed;
 		dispatch(s, &s->reply);
-		if (before == S_QUIT)
+		if (freed)
 			return;
+		s->freed = NULL;
 		if (s->state == S_TLS)
 			return;
 	}
@@ -743,8 +755,10 @@ static void on_readable(void *arg, struct buf *in)
 static void on_drained(void *arg)
 {
 	struct smtp_session *s = arg;
-	if (s->state == S_BODY)
+	if (s->state == S_BODY) {
+		s->body_drained = true;
 		smtp_conn_set_timeout(s->conn, s->job->policy.data_termination_timeout);
+	}
 }
 
 static const char *state_name(enum state st)
