@@ -148,7 +148,7 @@ def test_smtp_source_host_binds_and_names(agent, sinks):
     assert session["peer"]["ip"] == "127.0.0.7" and session["helo"] == "out7.tern.test"
 
 
-def test_helo_fallback_and_greeting_timeout(agent, sinks):
+def test_helo_fallback(agent, sinks):
     old = sinks("--reply", "EHLO=502 5.5.2 what", "--extensions", "")
     agent.start(config(old.port))
     results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
@@ -300,3 +300,15 @@ def test_virtual_mta_source_host_and_unknown_vmta(agent, sinks):
     results, done = agent.deliver("example.net/nosuch", [{"rcpts": ["b@example.net"]}])
     assert results[0]["outcome"] == "deferred" and done["outcome"] == "failed"
     assert "no virtual-mta or virtual-mta-pool named nosuch" in done["reason"]
+
+
+def test_greeting_timeout_moves_to_the_next_host(agent, sinks):
+    silent = sinks("--hang", "CONNECT")
+    good = sinks()
+    agent.start(f"<domain example.net>\n  smtp-hosts [127.0.0.1]:{silent.port}; [127.0.0.1]:{good.port}\n"
+                "  use-starttls no\n  smtp-greeting-timeout 1s\n</domain>\n")
+    t0 = time.monotonic()
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert 0.9 < time.monotonic() - t0 < 4
+    assert "timed out" in agent.log_text() and "waiting for the greeting" in agent.log_text()
