@@ -499,6 +499,20 @@ void smtpd_base64_encode(const void *in, size_t len, struct buf *out)
 	}
 }
 
+/* ---- log text ------------------------------------------------------------------ */
+
+void smtpd_log_safe(const char *in, size_t max, struct buf *out)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++, n++) {
+		if (n == max) {
+			buf_puts(out, "...");
+			return;
+		}
+		buf_putc(out, *p < 32 || *p == 127 ? '?' : (char)*p);
+	}
+}
+
 /* ---- domain patterns ----------------------------------------------------------- */
 
 static bool suffix_of(const char *domain, const char *suffix)

@@ -259,6 +259,18 @@ static void test_domain_patterns(void **state)
 	assert_true(smtpd_domain_match("[::1]", "[IPv6:::1]"));
 }
 
+static void test_log_safe(void **state)
+{
+	(void)state;
+	struct buf b = BUF_INIT;
+	smtpd_log_safe("a\nb\x1b[31mc\x7f", 100, &b);
+	assert_string_equal(buf_cstr(&b), "a?b?[31mc?");
+	buf_reset(&b);
+	smtpd_log_safe("abcdef", 3, &b);
+	assert_string_equal(buf_cstr(&b), "abc...");
+	buf_free(&b);
+}
+
 /* ---- the end-of-data scanner ----------------------------------------------------------- */
 
 struct scan_out {
@@ -347,11 +359,12 @@ static void test_scan_line_length(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_good_paths),      cmocka_unit_test(test_bad_paths),
-	    cmocka_unit_test(test_path_limits),     cmocka_unit_test(test_params),
-	    cmocka_unit_test(test_dsn_values),      cmocka_unit_test(test_base64),
-	    cmocka_unit_test(test_domain_patterns), cmocka_unit_test(test_scan_end_and_unstuffing),
-	    cmocka_unit_test(test_scan_smuggling),  cmocka_unit_test(test_scan_line_length),
+	    cmocka_unit_test(test_good_paths),       cmocka_unit_test(test_bad_paths),
+	    cmocka_unit_test(test_path_limits),      cmocka_unit_test(test_params),
+	    cmocka_unit_test(test_dsn_values),       cmocka_unit_test(test_base64),
+	    cmocka_unit_test(test_domain_patterns),  cmocka_unit_test(test_scan_end_and_unstuffing),
+	    cmocka_unit_test(test_scan_smuggling),   cmocka_unit_test(test_log_safe),
+	    cmocka_unit_test(test_scan_line_length),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
