@@ -296,3 +296,11 @@ def test_daemonised_tern_logs_every_process_to_log_file(tern):
     assert "tern/master[" in text and "tern/smtpd[" in text
     assert tern.ctl("stop").rc == 0
     assert "tern/master[" in log_file.read_text().splitlines()[-1]
+
+
+def test_ternctl_start_reports_a_service_that_keeps_failing(tern):
+    tern.write_config("smtp-server-tls-certificate /nonexistent/cert.pem\n")
+    r = tern.ctl("start", "-d", tern.libexec)
+    assert r.rc == 1
+    assert "smtpd keeps failing at start-up" in r.err
+    assert tern.ctl("stop").rc == 0
