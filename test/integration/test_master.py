@@ -45,6 +45,11 @@ def test_status_and_version(tern):
     r = tern.ctl("show", "version")
     assert r.rc == 0 and f"master pid {tern.master.pid}" in r.out
     assert smtp_greeting(tern.port).startswith("220 ")
+    # ps shows each process's role (and smtpd its load).
+    titles = {name: open(f"/proc/{x['pids'][0]}/cmdline").read() for name, x in names.items()}
+    assert titles["qmgr"].startswith("tern: qmgr")
+    assert titles["smtpd"].startswith("tern: smtpd 0 sessions")
+    assert open(f"/proc/{tern.master.pid}/cmdline").read().startswith("tern: master")
 
 
 @pytest.mark.skipif(not ROOT, reason="privilege separation needs root")
