@@ -1,0 +1,420 @@
+/* acctd_server.c: the socket <spool>/private/acctd and its clients.
+ *
+ * The record protocol (doc/accounting.md has the whole of it):
+ *   client: hello                      acctd: resume seq=S header_names=...
+ *   client: record seq=N record_type=d <fields>   (N = S+1, S+2, ... no gaps)
+ *   acctd:  ack seq=M                  every record up to M is written
+ * acctd takes its own batches: every record that arrived by the time it
+ * has read what the socket holds (at most BATCH_MAX) is written and
+ * confirmed together.  A record with a number it already wrote is skipped,
+ * so a client may resend everything it has not seen confirmed.  Only one
+ * client feeds records at a time; a new hello takes over.
+ *
+ * Requests (one reply frame "reply" status=0|1 reason=...):
+ *   reopen                 close and reopen every file (logrotate)
+ *   rotate [acct_file=F]   rotate F, or every file
+ *   status                 the highest written seq
+ * A broken frame or a protocol error gets an "error" frame and the
+ * connection is closed. */
+#include "acctd.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define ACCTD_MAX_FRAME IPC_FRAME_MAX_DEFAULT
+#define BATCH_MAX 2000
+#define RETRY_SECONDS 1
+
+struct acctd_client {
+	struct acctd *acctd;
+	struct bufferevent *bev;
+	struct acctd_client *next;
+};
+
+static const struct ipc_spec request_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}};
+static const struct ipc_spec rotate_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_ACCT_FILE, IPC_OPTIONAL}};
+
+/* ---- sending ------------------------------------------------------------------------ */
+
+static void send_frame(struct acctd_client *c, struct ipc_writer *w, struct buf *frame)
+{
+	struct buf err = BUF_INIT;
+	if (ipc_write_end(w, &err))
+		bufferevent_write(c->bev, frame->data, frame->len);
+	else
+		log_error("cannot encode a reply: %s", buf_cstr(&err));
+	buf_free(&err);
+}
+
+static void send_reply(struct acctd_client *c, int status, const char *reason, const uint64_t *seq)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, ACCTD_MAX_FRAME);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "reply");
+	ipc_put_int(&w, IPC_ATTR_STATUS, status);
+	ipc_put_str(&w, IPC_ATTR_REASON, reason);
+	if (seq)
+		ipc_put_int(&w, IPC_ATTR_SEQ, (int64_t)*seq);
+	send_frame(c, &w, &frame);
+	buf_free(&frame);
+}
+
+static void send_seq(struct acctd_client *c, const char *verb, uint64_t seq)
+{
+	struct buf frame = BUF_INIT, names = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, ACCTD_MAX_FRAME);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, verb);
+	ipc_put_int(&w, IPC_ATTR_SEQ, (int64_t)seq);
+	if (strcmp(verb, "resume") == 0) {
+		for (size_t i = 0; i < c->acctd->nfiles; i++)
+			acct_layout_header_names(&c->acctd->files[i].layout, &names);
+		ipc_put_str(&w, IPC_ATTR_ACCT_HEADER_NAMES, buf_cstr(&names));
+	}
+	send_frame(c, &w, &frame);
+	buf_free(&frame);
+	buf_free(&names);
+}
+
+/* ---- clients ------------------------------------------------------------------------ */
+
+static void client_free(struct acctd_client *c)
+{
+	struct acctd *a = c->acctd;
+	if (a->feeder == c) {
+		/* Not confirmed, so the client will send it again. */
+		if (a->batch_seq > a->seq)
+			acctd_batch_discard(a);
+		event_del(a->retry_ev);
+		a->feeder = NULL;
+	}
+	for (struct acctd_client **p = &a->clients; *p; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	}
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+/* Says why and closes once the words are out. */
+static void client_fail(struct acctd_client *c, const char *why)
+{
+	log_warning("dropping a client: %s", why);
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, ACCTD_MAX_FRAME);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "error");
+	ipc_put_str(&w, IPC_ATTR_REASON, why);
+	struct buf err = BUF_INIT;
+	/* Best effort, without waiting: the connection closes right after. */
+	if (ipc_write_end(&w, &err)) {
+		ssize_t n = write(bufferevent_getfd(c->bev), frame.data, frame.len);
+		(void)n;
+	}
+	buf_free(&err);
+	buf_free(&frame);
+	client_free(c);
+}
+
+/* ---- the batch ------------------------------------------------------------------------ */
+
+static void commit(struct acctd *a)
+{
+	if (a->batch_seq <= a->seq) {
+		/* Only resends of written records: they are confirmed again. */
+		if (a->ack_owed && a->feeder)
+			send_seq(a->feeder, "ack", a->seq);
+		a->ack_owed = false;
+		return;
+	}
+	struct buf err = BUF_INIT;
+	bool was_retrying = a->retrying;
+	if (acctd_batch_commit(a, &err)) {
+		if (a->feeder)
+			send_seq(a->feeder, "ack", a->seq);
+		a->ack_owed = false;
+	} else {
+		if (!was_retrying)
+			log_error("records up to seq %llu are not written, retrying: %s",
+			          (unsigned long long)a->batch_seq, buf_cstr(&err));
+		a->retrying = true;
+		if (a->feeder)
+			bufferevent_disable(a->feeder->bev, EV_READ);
+		struct timeval later = {RETRY_SECONDS, 0};
+		event_add(a->retry_ev, &later);
+	}
+	buf_free(&err);
+}
+
+static bool take_record(struct acctd_client *c, const void *payload, size_t len)
+{
+	struct acctd *a = c->acctd;
+	if (a->feeder != c) {
+		client_fail(c, "records come after a hello");
+		return false;
+	}
+	struct ipc_msg msg;
+	struct buf err = BUF_INIT;
+	bool ok = ipc_decode(payload, len, acct_record_spec, acct_record_spec_count, &msg, &err);
+	enum acct_type type = ACCT_D;
+	int64_t seq = ok ? ipc_msg_int(&msg, IPC_ATTR_SEQ) : 0;
+	if (ok && !acct_type_parse(ipc_msg_str(&msg, IPC_ATTR_RECORD_TYPE), &type)) {
+		buf_printf(&err, "unknown record type \"%s\"", ipc_msg_str(&msg, IPC_ATTR_RECORD_TYPE));
+		ok = false;
+	}
+	if (ok && seq > 0 && (uint64_t)seq > a->batch_seq + 1) {
+		buf_printf(&err, "record %lld follows %llu: sequence numbers have no gaps", (long long)seq,
+		           (unsigned long long)a->batch_seq);
+		ok = false;
+	}
+	if (ok && seq <= 0) {
+		buf_printf(&err, "bad sequence number %lld", (long long)seq);
+		ok = false;
+	}
+	a->ack_owed = ok;
+	/* A record we already have (a resend after a lost ack) is skipped. */
+	if (ok && (uint64_t)seq == a->batch_seq + 1)
+		acctd_batch_add(a, (uint64_t)seq, type, &msg);
+	ipc_msg_free(&msg);
+	if (!ok)
+		client_fail(c, buf_cstr(&err));
+	buf_free(&err);
+	return ok;
+}
+
+static void become_feeder(struct acctd_client *c)
+{
+	struct acctd *a = c->acctd;
+	if (a->feeder && a->feeder != c) {
+		log_info("a new client takes over the records");
+		client_free(a->feeder);
+	}
+	a->feeder = c;
+	send_seq(c, "resume", a->seq);
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+static void handle_rotate(struct acctd_client *c, const void *payload, size_t len)
+{
+	struct ipc_msg msg;
+	struct buf err = BUF_INIT;
+	if (!ipc_decode(payload, len, rotate_spec, IPC_SPEC_COUNT(rotate_spec), &msg, &err)) {
+		send_reply(c, 1, buf_cstr(&err), NULL);
+	} else if (acctd_rotate(c->acctd, ipc_msg_str(&msg, IPC_ATTR_ACCT_FILE), &err)) {
+		send_reply(c, 0, "Accounting files rotated.", NULL);
+	} else {
+		send_reply(c, 1, buf_cstr(&err), NULL);
+	}
+	ipc_msg_free(&msg);
+	buf_free(&err);
+}
+
+static void handle_simple(struct acctd_client *c, const char *verb)
+{
+	struct acctd *a = c->acctd;
+	struct buf err = BUF_INIT;
+	if (strcmp(verb, "reopen") == 0) {
+		if (acctd_reopen(a, &err))
+			send_reply(c, 0, "Accounting files reopened.", NULL);
+		else
+			send_reply(c, 1, buf_cstr(&err), NULL);
+	} else if (strcmp(verb, "status") == 0) {
+		send_reply(c, 0, a->retrying ? "retrying" : "writing", &a->seq);
+	} else {
+		send_reply(c, 1, "unknown request", NULL);
+	}
+	buf_free(&err);
+}
+
+/* false when the client was dropped. */
+static bool handle_frame(struct acctd_client *c, const void *payload, size_t len)
+{
+	struct buf verb = BUF_INIT, err = BUF_INIT;
+	bool ok = ipc_peek_request(payload, len, &verb, &err);
+	if (!ok) {
+		client_fail(c, buf_cstr(&err));
+	} else if (strcmp(buf_cstr(&verb), "record") == 0) {
+		ok = take_record(c, payload, len);
+	} else if (strcmp(buf_cstr(&verb), "rotate") == 0) {
+		handle_rotate(c, payload, len);
+	} else {
+		struct ipc_msg msg;
+		ok = ipc_decode(payload, len, request_spec, IPC_SPEC_COUNT(request_spec), &msg, &err);
+		ipc_msg_free(&msg);
+		if (!ok)
+			client_fail(c, buf_cstr(&err));
+		else if (strcmp(buf_cstr(&verb), "hello") == 0)
+			become_feeder(c);
+		else
+			handle_simple(c, buf_cstr(&verb));
+	}
+	buf_free(&verb);
+	buf_free(&err);
+	return ok;
+}
+
+/* One whole frame out of the input into payload: 1, none yet: 0, broken: -1. */
+static int next_frame(struct acctd_client *c, struct buf *payload, struct buf *err)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	unsigned char head[IPC_FRAME_HEADER];
+	size_t avail = evbuffer_get_length(in), len = 0;
+	evbuffer_copyout(in, head, avail < sizeof(head) ? avail : sizeof(head));
+	enum ipc_frame_status st = ipc_frame_scan(head, avail, ACCTD_MAX_FRAME, &len, err);
+	if (st != IPC_FRAME_COMPLETE)
+		return st == IPC_FRAME_PARTIAL ? 0 : -1;
+	evbuffer_drain(in, IPC_FRAME_HEADER);
+	buf_reset(payload);
+	buf_reserve(payload, len);
+	evbuffer_remove(in, payload->data, len);
+	payload->len = len;
+	return 1;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct acctd_client *c = arg;
+	struct acctd *a = c->acctd;
+	struct buf payload = BUF_INIT, err = BUF_INIT;
+	for (;;) {
+		if (a->feeder == c && a->retrying)
+			break;
+		int got = next_frame(c, &payload, &err);
+		if (got < 0)
+			client_fail(c, buf_cstr(&err));
+		if (got <= 0 || !handle_frame(c, payload.data, payload.len))
+			break;
+		if (a->feeder == c && a->batch_count >= BATCH_MAX)
+			commit(a);
+	}
+	buf_free(&payload);
+	buf_free(&err);
+	/* c may be gone: look at the daemon, not at the client. */
+	if (a->feeder && !a->retrying)
+		commit(a);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	client_free(arg);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct acctd *a = arg;
+	commit(a);
+	if (!a->retrying)
+		acctd_server_batch_done(a);
+}
+
+void acctd_server_batch_done(struct acctd *a)
+{
+	if (a->feeder == NULL)
+		return;
+	bufferevent_enable(a->feeder->bev, EV_READ);
+	/* Frames that arrived while we were retrying wait in the buffer. */
+	on_read(a->feeder->bev, a->feeder);
+}
+
+void acctd_server_drop_feeder(struct acctd *a)
+{
+	if (a->feeder)
+		client_free(a->feeder);
+}
+
+/* ---- the socket ---------------------------------------------------------------------------- */
+
+/* Only our own user (qmgr) and root (master, the administrator) may talk
+ * to us: records are trusted input here. */
+static bool peer_allowed(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return false;
+	return cred.uid == 0 || cred.uid == geteuid();
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct acctd *a = arg;
+	int client = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (client < 0)
+		return;
+	if (!peer_allowed(client)) {
+		log_warning("refused a connection from another user");
+		close(client);
+		return;
+	}
+	struct acctd_client *c = mem_zalloc(sizeof(*c));
+	c->acctd = a;
+	c->bev = bufferevent_socket_new(a->base, client, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+	/* Bounded input: a fast client waits in its socket, not in our memory. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, 4 * (ACCTD_MAX_FRAME + IPC_FRAME_HEADER));
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->next = a->clients;
+	a->clients = c;
+}
+
+bool acctd_server_bind(struct acctd *a, uid_t uid, gid_t gid, struct buf *err)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (strlen(a->socket_path) >= sizeof(sun.sun_path)) {
+		buf_printf(err, "socket path %s is too long", a->socket_path);
+		return false;
+	}
+	strcpy(sun.sun_path, a->socket_path);
+	/* One acctd per spool (master starts one): what is there is stale. */
+	unlink(a->socket_path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 64) < 0 ||
+	    chmod(a->socket_path, 0600) < 0 || (geteuid() == 0 && chown(a->socket_path, uid, gid) < 0)) {
+		buf_printf(err, "cannot create the socket %s: %s", a->socket_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	a->listen_fd = fd;
+	return true;
+}
+
+bool acctd_server_start(struct acctd *a, struct buf *err)
+{
+	a->listen_ev = event_new(a->base, a->listen_fd, EV_READ | EV_PERSIST, on_accept, a);
+	a->retry_ev = evtimer_new(a->base, on_retry, a);
+	if (a->listen_ev == NULL || a->retry_ev == NULL || event_add(a->listen_ev, NULL) < 0) {
+		buf_puts(err, "cannot watch the socket");
+		return false;
+	}
+	return true;
+}
+
+void acctd_server_stop(struct acctd *a)
+{
+	while (a->clients)
+		client_free(a->clients);
+	if (a->listen_ev)
+		event_free(a->listen_ev);
+	if (a->retry_ev)
+		event_free(a->retry_ev);
+	a->listen_ev = a->retry_ev = NULL;
+	if (a->listen_fd >= 0) {
+		close(a->listen_fd);
+		unlink(a->socket_path);
+	}
+	a->listen_fd = -1;
+}
