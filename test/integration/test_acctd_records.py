@@ -127,7 +127,11 @@ def acctd_factory(tern_dir):
 
     yield make
     for a in made:
-        a.kill()
+        a.stop()
+    for a in made:
+        log = a.log_text()
+        for word in ("AddressSanitizer", "LeakSanitizer", "runtime error", "panic"):
+            assert word not in log, log
 
 
 def delivery(i, tls=True, **over):
