@@ -48,10 +48,11 @@ struct acctd_file {
 	int fd;
 	dev_t dev;
 	ino_t ino;
-	off_t size;         /* bytes written and recorded in the state */
-	int64_t started;    /* when this file was begun: names it when rotated */
-	int64_t next_move;  /* time-based rotation is due then (0: none) */
-	struct buf pending; /* rows of the batch not yet written */
+	off_t size;                /* bytes written and recorded in the state */
+	int64_t started;           /* when this file was begun: names it when rotated */
+	int64_t next_move;         /* time-based rotation is due then (0: none) */
+	int64_t retry_rotation_at; /* after a failed rotation, not before */
+	struct buf pending;        /* rows of the batch not yet written */
 };
 
 /* What the state file remembers of a file. */

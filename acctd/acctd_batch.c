@@ -101,6 +101,9 @@ static bool write_files(struct acctd *a, struct buf *err)
 	return true;
 }
 
+/* A rotation that failed (move-to unwritable) is not retried every tick. */
+#define ROTATION_RETRY_SECONDS 60
+
 static void rotate_due(struct acctd *a)
 {
 	int64_t now = time(NULL);
@@ -110,10 +113,12 @@ static void rotate_due(struct acctd *a)
 		if (!acctd_file_rotation_due(f, now))
 			continue;
 		struct buf err = BUF_INIT;
-		if (acctd_file_rotate(f, &err))
+		if (acctd_file_rotate(f, &err)) {
 			rotated = true;
-		else
-			log_error("%s", buf_cstr(&err));
+		} else {
+			log_error("%s (trying again in a minute)", buf_cstr(&err));
+			f->retry_rotation_at = now + ROTATION_RETRY_SECONDS;
+		}
 		acctd_file_expire(f, now);
 		buf_free(&err);
 	}

@@ -310,10 +310,19 @@ static bool move_live_file(const struct acctd_file *f, struct buf *err)
 	return false;
 }
 
+static bool has_rows(const struct acctd_file *f)
+{
+	return f->size > (off_t)f->header.len;
+}
+
 bool acctd_file_rotate(struct acctd_file *f, struct buf *err)
 {
-	if (f->size <= (off_t)f->header.len)
+	if (!has_rows(f)) {
+		/* Nothing to move: the file simply begins the new period. */
+		f->started = time(NULL);
+		f->next_move = next_move_time(f);
 		return true;
+	}
 	if (!move_live_file(f, err))
 		return false;
 	acctd_file_close(f);
@@ -322,7 +331,9 @@ bool acctd_file_rotate(struct acctd_file *f, struct buf *err)
 
 bool acctd_file_rotation_due(const struct acctd_file *f, int64_t now)
 {
-	if (f->max_size != 0 && f->max_size != VALUE_UNLIMITED && (uint64_t)f->size >= f->max_size)
+	if (f->fd < 0 || now < f->retry_rotation_at)
+		return false;
+	if (has_rows(f) && f->max_size != 0 && f->max_size != VALUE_UNLIMITED && (uint64_t)f->size >= f->max_size)
 		return true;
 	return f->next_move != 0 && now >= f->next_move;
 }
