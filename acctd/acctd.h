@@ -113,6 +113,36 @@ bool acctd_state_save(const char *path, const struct acctd_state *st, bool durab
 const struct acctd_file_mark *acctd_state_find(const struct acctd_state *st, const char *path);
 void acctd_state_free(struct acctd_state *st);
 
+/* ---- the live stream (acctd_tail.c) ------------------------------------------------ */
+
+/* Records kept for consumers that resume after a disconnect. */
+#define ACCTD_TAIL_KEEP 10000
+
+struct acctd_frame {
+	uint64_t seq;
+	struct buf bytes; /* the record's frame, length prefix included */
+};
+
+struct acctd_tail {
+	struct acctd_frame *ring; /* ACCTD_TAIL_KEEP slots */
+	size_t first, count;
+	struct acctd_frame *batch; /* records of the batch not yet committed */
+	size_t nbatch;
+};
+
+/* Keeps a record of the pending batch. */
+void acctd_tail_hold(struct acctd_tail *t, uint64_t seq, const void *payload, size_t len);
+void acctd_tail_drop_batch(struct acctd_tail *t);
+/* The batch is written: its records join the ring. */
+void acctd_tail_commit(struct acctd_tail *t);
+/* The oldest sequence number kept (0: none). */
+uint64_t acctd_tail_oldest(const struct acctd_tail *t);
+/* Calls fn for every kept record after seq, in order; returns the last
+ * sequence number handed over (seq when none). */
+uint64_t acctd_tail_each_after(const struct acctd_tail *t, uint64_t seq,
+                               void (*fn)(const struct acctd_frame *frame, void *arg), void *arg);
+void acctd_tail_free(struct acctd_tail *t);
+
 /* ---- the daemon --------------------------------------------------------------------- */
 
 #define ACCTD_SOCKET "private/acctd"
@@ -142,12 +172,13 @@ struct acctd {
 	struct event *listen_ev, *usr1_ev, *tick_ev, *retry_ev;
 	struct acctd_client *clients;
 	struct acctd_client *feeder; /* the client whose records we take */
-	size_t tail_clients;
+	struct acctd_tail tail;
 };
 
 /* acctd_batch.c: records in, rows out. */
 /* Formats a record into the pending rows of every file that takes it. */
-void acctd_batch_add(struct acctd *a, uint64_t seq, enum acct_type type, const struct ipc_msg *rec);
+void acctd_batch_add(struct acctd *a, uint64_t seq, enum acct_type type, const struct ipc_msg *rec, const void *payload,
+                     size_t len);
 /* Writes the batch and records the new state; false (files cut back,
  * nothing confirmed, the batch kept for a retry) on failure. */
 bool acctd_batch_commit(struct acctd *a, struct buf *err);

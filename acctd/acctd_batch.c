@@ -53,28 +53,26 @@ bool acctd_save_state(struct acctd *a, struct buf *err)
 
 /* ---- records in ---------------------------------------------------------------------- */
 
-void acctd_batch_add(struct acctd *a, uint64_t seq, enum acct_type type, const struct ipc_msg *rec)
+void acctd_batch_add(struct acctd *a, uint64_t seq, enum acct_type type, const struct ipc_msg *rec, const void *payload,
+                     size_t len)
 {
 	a->batch_seq = seq;
 	a->batch_count++;
-	bool checked = false, disabled = false;
+	if (acctd_filter_disabled(a->filter, type, rec))
+		return;
 	for (size_t i = 0; i < a->nfiles; i++) {
 		struct acctd_file *f = &a->files[i];
-		if (!acct_layout_holds(&f->layout, type))
-			continue;
-		if (!checked) {
-			disabled = acctd_filter_disabled(a->filter, type, rec);
-			checked = true;
-		}
-		if (!disabled)
+		if (acct_layout_holds(&f->layout, type))
 			acct_layout_row(&f->layout, type, rec, &f->format, &f->pending);
 	}
+	acctd_tail_hold(&a->tail, seq, payload, len);
 }
 
 void acctd_batch_discard(struct acctd *a)
 {
 	for (size_t i = 0; i < a->nfiles; i++)
 		buf_reset(&a->files[i].pending);
+	acctd_tail_drop_batch(&a->tail);
 	a->batch_seq = a->seq;
 	a->batch_count = 0;
 	a->retrying = false;
@@ -143,6 +141,7 @@ bool acctd_batch_commit(struct acctd *a, struct buf *err)
 	}
 	a->seq = a->batch_seq;
 	a->batch_count = 0;
+	acctd_tail_commit(&a->tail);
 	if (a->retrying)
 		log_info("records are written again (up to seq %llu)", (unsigned long long)a->seq);
 	a->retrying = false;

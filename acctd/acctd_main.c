@@ -215,6 +215,7 @@ int main(int argc, char **argv, char **envp)
 	int rc = server_main(&daemon, argc, argv, envp);
 	free_files();
 	acctd_filter_free(acctd.filter);
+	acctd_tail_free(&acctd.tail);
 	conf_free(acctd.conf);
 	free(acctd.config_path);
 	free(acctd.spool);

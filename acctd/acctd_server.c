@@ -14,6 +14,8 @@
  *   reopen                 close and reopen every file (logrotate)
  *   rotate [acct_file=F]   rotate F, or every file
  *   status                 the highest written seq
+ *   tail [seq=N]           reply, then every written record after N (or
+ *                          from now on) as its record frame, as it comes
  * A broken frame or a protocol error gets an "error" frame and the
  * connection is closed. */
 #include "acctd.h"
@@ -33,14 +35,19 @@
 #define ACCTD_MAX_FRAME IPC_FRAME_MAX_DEFAULT
 #define BATCH_MAX 2000
 #define RETRY_SECONDS 1
+/* A consumer this far behind is dropped; it resumes from its last seq. */
+#define TAIL_BACKLOG_MAX (8 * 1024 * 1024)
 
 struct acctd_client {
 	struct acctd *acctd;
 	struct bufferevent *bev;
+	bool tailing;      /* follows the live stream */
+	uint64_t tail_seq; /* the last record it was sent */
 	struct acctd_client *next;
 };
 
 static const struct ipc_spec request_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}};
+static const struct ipc_spec tail_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_SEQ, IPC_OPTIONAL}};
 static const struct ipc_spec rotate_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_ACCT_FILE, IPC_OPTIONAL}};
 
 /* ---- sending ------------------------------------------------------------------------ */
@@ -128,6 +135,66 @@ static void client_fail(struct acctd_client *c, const char *why)
 	client_free(c);
 }
 
+/* ---- the live stream ------------------------------------------------------------------- */
+
+static void send_tail_frame(const struct acctd_frame *frame, void *arg)
+{
+	struct acctd_client *c = arg;
+	bufferevent_write(c->bev, frame->bytes.data, frame->bytes.len);
+}
+
+/* Sends what the consumer has not seen; false when it was dropped. */
+static bool tail_flush(struct acctd_client *c)
+{
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > TAIL_BACKLOG_MAX) {
+		char *why =
+		    mem_asprintf("the consumer is too slow; resume after seq %llu", (unsigned long long)c->tail_seq);
+		client_fail(c, why);
+		free(why);
+		return false;
+	}
+	c->tail_seq = acctd_tail_each_after(&c->acctd->tail, c->tail_seq, send_tail_frame, c);
+	return true;
+}
+
+static void tail_broadcast(struct acctd *a)
+{
+	struct acctd_client *next;
+	for (struct acctd_client *c = a->clients; c; c = next) {
+		next = c->next;
+		if (c->tailing)
+			tail_flush(c);
+	}
+}
+
+static void handle_tail(struct acctd_client *c, const void *payload, size_t len)
+{
+	struct acctd *a = c->acctd;
+	struct ipc_msg msg;
+	struct buf err = BUF_INIT;
+	if (!ipc_decode(payload, len, tail_spec, IPC_SPEC_COUNT(tail_spec), &msg, &err)) {
+		send_reply(c, 1, buf_cstr(&err), NULL);
+	} else {
+		/* Without a starting point, only what is written from now on. */
+		int64_t since = ipc_msg_has(&msg, IPC_ATTR_SEQ) ? ipc_msg_int(&msg, IPC_ATTR_SEQ) : (int64_t)a->seq;
+		/* After a restart the ring starts empty: the next record is the oldest. */
+		uint64_t oldest = acctd_tail_oldest(&a->tail) ? acctd_tail_oldest(&a->tail) : a->seq + 1;
+		c->tail_seq = since < 0 ? 0 : (uint64_t)since;
+		if (oldest > c->tail_seq + 1) {
+			char *why = mem_asprintf("records %llu to %llu are no longer kept: they are in the files",
+			                         (unsigned long long)c->tail_seq + 1, (unsigned long long)oldest - 1);
+			send_reply(c, 0, why, &a->seq);
+			free(why);
+		} else {
+			send_reply(c, 0, "following", &a->seq);
+		}
+		c->tailing = true;
+		tail_flush(c);
+	}
+	ipc_msg_free(&msg);
+	buf_free(&err);
+}
+
 /* ---- the batch ------------------------------------------------------------------------ */
 
 static void commit(struct acctd *a)
@@ -145,6 +212,7 @@ static void commit(struct acctd *a)
 		if (a->feeder)
 			send_seq(a->feeder, "ack", a->seq);
 		a->ack_owed = false;
+		tail_broadcast(a);
 	} else {
 		if (!was_retrying)
 			log_error("records up to seq %llu are not written, retrying: %s",
@@ -186,7 +254,7 @@ static bool take_record(struct acctd_client *c, const void *payload, size_t len)
 	a->ack_owed = ok;
 	/* A record we already have (a resend after a lost ack) is skipped. */
 	if (ok && (uint64_t)seq == a->batch_seq + 1)
-		acctd_batch_add(a, (uint64_t)seq, type, &msg);
+		acctd_batch_add(a, (uint64_t)seq, type, &msg, payload, len);
 	ipc_msg_free(&msg);
 	if (!ok)
 		client_fail(c, buf_cstr(&err));
@@ -250,6 +318,8 @@ static bool handle_frame(struct acctd_client *c, const void *payload, size_t len
 		ok = take_record(c, payload, len);
 	} else if (strcmp(buf_cstr(&verb), "rotate") == 0) {
 		handle_rotate(c, payload, len);
+	} else if (strcmp(buf_cstr(&verb), "tail") == 0) {
+		handle_tail(c, payload, len);
 	} else {
 		struct ipc_msg msg;
 		ok = ipc_decode(payload, len, request_spec, IPC_SPEC_COUNT(request_spec), &msg, &err);

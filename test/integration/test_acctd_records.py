@@ -302,3 +302,34 @@ def test_unknown_attribute_drops_the_client(acctd_factory):
     reply = f.conn.receive()
     assert reply["request"] == "error" and "favouriteColour" in reply["reason"]
     assert a.ready()
+
+
+def test_live_stream_follows_written_records_and_resumes(acctd_factory):
+    a = acctd_factory(DESIGN_BLOCK).start()
+    f = Feeder(a)
+    for seq in range(1, 6):
+        f.send(seq, "d", **delivery(seq))
+    f.wait_ack(5)
+    tail = ternipc.Connection(a.socket, timeout=10)
+    tail.send({"request": "tail", "seq": 2})
+    reply = tail.receive()
+    assert reply["status"] == 0 and reply["seq"] == 5
+    got = [tail.receive() for _ in range(3)]
+    assert [r["seq"] for r in got] == [3, 4, 5]
+    assert got[0]["request"] == "record" and got[0]["record_type"] == "d"
+    assert got[0]["rcpt"] == "user3@example.com" and got[0]["dlvTlsCipher"] == "TLS_AES_256_GCM_SHA384"
+    for seq in range(6, 8):
+        f.send(seq, "b", **delivery(seq))
+    f.wait_ack(7)
+    assert [tail.receive()["seq"] for _ in range(2)] == [6, 7]
+    tail.close()
+    # After a restart the ring is empty: the consumer is told what it missed.
+    a.stop()
+    a.start()
+    with ternipc.Connection(a.socket, timeout=10) as tail:
+        tail.send({"request": "tail", "seq": 4})
+        reply = tail.receive()
+        assert reply["status"] == 0 and "5 to 7 are no longer kept" in reply["reason"]
+        f = Feeder(a)
+        f.send(8, "d", **delivery(8))
+        assert tail.receive()["seq"] == 8
