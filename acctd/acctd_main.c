@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bsd/libutil.h>
 #include <event2/event.h>
 
 #include "server.h"
@@ -21,6 +22,7 @@
 #define TICK_SECONDS 1
 
 static struct acctd acctd = {.listen_fd = -1};
+static struct pidfh *pid_file;
 
 /* ---- directories ------------------------------------------------------------------- */
 
@@ -76,6 +78,24 @@ static bool make_state_dir(uid_t uid, gid_t gid, struct buf *err)
 	return ok;
 }
 
+/* One acctd per spool: the lock is taken before the socket is replaced.
+ * The file also tells logrotate's postrotate whom to signal. */
+static bool lock_pid_file(struct buf *err)
+{
+	char *path = mem_asprintf("%s/" ACCTD_STATE_DIR "/acctd.pid", acctd.spool);
+	pid_t other = 0;
+	bool ok = false;
+	pid_file = pidfile_open(path, 0644, &other);
+	if (pid_file == NULL && errno == EEXIST)
+		buf_printf(err, "another acctd (pid %ld) is running on %s", (long)other, acctd.spool);
+	else if (pid_file == NULL || pidfile_write(pid_file) < 0)
+		buf_printf(err, "cannot write %s: %s", path, strerror(errno));
+	else
+		ok = true;
+	free(path);
+	return ok;
+}
+
 static bool run_user(const struct server_options *opts, uid_t *uid, gid_t *gid, struct buf *err)
 {
 	*uid = getuid();
@@ -113,7 +133,7 @@ static bool pre_init(void *ctx, const struct server_options *opts, struct buf *e
 	acctd.socket_path = mem_asprintf("%s/" ACCTD_SOCKET, acctd.spool);
 	acctd.state_path = mem_asprintf("%s/" ACCTD_STATE_DIR "/state", acctd.spool);
 	char *private_dir = mem_asprintf("%s/private", acctd.spool);
-	bool ok = make_dirs(private_dir, 0700, uid, gid, err) && make_state_dir(uid, gid, err) &&
+	bool ok = make_dirs(private_dir, 0700, uid, gid, err) && make_state_dir(uid, gid, err) && lock_pid_file(err) &&
 	          make_file_dirs(uid, gid, err) && acctd_server_bind(&acctd, uid, gid, err);
 	free(private_dir);
 	return ok;
@@ -213,6 +233,8 @@ int main(int argc, char **argv, char **envp)
 	static const struct server_daemon daemon = {
 	    .name = "acctd", .pre_init = pre_init, .init = init, .stop = stop, .reload = reload};
 	int rc = server_main(&daemon, argc, argv, envp);
+	if (pid_file)
+		pidfile_remove(pid_file);
 	free_files();
 	acctd_filter_free(acctd.filter);
 	acctd_tail_free(&acctd.tail);

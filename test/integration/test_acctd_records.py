@@ -295,6 +295,17 @@ def test_configuration_errors_stop_acctd(acctd_factory, block, message):
     assert message in a.log_text()
 
 
+def test_one_acctd_per_spool(acctd_factory, tern_dir):
+    a = acctd_factory(DESIGN_BLOCK).start()
+    assert int((a.spool / "acctd" / "acctd.pid").read_text()) == a.proc.pid
+    second = Acctd(tern_dir, DESIGN_BLOCK)
+    second.output = tern_dir / "second.log"
+    second.start(check=False)
+    assert second.proc.wait(timeout=10) != 0
+    assert f"another acctd (pid {a.proc.pid})" in second.log_text()
+    assert a.ready(), "the first one keeps its socket"
+
+
 def test_unknown_attribute_drops_the_client(acctd_factory):
     a = acctd_factory(DESIGN_BLOCK).start()
     f = Feeder(a)

@@ -118,7 +118,7 @@ def logrotate_config(a, path):
     nocompress
     nocreate
     postrotate
-        kill -USR1 {a.proc.pid}
+        kill -USR1 "$(cat {a.spool}/acctd/acctd.pid)"
     endscript
 }}
 """
