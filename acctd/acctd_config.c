@@ -55,6 +55,24 @@ static void items_of_type(const struct conf_settings *s, const char *type, struc
 	}
 }
 
+/* record-fields for a type the file does not hold changes nothing: say so,
+ * since it usually means a forgotten entry in records. */
+static void warn_unused_fields(const struct conf_settings *s)
+{
+	const struct conf_list *types = conf_get_list(s, "records");
+	for (const struct conf_setting *set = conf_get_setting(s, "record-fields"); set; set = set->next) {
+		if (set->value.unset || set->value.string == NULL)
+			continue;
+		bool held = false;
+		for (size_t i = 0; i < types->count; i++)
+			held = held || strcmp(types->items[i], set->value.string) == 0;
+		if (!held)
+			log_warning("%s:%u: record-fields %s: this file does not hold %s records (see \"records\")",
+			            set->file ? set->file : "(default)", set->line, set->value.string,
+			            set->value.string);
+	}
+}
+
 static bool build_layout(struct acctd_file *f, const struct conf_block *block, const struct conf_settings *s,
                          struct buf *err)
 {
@@ -83,6 +101,7 @@ static bool build_layout(struct acctd_file *f, const struct conf_block *block, c
 		if (!ok)
 			return false;
 	}
+	warn_unused_fields(s);
 	acct_layout_header(&f->layout, &f->header);
 	return true;
 }

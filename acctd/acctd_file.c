@@ -234,11 +234,27 @@ void acctd_file_close(struct acctd_file *f)
 	f->fd = -1;
 }
 
+/* Someone cut the file under us (logrotate's copytruncate): what it held
+ * is gone, and the rows to come need a header above them. */
+static bool start_over_if_truncated(struct acctd_file *f, const struct stat *st, struct buf *err)
+{
+	if (st->st_size >= f->size)
+		return true;
+	log_warning("%s: the file was cut to %lld bytes by another program (copytruncate?); starting it over", f->path,
+	            (long long)st->st_size);
+	if (ftruncate(f->fd, 0) < 0) {
+		buf_printf(err, "cannot empty %s: %s", f->path, strerror(errno));
+		return false;
+	}
+	f->size = 0;
+	return start_new_file(f, err);
+}
+
 bool acctd_file_follow(struct acctd_file *f, struct buf *err)
 {
 	struct stat st;
 	if (f->fd >= 0 && stat(f->path, &st) == 0 && same_file(&st, f->dev, f->ino))
-		return true;
+		return start_over_if_truncated(f, &st, err);
 	if (f->fd >= 0)
 		log_info("%s: the file was moved away; opening a new one", f->path);
 	acctd_file_close(f);

@@ -5,6 +5,7 @@ with the header line."""
 import os
 import pwd
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -158,3 +159,40 @@ def test_reopen_request_after_a_manual_move(acctd_factory):
     f.wait_ack(2)
     assert rows_in(a, ["old.csv"]) == [1]
     assert rows_in(a, ["acct.csv"]) == [2]
+
+
+def test_reload_with_new_columns_starts_a_new_file(acctd_factory):
+    a = acctd_factory(ROTATING_BLOCK).start()
+    f = Feeder(a)
+    f.send(1, "d", **delivery(1))
+    f.wait_ack(1)
+    a.write_config("<acct-file LOG/acct.csv>\n    records d\n    record-fields d rcpt, jobId\n    sync yes\n"
+                   "    record-fields b rcpt\n</acct-file>\n")
+    a.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in a.log_text(), 5, what="the reload")
+    assert "record-fields b: this file does not hold b records" in a.log_text()
+    f.send(2, "d", **delivery(2))
+    f.wait_ack(2)
+    rotated = [n for n in os.listdir(a.logdir) if n != "acct.csv"]
+    assert len(rotated) == 1 and ROTATED.match(rotated[0])
+    assert rows_in(a, rotated) == [1]
+    assert a.rows() == (["type", "rcpt", "jobId"], [["d", "user2@example.com", "job2"]])
+    # A broken configuration is refused; the files go on as they were.
+    a.write_config("<acct-file LOG/acct.csv>\n    record-fields d nosuchfield\n</acct-file>\n")
+    a.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in a.log_text(), 5, what="the refusal")
+    f.send(3, "d", **delivery(3))
+    f.wait_ack(3)
+    assert a.rows()[1][-1] == ["d", "user3@example.com", "job3"]
+
+
+def test_copytruncate_gets_a_new_header(acctd_factory):
+    a = acctd_factory(ROTATING_BLOCK).start()
+    f = Feeder(a)
+    f.send(1, "d", **delivery(1))
+    f.wait_ack(1)
+    os.truncate(a.logdir / "acct.csv", 0)
+    f.send(2, "d", **delivery(2))
+    f.wait_ack(2)
+    assert rows_in(a, ["acct.csv"]) == [2]
+    assert "copytruncate" in a.log_text()
