@@ -37,6 +37,8 @@
 #define RETRY_SECONDS 1
 /* A consumer this far behind is dropped; it resumes from its last seq. */
 #define TAIL_BACKLOG_MAX (8 * 1024 * 1024)
+/* A dropped client that does not read its error frame is not waited for. */
+#define CLOSING_TIMEOUT_SECONDS 10
 
 struct acctd_client {
 	struct acctd *acctd;
@@ -93,18 +95,27 @@ static void send_seq(struct acctd_client *c, const char *verb, uint64_t seq)
 	buf_free(&names);
 }
 
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
 /* ---- clients ------------------------------------------------------------------------ */
+
+/* The client's records stop counting; an unwritten batch is forgotten:
+ * it was not confirmed, so the client will send it again. */
+static void stop_feeding(struct acctd_client *c)
+{
+	struct acctd *a = c->acctd;
+	if (a->feeder != c)
+		return;
+	if (a->batch_seq > a->seq)
+		acctd_batch_discard(a);
+	event_del(a->retry_ev);
+	a->feeder = NULL;
+}
 
 static void client_free(struct acctd_client *c)
 {
 	struct acctd *a = c->acctd;
-	if (a->feeder == c) {
-		/* Not confirmed, so the client will send it again. */
-		if (a->batch_seq > a->seq)
-			acctd_batch_discard(a);
-		event_del(a->retry_ev);
-		a->feeder = NULL;
-	}
+	stop_feeding(c);
 	for (struct acctd_client **p = &a->clients; *p; p = &(*p)->next) {
 		if (*p == c) {
 			*p = c->next;
@@ -115,24 +126,34 @@ static void client_free(struct acctd_client *c)
 	free(c);
 }
 
-/* Says why and closes once the words are out. */
+/* The last words of a dropped client have been sent. */
+static void on_closing_write(struct bufferevent *bev, void *arg)
+{
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		client_free(arg);
+}
+
+/* Says why, after whatever it was already sent, and closes.  The client
+ * stops counting at once: no records from it, no acks or stream to it. */
 static void client_fail(struct acctd_client *c, const char *why)
 {
 	log_warning("dropping a client: %s", why);
-	struct buf frame = BUF_INIT;
+	stop_feeding(c);
+	c->tailing = false;
+	struct buf frame = BUF_INIT, err = BUF_INIT;
 	struct ipc_writer w;
 	ipc_write_begin(&w, &frame, ACCTD_MAX_FRAME);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "error");
 	ipc_put_str(&w, IPC_ATTR_REASON, why);
-	struct buf err = BUF_INIT;
-	/* Best effort, without waiting: the connection closes right after. */
-	if (ipc_write_end(&w, &err)) {
-		ssize_t n = write(bufferevent_getfd(c->bev), frame.data, frame.len);
-		(void)n;
-	}
+	if (ipc_write_end(&w, &err))
+		bufferevent_write(c->bev, frame.data, frame.len);
 	buf_free(&err);
 	buf_free(&frame);
-	client_free(c);
+	bufferevent_disable(c->bev, EV_READ);
+	struct timeval timeout = {CLOSING_TIMEOUT_SECONDS, 0};
+	bufferevent_set_timeouts(c->bev, NULL, &timeout);
+	bufferevent_setcb(c->bev, NULL, on_closing_write, on_event, c);
+	on_closing_write(c->bev, c);
 }
 
 /* ---- the live stream ------------------------------------------------------------------- */
