@@ -47,8 +47,11 @@ static bool same_file(const struct stat *st, dev_t dev, ino_t ino)
 	return st->st_dev == dev && st->st_ino == ino;
 }
 
-/* The path of the file with that inode in dir, or NULL. */
-static char *find_in_dir(const char *dir, dev_t dev, ino_t ino)
+/* The path of the file with that inode in dir, or NULL.  Only names that
+ * begin like ours (acct.csv.1 from logrotate, acct-2026-...csv from a
+ * rotation) are candidates, so a reused inode number can never make us
+ * cut someone else's file. */
+static char *find_in_dir(const char *dir, const char *stem, dev_t dev, ino_t ino)
 {
 	DIR *d = opendir(dir);
 	if (d == NULL)
@@ -56,7 +59,7 @@ static char *find_in_dir(const char *dir, dev_t dev, ino_t ino)
 	char *found = NULL;
 	struct dirent *e;
 	while (found == NULL && (e = readdir(d)) != NULL) {
-		if (e->d_ino != ino)
+		if (e->d_ino != ino || strncmp(e->d_name, stem, strlen(stem)) != 0)
 			continue;
 		char *path = mem_asprintf("%s/%s", dir, e->d_name);
 		struct stat st;
@@ -76,9 +79,9 @@ static char *find_marked(const struct acctd_file *f, const struct acctd_file_mar
 	struct stat st;
 	if (stat(f->path, &st) == 0 && same_file(&st, mark->dev, mark->ino))
 		return mem_strdup(f->path);
-	char *found = find_in_dir(f->dir, mark->dev, mark->ino);
+	char *found = find_in_dir(f->dir, f->stem, mark->dev, mark->ino);
 	if (found == NULL && f->move_to)
-		found = find_in_dir(f->move_to, mark->dev, mark->ino);
+		found = find_in_dir(f->move_to, f->stem, mark->dev, mark->ino);
 	return found;
 }
 
