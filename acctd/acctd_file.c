@@ -110,13 +110,30 @@ static void cut_back_marked(const struct acctd_file *f, const struct acctd_file_
 	free(where);
 }
 
-/* A live file the state does not know was begun after the last save (a
- * rotation or reopen that a crash interrupted, or logrotate's create):
- * nothing in it was confirmed. */
+/* True when the file at path begins with our header line (or with a
+ * part of it: a header cut short by the crash). */
+static bool begins_with_header(const struct acctd_file *f, const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	char *head = mem_alloc(f->header.len);
+	ssize_t n = read(fd, head, f->header.len);
+	bool ours = n > 0 && memcmp(head, f->header.data, (size_t)n) == 0;
+	free(head);
+	close(fd);
+	return ours;
+}
+
+/* A live file the state does not know, which begins with our header, was
+ * begun after the last save (a rotation or reopen that a crash cut short,
+ * or logrotate's create): nothing in it was confirmed.  Anything else is
+ * left alone; acctd_file_open moves it aside if its header is not ours. */
 static void empty_unknown_live_file(const struct acctd_file *f, const struct acctd_file_mark *mark)
 {
 	struct stat st;
-	if (stat(f->path, &st) < 0 || same_file(&st, mark->dev, mark->ino) || st.st_size == 0)
+	if (stat(f->path, &st) < 0 || same_file(&st, mark->dev, mark->ino) || st.st_size == 0 ||
+	    !begins_with_header(f, f->path))
 		return;
 	log_warning("%s: removing %lld bytes of records that were never confirmed", f->path, (long long)st.st_size);
 	if (truncate(f->path, 0) < 0)

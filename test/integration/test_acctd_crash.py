@@ -116,6 +116,15 @@ def test_start_cuts_back_what_was_never_confirmed(acctd_factory):
     header, rows = a.rows()
     assert header == HEADER and rows == []
     assert a.log_text().count("never confirmed") == 3
+    a.kill()
+    # A file that is not ours (another header) is never cut: it is moved aside.
+    live.unlink()
+    live.write_bytes(b"name,comment\r\nmine,keep me\r\n")
+    os.chown(live, moved.stat().st_uid, moved.stat().st_gid)
+    a.start()
+    kept = [p for p in glob.glob(str(a.logdir / "acct-*.csv"))]
+    assert len(kept) == 1 and open(kept[0], "rb").read() == b"name,comment\r\nmine,keep me\r\n"
+    assert a.rows() == (HEADER, [])
 
 
 def test_write_failure_is_retried_and_not_confirmed(acctd_factory):
