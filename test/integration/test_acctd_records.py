@@ -196,6 +196,28 @@ def test_design_config_header_and_tls_columns(acctd_factory):
     assert rows[0][8] == 'smtp;250 2.0.0 ok, "queued"'
 
 
+def test_scripted_deliveries_deferrals_and_bounces(acctd_factory):
+    """Every row equals its record, field by field, for the three outcomes."""
+    a = acctd_factory("<acct-file LOG/acct.csv>\n    records d, b, t\n</acct-file>\n").start()
+    f = Feeder(a)
+    script = []
+    for i in range(1, 31):
+        if i % 5 == 0:
+            script.append(("b", delivery(i, tls=False, dsnAction="failed", dsnStatus="5.1.1 (bad mailbox)",
+                                         dsnDiag="smtp;550 5.1.1 <x>: no, \"such\" user", bounceCat="bad-mailbox")))
+        elif i % 3 == 0:
+            script.append(("t", delivery(i, tls=False, dsnAction="delayed", dsnStatus="4.4.1 (no answer)",
+                                         dsnDiag="smtp;421 4.4.1 try\r\nlater")))
+        else:
+            script.append(("d", delivery(i, tls=False)))
+    for seq, (rtype, rec) in enumerate(script, 1):
+        f.send(seq, rtype, **rec)
+    f.wait_ack(len(script))
+    header, rows = a.rows()
+    assert header == DBT
+    assert rows == [expected_row(header, t, r) for t, r in script]
+
+
 def test_union_of_columns_removal_headers_and_options(acctd_factory):
     """The guide's union example, !field, header_*, userString, Unix times,
     and a second file holding other types with its own selection."""
