@@ -269,11 +269,13 @@ static bool selection_apply(struct selection *s, enum acct_type type, const char
 		buf_printf(err, "unknown accounting field \"%s\"", name);
 		return false;
 	}
-	const char *written = field >= 0 ? fields[field].name : name;
+	/* Fields in tern's spelling; headers as written, after "header_". */
+	char *written = field >= 0 ? mem_strdup(fields[field].name) : mem_asprintf("header_%s", name + 7);
 	if (remove)
 		selection_remove(s, written);
 	else
 		selection_add(s, written, field);
+	free(written);
 	return true;
 }
 

@@ -134,7 +134,7 @@ static void test_selection_and_union(void **state)
 
 	/* Order as listed, duplicates once, removal, type always first,
 	 * names in tern's spelling, headers as written. */
-	static const char *const r[] = {"jobId", "DSNDIAG", "*", "!rcpt", "!orcpt", "jobid", "header_X-Job", "type"};
+	static const char *const r[] = {"jobId", "DSNDIAG", "*", "!rcpt", "!orcpt", "jobid", "HEADER_X-Job", "type"};
 	acct_layout_init(&l);
 	add(&l, ACCT_R, r, 8);
 	h = header_of(&l);
