@@ -54,26 +54,35 @@ class Outbox:
         self.next = last + 1
 
 
+def burst(a, box, rng):
+    """A client session: hello, resend what is unconfirmed, send new
+    records, maybe wait for part of them; returns the open feeder."""
+    f = Feeder(a)
+    assert f.resume >= box.confirmed, "acctd never forgets what it confirmed"
+    box.confirmed = f.resume
+    try:
+        box.send_from(f, f.resume + 1, rng.randint(50, 400))
+        if rng.random() < 0.5:
+            f.wait_ack(rng.randint(f.resume + 1, box.next - 1))
+    except (BrokenPipeError, ConnectionError, socket.timeout):
+        pass
+    return f
+
+
 def test_kill9_loop_every_record_exactly_once(acctd_factory):
+    """20 rounds: kill -9 acctd at whatever point it reached; every other
+    round the client dies first too (without waiting for its acks)."""
     rng = random.Random(20261128)
     a = acctd_factory(ROTATING_BLOCK).start()
     box = Outbox()
     for round_no in range(20):
-        f = Feeder(a)
-        assert f.resume >= box.confirmed, "acctd never forgets what it confirmed"
-        box.confirmed = f.resume
-        try:
-            box.send_from(f, f.resume + 1, rng.randint(50, 400))
-            # Let part of it be written, then crash in the middle of the rest.
-            if rng.random() < 0.5:
-                f.wait_ack(rng.randint(f.resume + 1, box.next - 1))
-        except (BrokenPipeError, ConnectionError, socket.timeout):
-            pass
-        if round_no % 2 == 0:
-            a.kill()  # acctd dies at whatever point it had reached
-            a.start()
-        else:
-            f.close()  # the client dies without waiting for its acks
+        f = burst(a, box, rng)
+        if round_no % 2:
+            f.close()
+            f = burst(a, box, rng)
+        a.kill()
+        f.close()
+        a.start()
     f = Feeder(a)
     box.send_from(f, f.resume + 1, 0)
     assert f.wait_ack(box.next - 1) == box.next - 1
