@@ -72,11 +72,26 @@ enum ipc_type {
 	X(TLS_PROTOCOL, "tls_protocol", IPC_TYPE_STR, 32)                                                              \
 	X(TLS_CIPHER, "tls_cipher", IPC_TYPE_STR, 128)                                                                 \
 	X(ESMTP, "esmtp", IPC_TYPE_STR, 1000)                                                                          \
+	/* the queue's stored records (qmgr) and the PowerMTA job of a message */                                      \
+	X(MAIL_JOB, "mail_job", IPC_TYPE_STR, 256)                                                                     \
+	X(RECEIVED, "received", IPC_TYPE_INT, 8)                                                                       \
+	X(BODY_SIZE, "body_size", IPC_TYPE_INT, 8)                                                                     \
+	X(RCPT_COUNT, "rcpt_count", IPC_TYPE_INT, 8)                                                                   \
+	X(RCPT_INDEX, "rcpt_index", IPC_TYPE_INT, 8)                                                                   \
+	X(RCPT_STATE, "rcpt_state", IPC_TYPE_STR, 16)                                                                  \
+	X(QUEUE, "queue", IPC_TYPE_STR, 512)                                                                           \
+	X(ATTEMPTS, "attempts", IPC_TYPE_INT, 8)                                                                       \
+	X(NEXT_ATTEMPT, "next_attempt", IPC_TYPE_INT, 8)                                                               \
+	X(LAST_RESULT, "last_result", IPC_TYPE_STR, 2000)                                                              \
+	X(QUEUE_MODE, "queue_mode", IPC_TYPE_STR, 16)                                                                  \
+	X(PAUSED, "paused", IPC_TYPE_INT, 8)                                                                           \
+	X(CONNECTIONS, "connections", IPC_TYPE_INT, 8)                                                                 \
+	X(NEXT_RETRY, "next_retry", IPC_TYPE_INT, 8)                                                                   \
+	X(RECORD_TYPE, "record_type", IPC_TYPE_STR, 4)                                                                 \
+	X(TIME_LOGGED, "time_logged", IPC_TYPE_INT, 8)                                                                 \
 	/* accounting records (qmgr -> acctd, see doc/accounting.md).  The record                                      \
 	 * fields travel under their PowerMTA column names; orcpt and vmta above                                       \
-	 * are the same fields.  queue and record_type match qmgr's outbox names. */                                   \
-	X(QUEUE, "queue", IPC_TYPE_STR, 512)                                                                           \
-	X(RECORD_TYPE, "record_type", IPC_TYPE_STR, 4)                                                                 \
+	 * are the same fields, as are queue and record_type above (qmgr's). */                                        \
 	X(ACCT_TIME_LOGGED, "timeLogged", IPC_TYPE_INT, 8)                                                             \
 	X(ACCT_TIME_QUEUED, "timeQueued", IPC_TYPE_INT, 8)                                                             \
 	X(ACCT_TIME_FIRST_ATTEMPT, "timeFirstAttempt", IPC_TYPE_INT, 8)                                                \

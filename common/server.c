@@ -188,7 +188,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	log_info("stopping (%s)", strsignal((int)sig));
 	if (run->daemon->stop)
 		run->daemon->stop(run->daemon->ctx);
-	event_base_loopexit(run->base, NULL);
+	if (!run->daemon->drains)
+		event_base_loopexit(run->base, NULL);
 }
 
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg)

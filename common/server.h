@@ -39,8 +39,14 @@ struct server_daemon {
 	bool (*pre_init)(void *ctx, const struct server_options *opts, struct buf *err);
 	/* After the drop, before the loop runs.  false stops the daemon. */
 	bool (*init)(void *ctx, struct event_base *base, struct buf *err);
-	/* SIGTERM or SIGINT: release what init set up; the loop ends next. */
+	/* SIGTERM or SIGINT: release what init set up; the loop ends next,
+	 * unless drains is set. */
 	void (*stop)(void *ctx);
+	/* The daemon finishes work in flight after stop (smtpd lets sessions
+	 * end): the skeleton then leaves the loop running, and the daemon calls
+	 * event_base_loopexit() itself once it is done.  stop is called again
+	 * on every further signal. */
+	bool drains;
 	/* SIGHUP; may be NULL. */
 	void (*reload)(void *ctx);
 };

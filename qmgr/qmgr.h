@@ -1,0 +1,267 @@
+/* qmgr.h: the private interfaces between the files of the queue manager.
+ *
+ *   qmgr_settings.c  where qmgr's settings come from (one function)
+ *   qmgr_record.c    stored records: keys, encoding, strict decoding
+ *   qmgr_store.c     the Berkeley DB environment and every write to it
+ *   qmgr_flush.c     group commit: the thread that makes commits durable
+ *   qmgr_enqueue.c   the enqueue server on <spool>/private/qmgr
+ *   qmgr_main.c      the daemon and its offline modes (-C, -L, -B)
+ *
+ * doc/queue.md describes the schema and the protocol. */
+#ifndef TERN_QMGR_H
+#define TERN_QMGR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "ipc.h"
+
+struct event_base;
+
+/* ---- settings (qmgr_settings.c) ----------------------------------------- */
+
+struct qmgr_settings {
+	char *spool;          /* <spool>: the queue lives in <spool>/queue */
+	bool sync_msg_create; /* flush the log before acknowledging */
+};
+
+/* Fills settings from the configuration file (spool, sync-msg-create).
+ * false with the file's first error in err. */
+bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, struct buf *err);
+void qmgr_settings_free(struct qmgr_settings *s);
+
+/* ---- queue IDs ---------------------------------------------------------- */
+
+/* 16 upper-case hex digits: microseconds since the epoch, bumped past the
+ * last ID issued so they stay unique and sort by arrival. */
+#define QMGR_QID_LEN 16
+#define QMGR_QID_SIZE (QMGR_QID_LEN + 1)
+
+void qmgr_qid_format(uint64_t value, char qid[QMGR_QID_SIZE]);
+bool qmgr_qid_valid(const char *qid);
+
+/* ---- records (qmgr_record.c) -------------------------------------------- */
+
+enum qmgr_rcpt_state {
+	QMGR_RCPT_PENDING,
+	QMGR_RCPT_DEFERRED,
+	QMGR_RCPT_DELIVERED,
+	QMGR_RCPT_BOUNCED,
+};
+
+const char *qmgr_rcpt_state_name(enum qmgr_rcpt_state state);
+bool qmgr_rcpt_state_parse(const char *name, enum qmgr_rcpt_state *state);
+
+/* One recipient of a message and where it stands. */
+struct qmgr_rcpt {
+	char *address;
+	char *orcpt;  /* NULL when not given */
+	char *notify; /* NULL when not given */
+	char *queue;  /* "domain/vmta" */
+	enum qmgr_rcpt_state state;
+	int64_t attempts;
+	int64_t next_attempt; /* unix seconds; the due time while pending or deferred */
+	char *last_result;    /* NULL until the first attempt */
+};
+
+void qmgr_rcpt_free(struct qmgr_rcpt *r);
+
+/* The attributes of a message's envelope, as the enqueue protocol carries
+ * them and the messages table stores them.  X(attr, presence in the
+ * enqueue request). */
+#define QMGR_ENVELOPE_ATTRS(X)                                                                                         \
+	X(SENDER, IPC_REQUIRED)                                                                                        \
+	X(ENVID, IPC_OPTIONAL)                                                                                         \
+	X(RET, IPC_OPTIONAL)                                                                                           \
+	X(SIZE, IPC_OPTIONAL)                                                                                          \
+	X(BODY_TYPE, IPC_OPTIONAL)                                                                                     \
+	X(SMTPUTF8, IPC_OPTIONAL)                                                                                      \
+	X(CLIENT_IP, IPC_OPTIONAL)                                                                                     \
+	X(CLIENT_NAME, IPC_OPTIONAL)                                                                                   \
+	X(HELO, IPC_OPTIONAL)                                                                                          \
+	X(SRC_TYPE, IPC_OPTIONAL)                                                                                      \
+	X(LISTENER, IPC_OPTIONAL)                                                                                      \
+	X(AUTH_USER, IPC_OPTIONAL)                                                                                     \
+	X(VMTA, IPC_OPTIONAL)                                                                                          \
+	X(MAIL_JOB, IPC_OPTIONAL)
+
+/* Decodes the "enqueue" request that opens a message (strict). */
+bool qmgr_envelope_decode(const void *payload, size_t len, struct ipc_msg *envelope, struct buf *err);
+/* Checks what the decoder cannot: values the queue depends on. */
+bool qmgr_envelope_check(const struct ipc_msg *envelope, struct buf *err);
+/* The queue a recipient goes to: lower-cased domain + "/" + vmta or
+ * "{default}".  false when the address has no domain. */
+bool qmgr_queue_name(const char *address, const char *vmta, struct buf *name, struct buf *err);
+
+/* Copies the attributes of list that msg holds into a frame being
+ * written. */
+void qmgr_record_copy(struct ipc_writer *w, const struct ipc_msg *msg, const enum ipc_attr *list, size_t n);
+extern const enum ipc_attr qmgr_envelope_attrs[];
+extern const size_t qmgr_envelope_attr_count;
+
+/* Stored values are attribute lists (the IPC encoding without the length
+ * prefix), so the strict IPC decoder guards every read. */
+void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int64_t body_size, size_t nrcpt,
+                         const struct ipc_msg *envelope);
+bool qmgr_record_message_decode(const void *v, size_t len, struct ipc_msg *msg, struct buf *err);
+void qmgr_record_rcpt(struct buf *out, const struct qmgr_rcpt *r);
+bool qmgr_record_rcpt_decode(const void *v, size_t len, struct qmgr_rcpt *r, struct buf *err);
+
+/* A queue's stored state. */
+struct qmgr_queue_state {
+	bool paused;
+	bool backoff; /* mode: backoff instead of normal */
+	int64_t connections;
+	int64_t next_retry;
+};
+
+void qmgr_record_queue(struct buf *out, const struct qmgr_queue_state *q);
+bool qmgr_record_queue_decode(const void *v, size_t len, struct qmgr_queue_state *q, struct buf *err);
+
+/* An accounting record waiting in the outbox for acctd. */
+void qmgr_record_outbox(struct buf *out, char type, const char *qid, size_t index, int64_t when,
+                        const struct ipc_msg *envelope, const struct qmgr_rcpt *r);
+bool qmgr_record_outbox_decode(const void *v, size_t len, struct ipc_msg *msg, struct buf *err);
+
+/* Keys.  Numbers are big-endian so that byte order is numeric order. */
+void qmgr_key_rcpt(struct buf *key, const char *qid, size_t index);
+void qmgr_key_body(struct buf *key, const char *qid, uint32_t chunk);
+void qmgr_key_due(struct buf *key, const char *queue, int64_t due, const char *qid, size_t index);
+void qmgr_key_seq(struct buf *key, uint64_t seq);
+uint64_t qmgr_key_seq_value(const void *key, size_t len);
+
+/* A key in printable form, for error messages about corrupt records. */
+void qmgr_key_describe(struct buf *out, const void *key, size_t len);
+
+/* ---- the store (qmgr_store.c) ------------------------------------------- */
+
+struct qmgr_store;
+
+enum qmgr_open_mode {
+	QMGR_OPEN_RECOVER,      /* normal recovery: every start */
+	QMGR_OPEN_CATASTROPHIC, /* replay every log file: `ternctl queue recover` */
+};
+
+enum qmgr_store_status {
+	QMGR_STORE_OK,
+	QMGR_STORE_NOSPACE, /* the disk is full: try again later */
+	QMGR_STORE_FAILED,  /* another database error: try again later */
+};
+
+/* Opens (creating if needed) the environment in dir, running recovery.
+ * Takes an exclusive lock on dir, so a second qmgr (or an offline -L)
+ * cannot open the queue beside a running one.  NULL with the reason in
+ * err; a damaged environment names `ternctl queue recover`. */
+struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, struct buf *err);
+/* Checkpoints and closes; NULL is allowed. */
+void qmgr_store_close(struct qmgr_store *st);
+
+/* Makes every transaction committed so far durable (one fsync). Safe to
+ * call from another thread than the one writing. */
+bool qmgr_store_flush(struct qmgr_store *st, struct buf *err);
+/* Writes dirty pages and a checkpoint record; log files no longer needed
+ * are removed by Berkeley DB (DB_LOG_AUTO_REMOVE).  Thread-safe. */
+bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err);
+/* true once Berkeley DB reported that the environment needs recovery:
+ * the process must exit and be restarted. */
+bool qmgr_store_broken(const struct qmgr_store *st);
+
+/* A message as received: the decoded enqueue request, recipients
+ * (address, orcpt, notify filled in) and body. */
+struct qmgr_incoming {
+	struct ipc_msg envelope;
+	struct qmgr_rcpt *rcpts;
+	size_t nrcpt;
+	struct buf body;
+};
+
+void qmgr_incoming_free(struct qmgr_incoming *in);
+
+/* Assigns a queue ID and writes the message, its body, its recipients
+ * (pending, due now), their queues and one 'r' outbox record per
+ * recipient in one transaction.  The commit is not flushed: the caller
+ * makes it durable (qmgr_store_flush) before acknowledging it. */
+enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struct qmgr_incoming *in, int64_t now,
+                                              char qid[QMGR_QID_SIZE], struct buf *err);
+
+/* Records an attempt's outcome for one recipient: new state, next
+ * attempt (deferred), last result, and an outbox record of type rtype
+ * ('d', 'b', 't'; 0 for none), in one transaction. */
+enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char *qid, size_t index,
+                                              enum qmgr_rcpt_state state, int64_t next_attempt, const char *result,
+                                              char rtype, int64_t now, struct buf *err);
+
+/* Reads.  false with the reason (and the key, for a corrupt record) in
+ * err; *found says whether a missing key is the reason. */
+bool qmgr_store_get_message(struct qmgr_store *st, const char *qid, struct ipc_msg *msg, bool *found, struct buf *err);
+bool qmgr_store_get_rcpt(struct qmgr_store *st, const char *qid, size_t index, struct qmgr_rcpt *r, bool *found,
+                         struct buf *err);
+bool qmgr_store_get_queue(struct qmgr_store *st, const char *name, struct qmgr_queue_state *q, bool *found,
+                          struct buf *err);
+bool qmgr_store_read_body(struct qmgr_store *st, const char *qid, struct buf *body, struct buf *err);
+
+/* Walks: the callback returns false to stop early. */
+typedef bool (*qmgr_message_fn)(void *ctx, const char *qid, const struct ipc_msg *msg);
+bool qmgr_store_walk_messages(struct qmgr_store *st, qmgr_message_fn fn, void *ctx, struct buf *err);
+typedef bool (*qmgr_outbox_fn)(void *ctx, uint64_t seq, const struct ipc_msg *rec);
+bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx, struct buf *err);
+/* The recipients of queue due at or before until, in due order. */
+typedef bool (*qmgr_due_fn)(void *ctx, const char *qid, size_t index, int64_t due);
+bool qmgr_store_walk_due(struct qmgr_store *st, const char *queue, int64_t until, qmgr_due_fn fn, void *ctx,
+                         struct buf *err);
+
+/* The sequence number the next outbox record will get. */
+bool qmgr_store_outbox_next(struct qmgr_store *st, uint64_t *next, struct buf *err);
+/* Removes outbox records up to and including seq (acctd confirmed them). */
+enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t seq, struct buf *err);
+
+/* Stored tables, named for raw access by tests and repair tools. */
+enum qmgr_table {
+	QMGR_TABLE_META,
+	QMGR_TABLE_MESSAGES,
+	QMGR_TABLE_BODIES,
+	QMGR_TABLE_RCPTS,
+	QMGR_TABLE_DUE,
+	QMGR_TABLE_QUEUES,
+	QMGR_TABLE_OUTBOX,
+	QMGR_TABLE_COUNT
+};
+
+/* Overwrites one record with arbitrary bytes (tests of corrupt records). */
+bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void *key, size_t klen, const void *val,
+                        size_t vlen, struct buf *err);
+
+/* ---- group commit (qmgr_flush.c) ---------------------------------------- */
+
+struct qmgr_flusher;
+
+/* Starts the thread that flushes the log when asked and checkpoints
+ * every checkpoint_secs. */
+struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_store *st, int checkpoint_secs,
+                                        struct buf *err);
+/* Calls fn(ctx, ok, reason) in the event loop once every transaction
+ * committed so far is durable (or its flush failed: !ok).  Commits that
+ * arrive while a flush runs share the next one. */
+typedef void (*qmgr_durable_fn)(void *ctx, bool ok, const char *reason);
+void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx);
+/* Stops the thread after a last flush (calling the waiting callbacks)
+ * and logs how many commits shared each flush. */
+void qmgr_flusher_stop(struct qmgr_flusher *f);
+
+/* ---- the enqueue server (qmgr_enqueue.c) --------------------------------- */
+
+struct qmgr_enqueue;
+
+/* Creates <spool>/private (0700) if missing and listens on
+ * <spool>/private/qmgr.  As root: before the privilege drop.  Files are
+ * given to owner (uid, gid) when they are not -1. */
+int qmgr_enqueue_listen(const char *spool, uid_t uid, gid_t gid, struct buf *err);
+struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, struct qmgr_store *st,
+                                        struct qmgr_flusher *flusher, bool sync, struct buf *err);
+/* Closes every connection and the listener. */
+void qmgr_enqueue_stop(struct qmgr_enqueue *eq);
+
+#endif

@@ -1,0 +1,505 @@
+/* qmgr_enqueue.c: the enqueue server on <spool>/private/qmgr, through
+ * which smtpd and pickup hand messages to the queue.  One connection
+ * carries any number of messages, one after the other:
+ *
+ *   client: enqueue (envelope) ; rcpt (one per recipient)... ;
+ *           data (body chunks)... ; end
+ *   qmgr:   status 250 + queue_id once the message is durable,
+ *           or status 451/452/552 + reason (nothing was kept)
+ *
+ * A protocol violation closes that connection only.  While a message
+ * waits for its flush the connection's further input stays unread, so a
+ * client cannot run ahead of its acknowledgements. */
+#include "qmgr.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "log.h"
+#include "mem.h"
+
+/* The body is held in memory until "end"; this bounds what one client
+ * can make us hold. */
+#define MESSAGE_MAX (64u * 1024 * 1024)
+#define RCPT_MAX 10000
+/* Enough input for one whole frame, so a frame can always complete. */
+#define READ_HIGH_WATER (IPC_FRAME_MAX_DEFAULT + IPC_FRAME_HEADER)
+
+enum client_state {
+	WANT_ENVELOPE, /* between messages */
+	WANT_RCPT,     /* recipients, or the first body chunk, or end */
+	WANT_DATA,     /* body chunks or end */
+	WANT_FLUSH,    /* committed, waiting until it is durable */
+};
+
+struct client {
+	struct qmgr_enqueue *eq;
+	struct bufferevent *bev; /* NULL once the peer is gone */
+	struct client *prev, *next;
+	enum client_state state;
+	struct qmgr_incoming in;
+	bool have_envelope;
+	bool too_big;
+	bool processing; /* inside process_input: callbacks must not re-enter */
+	char qid[QMGR_QID_SIZE];
+	struct buf payload;
+};
+
+struct qmgr_enqueue {
+	struct event_base *base;
+	struct evconnlistener *listener;
+	struct qmgr_store *st;
+	struct qmgr_flusher *flusher;
+	bool sync;
+	struct client *clients;
+	struct event *exit_event; /* the queue broke: leave, to be recovered */
+};
+
+static const struct ipc_spec rcpt_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},
+    {IPC_ATTR_RECIPIENT, IPC_REQUIRED},
+    {IPC_ATTR_ORCPT, IPC_OPTIONAL},
+    {IPC_ATTR_NOTIFY, IPC_OPTIONAL},
+};
+static const struct ipc_spec data_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},
+    {IPC_ATTR_DATA, IPC_REQUIRED},
+};
+static const struct ipc_spec end_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},
+};
+
+/* ---- the socket ------------------------------------------------------------ */
+
+static bool own(const char *path, uid_t uid, gid_t gid, struct buf *err)
+{
+	if (uid != (uid_t)-1 && chown(path, uid, gid) < 0) {
+		buf_printf(err, "cannot give %s to uid %ld: %s", path, (long)uid, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static bool make_private_dir(const char *dir, uid_t uid, gid_t gid, struct buf *err)
+{
+	if (mkdir(dir, 0700) == 0)
+		return own(dir, uid, gid, err);
+	if (errno == EEXIST)
+		return true;
+	buf_printf(err, "cannot create %s: %s", dir, strerror(errno));
+	return false;
+}
+
+int qmgr_enqueue_listen(const char *spool, uid_t uid, gid_t gid, struct buf *err)
+{
+	char *dir = mem_asprintf("%s/private", spool);
+	char *path = mem_asprintf("%s/qmgr", dir);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd = -1;
+	if (!make_private_dir(dir, uid, gid, err))
+		goto out;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		buf_printf(err, "socket path %s is too long", path);
+		goto out;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
+		buf_printf(err, "socket: %s", strerror(errno));
+		goto out;
+	}
+	/* A socket left by a previous qmgr would make bind fail. */
+	unlink(path);
+	mode_t old_mask = umask(0077);
+	int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old_mask);
+	if (rc < 0 || listen(fd, 1024) < 0 || !own(path, uid, gid, err)) {
+		if (err->len == 0)
+			buf_printf(err, "cannot listen on %s: %s", path, strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+out:
+	free(dir);
+	free(path);
+	return fd;
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+static void send_frame(struct client *c, struct ipc_writer *w, struct buf *frame)
+{
+	struct buf err = BUF_INIT;
+	if (!ipc_write_end(w, &err))
+		log_panic("cannot encode an enqueue reply: %s", buf_cstr(&err));
+	buf_free(&err);
+	if (c->bev)
+		bufferevent_write(c->bev, frame->data, frame->len);
+}
+
+static void reply_ok(struct client *c)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_int(&w, IPC_ATTR_STATUS, 250);
+	ipc_put_str(&w, IPC_ATTR_QUEUE_ID, c->qid);
+	send_frame(c, &w, &frame);
+	buf_free(&frame);
+}
+
+static void reply_error(struct client *c, int status, const char *reason)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_int(&w, IPC_ATTR_STATUS, status);
+	ipc_put_str(&w, IPC_ATTR_REASON, reason);
+	send_frame(c, &w, &frame);
+	buf_free(&frame);
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+static void reset_message(struct client *c)
+{
+	qmgr_incoming_free(&c->in);
+	c->have_envelope = false;
+	c->too_big = false;
+	c->qid[0] = '\0';
+	c->state = WANT_ENVELOPE;
+}
+
+static void client_free(struct client *c)
+{
+	reset_message(c);
+	buf_free(&c->payload);
+	free(c);
+}
+
+/* Drops the connection.  A client waiting for a flush is freed when the
+ * flush reports, since the flusher holds a pointer to it. */
+static void client_close(struct client *c)
+{
+	if (c->bev) {
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (c->eq->clients == c)
+		c->eq->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	if (c->state != WANT_FLUSH)
+		client_free(c);
+}
+
+static void violation(struct client *c, const char *why)
+{
+	log_warning("enqueue client dropped: protocol violation: %s", why);
+	client_close(c);
+}
+
+/* ---- frames -------------------------------------------------------------- */
+
+static bool on_envelope(struct client *c, struct buf *err)
+{
+	if (!qmgr_envelope_decode(c->payload.data, c->payload.len, &c->in.envelope, err))
+		return false;
+	c->have_envelope = true;
+	if (!qmgr_envelope_check(&c->in.envelope, err))
+		return false;
+	c->state = WANT_RCPT;
+	return true;
+}
+
+static bool on_rcpt(struct client *c, struct buf *err)
+{
+	struct ipc_msg m;
+	if (!ipc_decode(c->payload.data, c->payload.len, rcpt_spec, IPC_SPEC_COUNT(rcpt_spec), &m, err))
+		return false;
+	struct buf queue = BUF_INIT;
+	const char *address = ipc_msg_str(&m, IPC_ATTR_RECIPIENT);
+	bool ok = qmgr_queue_name(address, ipc_msg_str(&c->in.envelope, IPC_ATTR_VMTA), &queue, err);
+	if (ok && c->in.nrcpt >= RCPT_MAX) {
+		buf_printf(err, "more than %d recipients", RCPT_MAX);
+		ok = false;
+	}
+	if (ok) {
+		c->in.rcpts = mem_reallocarray(c->in.rcpts, c->in.nrcpt + 1, sizeof(*c->in.rcpts));
+		struct qmgr_rcpt *r = &c->in.rcpts[c->in.nrcpt++];
+		memset(r, 0, sizeof(*r));
+		r->address = mem_strdup(address);
+		r->orcpt = ipc_msg_has(&m, IPC_ATTR_ORCPT) ? mem_strdup(ipc_msg_str(&m, IPC_ATTR_ORCPT)) : NULL;
+		r->notify = ipc_msg_has(&m, IPC_ATTR_NOTIFY) ? mem_strdup(ipc_msg_str(&m, IPC_ATTR_NOTIFY)) : NULL;
+	}
+	buf_free(&queue);
+	ipc_msg_free(&m);
+	return ok;
+}
+
+static bool on_data(struct client *c, struct buf *err)
+{
+	struct ipc_msg m;
+	if (!ipc_decode(c->payload.data, c->payload.len, data_spec, IPC_SPEC_COUNT(data_spec), &m, err))
+		return false;
+	size_t len;
+	const void *chunk = ipc_msg_data(&m, IPC_ATTR_DATA, &len);
+	/* Too big: keep reading to the end, keep nothing, refuse then. */
+	if (c->in.body.len + len > MESSAGE_MAX) {
+		c->too_big = true;
+		buf_free(&c->in.body);
+	}
+	if (!c->too_big)
+		buf_append(&c->in.body, chunk, len);
+	ipc_msg_free(&m);
+	c->state = WANT_DATA;
+	return true;
+}
+
+static void on_durable(void *ctx, bool ok, const char *reason);
+
+static void commit_message(struct client *c)
+{
+	struct qmgr_enqueue *eq = c->eq;
+	struct buf err = BUF_INIT;
+	if (c->too_big) {
+		reply_error(c, 552, "5.3.4 Message too big for the queue");
+		reset_message(c);
+		return;
+	}
+	enum qmgr_store_status status = qmgr_store_add_message(eq->st, &c->in, (int64_t)time(NULL), c->qid, &err);
+	if (status == QMGR_STORE_OK) {
+		log_info("%s: from=<%s>, size=%zu, nrcpt=%zu", c->qid, ipc_msg_str(&c->in.envelope, IPC_ATTR_SENDER),
+		         c->in.body.len, c->in.nrcpt);
+		qmgr_incoming_free(&c->in);
+		c->state = WANT_FLUSH;
+		if (eq->sync)
+			qmgr_flusher_wait(eq->flusher, on_durable, c);
+		else
+			on_durable(c, true, NULL);
+	} else {
+		log_error("message refused: %s", buf_cstr(&err));
+		reply_error(c, status == QMGR_STORE_NOSPACE ? 452 : 451,
+		            status == QMGR_STORE_NOSPACE ? "4.3.1 Insufficient system storage"
+		                                         : "4.3.0 Queue write failed, try again later");
+		reset_message(c);
+		if (qmgr_store_broken(eq->st))
+			event_active(eq->exit_event, 0, 0);
+	}
+	buf_free(&err);
+}
+
+static bool on_end(struct client *c, struct buf *err)
+{
+	struct ipc_msg m;
+	if (!ipc_decode(c->payload.data, c->payload.len, end_spec, IPC_SPEC_COUNT(end_spec), &m, err))
+		return false;
+	ipc_msg_free(&m);
+	if (c->in.nrcpt == 0) {
+		buf_puts(err, "end of a message without recipients");
+		return false;
+	}
+	commit_message(c);
+	return true;
+}
+
+/* Which verbs each state accepts. */
+static bool handle_frame(struct client *c, const char *verb, struct buf *err)
+{
+	switch (c->state) {
+	case WANT_ENVELOPE:
+		if (strcmp(verb, "enqueue") == 0)
+			return on_envelope(c, err);
+		break;
+	case WANT_RCPT:
+		if (strcmp(verb, "rcpt") == 0)
+			return on_rcpt(c, err);
+		/* data and end are allowed after recipients */
+		__attribute__((fallthrough));
+	case WANT_DATA:
+		if (strcmp(verb, "data") == 0 && c->in.nrcpt > 0)
+			return on_data(c, err);
+		if (strcmp(verb, "end") == 0)
+			return on_end(c, err);
+		break;
+	case WANT_FLUSH:
+		break;
+	}
+	buf_printf(err, "unexpected request \"%s\"", verb);
+	return false;
+}
+
+/* Takes one frame from the input; false when there is none (yet) or
+ * the connection was dropped. */
+static bool next_frame(struct client *c, struct evbuffer *input, bool *dropped)
+{
+	unsigned char head[IPC_FRAME_HEADER];
+	size_t avail = evbuffer_get_length(input), len = 0;
+	struct buf err = BUF_INIT;
+	evbuffer_copyout(input, head, sizeof(head));
+	enum ipc_frame_status status = ipc_frame_scan(head, avail, 0, &len, &err);
+	if (status == IPC_FRAME_COMPLETE) {
+		evbuffer_drain(input, IPC_FRAME_HEADER);
+		buf_reset(&c->payload);
+		buf_reserve(&c->payload, len);
+		evbuffer_remove(input, c->payload.data, len);
+		c->payload.len = len;
+		c->payload.data[len] = '\0';
+	} else if (status == IPC_FRAME_ERROR) {
+		violation(c, buf_cstr(&err));
+		*dropped = true;
+	}
+	buf_free(&err);
+	return status == IPC_FRAME_COMPLETE;
+}
+
+static void process_input(struct client *c)
+{
+	struct evbuffer *input = bufferevent_get_input(c->bev);
+	bool dropped = false;
+	struct buf verb = BUF_INIT, err = BUF_INIT;
+	c->processing = true;
+	while (c->state != WANT_FLUSH && next_frame(c, input, &dropped)) {
+		buf_reset(&err);
+		if (!ipc_peek_request(c->payload.data, c->payload.len, &verb, &err) ||
+		    !handle_frame(c, buf_cstr(&verb), &err)) {
+			violation(c, buf_cstr(&err));
+			dropped = true;
+			break;
+		}
+	}
+	if (!dropped)
+		c->processing = false;
+	buf_free(&verb);
+	buf_free(&err);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	process_input(arg);
+}
+
+static void on_durable(void *ctx, bool ok, const char *reason)
+{
+	struct client *c = ctx;
+	if (ok) {
+		log_info("%s: queued", c->qid);
+		reply_ok(c);
+	} else {
+		/* The commit may yet reach the disk: a duplicate is possible,
+		 * a loss is not, since the client will try again. */
+		log_error("%s: not acknowledged: %s", c->qid, reason);
+		reply_error(c, 451, "4.3.0 Queue write failed, try again later");
+		if (qmgr_store_broken(c->eq->st))
+			event_active(c->eq->exit_event, 0, 0);
+	}
+	reset_message(c);
+	if (c->bev == NULL) {
+		client_free(c);
+		return;
+	}
+	/* Answered at once (sync-msg-create no): the loop in process_input
+	 * goes on with the next frame itself. */
+	if (!c->processing)
+		process_input(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct client *c = arg;
+	if (what & BEV_EVENT_ERROR)
+		log_warning("enqueue client: %s", strerror(EVUTIL_SOCKET_ERROR()));
+	/* A message still being received is abandoned: nothing was written. */
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		client_close(c);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct qmgr_enqueue *eq = arg;
+	struct bufferevent *bev = bufferevent_socket_new(eq->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		log_error("cannot set up an enqueue connection");
+		close(fd);
+		return;
+	}
+	struct client *c = mem_zalloc(sizeof(*c));
+	c->eq = eq;
+	c->bev = bev;
+	c->next = eq->clients;
+	if (eq->clients)
+		eq->clients->prev = c;
+	eq->clients = c;
+	bufferevent_setcb(bev, on_read, NULL, on_event, c);
+	bufferevent_setwatermark(bev, EV_READ, 0, READ_HIGH_WATER);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	/* Out of descriptors, typically: the listener retries by itself. */
+	log_error("enqueue socket: accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
+}
+
+static void on_broken(evutil_socket_t fd, short what, void *arg)
+{
+	log_fatal("the queue database needs recovery: exiting, recovery runs at the next start");
+}
+
+struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, struct qmgr_store *st,
+                                        struct qmgr_flusher *flusher, bool sync, struct buf *err)
+{
+	struct qmgr_enqueue *eq = mem_zalloc(sizeof(*eq));
+	eq->base = base;
+	eq->st = st;
+	eq->flusher = flusher;
+	eq->sync = sync;
+	eq->exit_event = event_new(base, -1, 0, on_broken, eq);
+	eq->listener =
+	    evconnlistener_new(base, on_accept, eq, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, listen_fd);
+	if (eq->listener == NULL || eq->exit_event == NULL) {
+		buf_puts(err, "cannot watch the enqueue socket");
+		if (eq->exit_event)
+			event_free(eq->exit_event);
+		free(eq);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(eq->listener, on_accept_error);
+	return eq;
+}
+
+/* Sends what is still buffered for a client, as far as the socket takes
+ * it without waiting: the loop will not run again. */
+static void last_write(struct client *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+	while (evbuffer_get_length(out) > 0 && evbuffer_write(out, fd) > 0)
+		continue;
+}
+
+void qmgr_enqueue_stop(struct qmgr_enqueue *eq)
+{
+	if (eq == NULL)
+		return;
+	while (eq->clients) {
+		last_write(eq->clients);
+		client_close(eq->clients);
+	}
+	evconnlistener_free(eq->listener);
+	event_free(eq->exit_event);
+	free(eq);
+}

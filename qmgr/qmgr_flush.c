@@ -1,0 +1,262 @@
+/* qmgr_flush.c: group commit.  The event loop commits each message
+ * without an fsync (DB_TXN_WRITE_NOSYNC: the log records reach the
+ * operating system, not the disk) and asks this thread for a flush.  The
+ * thread flushes the log: one fsync makes every commit made so far
+ * durable, and the commits that arrive while that fsync runs are covered
+ * by the next one.
+ * So under load one fsync serves many messages, and an idle queue still
+ * acknowledges a lone message after a single fsync.  The thread also
+ * takes the periodic checkpoints, so the event loop never waits on the
+ * disk.
+ *
+ * Tickets order everything: each wait gets the next ticket; a flush
+ * started after ticket t was issued covers every ticket up to t. */
+#include "qmgr.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+#include "mem.h"
+
+struct waiter {
+	uint64_t ticket;
+	qmgr_durable_fn fn;
+	void *ctx;
+};
+
+/* What one flush achieved, handed from the thread to the loop. */
+struct outcome {
+	uint64_t upto;
+	bool ok;
+	char *reason;
+};
+
+struct qmgr_flusher {
+	struct qmgr_store *st;
+	int checkpoint_secs;
+	pthread_t thread;
+	int wake_pipe[2]; /* thread -> loop: outcomes are ready */
+	struct event *wake;
+
+	/* Shared with the thread, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t issued; /* the last ticket handed out */
+	bool stopping;
+	struct outcome *outcomes;
+	size_t noutcomes;
+	uint64_t flushes, flushed_tickets;
+
+	/* The loop's own: waiters in ticket order. */
+	struct waiter *waiters;
+	size_t nwaiters, cap;
+};
+
+/* ---- the thread ------------------------------------------------------------ */
+
+static void add_outcome(struct qmgr_flusher *f, uint64_t upto, bool ok, const char *reason)
+{
+	f->outcomes = mem_reallocarray(f->outcomes, f->noutcomes + 1, sizeof(*f->outcomes));
+	f->outcomes[f->noutcomes++] = (struct outcome){upto, ok, ok ? NULL : mem_strdup(reason)};
+}
+
+static void wake_loop(struct qmgr_flusher *f)
+{
+	char byte = 1;
+	/* A full pipe already holds a wake-up: nothing is lost. */
+	if (write(f->wake_pipe[1], &byte, 1) < 0 && errno != EAGAIN)
+		log_error("cannot wake the event loop: %s", strerror(errno));
+}
+
+/* Called with mu held; returns with it held. */
+static void flush_upto(struct qmgr_flusher *f, uint64_t target, uint64_t previous)
+{
+	pthread_mutex_unlock(&f->mu);
+	struct buf err = BUF_INIT;
+	bool ok = qmgr_store_flush(f->st, &err);
+	pthread_mutex_lock(&f->mu);
+	add_outcome(f, target, ok, buf_cstr(&err));
+	f->flushes++;
+	f->flushed_tickets += target - previous;
+	buf_free(&err);
+	wake_loop(f);
+}
+
+static void checkpoint(struct qmgr_flusher *f)
+{
+	pthread_mutex_unlock(&f->mu);
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_checkpoint(f->st, &err))
+		log_error("%s", buf_cstr(&err));
+	buf_free(&err);
+	pthread_mutex_lock(&f->mu);
+}
+
+static struct timespec after_secs(int secs)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += secs;
+	return ts;
+}
+
+static void *flusher_thread(void *arg)
+{
+	struct qmgr_flusher *f = arg;
+	uint64_t done = 0;
+	struct timespec next_checkpoint = after_secs(f->checkpoint_secs);
+	pthread_mutex_lock(&f->mu);
+	for (;;) {
+		if (f->issued > done) {
+			uint64_t target = f->issued;
+			flush_upto(f, target, done);
+			done = target;
+			continue;
+		}
+		if (f->stopping)
+			break;
+		if (pthread_cond_timedwait(&f->cv, &f->mu, &next_checkpoint) == ETIMEDOUT) {
+			checkpoint(f);
+			next_checkpoint = after_secs(f->checkpoint_secs);
+		}
+	}
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+/* ---- the loop's side ---------------------------------------------------------- */
+
+/* Answers the waiters whose tickets an outcome covers, in order. */
+static void settle(struct qmgr_flusher *f, const struct outcome *o)
+{
+	size_t n = 0;
+	while (n < f->nwaiters && f->waiters[n].ticket <= o->upto)
+		n++;
+	/* Copy first: a callback may add waiters. */
+	struct waiter *due = mem_memdup(f->waiters, n * sizeof(*due) + 1);
+	memmove(f->waiters, f->waiters + n, (f->nwaiters - n) * sizeof(*f->waiters));
+	f->nwaiters -= n;
+	for (size_t i = 0; i < n; i++)
+		due[i].fn(due[i].ctx, o->ok, o->reason);
+	free(due);
+}
+
+static void drain_outcomes(struct qmgr_flusher *f)
+{
+	pthread_mutex_lock(&f->mu);
+	struct outcome *list = f->outcomes;
+	size_t n = f->noutcomes;
+	f->outcomes = NULL;
+	f->noutcomes = 0;
+	pthread_mutex_unlock(&f->mu);
+	for (size_t i = 0; i < n; i++) {
+		settle(f, &list[i]);
+		free(list[i].reason);
+	}
+	free(list);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	char bytes[64];
+	while (read(fd, bytes, sizeof(bytes)) > 0)
+		continue;
+	drain_outcomes(arg);
+}
+
+void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx)
+{
+	if (f->nwaiters == f->cap) {
+		f->cap = f->cap ? 2 * f->cap : 64;
+		f->waiters = mem_reallocarray(f->waiters, f->cap, sizeof(*f->waiters));
+	}
+	pthread_mutex_lock(&f->mu);
+	uint64_t ticket = ++f->issued;
+	pthread_cond_signal(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	f->waiters[f->nwaiters++] = (struct waiter){ticket, fn, ctx};
+}
+
+static bool make_pipe(int fds[2], struct buf *err)
+{
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+		buf_printf(err, "pipe: %s", strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static void flusher_free(struct qmgr_flusher *f)
+{
+	if (f->wake)
+		event_free(f->wake);
+	if (f->wake_pipe[0] >= 0) {
+		close(f->wake_pipe[0]);
+		close(f->wake_pipe[1]);
+	}
+	pthread_mutex_destroy(&f->mu);
+	pthread_cond_destroy(&f->cv);
+	free(f->waiters);
+	free(f);
+}
+
+struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_store *st, int checkpoint_secs,
+                                        struct buf *err)
+{
+	struct qmgr_flusher *f = mem_zalloc(sizeof(*f));
+	f->st = st;
+	f->checkpoint_secs = checkpoint_secs > 0 ? checkpoint_secs : 1;
+	f->wake_pipe[0] = f->wake_pipe[1] = -1;
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	if (!make_pipe(f->wake_pipe, err)) {
+		flusher_free(f);
+		return NULL;
+	}
+	f->wake = event_new(base, f->wake_pipe[0], EV_READ | EV_PERSIST, on_wake, f);
+	int rc = f->wake ? event_add(f->wake, NULL) : -1;
+	if (rc == 0)
+		rc = pthread_create(&f->thread, NULL, flusher_thread, f);
+	if (rc != 0) {
+		buf_printf(err, "cannot start the flush thread: %s", rc > 0 ? strerror(rc) : "event setup failed");
+		flusher_free(f);
+		return NULL;
+	}
+	return f;
+}
+
+void qmgr_flusher_stop(struct qmgr_flusher *f)
+{
+	if (f == NULL)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stopping = true;
+	pthread_cond_signal(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->thread, NULL);
+	drain_outcomes(f);
+	/* Callbacks may have committed more (the next message a client had
+	 * sent): flush those here, the thread is gone. */
+	while (f->nwaiters > 0) {
+		struct buf err = BUF_INIT;
+		bool ok = qmgr_store_flush(f->st, &err);
+		struct outcome o = {f->issued, ok, (char *)buf_cstr(&err)};
+		f->flushes++;
+		f->flushed_tickets += f->nwaiters;
+		settle(f, &o);
+		buf_free(&err);
+	}
+	if (f->flushes)
+		log_info("group commit: %llu commits in %llu flushes, %.1f per flush",
+		         (unsigned long long)f->flushed_tickets, (unsigned long long)f->flushes,
+		         (double)f->flushed_tickets / (double)f->flushes);
+	flusher_free(f);
+}

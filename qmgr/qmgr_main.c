@@ -1,0 +1,315 @@
+/* qmgr_main.c: the queue manager daemon, and the offline modes that
+ * work on a queue while no qmgr runs (ternctl calls them):
+ *
+ *   qmgr [-f] [-R] [-c config] [-u user]   the daemon (server skeleton options)
+ *   qmgr -C [-c config]          catastrophic recovery (ternctl queue recover)
+ *   qmgr -L [-c config]          list messages, recipients, outbox
+ *   qmgr -B QID [-c config]      print a message's body
+ *
+ * The spool directory and sync-msg-create come from the configuration. */
+#include "qmgr.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mem.h"
+#include "server.h"
+
+#define CHECKPOINT_SECS 30
+
+struct qmgr_args {
+	char mode; /* 0: the daemon, or 'C', 'L', 'B' */
+	const char *qid;
+	const char *config;
+	/* argv for the server skeleton: the program name and its options */
+	int server_argc;
+	char **server_argv;
+};
+
+struct qmgr_daemon {
+	struct qmgr_settings settings;
+	struct qmgr_store *st;
+	int listen_fd;
+	struct qmgr_flusher *flusher;
+	struct qmgr_enqueue *eq;
+};
+
+static char *queue_dir(const struct qmgr_settings *s)
+{
+	return mem_asprintf("%s/queue", s->spool);
+}
+
+/* ---- the daemon ------------------------------------------------------------ */
+
+/* The environment is opened as root; Berkeley DB later creates log files
+ * in the directory, as the unprivileged user. */
+static bool give_queue_to(const char *dir, uid_t uid, gid_t gid, struct buf *err)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL) {
+		buf_printf(err, "cannot read %s: %s", dir, strerror(errno));
+		return false;
+	}
+	bool ok = fchown(dirfd(d), uid, gid) == 0;
+	struct dirent *e;
+	while (ok && (e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			ok = fchownat(dirfd(d), e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) == 0;
+	}
+	if (!ok)
+		buf_printf(err, "cannot give %s to uid %ld: %s", dir, (long)uid, strerror(errno));
+	closedir(d);
+	return ok;
+}
+
+/* The owner for the files qmgr creates: the user it is about to become,
+ * or none (-1) when it keeps its identity. */
+static bool lookup_user(const struct server_options *opts, uid_t *uid, gid_t *gid, struct buf *err)
+{
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if ((getuid() != 0 && geteuid() != 0) || opts->stay_root)
+		return true;
+	const char *user = opts->user;
+	struct passwd *pw = getpwnam(user);
+	if (pw == NULL) {
+		buf_printf(err, "unknown user %s", user);
+		return false;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return true;
+}
+
+static bool make_spool(const char *spool, struct buf *err)
+{
+	if (mkdir(spool, 0755) < 0 && errno != EEXIST) {
+		buf_printf(err, "cannot create %s: %s", spool, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static struct qmgr_args args;
+
+static bool daemon_pre_init(void *ctx, const struct server_options *opts, struct buf *err)
+{
+	struct qmgr_daemon *d = ctx;
+	uid_t uid;
+	gid_t gid;
+	if (!qmgr_settings_load(&d->settings, opts->config_path, err) ||
+	    !lookup_user(opts, &uid, &gid, err) || !make_spool(d->settings.spool, err))
+		return false;
+	char *dir = queue_dir(&d->settings);
+	d->st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, err);
+	bool ok = d->st != NULL && (uid == (uid_t)-1 || give_queue_to(dir, uid, gid, err));
+	free(dir);
+	if (ok)
+		d->listen_fd = qmgr_enqueue_listen(d->settings.spool, uid, gid, err);
+	return ok && d->listen_fd >= 0;
+}
+
+static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
+{
+	struct qmgr_daemon *d = ctx;
+	d->flusher = qmgr_flusher_start(base, d->st, CHECKPOINT_SECS, err);
+	if (d->flusher == NULL)
+		return false;
+	d->eq = qmgr_enqueue_start(base, d->listen_fd, d->st, d->flusher, d->settings.sync_msg_create, err);
+	if (d->eq == NULL)
+		return false;
+	log_info("queue %s/queue open, sync-msg-create %s", d->settings.spool,
+	         d->settings.sync_msg_create ? "yes" : "no");
+	return true;
+}
+
+/* The flusher first: its last flush answers clients still waiting,
+ * before their connections close. */
+static void daemon_stop(void *ctx)
+{
+	struct qmgr_daemon *d = ctx;
+	qmgr_flusher_stop(d->flusher);
+	d->flusher = NULL;
+	qmgr_enqueue_stop(d->eq);
+	d->eq = NULL;
+	qmgr_store_close(d->st);
+	d->st = NULL;
+	qmgr_settings_free(&d->settings);
+}
+
+/* ---- offline modes ----------------------------------------------------------- */
+
+static bool print_rcpts(struct qmgr_store *st, const char *qid, int64_t count)
+{
+	for (int64_t i = 0; i < count; i++) {
+		struct qmgr_rcpt r;
+		struct buf err = BUF_INIT;
+		bool found;
+		if (!qmgr_store_get_rcpt(st, qid, (size_t)i, &r, &found, &err)) {
+			fprintf(stderr, "qmgr: %s: recipient %" PRId64 ": %s\n", qid, i, buf_cstr(&err));
+			buf_free(&err);
+			return false;
+		}
+		printf("rcpt\t%s\t%" PRId64 "\t%s\t%s\t%s\t%" PRId64 "\n", qid, i, qmgr_rcpt_state_name(r.state),
+		       r.queue, r.address, r.next_attempt);
+		qmgr_rcpt_free(&r);
+	}
+	return true;
+}
+
+struct list_ctx {
+	struct qmgr_store *st;
+	bool ok;
+};
+
+static bool list_message(void *ctx, const char *qid, const struct ipc_msg *msg)
+{
+	struct list_ctx *l = ctx;
+	int64_t count = ipc_msg_int(msg, IPC_ATTR_RCPT_COUNT);
+	printf("message\t%s\t%s\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\n", qid, ipc_msg_str(msg, IPC_ATTR_SENDER),
+	       ipc_msg_int(msg, IPC_ATTR_RECEIVED), ipc_msg_int(msg, IPC_ATTR_BODY_SIZE), count);
+	l->ok = print_rcpts(l->st, qid, count);
+	return l->ok;
+}
+
+static bool list_outbox(void *ctx, uint64_t seq, const struct ipc_msg *rec)
+{
+	printf("outbox\t%" PRIu64 "\t%s\t%s\t%" PRId64 "\n", seq, ipc_msg_str(rec, IPC_ATTR_RECORD_TYPE),
+	       ipc_msg_str(rec, IPC_ATTR_QUEUE_ID), ipc_msg_int(rec, IPC_ATTR_RCPT_INDEX));
+	return true;
+}
+
+static bool run_list(struct qmgr_store *st, struct buf *err)
+{
+	uint64_t next;
+	struct list_ctx l = {st, true};
+	if (!qmgr_store_walk_messages(st, list_message, &l, err) || !l.ok ||
+	    !qmgr_store_walk_outbox(st, list_outbox, st, err) || !qmgr_store_outbox_next(st, &next, err))
+		return false;
+	printf("outbox_next\t%" PRIu64 "\n", next);
+	return fflush(stdout) == 0;
+}
+
+static bool run_body(struct qmgr_store *st, const char *qid, struct buf *err)
+{
+	struct ipc_msg msg;
+	bool found;
+	if (!qmgr_store_get_message(st, qid, &msg, &found, err))
+		return false;
+	ipc_msg_free(&msg);
+	struct buf body = BUF_INIT;
+	bool ok = qmgr_store_read_body(st, qid, &body, err);
+	if (ok)
+		ok = fwrite(body.data ? body.data : "", 1, body.len, stdout) == body.len && fflush(stdout) == 0;
+	buf_free(&body);
+	return ok;
+}
+
+static int run_offline(void)
+{
+	struct qmgr_settings settings;
+	struct buf err = BUF_INIT;
+	log_open("tern/qmgr", LOG_TO_STDERR, NULL);
+	const char *config = args.config ? args.config : TERN_SYSCONFDIR "/tern/config";
+	if (!qmgr_settings_load(&settings, config, &err))
+		log_fatal("%s", buf_cstr(&err));
+	char *dir = queue_dir(&settings);
+	enum qmgr_open_mode mode = args.mode == 'C' ? QMGR_OPEN_CATASTROPHIC : QMGR_OPEN_RECOVER;
+	struct qmgr_store *st = qmgr_store_open(dir, mode, &err);
+	bool ok = st != NULL;
+	if (ok && args.mode == 'C')
+		log_info("catastrophic recovery of %s done", dir);
+	else if (ok && args.mode == 'L')
+		ok = run_list(st, &err);
+	else if (ok && args.mode == 'B')
+		ok = run_body(st, args.qid, &err);
+	if (!ok)
+		log_error("%s", buf_cstr(&err));
+	qmgr_store_close(st);
+	free(dir);
+	buf_free(&err);
+	qmgr_settings_free(&settings);
+	return ok ? 0 : 1;
+}
+
+/* ---- options ----------------------------------------------------------------- */
+
+static void add_server_arg(const char *arg)
+{
+	args.server_argv = mem_reallocarray(args.server_argv, (size_t)args.server_argc + 2, sizeof(char *));
+	args.server_argv[args.server_argc++] = (char *)arg;
+	args.server_argv[args.server_argc] = NULL;
+}
+
+static bool parse_args(int argc, char **argv)
+{
+	int c;
+	add_server_arg(argv[0]);
+	opterr = 0;
+	while ((c = getopt(argc, argv, "+CLB:fRc:u:")) != -1) {
+		switch (c) {
+		case 'C':
+		case 'L':
+			args.mode = (char)c;
+			break;
+		case 'B':
+			args.mode = 'B';
+			args.qid = optarg;
+			break;
+		case 'c':
+			args.config = optarg;
+			add_server_arg("-c");
+			add_server_arg(optarg);
+			break;
+		case 'u':
+			add_server_arg("-u");
+			add_server_arg(optarg);
+			break;
+		case 'f':
+			add_server_arg("-f");
+			break;
+		case 'R':
+			add_server_arg("-R");
+			break;
+		default:
+			return false;
+		}
+	}
+	return optind == argc;
+}
+
+int main(int argc, char **argv, char **envp)
+{
+	if (!parse_args(argc, argv)) {
+		fprintf(stderr, "usage: qmgr [-f] [-R] [-c config] [-u user]\n"
+		                "       qmgr -C | -L | -B queue-id [-c config]\n");
+		return 2;
+	}
+	int rc;
+	if (args.mode) {
+		rc = run_offline();
+	} else {
+		struct qmgr_daemon d = {.listen_fd = -1};
+		struct server_daemon daemon = {
+		    .name = "qmgr",
+		    .ctx = &d,
+		    .pre_init = daemon_pre_init,
+		    .init = daemon_init,
+		    .stop = daemon_stop,
+		};
+		/* args.server_argv is not freed: setproctitle_init puts copies
+		 * of the arguments into it, which must stay reachable. */
+		rc = server_main(&daemon, args.server_argc, args.server_argv, envp);
+	}
+	return rc;
+}

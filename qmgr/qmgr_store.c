@@ -1,0 +1,843 @@
+/* qmgr_store.c: the queue's Berkeley DB environment under <spool>/queue
+ * and every transaction on it.  qmgr is the only process that opens it,
+ * so the environment is private to the process (DB_PRIVATE: no region
+ * files that a crash could leave stale) and recovery runs at every start.
+ * Commits write their log records to the operating system but do not
+ * fsync them (DB_TXN_WRITE_NOSYNC); durability comes from
+ * qmgr_store_flush, which the group-commit thread calls once for many
+ * commits.  Writing at commit time means a full disk fails the commit
+ * itself, before anything is promised.  doc/queue.md describes the
+ * tables. */
+#include "qmgr.h"
+
+#include <db.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mem.h"
+
+#define SCHEMA_VERSION 1
+#define CACHE_BYTES (32u * 1024 * 1024)
+/* Commits write the buffer out, so it only needs to hold a transaction's
+ * records comfortably.  Berkeley DB wants log files at least four times
+ * the buffer. */
+#define LOG_BUFFER_BYTES (2u * 1024 * 1024)
+#define LOG_FILE_BYTES (8u * 1024 * 1024)
+/* Bodies are stored in chunks so that delivery can stream them. */
+#define BODY_CHUNK (64u * 1024)
+
+#define RECOVER_HINT "run `ternctl queue recover` (catastrophic recovery) and restart"
+
+static const char *const table_files[QMGR_TABLE_COUNT] = {
+    [QMGR_TABLE_META] = "meta.db",        [QMGR_TABLE_MESSAGES] = "messages.db", [QMGR_TABLE_BODIES] = "bodies.db",
+    [QMGR_TABLE_RCPTS] = "recipients.db", [QMGR_TABLE_DUE] = "due.db",           [QMGR_TABLE_QUEUES] = "queues.db",
+    [QMGR_TABLE_OUTBOX] = "outbox.db",
+};
+
+static const char META_SCHEMA[] = "schema";
+static const char META_LAST_QID[] = "last_qid";
+static const char META_OUTBOX_NEXT[] = "outbox_next";
+
+struct qmgr_store {
+	DB_ENV *env;
+	DB *db[QMGR_TABLE_COUNT];
+	int lock_fd;
+	char *dir;
+	uint64_t last_qid;
+	bool broken;
+};
+
+/* ---- errors ------------------------------------------------------------- */
+
+static void on_db_error(const DB_ENV *env, const char *prefix, const char *msg)
+{
+	log_warning("queue database: %s", msg);
+}
+
+/* Turns a Berkeley DB return code into a status, noting a panic. */
+static enum qmgr_store_status db_status(struct qmgr_store *st, int ret)
+{
+	if (ret == 0)
+		return QMGR_STORE_OK;
+	if (ret == DB_RUNRECOVERY)
+		st->broken = true;
+	return ret == ENOSPC || ret == EDQUOT ? QMGR_STORE_NOSPACE : QMGR_STORE_FAILED;
+}
+
+static enum qmgr_store_status db_fail(struct qmgr_store *st, int ret, struct buf *err, const char *what)
+{
+	buf_printf(err, "%s: %s", what, db_strerror(ret));
+	return db_status(st, ret);
+}
+
+bool qmgr_store_broken(const struct qmgr_store *st)
+{
+	return st->broken;
+}
+
+static void corrupt(struct buf *err, enum qmgr_table t, const DBT *key, const struct buf *why)
+{
+	buf_printf(err, "corrupt record in %s, key ", table_files[t]);
+	qmgr_key_describe(err, key->data, key->size);
+	buf_printf(err, ": %s", buf_cstr(why));
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+static bool make_dir(const char *dir, struct buf *err)
+{
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		buf_printf(err, "cannot create %s: %s", dir, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* One qmgr per queue: recovery beside a running qmgr would wreck it. */
+static int lock_dir(const char *dir, struct buf *err)
+{
+	char *path = mem_asprintf("%s/qmgr.lock", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		buf_printf(err, "cannot open %s: %s", path, strerror(errno));
+	else if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		buf_printf(err, "the queue in %s is in use by another process (%s)", dir,
+		           errno == EWOULDBLOCK ? "a running qmgr?" : strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	free(path);
+	return fd;
+}
+
+static int configure_env(DB_ENV *env)
+{
+	int ret;
+	env->set_errcall(env, on_db_error);
+	if ((ret = env->set_flags(env, DB_TXN_WRITE_NOSYNC, 1)) != 0 ||
+	    (ret = env->set_cachesize(env, 0, CACHE_BYTES, 1)) != 0 ||
+	    (ret = env->set_lg_bsize(env, LOG_BUFFER_BYTES)) != 0 ||
+	    (ret = env->set_lg_max(env, LOG_FILE_BYTES)) != 0 || (ret = env->set_lk_detect(env, DB_LOCK_DEFAULT)) != 0)
+		return ret;
+	/* Zero-filled log files take their disk space when they are created
+	 * (lg_max + lg_bsize bytes): the fsyncs of the group commit then
+	 * never need new space. */
+	return env->log_set_config(env, DB_LOG_AUTO_REMOVE | DB_LOG_ZERO, 1);
+}
+
+static int open_env(struct qmgr_store *st, enum qmgr_open_mode mode)
+{
+	int ret = db_env_create(&st->env, 0);
+	if (ret != 0)
+		return ret;
+	if ((ret = configure_env(st->env)) != 0)
+		return ret;
+	uint32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_LOCK | DB_INIT_MPOOL | DB_PRIVATE | DB_THREAD;
+	flags |= mode == QMGR_OPEN_CATASTROPHIC ? DB_RECOVER_FATAL : DB_RECOVER;
+	return st->env->open(st->env, st->dir, flags, 0600);
+}
+
+static int open_tables(struct qmgr_store *st)
+{
+	for (int t = 0; t < QMGR_TABLE_COUNT; t++) {
+		int ret = db_create(&st->db[t], st->env, 0);
+		if (ret != 0)
+			return ret;
+		ret =
+		    st->db[t]->open(st->db[t], NULL, table_files[t], NULL, DB_BTREE, DB_CREATE | DB_AUTO_COMMIT, 0600);
+		if (ret != 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* meta values are 64-bit big-endian numbers. */
+static int meta_get(struct qmgr_store *st, DB_TXN *txn, const char *name, uint64_t *value, bool *found, struct buf *err)
+{
+	DBT key = {.data = (void *)name, .size = (u_int32_t)strlen(name)};
+	/* The environment is free-threaded, so Berkeley DB insists that
+	 * returned data goes to memory we own. */
+	unsigned char bytes[8];
+	DBT val = {.data = bytes, .ulen = sizeof(bytes), .flags = DB_DBT_USERMEM};
+	int ret = st->db[QMGR_TABLE_META]->get(st->db[QMGR_TABLE_META], txn, &key, &val, txn ? DB_RMW : 0);
+	*found = ret == 0;
+	*value = 0;
+	if (ret == DB_NOTFOUND)
+		return 0;
+	if (ret != 0 && ret != DB_BUFFER_SMALL) {
+		buf_printf(err, "cannot read %s: %s", name, db_strerror(ret));
+		return ret;
+	}
+	if (ret == DB_BUFFER_SMALL || val.size != 8) {
+		struct buf why = BUF_INIT;
+		buf_printf(&why, "value of %u bytes, expected 8", val.size);
+		corrupt(err, QMGR_TABLE_META, &key, &why);
+		buf_free(&why);
+		return EINVAL;
+	}
+	*value = qmgr_key_seq_value(val.data, val.size);
+	return 0;
+}
+
+static int meta_put(struct qmgr_store *st, DB_TXN *txn, const char *name, uint64_t value)
+{
+	struct buf v = BUF_INIT;
+	qmgr_key_seq(&v, value);
+	DBT key = {.data = (void *)name, .size = (u_int32_t)strlen(name)};
+	DBT val = {.data = v.data, .size = (u_int32_t)v.len};
+	int ret = st->db[QMGR_TABLE_META]->put(st->db[QMGR_TABLE_META], txn, &key, &val, 0);
+	buf_free(&v);
+	return ret;
+}
+
+/* A new queue gets the schema version; an old one must have ours. */
+static bool check_schema(struct qmgr_store *st, struct buf *err)
+{
+	uint64_t version, last_qid;
+	bool found, qid_found;
+	if (meta_get(st, NULL, META_SCHEMA, &version, &found, err) != 0)
+		return false;
+	if (!found) {
+		int ret = meta_put(st, NULL, META_SCHEMA, SCHEMA_VERSION);
+		if (ret != 0) {
+			buf_printf(err, "cannot write the schema version: %s", db_strerror(ret));
+			return false;
+		}
+	} else if (version != SCHEMA_VERSION) {
+		buf_printf(err, "the queue in %s has schema version %llu; this qmgr knows version %d", st->dir,
+		           (unsigned long long)version, SCHEMA_VERSION);
+		return false;
+	}
+	if (meta_get(st, NULL, META_LAST_QID, &last_qid, &qid_found, err) != 0)
+		return false;
+	st->last_qid = last_qid;
+	return true;
+}
+
+struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, struct buf *err)
+{
+	if (!make_dir(dir, err))
+		return NULL;
+	struct qmgr_store *st = mem_zalloc(sizeof(*st));
+	st->dir = mem_strdup(dir);
+	if ((st->lock_fd = lock_dir(dir, err)) < 0) {
+		free(st->dir);
+		free(st);
+		return NULL;
+	}
+	int ret = open_env(st, mode);
+	if (ret == 0)
+		ret = open_tables(st);
+	if (ret != 0) {
+		buf_printf(err, "cannot open the queue in %s: %s; if it is damaged, " RECOVER_HINT, dir,
+		           db_strerror(ret));
+		qmgr_store_close(st);
+		return NULL;
+	}
+	if (!check_schema(st, err)) {
+		buf_puts(err, "; if the queue is damaged, " RECOVER_HINT);
+		qmgr_store_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+void qmgr_store_close(struct qmgr_store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->env && !st->broken) {
+		struct buf err = BUF_INIT;
+		if (!qmgr_store_checkpoint(st, &err))
+			log_warning("closing the queue: %s", buf_cstr(&err));
+		buf_free(&err);
+	}
+	for (int t = 0; t < QMGR_TABLE_COUNT; t++) {
+		if (st->db[t])
+			st->db[t]->close(st->db[t], 0);
+	}
+	if (st->env)
+		st->env->close(st->env, 0);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
+	free(st->dir);
+	free(st);
+}
+
+bool qmgr_store_flush(struct qmgr_store *st, struct buf *err)
+{
+	int ret = st->env->log_flush(st->env, NULL);
+	if (ret != 0) {
+		db_fail(st, ret, err, "cannot flush the queue log");
+		return false;
+	}
+	return true;
+}
+
+bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err)
+{
+	int ret = st->env->txn_checkpoint(st->env, 0, 0, 0);
+	if (ret != 0) {
+		db_fail(st, ret, err, "queue checkpoint failed");
+		return false;
+	}
+	return true;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int put_buf(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k, const void *v,
+                   size_t vlen)
+{
+	DBT key = {.data = k->data, .size = (u_int32_t)k->len};
+	DBT val = {.data = (void *)v, .size = (u_int32_t)vlen};
+	return st->db[t]->put(st->db[t], txn, &key, &val, 0);
+}
+
+static int del_buf(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k)
+{
+	DBT key = {.data = k->data, .size = (u_int32_t)k->len};
+	int ret = st->db[t]->del(st->db[t], txn, &key, 0);
+	return ret == DB_NOTFOUND ? 0 : ret;
+}
+
+/* Everything one transaction needs on the side. */
+struct write_ctx {
+	struct qmgr_store *st;
+	DB_TXN *txn;
+	struct buf key, val;
+	uint64_t outbox_seq; /* the next outbox sequence number */
+	int64_t now;
+};
+
+static void write_ctx_free(struct write_ctx *w)
+{
+	buf_free(&w->key);
+	buf_free(&w->val);
+}
+
+static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
+{
+	int ret = w->st->env->txn_begin(w->st->env, NULL, &w->txn, 0);
+	if (ret != 0)
+		return db_fail(w->st, ret, err, "cannot begin a queue transaction");
+	bool found;
+	ret = meta_get(w->st, w->txn, META_OUTBOX_NEXT, &w->outbox_seq, &found, err);
+	if (!found)
+		w->outbox_seq = 1;
+	if (ret != 0) {
+		w->txn->abort(w->txn);
+		w->txn = NULL;
+		return db_status(w->st, ret);
+	}
+	return QMGR_STORE_OK;
+}
+
+/* Commits (not flushed) or, after a failed write, aborts. */
+static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *err)
+{
+	if (ret == 0)
+		ret = meta_put(w->st, w->txn, META_OUTBOX_NEXT, w->outbox_seq);
+	if (ret != 0) {
+		if (err->len == 0)
+			buf_printf(err, "queue write failed: %s", db_strerror(ret));
+		w->txn->abort(w->txn);
+		return db_status(w->st, ret);
+	}
+	ret = w->txn->commit(w->txn, 0);
+	if (ret != 0)
+		return db_fail(w->st, ret, err, "queue commit failed");
+	return QMGR_STORE_OK;
+}
+
+static int append_outbox(struct write_ctx *w, char type, const char *qid, size_t index, const struct ipc_msg *envelope,
+                         const struct qmgr_rcpt *r)
+{
+	qmgr_key_seq(&w->key, w->outbox_seq++);
+	qmgr_record_outbox(&w->val, type, qid, index, w->now, envelope, r);
+	return put_buf(w->st, w->txn, QMGR_TABLE_OUTBOX, &w->key, w->val.data, w->val.len);
+}
+
+/* Creates the queue's row on its first recipient. */
+static int ensure_queue(struct write_ctx *w, const char *name)
+{
+	struct qmgr_queue_state fresh = {0};
+	qmgr_record_queue(&w->val, &fresh);
+	DBT key = {.data = (void *)name, .size = (u_int32_t)strlen(name)};
+	DBT val = {.data = w->val.data, .size = (u_int32_t)w->val.len};
+	DB *db = w->st->db[QMGR_TABLE_QUEUES];
+	int ret = db->put(db, w->txn, &key, &val, DB_NOOVERWRITE);
+	return ret == DB_KEYEXIST ? 0 : ret;
+}
+
+static bool due_state(enum qmgr_rcpt_state s)
+{
+	return s == QMGR_RCPT_PENDING || s == QMGR_RCPT_DEFERRED;
+}
+
+static int put_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r)
+{
+	qmgr_key_rcpt(&w->key, qid, index);
+	qmgr_record_rcpt(&w->val, r);
+	int ret = put_buf(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, w->val.data, w->val.len);
+	if (ret == 0 && due_state(r->state)) {
+		qmgr_key_due(&w->key, r->queue, r->next_attempt, qid, index);
+		ret = put_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key, "", 0);
+	}
+	return ret;
+}
+
+static int put_body(struct write_ctx *w, const char *qid, const struct buf *body)
+{
+	uint32_t chunk = 0;
+	for (size_t off = 0; off < body->len; off += BODY_CHUNK, chunk++) {
+		size_t n = body->len - off < BODY_CHUNK ? body->len - off : BODY_CHUNK;
+		qmgr_key_body(&w->key, qid, chunk);
+		int ret = put_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key, body->data + off, n);
+		if (ret != 0)
+			return ret;
+	}
+	return 0;
+}
+
+static uint64_t now_micros(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Writes the recipients, their queues and 'r' records; fills queue names
+ * into a copy of each recipient. */
+static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr_incoming *in, struct buf *err)
+{
+	const char *vmta = ipc_msg_str(&in->envelope, IPC_ATTR_VMTA);
+	struct buf queue = BUF_INIT;
+	int ret = 0;
+	for (size_t i = 0; ret == 0 && i < in->nrcpt; i++) {
+		if (!qmgr_queue_name(in->rcpts[i].address, vmta, &queue, err)) {
+			ret = EINVAL;
+			break;
+		}
+		struct qmgr_rcpt r = in->rcpts[i];
+		r.queue = queue.data;
+		r.state = QMGR_RCPT_PENDING;
+		r.attempts = 0;
+		r.next_attempt = w->now;
+		r.last_result = NULL;
+		ret = put_rcpt(w, qid, i, &r);
+		if (ret == 0)
+			ret = ensure_queue(w, r.queue);
+		if (ret == 0)
+			ret = append_outbox(w, 'r', qid, i, &in->envelope, &r);
+	}
+	buf_free(&queue);
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struct qmgr_incoming *in, int64_t now,
+                                              char qid[QMGR_QID_SIZE], struct buf *err)
+{
+	if (in->nrcpt == 0) {
+		buf_puts(err, "a message without recipients");
+		return QMGR_STORE_FAILED;
+	}
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	/* Past the last ID even if the clock went back. */
+	uint64_t id = now_micros();
+	if (id <= st->last_qid)
+		id = st->last_qid + 1;
+	qmgr_qid_format(id, qid);
+
+	int ret = meta_put(st, w.txn, META_LAST_QID, id);
+	if (ret == 0)
+		ret = put_body(&w, qid, &in->body);
+	if (ret == 0)
+		ret = put_new_rcpts(&w, qid, in, err);
+	if (ret == 0) {
+		buf_reset(&w.key);
+		buf_puts(&w.key, qid);
+		qmgr_record_message(&w.val, qid, now, (int64_t)in->body.len, in->nrcpt, &in->envelope);
+		ret = put_buf(st, w.txn, QMGR_TABLE_MESSAGES, &w.key, w.val.data, w.val.len);
+	}
+	status = finish(&w, ret, err);
+	if (status == QMGR_STORE_OK)
+		st->last_qid = id;
+	write_ctx_free(&w);
+	return status;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* val->data is allocated (the environment is free-threaded): free it. */
+static int get_raw(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k, DBT *val)
+{
+	DBT key = {.data = k->data, .size = (u_int32_t)k->len};
+	memset(val, 0, sizeof(*val));
+	val->flags = DB_DBT_MALLOC;
+	return st->db[t]->get(st->db[t], txn, &key, val, txn ? DB_RMW : 0);
+}
+
+/* Fetches and decodes one record; ret is a DB error, EINVAL for a
+ * corrupt record (err names the key) or DB_NOTFOUND. */
+typedef bool (*decode_fn)(const void *v, size_t len, void *out, struct buf *err);
+
+static int get_decoded(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k, decode_fn decode,
+                       void *out, struct buf *err)
+{
+	DBT val;
+	int ret = get_raw(st, txn, t, k, &val);
+	if (ret == DB_NOTFOUND)
+		return ret;
+	if (ret != 0) {
+		buf_printf(err, "cannot read %s: %s", table_files[t], db_strerror(ret));
+		return ret;
+	}
+	struct buf why = BUF_INIT;
+	if (!decode(val.data, val.size, out, &why)) {
+		DBT key = {.data = k->data, .size = (u_int32_t)k->len};
+		corrupt(err, t, &key, &why);
+		ret = EINVAL;
+	}
+	free(val.data);
+	buf_free(&why);
+	return ret;
+}
+
+static bool decode_message(const void *v, size_t len, void *out, struct buf *err)
+{
+	return qmgr_record_message_decode(v, len, out, err);
+}
+
+static bool decode_rcpt(const void *v, size_t len, void *out, struct buf *err)
+{
+	return qmgr_record_rcpt_decode(v, len, out, err);
+}
+
+static bool decode_queue(const void *v, size_t len, void *out, struct buf *err)
+{
+	return qmgr_record_queue_decode(v, len, out, err);
+}
+
+static bool found_or_error(int ret, bool *found, const char *what, const char *name, struct buf *err)
+{
+	*found = ret != DB_NOTFOUND;
+	if (ret == DB_NOTFOUND)
+		buf_printf(err, "no %s %s in the queue", what, name);
+	return ret == 0;
+}
+
+bool qmgr_store_get_message(struct qmgr_store *st, const char *qid, struct ipc_msg *msg, bool *found, struct buf *err)
+{
+	struct buf k = BUF_INIT;
+	buf_puts(&k, qid);
+	int ret = get_decoded(st, NULL, QMGR_TABLE_MESSAGES, &k, decode_message, msg, err);
+	buf_free(&k);
+	return found_or_error(ret, found, "message", qid, err);
+}
+
+bool qmgr_store_get_rcpt(struct qmgr_store *st, const char *qid, size_t index, struct qmgr_rcpt *r, bool *found,
+                         struct buf *err)
+{
+	struct buf k = BUF_INIT;
+	qmgr_key_rcpt(&k, qid, index);
+	int ret = get_decoded(st, NULL, QMGR_TABLE_RCPTS, &k, decode_rcpt, r, err);
+	buf_free(&k);
+	return found_or_error(ret, found, "recipient of", qid, err);
+}
+
+bool qmgr_store_get_queue(struct qmgr_store *st, const char *name, struct qmgr_queue_state *q, bool *found,
+                          struct buf *err)
+{
+	struct buf k = BUF_INIT;
+	buf_puts(&k, name);
+	int ret = get_decoded(st, NULL, QMGR_TABLE_QUEUES, &k, decode_queue, q, err);
+	buf_free(&k);
+	return found_or_error(ret, found, "queue", name, err);
+}
+
+/* Cursor walks share this: fn gets each key and value in order from
+ * start (NULL: the first record) until it returns false. */
+typedef bool (*walk_fn)(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed);
+
+static bool walk(struct qmgr_store *st, enum qmgr_table t, const struct buf *start, walk_fn fn, void *ctx,
+                 struct buf *err)
+{
+	DBC *cur;
+	int ret = st->db[t]->cursor(st->db[t], NULL, &cur, 0);
+	if (ret != 0) {
+		db_fail(st, ret, err, "cannot read the queue");
+		return false;
+	}
+	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC};
+	if (start) {
+		key.data = mem_memdup(start->data, start->len);
+		key.size = (u_int32_t)start->len;
+	}
+	bool failed = false;
+	ret = cur->get(cur, &key, &val, start ? DB_SET_RANGE : DB_FIRST);
+	while (ret == 0 && fn(ctx, &key, &val, err, &failed))
+		ret = cur->get(cur, &key, &val, DB_NEXT);
+	free(key.data);
+	free(val.data);
+	if (ret != 0 && ret != DB_NOTFOUND) {
+		db_fail(st, ret, err, "cannot read the queue");
+		failed = true;
+	}
+	cur->close(cur);
+	return !failed;
+}
+
+struct body_walk {
+	const char *qid;
+	uint32_t next_chunk;
+	struct buf *body;
+};
+
+static bool body_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct body_walk *b = ctx;
+	if (key->size != QMGR_QID_LEN + 4 || memcmp(key->data, b->qid, QMGR_QID_LEN) != 0)
+		return false;
+	uint64_t chunk = qmgr_key_seq_value((const char *)key->data + QMGR_QID_LEN, 4);
+	if (chunk != b->next_chunk) {
+		struct buf why = BUF_INIT;
+		buf_printf(&why, "body chunk %u is missing", b->next_chunk);
+		corrupt(err, QMGR_TABLE_BODIES, key, &why);
+		buf_free(&why);
+		*failed = true;
+		return false;
+	}
+	b->next_chunk++;
+	buf_append(b->body, val->data, val->size);
+	return true;
+}
+
+bool qmgr_store_read_body(struct qmgr_store *st, const char *qid, struct buf *body, struct buf *err)
+{
+	struct buf start = BUF_INIT;
+	qmgr_key_body(&start, qid, 0);
+	struct body_walk b = {.qid = qid, .body = body};
+	buf_reset(body);
+	bool ok = walk(st, QMGR_TABLE_BODIES, &start, body_step, &b, err);
+	buf_free(&start);
+	return ok;
+}
+
+struct message_walk {
+	qmgr_message_fn fn;
+	void *ctx;
+};
+
+static bool message_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct message_walk *m = ctx;
+	struct ipc_msg msg;
+	struct buf why = BUF_INIT;
+	bool ok = qmgr_record_message_decode(val->data, val->size, &msg, &why);
+	if (ok && (key->size != QMGR_QID_LEN || memcmp(key->data, ipc_msg_str(&msg, IPC_ATTR_QUEUE_ID), key->size))) {
+		buf_puts(&why, "the key is not the record's queue id");
+		ipc_msg_free(&msg);
+		ok = false;
+	}
+	if (!ok) {
+		corrupt(err, QMGR_TABLE_MESSAGES, key, &why);
+		buf_free(&why);
+		*failed = true;
+		return false;
+	}
+	bool more = m->fn(m->ctx, ipc_msg_str(&msg, IPC_ATTR_QUEUE_ID), &msg);
+	ipc_msg_free(&msg);
+	return more;
+}
+
+bool qmgr_store_walk_messages(struct qmgr_store *st, qmgr_message_fn fn, void *ctx, struct buf *err)
+{
+	struct message_walk m = {fn, ctx};
+	return walk(st, QMGR_TABLE_MESSAGES, NULL, message_step, &m, err);
+}
+
+struct outbox_walk {
+	qmgr_outbox_fn fn;
+	void *ctx;
+};
+
+static bool outbox_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct outbox_walk *o = ctx;
+	struct ipc_msg rec;
+	struct buf why = BUF_INIT;
+	bool ok = key->size == 8;
+	if (!ok)
+		buf_puts(&why, "the key is not a sequence number");
+	else
+		ok = qmgr_record_outbox_decode(val->data, val->size, &rec, &why);
+	if (!ok) {
+		corrupt(err, QMGR_TABLE_OUTBOX, key, &why);
+		buf_free(&why);
+		*failed = true;
+		return false;
+	}
+	bool more = o->fn(o->ctx, qmgr_key_seq_value(key->data, key->size), &rec);
+	ipc_msg_free(&rec);
+	return more;
+}
+
+bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx, struct buf *err)
+{
+	struct outbox_walk o = {fn, ctx};
+	return walk(st, QMGR_TABLE_OUTBOX, NULL, outbox_step, &o, err);
+}
+
+struct due_walk {
+	const char *queue;
+	size_t queue_len; /* with its NUL */
+	int64_t until;
+	qmgr_due_fn fn;
+	void *ctx;
+};
+
+static bool due_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct due_walk *d = ctx;
+	const char *k = key->data;
+	if (key->size < d->queue_len || memcmp(k, d->queue, d->queue_len) != 0)
+		return false;
+	if (key->size != d->queue_len + 8 + QMGR_QID_LEN + 4) {
+		struct buf why = BUF_INIT;
+		buf_puts(&why, "bad key length");
+		corrupt(err, QMGR_TABLE_DUE, key, &why);
+		buf_free(&why);
+		*failed = true;
+		return false;
+	}
+	int64_t due = (int64_t)(qmgr_key_seq_value(k + d->queue_len, 8) ^ (UINT64_C(1) << 63));
+	if (due > d->until)
+		return false;
+	char qid[QMGR_QID_SIZE];
+	memcpy(qid, k + d->queue_len + 8, QMGR_QID_LEN);
+	qid[QMGR_QID_LEN] = '\0';
+	size_t index = (size_t)qmgr_key_seq_value(k + d->queue_len + 8 + QMGR_QID_LEN, 4);
+	return d->fn(d->ctx, qid, index, due);
+}
+
+bool qmgr_store_walk_due(struct qmgr_store *st, const char *queue, int64_t until, qmgr_due_fn fn, void *ctx,
+                         struct buf *err)
+{
+	struct buf start = BUF_INIT;
+	buf_append(&start, queue, strlen(queue) + 1);
+	struct due_walk d = {queue, strlen(queue) + 1, until, fn, ctx};
+	bool ok = walk(st, QMGR_TABLE_DUE, &start, due_step, &d, err);
+	buf_free(&start);
+	return ok;
+}
+
+bool qmgr_store_outbox_next(struct qmgr_store *st, uint64_t *next, struct buf *err)
+{
+	bool found;
+	if (meta_get(st, NULL, META_OUTBOX_NEXT, next, &found, err) != 0)
+		return false;
+	if (!found)
+		*next = 1;
+	return true;
+}
+
+/* ---- state changes -------------------------------------------------------- */
+
+static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, enum qmgr_rcpt_state state,
+                       int64_t next_attempt, const char *result, char rtype, struct buf *err)
+{
+	struct qmgr_rcpt r;
+	struct ipc_msg envelope;
+	struct buf k = BUF_INIT;
+	buf_puts(&k, qid);
+	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, err);
+	if (ret == 0) {
+		qmgr_key_rcpt(&k, qid, index);
+		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, err);
+		if (ret != 0)
+			ipc_msg_free(&envelope);
+	}
+	buf_free(&k);
+	if (ret == DB_NOTFOUND)
+		buf_printf(err, "%s: no recipient %zu in the queue", qid, index);
+	if (ret != 0)
+		return ret;
+	if (due_state(r.state)) {
+		qmgr_key_due(&w->key, r.queue, r.next_attempt, qid, index);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+	}
+	r.state = state;
+	r.attempts++;
+	r.next_attempt = due_state(state) ? next_attempt : 0;
+	free(r.last_result);
+	r.last_result = result ? mem_strdup(result) : NULL;
+	if (ret == 0)
+		ret = put_rcpt(w, qid, index, &r);
+	if (ret == 0 && rtype)
+		ret = append_outbox(w, rtype, qid, index, &envelope, &r);
+	qmgr_rcpt_free(&r);
+	ipc_msg_free(&envelope);
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char *qid, size_t index,
+                                              enum qmgr_rcpt_state state, int64_t next_attempt, const char *result,
+                                              char rtype, int64_t now, struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	int ret = update_rcpt(&w, qid, index, state, next_attempt, result, rtype, err);
+	status = finish(&w, ret, err);
+	write_ctx_free(&w);
+	return status;
+}
+
+enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t seq, struct buf *err)
+{
+	DB_TXN *txn;
+	int ret = st->env->txn_begin(st->env, NULL, &txn, 0);
+	if (ret != 0)
+		return db_fail(st, ret, err, "cannot begin a queue transaction");
+	DBC *cur;
+	ret = st->db[QMGR_TABLE_OUTBOX]->cursor(st->db[QMGR_TABLE_OUTBOX], txn, &cur, 0);
+	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC};
+	if (ret == 0) {
+		while ((ret = cur->get(cur, &key, &val, DB_FIRST | DB_RMW)) == 0 &&
+		       qmgr_key_seq_value(key.data, key.size) <= seq)
+			if ((ret = cur->del(cur, 0)) != 0)
+				break;
+		cur->close(cur);
+	}
+	free(key.data);
+	free(val.data);
+	if (ret != 0 && ret != DB_NOTFOUND) {
+		txn->abort(txn);
+		return db_fail(st, ret, err, "cannot remove confirmed outbox records");
+	}
+	ret = txn->commit(txn, 0);
+	return ret ? db_fail(st, ret, err, "queue commit failed") : QMGR_STORE_OK;
+}
+
+bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void *key, size_t klen, const void *val,
+                        size_t vlen, struct buf *err)
+{
+	DBT k = {.data = (void *)key, .size = (u_int32_t)klen};
+	DBT v = {.data = (void *)val, .size = (u_int32_t)vlen};
+	int ret = st->db[table]->put(st->db[table], NULL, &k, &v, DB_AUTO_COMMIT);
+	if (ret != 0)
+		db_fail(st, ret, err, "raw write failed");
+	return ret == 0;
+}

@@ -1,0 +1,524 @@
+/* smtpd_session.c: one SMTP session's input and output on the event
+ * loop - the greeting, reading command lines and message text from a
+ * bufferevent, sending replies, timeouts, STARTTLS and implicit TLS, and
+ * closing.  What a command means is smtpd_cmd.c's business; this file
+ * only decides what the bytes are. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "log.h"
+#include "mem.h"
+#include "smtpd.h"
+#include "tls.h"
+
+/* A session that keeps sending bad commands is not a client. */
+#define SMTPD_MAX_ERRORS 20
+/* Time for the last reply to leave before the socket is closed anyway. */
+#define SMTPD_CLOSE_SECONDS 10
+/* Message text queued towards qmgr beyond which the client is not read:
+ * a slow qmgr must not make smtpd buffer whole messages. */
+#define SMTPD_ENQUEUE_HIGH (1024 * 1024)
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+static void session_free(struct smtpd_session *s);
+
+/* ---- replies ------------------------------------------------------------------ */
+
+static void log_reply(struct smtpd_session *s, const char *text, size_t len)
+{
+	if (s->policy.log_commands)
+		log_info("session %lu: > %.*s", s->id, (int)len, text);
+}
+
+/* text is "CODE rest" with '\n' between lines of a multi-line reply. */
+static void send_reply(struct smtpd_session *s, const char *text)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	char code[4] = {text[0], text[1], text[2], '\0'};
+	const char *line = text + (strlen(text) > 3 ? 4 : 3);
+	for (;;) {
+		const char *nl = strchr(line, '\n');
+		size_t n = nl ? (size_t)(nl - line) : strlen(line);
+		evbuffer_add_printf(out, "%s%c%.*s\r\n", code, nl ? '-' : ' ', (int)n, line);
+		if (nl == NULL)
+			break;
+		line = nl + 1;
+	}
+	log_reply(s, text, strlen(text));
+	if (text[0] == '5' || (text[0] == '4' && text[1] != '2'))
+		s->errors++;
+}
+
+void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
+{
+	struct buf text = BUF_INIT;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&text, fmt, ap);
+	va_end(ap);
+	send_reply(s, buf_cstr(&text));
+	buf_free(&text);
+	if (s->state != SMTPD_ST_CLOSING && s->errors > SMTPD_MAX_ERRORS) {
+		log_info("session %lu: [%s] too many errors", s->id, s->client_text);
+		smtpd_reply_close(s, "421 4.7.0 Too many errors, closing connection");
+	}
+}
+
+/* Output still on its way: in the bufferevent, or, after STARTTLS, in the
+ * plain bufferevent under the TLS filter. */
+static bool output_pending(struct bufferevent *bev)
+{
+	struct bufferevent *under = bufferevent_get_underlying(bev);
+	return evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+	       (under && evbuffer_get_length(bufferevent_get_output(under)) > 0);
+}
+
+static void check_flushed(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (s->tls && !s->tls_shutdown && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		/* close_notify, so that the client sees a clean end of TLS */
+		s->tls_shutdown = true;
+		SSL_shutdown(s->ssl);
+	}
+	if (!output_pending(s->bev)) {
+		session_free(s);
+		return;
+	}
+	if (bufferevent_get_underlying(s->bev) == NULL)
+		return; /* on_flushed comes when the output is empty */
+	/* the filter does not tell when its underlying buffer drains: look again */
+	if (s->close_timer == NULL)
+		s->close_timer = evtimer_new(s->srv->base, check_flushed, s);
+	struct timeval tv = {0, 10000};
+	evtimer_add(s->close_timer, &tv);
+}
+
+static void on_flushed(struct bufferevent *bev, void *arg)
+{
+	check_flushed(-1, 0, arg);
+}
+
+/* The reply goes out, then the connection closes; anything the client
+ * still sends is ignored. */
+static void close_after_output(struct smtpd_session *s)
+{
+	s->state = SMTPD_ST_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	bufferevent_setcb(s->bev, NULL, on_flushed, on_event, s);
+	struct timeval tv = {SMTPD_CLOSE_SECONDS, 0};
+	bufferevent_set_timeouts(s->bev, NULL, &tv);
+	bufferevent_enable(s->bev, EV_WRITE);
+	check_flushed(-1, 0, s);
+}
+
+void smtpd_reply_close(struct smtpd_session *s, const char *fmt, ...)
+{
+	if (s->state == SMTPD_ST_CLOSING)
+		return;
+	struct buf text = BUF_INIT;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&text, fmt, ap);
+	va_end(ap);
+	send_reply(s, buf_cstr(&text));
+	buf_free(&text);
+	close_after_output(s);
+}
+
+void smtpd_session_abort(struct smtpd_session *s, const char *why)
+{
+	if (why && s->bev && s->state != SMTPD_ST_HANDSHAKE && s->state != SMTPD_ST_CLOSING) {
+		/* best effort: one write, no waiting */
+		struct evbuffer *out = bufferevent_get_output(s->bev);
+		evbuffer_add_printf(out, "%s\r\n", why);
+		bufferevent_flush(s->bev, EV_WRITE, BEV_FLUSH);
+	}
+	session_free(s);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------- */
+
+static const char *tls_text(const struct smtpd_session *s)
+{
+	return s->tls ? s->tls_protocol : "none";
+}
+
+static void log_session_end(struct smtpd_session *s)
+{
+	log_info("session %lu: disconnect from [%s] source=%s tls=%s%s%s auth=%s messages=%u", s->id, s->client_text,
+	         s->policy.source ? s->policy.source : "-", tls_text(s), s->tls ? "/" : "", s->tls ? s->tls_cipher : "",
+	         s->auth_user ? s->auth_user : "-", s->messages);
+}
+
+static void session_free(struct smtpd_session *s)
+{
+	if (s->busy) {
+		s->dead = true;
+		if (s->bev)
+			bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		return;
+	}
+	log_session_end(s);
+	smtpd_txn_reset(s);
+	if (s->close_timer)
+		event_free(s->close_timer);
+	if (s->resume_ev)
+		event_free(s->resume_ev);
+	if (s->bev)
+		bufferevent_free(s->bev); /* closes the socket and frees the SSL */
+	smtpd_server_session_gone(s->srv, s);
+	smtpd_policy_free(&s->policy);
+	smtpd_conf_unref(s->conf);
+	free(s->helo);
+	free(s->tls_protocol);
+	free(s->tls_cipher);
+	free(s->tls_subject);
+	free(s->tls_issuer);
+	free(s->auth_user);
+	if (s->auth_login_user)
+		mem_free_secret(s->auth_login_user);
+	buf_free(&s->line);
+	buf_free(&s->txn.headers);
+	free(s);
+}
+
+void smtpd_session_timeouts(struct smtpd_session *s)
+{
+	int64_t secs =
+	    s->state == SMTPD_ST_DATA || s->state == SMTPD_ST_BDAT ? s->policy.data_timeout : s->policy.command_timeout;
+	struct timeval tv = {(time_t)secs, 0};
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+static void greet(struct smtpd_session *s)
+{
+	if (!s->policy.smtp_service) {
+		log_info("session %lu: [%s] source %s has smtp-service no", s->id, s->client_text, s->policy.source);
+		smtpd_reply_close(s, "521 5.3.2 %s does not accept mail from you", s->conf->hostname);
+		return;
+	}
+	s->state = SMTPD_ST_COMMAND;
+	s->greeted = true;
+	smtpd_session_timeouts(s);
+	smtpd_reply(s, "220 %s ESMTP tern", s->conf->hostname);
+}
+
+static void note_tls(struct smtpd_session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	s->ssl = ssl;
+	s->tls = true;
+	s->tls_protocol = mem_strdup(tls_protocol_name(ssl));
+	s->tls_cipher = mem_strdup(tls_cipher_name(ssl));
+	struct buf subject = BUF_INIT, issuer = BUF_INIT;
+	if (tls_peer_subject(ssl, &subject)) {
+		tls_peer_issuer(ssl, &issuer);
+		s->tls_subject = buf_detach(&subject);
+		s->tls_issuer = buf_detach(&issuer);
+		s->tls_verified = tls_peer_verified(ssl);
+	}
+	buf_free(&subject);
+	buf_free(&issuer);
+	if (s->policy.log_connections || s->tls_subject)
+		log_info("session %lu: [%s] TLS %s %s%s%s%s%s", s->id, s->client_text, s->tls_protocol, s->tls_cipher,
+		         s->tls_subject ? " client=\"" : "", s->tls_subject ? s->tls_subject : "",
+		         s->tls_subject ? "\" verify=" : "", s->tls_subject ? tls_verify_text(ssl) : "");
+}
+
+static void handshake_done(struct smtpd_session *s)
+{
+	note_tls(s);
+	if (!s->greeted) {
+		greet(s); /* implicit TLS */
+	} else {
+		/* after STARTTLS: the session starts over without a greeting */
+		s->state = SMTPD_ST_COMMAND;
+		smtpd_session_timeouts(s);
+	}
+	smtpd_session_process(s);
+}
+
+static SSL *new_ssl(struct smtpd_session *s)
+{
+	SSL *ssl = SSL_new(s->listener->ssl_ctx);
+	if (ssl == NULL) {
+		log_error("session %lu: cannot create a TLS session", s->id);
+		return NULL;
+	}
+	/* idle sessions give their record buffers back (28 KB per idle TLS
+	 * session become 17 KB) */
+	SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+	return ssl;
+}
+
+void smtpd_session_start(struct smtpd_listener *l, int fd, const struct addr_ip *ip, uint16_t port)
+{
+	struct smtpd_server *srv = l->server;
+	struct smtpd_session *s = mem_zalloc(sizeof(*s));
+	s->srv = srv;
+	s->conf = smtpd_conf_ref(srv->conf);
+	s->listener = l;
+	s->id = ++srv->next_session_id;
+	s->client_ip = *ip;
+	s->client_port = port;
+	addr_ip_format(ip, s->client_text);
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+
+	if (!smtpd_policy_resolve(s->conf, ip, l->source_name, &s->policy)) {
+		log_error("listener %s names source \"%s\", which does not exist", l->name, l->source_name);
+		s->policy.source = mem_strdup("-");
+		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		smtpd_session_abort(s, "421 4.3.5 Server configuration error");
+		return;
+	}
+	if (s->policy.log_connections)
+		log_info("session %lu: connect from [%s]:%u to %s source=%s", s->id, s->client_text, port, l->name,
+		         s->policy.source);
+	if (l->immediate_tls) {
+		SSL *ssl = new_ssl(s);
+		if (ssl == NULL) {
+			s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+			session_free(s);
+			return;
+		}
+		s->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		                                        BEV_OPT_CLOSE_ON_FREE);
+		s->state = SMTPD_ST_HANDSHAKE;
+	} else {
+		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
+	if (s->bev == NULL)
+		log_fatal("cannot create a bufferevent");
+	bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	if (l->immediate_tls) {
+		bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+		smtpd_session_timeouts(s);
+	} else {
+		greet(s);
+	}
+}
+
+void smtpd_session_starttls(struct smtpd_session *s)
+{
+	/* Whatever the client sent after STARTTLS in clear text is an injection
+	 * attempt or a broken client: it must have no effect. */
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	SSL *ssl = new_ssl(s);
+	if (ssl == NULL) {
+		smtpd_reply_close(s, "421 4.3.0 TLS not available");
+		return;
+	}
+	struct bufferevent *tls =
+	    bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (tls == NULL)
+		log_fatal("cannot create a TLS bufferevent");
+	s->bev = tls;
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	bufferevent_setcb(tls, on_read, NULL, on_event, s);
+	bufferevent_enable(tls, EV_READ | EV_WRITE);
+	/* RFC 3207: the session starts over; nothing of the clear-text part is
+	 * kept. */
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	smtpd_txn_reset(s);
+	s->state = SMTPD_ST_HANDSHAKE;
+	smtpd_session_timeouts(s);
+}
+
+void smtpd_session_drain(struct smtpd_session *s)
+{
+	s->drain_notified = true;
+	if (s->state == SMTPD_ST_COMMAND && !s->txn.active)
+		smtpd_reply_close(s, "421 4.3.2 Service shutting down, closing connection");
+}
+
+/* ---- input ----------------------------------------------------------------------- */
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		handshake_done(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->state == SMTPD_ST_CLOSING) {
+			session_free(s);
+			return;
+		}
+		log_info("session %lu: [%s] timeout in %s", s->id, s->client_text,
+		         s->state == SMTPD_ST_DATA || s->state == SMTPD_ST_BDAT ? "DATA" : "command phase");
+		if (s->state == SMTPD_ST_HANDSHAKE)
+			session_free(s);
+		else
+			smtpd_reply_close(s, "421 4.4.2 %s Error: timeout exceeded", s->conf->hostname);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		if (s->state == SMTPD_ST_HANDSHAKE) {
+			struct buf err = BUF_INIT;
+			unsigned long e;
+			while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+				char text[256];
+				ERR_error_string_n(e, text, sizeof(text));
+				buf_printf(&err, "%s%s", err.len ? "; " : "", text);
+			}
+			log_info("session %lu: [%s] TLS handshake failed: %s", s->id, s->client_text,
+			         err.len ? buf_cstr(&err) : "connection closed");
+			buf_free(&err);
+		}
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (s->txn.active && s->policy.log_connections)
+			log_info("session %lu: [%s] lost connection in a transaction", s->id, s->client_text);
+		session_free(s);
+	}
+}
+
+static size_t line_limit(const struct smtpd_session *s, struct evbuffer *in)
+{
+	if (s->state == SMTPD_ST_AUTH)
+		return SMTPD_AUTH_LINE_MAX;
+	unsigned char head[5];
+	if (evbuffer_copyout(in, head, 5) == 5 && strncasecmp((const char *)head, "AUTH ", 5) == 0)
+		return SMTPD_AUTH_LINE_MAX;
+	return SMTPD_COMMAND_LINE_MAX;
+}
+
+/* Takes one command line out of the input.  Returns false when no whole
+ * line is there yet. */
+static bool next_line(struct smtpd_session *s, struct evbuffer *in)
+{
+	size_t eol_len;
+	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+	size_t limit = line_limit(s, in);
+	if (eol.pos < 0) {
+		size_t avail = evbuffer_get_length(in);
+		if (avail >= limit || s->skip_line) {
+			/* an over-long line: drop it as it comes, answer at its end */
+			s->skip_line = true;
+			evbuffer_drain(in, avail);
+		}
+		return false;
+	}
+	size_t len = (size_t)eol.pos;
+	if (s->skip_line || len + 1 > limit) {
+		evbuffer_drain(in, len + 1);
+		s->skip_line = false;
+		if (s->state == SMTPD_ST_AUTH)
+			smtpd_auth_cancel(s, "500 5.5.6 Authentication exchange line is too long");
+		else
+			smtpd_reply(s, "500 5.5.2 Line too long");
+		return true;
+	}
+	buf_reset(&s->line);
+	buf_reserve(&s->line, len + 1);
+	evbuffer_remove(in, s->line.data, len + 1);
+	s->line.len = len;
+	s->line.data[len] = '\0';
+	if (len == 0 || s->line.data[len - 1] != '\r') {
+		/* a bare LF: RFC 5321 lines end in CRLF, and accepting LF alone is
+		 * what smuggling attacks build on */
+		smtpd_reply(s, "500 5.5.2 Syntax error: command line must end with CRLF");
+		return true;
+	}
+	s->line.data[--s->line.len] = '\0';
+	if (memchr(s->line.data, '\0', s->line.len) || memchr(s->line.data, '\r', s->line.len)) {
+		smtpd_reply(s, "500 5.5.2 Syntax error: bad character in command");
+		return true;
+	}
+	if (s->state == SMTPD_ST_AUTH)
+		smtpd_auth_response(s, s->line.data);
+	else
+		smtpd_cmd_line(s, s->line.data, s->line.len);
+	return true;
+}
+
+/* Hands the first contiguous piece of input to the message reader. */
+static bool next_text(struct smtpd_session *s, struct evbuffer *in)
+{
+	struct evbuffer_iovec vec;
+	if (s->txn.enq && smtpd_enqueue_pending(s->txn.enq) > SMTPD_ENQUEUE_HIGH) {
+		s->held = true;
+		bufferevent_disable(s->bev, EV_READ);
+		return false;
+	}
+	if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1 || vec.iov_len == 0)
+		return false;
+	size_t used = s->state == SMTPD_ST_DATA ? smtpd_data_input(s, vec.iov_base, vec.iov_len)
+	                                        : smtpd_bdat_input(s, vec.iov_base, vec.iov_len);
+	/* the session may be gone (a bare LF closes it): the caller checks */
+	if (used == 0)
+		return false;
+	evbuffer_drain(in, used);
+	return true;
+}
+
+void smtpd_session_process(struct smtpd_session *s)
+{
+	/* What the input causes may close the session: freeing waits until
+	 * the loop below is done with s. */
+	s->busy++;
+	while (!s->dead) {
+		struct evbuffer *in = bufferevent_get_input(s->bev);
+		bool progress;
+		if (s->state == SMTPD_ST_COMMAND || s->state == SMTPD_ST_AUTH)
+			progress = next_line(s, in);
+		else if (s->state == SMTPD_ST_DATA || s->state == SMTPD_ST_BDAT)
+			progress = next_text(s, in);
+		else
+			progress = false;
+		if (!progress)
+			break;
+	}
+	if (!s->dead && s->drain_notified && s->state == SMTPD_ST_COMMAND && !s->txn.active)
+		smtpd_reply_close(s, "421 4.3.2 Service shutting down, closing connection");
+	if (--s->busy == 0 && s->dead) {
+		s->dead = false;
+		session_free(s);
+	}
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (!s->held || s->state == SMTPD_ST_CLOSING)
+		return;
+	s->held = false;
+	bufferevent_enable(s->bev, EV_READ);
+	smtpd_session_process(s);
+}
+
+void smtpd_session_resume(struct smtpd_session *s)
+{
+	if (!s->held)
+		return;
+	if (s->resume_ev == NULL)
+		s->resume_ev = evtimer_new(s->srv->base, on_resume, s);
+	struct timeval now = {0, 0};
+	evtimer_add(s->resume_ev, &now);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	smtpd_session_process(arg);
+}

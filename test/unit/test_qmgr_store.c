@@ -1,0 +1,524 @@
+/* test_qmgr_store.c: unit tests of qmgr's queue store on a Berkeley DB
+ * environment in a temporary directory: messages, bodies, recipient
+ * states, the due index, the outbox's gap-free sequence across reopens,
+ * strict decoding of corrupt records, recovery after a crash (a child
+ * that writes and _exit()s without closing) and the clear error on a
+ * damaged queue. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "ipc.h"
+#include "log.h"
+#include "mem.h"
+#include "qmgr/qmgr.h"
+#include "testutil.h"
+
+#define NOW 1800000000
+
+struct fixture {
+	char *dir;
+	struct qmgr_store *st;
+};
+
+static struct qmgr_store *open_store(const char *dir)
+{
+	struct buf err = BUF_INIT;
+	struct qmgr_store *st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
+	if (st == NULL)
+		fprintf(stderr, "open: %s\n", buf_cstr(&err));
+	assert_non_null(st);
+	buf_free(&err);
+	return st;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = mem_zalloc(sizeof(*f));
+	f->dir = testutil_tmpdir();
+	f->st = open_store(f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	qmgr_store_close(f->st);
+	testutil_rmtree(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Builds a message the way the enqueue server does: the envelope from an
+ * encoded request, recipients, a body. */
+static void make_incoming(struct qmgr_incoming *in, const char *sender, const char *vmta, size_t nrcpt, size_t body_len)
+{
+	memset(in, 0, sizeof(*in));
+	struct buf frame = BUF_INIT, err = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "enqueue");
+	ipc_put_str(&w, IPC_ATTR_SENDER, sender);
+	ipc_put_str(&w, IPC_ATTR_CLIENT_IP, "192.0.2.1");
+	ipc_put_str(&w, IPC_ATTR_ENVID, "env-1");
+	ipc_put_int(&w, IPC_ATTR_SMTPUTF8, 1);
+	if (vmta)
+		ipc_put_str(&w, IPC_ATTR_VMTA, vmta);
+	assert_true(ipc_write_end(&w, &err));
+	assert_true(
+	    qmgr_envelope_decode(frame.data + IPC_FRAME_HEADER, frame.len - IPC_FRAME_HEADER, &in->envelope, &err));
+	in->rcpts = mem_calloc(nrcpt, sizeof(*in->rcpts));
+	in->nrcpt = nrcpt;
+	for (size_t i = 0; i < nrcpt; i++) {
+		in->rcpts[i].address = mem_asprintf("user%zu@Dom%zu.example", i, i % 2);
+		in->rcpts[i].orcpt = i == 0 ? mem_strdup("rfc822;user0@dom0.example") : NULL;
+		in->rcpts[i].notify = i == 0 ? mem_strdup("SUCCESS,FAILURE") : NULL;
+	}
+	for (size_t i = 0; i < body_len; i++)
+		buf_putc(&in->body, (char)('a' + i % 26));
+	buf_free(&frame);
+	buf_free(&err);
+}
+
+static void add(struct qmgr_store *st, size_t nrcpt, size_t body_len, char qid[QMGR_QID_SIZE])
+{
+	struct qmgr_incoming in;
+	struct buf err = BUF_INIT;
+	make_incoming(&in, "sender@example.org", NULL, nrcpt, body_len);
+	assert_int_equal(qmgr_store_add_message(st, &in, NOW, qid, &err), QMGR_STORE_OK);
+	assert_true(qmgr_qid_valid(qid));
+	qmgr_incoming_free(&in);
+	buf_free(&err);
+}
+
+static void test_message_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	struct qmgr_incoming in;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT, body = BUF_INIT;
+	bool found;
+	/* Over two body chunks, to see them put back together in order. */
+	make_incoming(&in, "", "vmta-a", 3, 150000);
+	assert_int_equal(qmgr_store_add_message(f->st, &in, NOW, qid, &err), QMGR_STORE_OK);
+	assert_true(qmgr_store_flush(f->st, &err));
+
+	struct ipc_msg msg;
+	assert_true(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	assert_string_equal(ipc_msg_str(&msg, IPC_ATTR_QUEUE_ID), qid);
+	assert_string_equal(ipc_msg_str(&msg, IPC_ATTR_SENDER), "");
+	assert_string_equal(ipc_msg_str(&msg, IPC_ATTR_CLIENT_IP), "192.0.2.1");
+	assert_string_equal(ipc_msg_str(&msg, IPC_ATTR_VMTA), "vmta-a");
+	assert_int_equal(ipc_msg_int(&msg, IPC_ATTR_SMTPUTF8), 1);
+	assert_int_equal(ipc_msg_int(&msg, IPC_ATTR_RCPT_COUNT), 3);
+	assert_int_equal(ipc_msg_int(&msg, IPC_ATTR_BODY_SIZE), 150000);
+	assert_int_equal(ipc_msg_int(&msg, IPC_ATTR_RECEIVED), NOW);
+	assert_false(ipc_msg_has(&msg, IPC_ATTR_AUTH_USER));
+	ipc_msg_free(&msg);
+
+	assert_true(qmgr_store_read_body(f->st, qid, &body, &err));
+	assert_int_equal(body.len, in.body.len);
+	assert_memory_equal(body.data, in.body.data, body.len);
+
+	struct qmgr_rcpt r;
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_string_equal(r.address, "user0@Dom0.example");
+	assert_string_equal(r.orcpt, "rfc822;user0@dom0.example");
+	assert_string_equal(r.notify, "SUCCESS,FAILURE");
+	assert_string_equal(r.queue, "dom0.example/vmta-a");
+	assert_int_equal(r.state, QMGR_RCPT_PENDING);
+	assert_int_equal(r.next_attempt, NOW);
+	assert_null(r.last_result);
+	qmgr_rcpt_free(&r);
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 1, &r, &found, &err));
+	assert_string_equal(r.queue, "dom1.example/vmta-a");
+	assert_null(r.orcpt);
+	qmgr_rcpt_free(&r);
+	assert_false(qmgr_store_get_rcpt(f->st, qid, 3, &r, &found, &err));
+	assert_false(found);
+
+	struct qmgr_queue_state q;
+	assert_true(qmgr_store_get_queue(f->st, "dom0.example/vmta-a", &q, &found, &err));
+	assert_false(q.paused);
+	assert_false(q.backoff);
+	assert_false(qmgr_store_get_queue(f->st, "dom0.example/{default}", &q, &found, &err));
+	assert_false(found);
+
+	qmgr_incoming_free(&in);
+	buf_free(&body);
+	buf_free(&err);
+}
+
+static void test_queue_ids_increase(void **state)
+{
+	struct fixture *f = *state;
+	char a[QMGR_QID_SIZE], b[QMGR_QID_SIZE];
+	add(f->st, 1, 10, a);
+	add(f->st, 1, 10, b);
+	assert_true(strcmp(a, b) < 0);
+	assert_true(qmgr_qid_valid("0123456789ABCDEF"));
+	assert_false(qmgr_qid_valid("0123456789abcdef"));
+	assert_false(qmgr_qid_valid("0123"));
+}
+
+struct due_list {
+	size_t n;
+	char qid[8][QMGR_QID_SIZE];
+	size_t index[8];
+};
+
+static bool collect_due(void *ctx, const char *qid, size_t index, int64_t due)
+{
+	struct due_list *d = ctx;
+	memcpy(d->qid[d->n], qid, QMGR_QID_SIZE);
+	d->index[d->n++] = index;
+	return d->n < 8;
+}
+
+static size_t count_due(struct qmgr_store *st, const char *queue, int64_t until)
+{
+	struct due_list d = {0};
+	struct buf err = BUF_INIT;
+	assert_true(qmgr_store_walk_due(st, queue, until, collect_due, &d, &err));
+	buf_free(&err);
+	return d.n;
+}
+
+struct outbox_list {
+	size_t n;
+	uint64_t seq[64];
+	char type[64];
+};
+
+static bool collect_outbox(void *ctx, uint64_t seq, const struct ipc_msg *rec)
+{
+	struct outbox_list *o = ctx;
+	o->seq[o->n] = seq;
+	o->type[o->n++] = ipc_msg_str(rec, IPC_ATTR_RECORD_TYPE)[0];
+	return o->n < 64;
+}
+
+static void read_outbox(struct qmgr_store *st, struct outbox_list *o)
+{
+	struct buf err = BUF_INIT;
+	memset(o, 0, sizeof(*o));
+	assert_true(qmgr_store_walk_outbox(st, collect_outbox, o, &err));
+	buf_free(&err);
+}
+
+static void test_recipient_states(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	struct qmgr_rcpt r;
+	bool found;
+	add(f->st, 3, 100, qid); /* recipients 0 and 2 go to dom0.example */
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW), 2);
+	assert_int_equal(count_due(f->st, "dom1.example/{default}", NOW), 1);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW - 1), 0);
+
+	assert_int_equal(
+	    qmgr_store_update_rcpt(f->st, qid, 0, QMGR_RCPT_DEFERRED, NOW + 600, "451 4.7.1 try later", 0, NOW, &err),
+	    QMGR_STORE_OK);
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_int_equal(r.state, QMGR_RCPT_DEFERRED);
+	assert_int_equal(r.attempts, 1);
+	assert_int_equal(r.next_attempt, NOW + 600);
+	assert_string_equal(r.last_result, "451 4.7.1 try later");
+	qmgr_rcpt_free(&r);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW), 1);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 600), 2);
+
+	assert_int_equal(qmgr_store_update_rcpt(f->st, qid, 0, QMGR_RCPT_DELIVERED, 0, "250 ok", 'd', NOW, &err),
+	                 QMGR_STORE_OK);
+	assert_int_equal(
+	    qmgr_store_update_rcpt(f->st, qid, 1, QMGR_RCPT_BOUNCED, 0, "550 no such user", 'b', NOW, &err),
+	    QMGR_STORE_OK);
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_int_equal(r.state, QMGR_RCPT_DELIVERED);
+	assert_int_equal(r.attempts, 2);
+	qmgr_rcpt_free(&r);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 600), 1);
+	assert_int_equal(count_due(f->st, "dom1.example/{default}", NOW + 600), 0);
+
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 5);
+	assert_memory_equal(o.type, "rrrdb", 5);
+
+	assert_int_equal(qmgr_store_update_rcpt(f->st, qid, 7, QMGR_RCPT_DELIVERED, 0, "250", 'd', NOW, &err),
+	                 QMGR_STORE_FAILED);
+	assert_true(testutil_contains(buf_cstr(&err), "no recipient 7"));
+	buf_free(&err);
+}
+
+static void test_outbox_sequence_across_reopen(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	add(f->st, 2, 10, qid);
+	add(f->st, 1, 10, qid);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	add(f->st, 3, 10, qid);
+
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 6);
+	for (size_t i = 0; i < o.n; i++)
+		assert_int_equal(o.seq[i], i + 1);
+
+	/* acctd confirmed the first four: the numbering goes on. */
+	assert_int_equal(qmgr_store_outbox_confirm(f->st, 4, &err), QMGR_STORE_OK);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	add(f->st, 1, 10, qid);
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 3);
+	assert_int_equal(o.seq[0], 5);
+	assert_int_equal(o.seq[2], 7);
+	uint64_t next;
+	assert_true(qmgr_store_outbox_next(f->st, &next, &err));
+	assert_int_equal(next, 8);
+	buf_free(&err);
+}
+
+static bool count_message(void *ctx, const char *qid, const struct ipc_msg *msg)
+{
+	(*(int *)ctx)++;
+	return true;
+}
+
+static void test_corrupt_records(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	struct ipc_msg msg;
+	bool found;
+	add(f->st, 1, 10, qid);
+
+	/* Garbage where a message belongs: an error naming the key. */
+	const char garbage[] = "\x73\x06sender\x00\x00\xff\xff";
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_MESSAGES, qid, QMGR_QID_LEN, garbage, sizeof(garbage), &err));
+	assert_false(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	assert_true(found);
+	assert_true(testutil_contains(buf_cstr(&err), "corrupt record in messages.db, key "));
+	assert_true(testutil_contains(buf_cstr(&err), qid));
+	buf_reset(&err);
+	int n = 0;
+	assert_false(qmgr_store_walk_messages(f->st, count_message, &n, &err));
+	assert_true(testutil_contains(buf_cstr(&err), qid));
+
+	/* Well-formed attributes with a value the queue does not know. */
+	struct qmgr_rcpt r = {.address = "a@b.c", .queue = "b.c/{default}"};
+	struct buf rec = BUF_INIT, key = BUF_INIT;
+	qmgr_record_rcpt(&rec, &r);
+	char *state_at = memmem(rec.data, rec.len, "pending", 7);
+	assert_non_null(state_at);
+	memcpy(state_at, "pendinG", 7);
+	qmgr_key_rcpt(&key, qid, 0);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_RCPTS, key.data, key.len, rec.data, rec.len, &err));
+	buf_reset(&err);
+	assert_false(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "unknown recipient state \"pendinG\""));
+	assert_true(testutil_contains(buf_cstr(&err), "recipients.db"));
+
+	/* A meta value of the wrong length. */
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "outbox_next", 11, "xyz", 3, &err));
+	buf_reset(&err);
+	uint64_t next;
+	assert_false(qmgr_store_outbox_next(f->st, &next, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "corrupt record in meta.db, key outbox_next"));
+	buf_free(&rec);
+	buf_free(&key);
+	buf_free(&err);
+}
+
+/* The child commits a message and makes it durable, commits a second one
+ * without a flush, then dies without closing anything. */
+static void crash_child(const char *dir, int report_fd)
+{
+	struct buf err = BUF_INIT;
+	struct qmgr_store *st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
+	if (st == NULL)
+		_exit(3);
+	char qid[QMGR_QID_SIZE * 2];
+	struct qmgr_incoming in;
+	make_incoming(&in, "crash@example.org", NULL, 2, 70000);
+	if (qmgr_store_add_message(st, &in, NOW, qid, &err) != QMGR_STORE_OK || !qmgr_store_flush(st, &err))
+		_exit(4);
+	if (qmgr_store_add_message(st, &in, NOW, qid + QMGR_QID_SIZE, &err) != QMGR_STORE_OK)
+		_exit(5);
+	if (write(report_fd, qid, sizeof(qid)) != (ssize_t)sizeof(qid))
+		_exit(6);
+	_exit(0);
+}
+
+static void test_recovery_after_crash(void **state)
+{
+	struct fixture *f = *state;
+	char before[QMGR_QID_SIZE];
+	add(f->st, 1, 10, before);
+	qmgr_store_close(f->st);
+	f->st = NULL;
+
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		crash_child(f->dir, fds[1]);
+	}
+	close(fds[1]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	char qids[QMGR_QID_SIZE * 2];
+	assert_int_equal(read(fds[0], qids, sizeof(qids)), sizeof(qids));
+	close(fds[0]);
+
+	f->st = open_store(f->dir);
+	struct buf err = BUF_INIT, body = BUF_INIT;
+	struct ipc_msg msg;
+	bool found;
+	assert_true(qmgr_store_get_message(f->st, before, &msg, &found, &err));
+	ipc_msg_free(&msg);
+	assert_true(qmgr_store_get_message(f->st, qids, &msg, &found, &err));
+	assert_string_equal(ipc_msg_str(&msg, IPC_ATTR_SENDER), "crash@example.org");
+	ipc_msg_free(&msg);
+	assert_true(qmgr_store_read_body(f->st, qids, &body, &err));
+	assert_int_equal(body.len, 70000);
+	/* New IDs stay past everything issued before the crash. */
+	char after[QMGR_QID_SIZE];
+	add(f->st, 1, 10, after);
+	assert_true(strcmp(after, qids) > 0);
+	/* The outbox numbering survived the crash without a gap. */
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	for (size_t i = 0; i < o.n; i++)
+		assert_int_equal(o.seq[i], i + 1);
+	assert_true(o.n == 4 || o.n == 6);
+	buf_free(&body);
+	buf_free(&err);
+}
+
+static void test_second_open_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	assert_null(qmgr_store_open(f->dir, QMGR_OPEN_RECOVER, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "in use by another process"));
+	buf_free(&err);
+}
+
+static void test_damaged_queue_names_recover(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	add(f->st, 1, 10, qid);
+	qmgr_store_close(f->st);
+	f->st = NULL;
+	/* Scribble over the first page of the messages table. */
+	char *path = testutil_path(f->dir, "messages.db");
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	char junk[4096];
+	memset(junk, 0x5a, sizeof(junk));
+	assert_int_equal(write(fd, junk, sizeof(junk)), sizeof(junk));
+	close(fd);
+	free(path);
+	struct buf err = BUF_INIT;
+	assert_null(qmgr_store_open(f->dir, QMGR_OPEN_RECOVER, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "ternctl queue recover"));
+	buf_free(&err);
+}
+
+static void test_catastrophic_recovery_keeps_messages(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	add(f->st, 2, 1000, qid);
+	qmgr_store_close(f->st);
+	struct buf err = BUF_INIT;
+	f->st = qmgr_store_open(f->dir, QMGR_OPEN_CATASTROPHIC, &err);
+	assert_non_null(f->st);
+	struct ipc_msg msg;
+	bool found;
+	assert_true(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	ipc_msg_free(&msg);
+	buf_free(&err);
+}
+
+static void test_names_and_envelope_checks(void **state)
+{
+	struct buf name = BUF_INIT, err = BUF_INIT;
+	assert_true(qmgr_queue_name("Bob@Mail.Example.COM", NULL, &name, &err));
+	assert_string_equal(buf_cstr(&name), "mail.example.com/{default}");
+	assert_true(qmgr_queue_name("bob@x.org", "pool1", &name, &err));
+	assert_string_equal(buf_cstr(&name), "x.org/pool1");
+	assert_false(qmgr_queue_name("postmaster", NULL, &name, &err));
+	assert_false(qmgr_queue_name("bob@", NULL, &name, &err));
+
+	/* Strict: an attribute the enqueue request does not take. */
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	struct ipc_msg env;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "enqueue");
+	ipc_put_str(&w, IPC_ATTR_SENDER, "a@b.c");
+	ipc_put_int(&w, IPC_ATTR_JOB_ID, 3);
+	assert_true(ipc_write_end(&w, &err));
+	buf_reset(&err);
+	assert_false(qmgr_envelope_decode(frame.data + 4, frame.len - 4, &env, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "unexpected attribute job_id"));
+
+	buf_reset(&frame);
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "enqueue");
+	ipc_put_str(&w, IPC_ATTR_SENDER, "a@b.c");
+	ipc_put_str(&w, IPC_ATTR_VMTA, "a/b");
+	assert_true(ipc_write_end(&w, &err));
+	assert_true(qmgr_envelope_decode(frame.data + 4, frame.len - 4, &env, &err));
+	buf_reset(&err);
+	assert_false(qmgr_envelope_check(&env, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "bad virtual MTA name"));
+	ipc_msg_free(&env);
+	buf_free(&frame);
+	buf_free(&name);
+	buf_free(&err);
+}
+
+int main(void)
+{
+	log_open("test_qmgr_store", LOG_TO_STDERR, NULL);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_message_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_ids_increase, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recipient_states, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_damaged_queue_names_recover, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_catastrophic_recovery_keeps_messages, setup, teardown),
+	    cmocka_unit_test(test_names_and_envelope_checks),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
