@@ -1,7 +1,7 @@
 /* acctd_server.c: the socket <spool>/private/acctd and its clients.
  *
  * The record protocol (doc/accounting.md has the whole of it):
- *   client: hello                      acctd: resume seq=S header_names=...
+ *   client: hello [seq=C next_seq=N]   acctd: resume seq=S header_names=...
  *   client: record seq=N record_type=d <fields>   (N = S+1, S+2, ... no gaps)
  *   acctd:  ack seq=M                  every record up to M is written
  * acctd takes its own batches: every record that arrived by the time it
@@ -49,6 +49,8 @@ struct acctd_client {
 };
 
 static const struct ipc_spec request_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}};
+static const struct ipc_spec hello_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_SEQ, IPC_OPTIONAL}, {IPC_ATTR_ACCT_NEXT_SEQ, IPC_OPTIONAL}};
 static const struct ipc_spec tail_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_SEQ, IPC_OPTIONAL}};
 static const struct ipc_spec rotate_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_ACCT_FILE, IPC_OPTIONAL}};
 
@@ -283,15 +285,53 @@ static bool take_record(struct acctd_client *c, const void *payload, size_t len)
 	return ok;
 }
 
-static void become_feeder(struct acctd_client *c)
+/* The confirmed point a client reports in its hello, checked against our
+ * own: it can only disagree after someone reset one side.  A client whose
+ * numbering went back (a new queue) or that saw more confirmed than we
+ * have written (our state removed) would otherwise have its records
+ * skipped, or refused as a gap, for ever: we continue from its number. */
+static void agree_on_seq(struct acctd *a, const struct ipc_msg *hello)
+{
+	uint64_t from = a->seq;
+	int64_t confirmed = ipc_msg_int(hello, IPC_ATTR_SEQ), next = ipc_msg_int(hello, IPC_ATTR_ACCT_NEXT_SEQ);
+	if (ipc_msg_has(hello, IPC_ATTR_ACCT_NEXT_SEQ) && next >= 1 && (uint64_t)next - 1 < a->seq)
+		from = confirmed >= 0 && confirmed < next ? (uint64_t)confirmed : (uint64_t)next - 1;
+	else if (ipc_msg_has(hello, IPC_ATTR_SEQ) && confirmed > 0 && (uint64_t)confirmed > a->seq)
+		from = (uint64_t)confirmed;
+	if (from == a->seq)
+		return;
+	log_warning("the client's sequence numbers do not follow ours (it has confirmed %lld, numbers next %lld; we "
+	            "wrote up to %llu): a new queue or a removed state?  Continuing after %llu",
+	            (long long)confirmed, (long long)next, (unsigned long long)a->seq, (unsigned long long)from);
+	acctd_batch_discard(a);
+	a->seq = a->batch_seq = from;
+	struct buf err = BUF_INIT;
+	if (!acctd_save_state(a, &err))
+		log_error("%s", buf_cstr(&err));
+	buf_free(&err);
+}
+
+static bool become_feeder(struct acctd_client *c, const void *payload, size_t len)
 {
 	struct acctd *a = c->acctd;
+	struct ipc_msg msg;
+	struct buf err = BUF_INIT;
+	if (!ipc_decode(payload, len, hello_spec, IPC_SPEC_COUNT(hello_spec), &msg, &err)) {
+		ipc_msg_free(&msg);
+		client_fail(c, buf_cstr(&err));
+		buf_free(&err);
+		return false;
+	}
 	if (a->feeder && a->feeder != c) {
 		log_info("a new client takes over the records");
 		client_free(a->feeder);
 	}
 	a->feeder = c;
+	agree_on_seq(a, &msg);
 	send_seq(c, "resume", a->seq);
+	ipc_msg_free(&msg);
+	buf_free(&err);
+	return true;
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */
@@ -341,14 +381,14 @@ static bool handle_frame(struct acctd_client *c, const void *payload, size_t len
 		handle_rotate(c, payload, len);
 	} else if (strcmp(buf_cstr(&verb), "tail") == 0) {
 		handle_tail(c, payload, len);
+	} else if (strcmp(buf_cstr(&verb), "hello") == 0) {
+		ok = become_feeder(c, payload, len);
 	} else {
 		struct ipc_msg msg;
 		ok = ipc_decode(payload, len, request_spec, IPC_SPEC_COUNT(request_spec), &msg, &err);
 		ipc_msg_free(&msg);
 		if (!ok)
 			client_fail(c, buf_cstr(&err));
-		else if (strcmp(buf_cstr(&verb), "hello") == 0)
-			become_feeder(c);
 		else
 			handle_simple(c, buf_cstr(&verb));
 	}

@@ -122,7 +122,9 @@ enum ipc_type {
 	/* acctd requests: the acct-file a rotate is for; the header names acctd                                       \
 	 * wants, so a client may send only those */                                                                   \
 	X(ACCT_FILE, "acct_file", IPC_TYPE_STR, 4096)                                                                  \
-	X(ACCT_HEADER_NAMES, "header_names", IPC_TYPE_STR, 4096)
+	X(ACCT_HEADER_NAMES, "header_names", IPC_TYPE_STR, 4096)                                                       \
+	/* hello: the number the client gives its next new record */                                                   \
+	X(ACCT_NEXT_SEQ, "next_seq", IPC_TYPE_INT, 8)
 
 enum ipc_attr {
 #define IPC_ATTR_ENUM(id, name, type, max) IPC_ATTR_##id,

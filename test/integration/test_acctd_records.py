@@ -94,9 +94,9 @@ class Acctd:
 class Feeder:
     """What qmgr does: hello, then records in order; acks tell what is written."""
 
-    def __init__(self, acctd):
+    def __init__(self, acctd, **hello):
         self.conn = ternipc.Connection(acctd.socket, timeout=10)
-        self.conn.send({"request": "hello"})
+        self.conn.send({"request": "hello", **hello})
         reply = self.conn.receive()
         assert reply["request"] == "resume", reply
         self.resume = reply["seq"]
@@ -293,6 +293,34 @@ def test_resume_resend_and_gap(acctd_factory):
     a.stop()
     a.start()
     assert Feeder(a).resume == 7
+
+
+def test_hello_agrees_on_the_sequence_after_a_reset(acctd_factory):
+    a = acctd_factory(DESIGN_BLOCK).start()
+    f = Feeder(a, seq=0, next_seq=6)
+    assert f.resume == 0
+    for seq in range(1, 6):
+        f.send(seq, "d", **delivery(seq))
+    f.wait_ack(5)
+    # The usual case: the client lost an ack; acctd knows better.
+    assert Feeder(a, seq=3, next_seq=6).resume == 5
+    # A new queue numbers from 1 again: its records must not be skipped.
+    f = Feeder(a, seq=0, next_seq=3)
+    assert f.resume == 0
+    f.send(1, "b", **delivery(101))
+    f.send(2, "b", **delivery(102))
+    f.wait_ack(2)
+    # acctd's state was removed: the client's confirmed point wins.
+    a.stop()
+    (a.spool / "acctd" / "state").unlink()
+    a.start()
+    f = Feeder(a, seq=40, next_seq=42)
+    assert f.resume == 40
+    f.send(41, "d", **delivery(41))
+    f.wait_ack(41)
+    _, rows = a.rows()
+    assert [r[4].split("@")[0] for r in rows] == [f"user{i}" for i in (1, 2, 3, 4, 5, 101, 102, 41)]
+    assert a.log_text().count("do not follow ours") == 2
 
 
 def test_disable_acct_records_per_domain(acctd_factory):
