@@ -56,6 +56,7 @@ enum ipc_type {
 	X(PIDS, "pids", IPC_TYPE_STR, 4096)                                                                            \
 	X(STATE, "state", IPC_TYPE_STR, 32)                                                                            \
 	X(RUNNING, "running", IPC_TYPE_INT, 8)                                                                         \
+	X(READY, "ready", IPC_TYPE_INT, 8)                                                                             \
 	X(WANTED, "wanted", IPC_TYPE_INT, 8)                                                                           \
 	X(RESTARTS, "restarts", IPC_TYPE_INT, 8)                                                                       \
 	X(THROTTLED, "throttled", IPC_TYPE_INT, 8)                                                                     \
@@ -64,6 +65,8 @@ enum ipc_type {
 	X(RELOADS, "reloads", IPC_TYPE_INT, 8)                                                                         \
 	X(VERSION, "version", IPC_TYPE_STR, 64)                                                                        \
 	X(CONFIG, "config", IPC_TYPE_STR, 4096)                                                                        \
+	/* added by master to requests it relays: "admin" or "reader" */                                                \
+	X(ROLE, "role", IPC_TYPE_STR, 16)                                                                              \
 	/* delivery jobs and their results (qmgr <-> smtp) */                                                          \
 	X(VMTA, "vmta", IPC_TYPE_STR, IPC_HOST_MAX)                                                                    \
 	X(JOB_ID, "job_id", IPC_TYPE_INT, 8)                                                                           \

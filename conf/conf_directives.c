@@ -393,7 +393,7 @@ const struct conf_directive conf_directives[] = {
     {.name = "spool-min-free-space", .type = CONF_T_UINT, .scopes = G, .flags = CONF_PENDING},
     {.name = "suppress-local-dsn", .type = CONF_T_BOOL, .scopes = S, .def = "no", .flags = CONF_PENDING},
     {.name = "sync", .type = CONF_T_BOOL, .scopes = A, .def = "no", .flags = CONF_SUPPORTED},
-    {.name = "sync-msg-create", .type = CONF_T_BOOL, .scopes = G, .def = "yes", .flags = CONF_PENDING},
+    {.name = "sync-msg-create", .type = CONF_T_BOOL, .scopes = G, .def = "yes", .flags = CONF_SUPPORTED},
     {.name = "sync-msg-update", .type = CONF_T_BOOL, .scopes = G, .def = "yes", .flags = CONF_PENDING},
     {.name = "tls-allow-sslv3",
      .type = CONF_T_BOOL,

@@ -28,7 +28,7 @@
 
 struct service_row {
 	char *name, *state, *pids;
-	int64_t running, wanted, restarts, throttled;
+	int64_t running, ready, wanted, restarts, throttled;
 };
 
 struct control_reply {
@@ -47,9 +47,9 @@ static const struct ipc_spec reply_spec[] = {
 };
 
 static const struct ipc_spec service_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},  {IPC_ATTR_SERVICE, IPC_REQUIRED},   {IPC_ATTR_STATE, IPC_REQUIRED},
-    {IPC_ATTR_PIDS, IPC_REQUIRED},     {IPC_ATTR_RUNNING, IPC_REQUIRED},   {IPC_ATTR_WANTED, IPC_REQUIRED},
-    {IPC_ATTR_RESTARTS, IPC_REQUIRED}, {IPC_ATTR_THROTTLED, IPC_REQUIRED},
+    {IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_SERVICE, IPC_REQUIRED},  {IPC_ATTR_STATE, IPC_REQUIRED},
+    {IPC_ATTR_PIDS, IPC_REQUIRED},    {IPC_ATTR_RUNNING, IPC_REQUIRED},  {IPC_ATTR_WANTED, IPC_REQUIRED},
+    {IPC_ATTR_READY, IPC_REQUIRED},   {IPC_ATTR_RESTARTS, IPC_REQUIRED}, {IPC_ATTR_THROTTLED, IPC_REQUIRED},
 };
 
 static const struct ipc_spec end_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}};
@@ -117,6 +117,7 @@ static bool decode_frame(const struct buf *payload, struct control_reply *r, boo
 			s->state = copy_str(&msg, IPC_ATTR_STATE);
 			s->pids = copy_str(&msg, IPC_ATTR_PIDS);
 			s->running = ipc_msg_int(&msg, IPC_ATTR_RUNNING);
+			s->ready = ipc_msg_int(&msg, IPC_ATTR_READY);
 			s->wanted = ipc_msg_int(&msg, IPC_ATTR_WANTED);
 			s->restarts = ipc_msg_int(&msg, IPC_ATTR_RESTARTS);
 			s->throttled = ipc_msg_int(&msg, IPC_ATTR_THROTTLED);
@@ -230,9 +231,11 @@ static void print_status_json(const struct control_reply *r)
 		json_append_string(&out, s->name);
 		buf_puts(&out, ",\"state\":");
 		json_append_string(&out, s->state);
-		buf_printf(&out, ",\"running\":%lld,\"wanted\":%lld,\"restarts\":%lld,\"throttled\":%s,\"pids\":[",
-		           (long long)s->running, (long long)s->wanted, (long long)s->restarts,
-		           s->throttled ? "true" : "false");
+		buf_printf(
+		    &out,
+		    ",\"running\":%lld,\"ready\":%lld,\"wanted\":%lld,\"restarts\":%lld,\"throttled\":%s,\"pids\":[",
+		    (long long)s->running, (long long)s->ready, (long long)s->wanted, (long long)s->restarts,
+		    s->throttled ? "true" : "false");
 		const char *p = s->pids;
 		for (bool first = true; *p; first = false) {
 			size_t len = strcspn(p, " ");
@@ -341,9 +344,20 @@ int ctl_reload(const struct ctl_options *opts, int argc, char **argv)
 
 /* ---- stop -------------------------------------------------------------------------------- */
 
+/* A master that has exited but not been reaped by its parent yet (a
+ * zombie) has finished stopping. */
 static bool process_alive(pid_t pid)
 {
-	return kill(pid, 0) == 0 || errno == EPERM;
+	if (kill(pid, 0) < 0 && errno != EPERM)
+		return false;
+	char path[64], stat[256];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return true;
+	bool zombie = fgets(stat, sizeof(stat), f) && strstr(stat, ") Z ");
+	fclose(f);
+	return !zombie;
 }
 
 int ctl_stop(const struct ctl_options *opts, int argc, char **argv)

@@ -84,6 +84,7 @@ struct master_service {
 	struct master_worker *workers; /* wanted slots */
 	struct master_throttle throttle;
 	struct event *restart_ev; /* pending restart after a pause */
+	int socket_fd;            /* shared private socket, or -1 */
 	unsigned restarts;
 	struct master *master;
 };
@@ -108,6 +109,7 @@ struct master {
 	struct master_service services[SERVICE_COUNT];
 	struct master_worker *draining; /* workers of earlier generations */
 	struct event *stop_deadline_ev;
+	int stop_phase; /* the phase told to stop last */
 	int control_fd;
 	struct event *control_ev;
 };
@@ -122,10 +124,14 @@ void master_services_reap(struct master *m);
 /* Moves the current workers to the draining list (sending them SIGTERM) and
  * starts a new generation: used by reload. */
 void master_services_replace(struct master *m, enum master_service_id id);
+/* Sends sig to the current workers of one service. */
+void master_services_signal_service(struct master *m, enum master_service_id id, int sig);
 /* Sends sig to every worker (and to the draining ones). */
 void master_services_signal(struct master *m, int sig);
 /* The same for the services of one stop phase: 0 for the front ends
- * (smtpd), 1 for the queue (qmgr), which stops once nothing feeds it. */
+ * (smtpd, smtp), 1 for the queue (qmgr), which stops once nothing feeds
+ * it, 2 for accounting (acctd), which takes the queue's last records. */
+#define MASTER_STOP_PHASES 3
 void master_services_signal_phase(struct master *m, int phase, int sig);
 bool master_services_phase_gone(const struct master *m, int phase);
 /* True when no worker process is left. */
@@ -134,6 +140,8 @@ void master_services_free(struct master *m);
 /* Process ids of a service's live workers, space separated. */
 void master_service_pids(const struct master_service *s, struct buf *out);
 unsigned master_service_running(const struct master_service *s);
+/* Workers that reported the end of their start-up. */
+unsigned master_service_ready(const struct master_service *s);
 
 /* ---- reload and stop (master_main.c) ------------------------------------------- */
 
@@ -147,6 +155,25 @@ void master_begin_stop(struct master *m);
 #define MASTER_CONTROL_SOCKET "public/control"
 
 bool master_control_open(struct master *m, struct buf *err);
+
+/* ---- relaying requests to the owning daemon (master_relay.c) -------------------- */
+
+struct relay;
+struct bufferevent;
+
+/* The daemon a verb belongs to ("qmgr" for "qmgr.show-queues"), or NULL
+ * for master's own verbs. */
+const char *master_relay_service(const char *verb);
+/* Sends the request frame (payload without its length prefix) to the
+ * service with the role added, and copies the replies to client until
+ * the service's "end" frame; then calls done (ok false with a reason when
+ * the service could not be reached or broke off).  NULL when the request
+ * cannot even be sent. */
+struct relay *master_relay_start(struct master *m, const char *service, struct bufferevent *client, const void *payload,
+                                 size_t len, bool admin, void (*done)(void *arg, bool ok, const char *reason),
+                                 void *arg);
+/* Drops a relay whose client went away. */
+void master_relay_cancel(struct relay *r);
 void master_control_close(struct master *m);
 
 #endif

@@ -37,6 +37,7 @@ struct control_client {
 	struct bufferevent *bev;
 	enum control_role role;
 	bool replied;
+	struct relay *relay; /* a request passed on to qmgr or acctd */
 };
 
 static const struct ipc_spec request_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}};
@@ -116,7 +117,7 @@ static const char *service_state(const struct master *m, const struct master_ser
 		return "stopping";
 	if (master_throttle_is_throttled(&s->throttle))
 		return "throttled";
-	return master_service_running(s) == s->wanted ? "running" : "starting";
+	return master_service_ready(s) == s->wanted ? "running" : "starting";
 }
 
 static void reply_service(struct control_client *c, const struct master_service *s)
@@ -130,6 +131,7 @@ static void reply_service(struct control_client *c, const struct master_service 
 	ipc_put_str(&w, IPC_ATTR_STATE, service_state(c->master, s));
 	ipc_put_str(&w, IPC_ATTR_PIDS, buf_cstr(&pids));
 	ipc_put_int(&w, IPC_ATTR_RUNNING, master_service_running(s));
+	ipc_put_int(&w, IPC_ATTR_READY, master_service_ready(s));
 	ipc_put_int(&w, IPC_ATTR_WANTED, s->wanted);
 	ipc_put_int(&w, IPC_ATTR_RESTARTS, s->restarts);
 	ipc_put_int(&w, IPC_ATTR_THROTTLED, master_throttle_is_throttled(&s->throttle));
@@ -188,8 +190,38 @@ static void handle_request(struct control_client *c, const char *verb)
 
 static void client_free(struct control_client *c)
 {
+	if (c->relay)
+		master_relay_cancel(c->relay);
 	bufferevent_free(c->bev);
 	free(c);
+}
+
+static void on_relay_done(void *arg, bool ok, const char *reason)
+{
+	struct control_client *c = arg;
+	c->relay = NULL;
+	if (ok)
+		c->replied = true;
+	else
+		reply_simple(c, CONTROL_FAILED, reason);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		client_free(c);
+}
+
+/* Hands a request for another daemon on.  A relayed request may follow a
+ * stream for as long as the caller likes, so the idle timeouts go. */
+static void relay_request(struct control_client *c, const char *service, const void *payload, size_t len)
+{
+	c->relay =
+	    master_relay_start(c->master, service, c->bev, payload, len, c->role == ROLE_ADMIN, on_relay_done, c);
+	if (c->relay == NULL) {
+		struct buf reason = BUF_INIT;
+		buf_printf(&reason, "%s is not running", service);
+		reply_simple(c, CONTROL_FAILED, buf_cstr(&reason));
+		buf_free(&reason);
+	} else {
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	}
 }
 
 static void on_client_read(struct bufferevent *bev, void *arg)
@@ -213,19 +245,22 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, IPC_FRAME_HEADER);
 		unsigned char *payload = mem_alloc(len);
 		evbuffer_remove(in, payload, len);
-		struct ipc_msg msg;
-		if (ipc_decode(payload, len, request_spec, IPC_SPEC_COUNT(request_spec), &msg, &err))
-			buf_puts(&verb, ipc_msg_str(&msg, IPC_ATTR_REQUEST));
-		ipc_msg_free(&msg);
+		const char *service = NULL;
+		if (ipc_peek_request(payload, len, &verb, &err) && (service = master_relay_service(buf_cstr(&verb)))) {
+			relay_request(c, service, payload, len);
+		} else if (verb.len) {
+			struct ipc_msg msg;
+			if (ipc_decode(payload, len, request_spec, IPC_SPEC_COUNT(request_spec), &msg, &err))
+				handle_request(c, buf_cstr(&verb));
+			ipc_msg_free(&msg);
+		}
 		free(payload);
 	}
-	if (verb.len)
-		handle_request(c, buf_cstr(&verb));
-	else
+	if (!c->replied && !c->relay)
 		log_warning("control: dropping a client that sent a bad request: %s", buf_cstr(&err));
 	buf_free(&err);
 	buf_free(&verb);
-	if (!c->replied) {
+	if (!c->replied && !c->relay) {
 		client_free(c);
 		return;
 	}
@@ -235,7 +270,7 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 static void on_client_write(struct bufferevent *bev, void *arg)
 {
 	struct control_client *c = arg;
-	if (c->replied && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (c->replied && !c->relay && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		client_free(c);
 }
 

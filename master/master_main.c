@@ -3,8 +3,8 @@
  * error, printed as FILE:LINE), prepares the spool directories, takes the
  * pid file (one master per spool), opens the listeners and the control
  * socket, and then lives in its event loop: SIGCHLD reaps and restarts
- * workers, SIGHUP reloads, SIGTERM stops in two phases (first the front
- * ends, so nothing new arrives, then the queue). */
+ * workers, SIGHUP reloads, SIGTERM stops in phases (first the front
+ * ends, so nothing new arrives, then the queue, then accounting). */
 #include "master.h"
 
 #include <errno.h>
@@ -185,9 +185,11 @@ bool master_reload(struct master *m, struct buf *err)
 	m->conf = conf;
 	master_listeners_retire(&m->listeners, &listeners);
 	m->listeners = listeners;
-	/* smtpd gets its listeners at start: replace it; the queue re-reads. */
+	/* smtpd gets its listeners at start: replace it; the others re-read. */
 	master_services_replace(m, SERVICE_SMTPD);
-	master_services_signal_phase(m, 1, SIGHUP);
+	for (int id = 0; id < SERVICE_COUNT; id++)
+		if (id != SERVICE_SMTPD)
+			master_services_signal_service(m, id, SIGHUP);
 	conf_free(old);
 	m->reloads++;
 	log_info("configuration reloaded from %s", m->config_path);
@@ -203,14 +205,13 @@ static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
 	master_services_signal(m, SIGKILL);
 }
 
-/* Called after every reap while stopping: the queue stops once the front
- * ends are gone, and master once everything is. */
+/* Called after every reap while stopping: each phase is told to stop once
+ * the one before it is gone, and master exits once everything is. */
 static void continue_stop(struct master *m)
 {
-	static bool queue_told;
-	if (!queue_told && master_services_phase_gone(m, 0)) {
-		queue_told = true;
-		master_services_signal_phase(m, 1, SIGTERM);
+	while (m->stop_phase + 1 < MASTER_STOP_PHASES && master_services_phase_gone(m, m->stop_phase)) {
+		m->stop_phase++;
+		master_services_signal_phase(m, m->stop_phase, SIGTERM);
 	}
 	if (master_services_all_gone(m))
 		event_base_loopexit(m->base, NULL);
@@ -223,6 +224,7 @@ void master_begin_stop(struct master *m)
 	m->stopping = true;
 	log_info("stopping: no new connections, letting workers finish");
 	master_listeners_retire(&m->listeners, NULL);
+	m->stop_phase = 0;
 	master_services_signal_phase(m, 0, SIGTERM);
 	m->stop_deadline_ev = evtimer_new(m->base, on_stop_deadline, m);
 	struct timeval tv = {STOP_DEADLINE_SECONDS, 0};

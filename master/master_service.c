@@ -12,26 +12,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <bsd/unistd.h>
 #include <event2/event.h>
 
-/* Worker descriptors: listeners from 3 upwards, then the status pipe. */
+/* Worker descriptors from 3 upwards: the shared private socket, the
+ * listeners, then the status pipe. */
 #define FIRST_PASSED_FD 3
 
 struct service_def {
 	enum master_service_id id;
 	const char *name;
 	const char *count_directive; /* NULL: one process */
-	bool gets_listeners;
-	int stop_phase; /* front ends stop first, the queue last */
+	bool gets_listeners;         /* the smtp-listener sockets */
+	/* A UNIX socket in <spool>/private that master creates and every
+	 * worker of the service shares (NULL: none). */
+	const char *private_socket;
+	/* Stop order (see MASTER_STOP_PHASES). */
+	int stop_phase;
 };
 
 static const struct service_def service_defs[SERVICE_COUNT] = {
-    {SERVICE_QMGR, "qmgr", NULL, false, 1},
-    {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, 0},
+    {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1},
+    {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0},
 };
 
 int64_t master_now_ms(void)
@@ -59,6 +66,23 @@ static void on_restart_timer(evutil_socket_t fd, short what, void *arg)
 	master_services_start(s->master);
 }
 
+/* Creates <spool>/private/NAME for a service whose workers share it. */
+static int open_private_socket(const struct master *m, const char *name)
+{
+	char *path = mem_asprintf("%s/private/%s", m->spool, name);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sun.sun_path))
+		log_fatal("socket path %s is too long", path);
+	strcpy(sun.sun_path, path);
+	unlink(path); /* stale: the pid file says no other master runs */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 256) < 0 ||
+	    chmod(path, 0600) < 0 || (geteuid() == 0 && chown(path, m->user_uid, m->user_gid) < 0))
+		log_fatal("cannot create socket %s: %s", path, strerror(errno));
+	free(path);
+	return fd;
+}
+
 void master_services_init(struct master *m)
 {
 	for (int i = 0; i < SERVICE_COUNT; i++) {
@@ -71,6 +95,8 @@ void master_services_init(struct master *m)
 		s->workers = mem_calloc(s->wanted, sizeof(*s->workers));
 		master_throttle_init(&s->throttle);
 		s->restart_ev = evtimer_new(m->base, on_restart_timer, s);
+		s->socket_fd =
+		    service_defs[i].private_socket ? open_private_socket(m, service_defs[i].private_socket) : -1;
 	}
 }
 
@@ -117,20 +143,24 @@ static int arrange_fds(const int *fds, size_t count)
 	return 0;
 }
 
-static void collect_passed_fds(const struct master *m, const struct service_def *def, int status_fd, int **fds,
+static void collect_passed_fds(const struct master *m, const struct master_service *s, int status_fd, int **fds,
                                size_t *count)
 {
+	const struct service_def *def = &service_defs[s->id];
 	size_t n = def->gets_listeners ? master_listeners_fd_count(&m->listeners) : 0;
-	*fds = mem_calloc(n + 1, sizeof(int));
+	*fds = mem_calloc(n + 2, sizeof(int));
 	*count = 0;
+	if (s->socket_fd >= 0)
+		(*fds)[(*count)++] = s->socket_fd;
 	for (size_t i = 0; def->gets_listeners && i < m->listeners.count; i++)
 		for (size_t j = 0; j < m->listeners.items[i].sockets.count; j++)
 			(*fds)[(*count)++] = m->listeners.items[i].sockets.fds[j];
 	(*fds)[(*count)++] = status_fd;
 }
 
-static void exec_worker(const struct master *m, const struct service_def *def, const int *fds, size_t count)
+static void exec_worker(const struct master *m, const struct master_service *s, const int *fds, size_t count)
 {
+	const struct service_def *def = &service_defs[s->id];
 	struct buf env = BUF_INIT;
 	sigset_t none;
 	sigemptyset(&none);
@@ -141,8 +171,10 @@ static void exec_worker(const struct master *m, const struct service_def *def, c
 	buf_printf(&env, "%d", FIRST_PASSED_FD + (int)count - 1);
 	setenv("TERN_STATUS_FD", buf_cstr(&env), 1);
 	buf_reset(&env);
+	if (s->socket_fd >= 0)
+		setenv("TERN_SERVICE_FD", "3", 1);
 	if (def->gets_listeners) {
-		master_listeners_describe(&m->listeners, FIRST_PASSED_FD, &env);
+		master_listeners_describe(&m->listeners, FIRST_PASSED_FD + (s->socket_fd >= 0), &env);
 		setenv("TERN_LISTEN_FDS", buf_cstr(&env), 1);
 	}
 	char *path = mem_asprintf("%s/%s", m->daemon_dir, def->name);
@@ -165,7 +197,6 @@ static void exec_worker(const struct master *m, const struct service_def *def, c
 
 static void start_worker(struct master *m, struct master_service *s, struct master_worker *w)
 {
-	const struct service_def *def = &service_defs[s->id];
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
 		log_error("cannot start %s: pipe: %s", s->name, strerror(errno));
@@ -173,10 +204,10 @@ static void start_worker(struct master *m, struct master_service *s, struct mast
 	}
 	int *fds;
 	size_t count;
-	collect_passed_fds(m, def, pipefd[1], &fds, &count);
+	collect_passed_fds(m, s, pipefd[1], &fds, &count);
 	pid_t pid = fork();
 	if (pid == 0)
-		exec_worker(m, def, fds, count);
+		exec_worker(m, s, fds, count);
 	free(fds);
 	close(pipefd[1]);
 	if (pid < 0) {
@@ -328,6 +359,14 @@ void master_services_replace(struct master *m, enum master_service_id id)
 	master_services_start(m);
 }
 
+void master_services_signal_service(struct master *m, enum master_service_id id, int sig)
+{
+	struct master_service *s = &m->services[id];
+	for (unsigned j = 0; j < s->wanted; j++)
+		if (s->workers[j].pid)
+			kill(s->workers[j].pid, sig);
+}
+
 void master_services_signal_phase(struct master *m, int phase, int sig)
 {
 	for (int i = 0; i < SERVICE_COUNT; i++) {
@@ -378,6 +417,8 @@ void master_services_free(struct master *m)
 		free(s->workers);
 		if (s->restart_ev)
 			event_free(s->restart_ev);
+		if (s->socket_fd >= 0)
+			close(s->socket_fd);
 	}
 	while (m->draining) {
 		struct master_worker *w = m->draining;
@@ -398,5 +439,13 @@ unsigned master_service_running(const struct master_service *s)
 	unsigned n = 0;
 	for (unsigned j = 0; j < s->wanted; j++)
 		n += s->workers[j].pid != 0;
+	return n;
+}
+
+unsigned master_service_ready(const struct master_service *s)
+{
+	unsigned n = 0;
+	for (unsigned j = 0; j < s->wanted; j++)
+		n += s->workers[j].pid != 0 && s->workers[j].ready;
 	return n;
 }

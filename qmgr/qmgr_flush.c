@@ -140,8 +140,10 @@ static void settle(struct qmgr_flusher *f, const struct outcome *o)
 	size_t n = 0;
 	while (n < f->nwaiters && f->waiters[n].ticket <= o->upto)
 		n++;
+	if (n == 0)
+		return;
 	/* Copy first: a callback may add waiters. */
-	struct waiter *due = mem_memdup(f->waiters, n * sizeof(*due) + 1);
+	struct waiter *due = mem_memdup(f->waiters, n * sizeof(*due));
 	memmove(f->waiters, f->waiters + n, (f->nwaiters - n) * sizeof(*f->waiters));
 	f->nwaiters -= n;
 	for (size_t i = 0; i < n; i++)
@@ -248,7 +250,7 @@ void qmgr_flusher_stop(struct qmgr_flusher *f)
 	while (f->nwaiters > 0) {
 		struct buf err = BUF_INIT;
 		bool ok = qmgr_store_flush(f->st, &err);
-		struct outcome o = {f->issued, ok, (char *)buf_cstr(&err)};
+		struct outcome o = {f->issued, ok, ok ? NULL : (char *)buf_cstr(&err)};
 		f->flushes++;
 		f->flushed_tickets += f->nwaiters;
 		settle(f, &o);

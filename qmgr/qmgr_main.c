@@ -107,8 +107,8 @@ static bool daemon_pre_init(void *ctx, const struct server_options *opts, struct
 	struct qmgr_daemon *d = ctx;
 	uid_t uid;
 	gid_t gid;
-	if (!qmgr_settings_load(&d->settings, opts->config_path, err) ||
-	    !lookup_user(opts, &uid, &gid, err) || !make_spool(d->settings.spool, err))
+	if (!qmgr_settings_load(&d->settings, opts->config_path, err) || !lookup_user(opts, &uid, &gid, err) ||
+	    !make_spool(d->settings.spool, err))
 		return false;
 	char *dir = queue_dir(&d->settings);
 	d->st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, err);

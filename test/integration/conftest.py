@@ -163,7 +163,7 @@ class Tern:
     def wait_running(self, timeout=15):
         def all_up():
             s = self.status()
-            return s if s and all(x["running"] == x["wanted"] for x in s["services"]) else None
+            return s if s and all(x["ready"] == x["wanted"] for x in s["services"]) else None
         return wait_for(all_up, timeout, what="every service running")
 
     def service(self, name):

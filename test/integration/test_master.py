@@ -24,10 +24,11 @@ def proc_uids(pid):
 
 
 def alive(pid):
+    """True while pid runs (a zombie waiting to be reaped has ended)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return ") Z " not in f.read()
+    except FileNotFoundError:
         return False
 
 
@@ -66,7 +67,7 @@ def test_killed_worker_is_back_within_a_second(tern):
 
         def replaced():
             s = tern.service(name)
-            return victim not in s["pids"] and s["running"] == s["wanted"]
+            return victim not in s["pids"] and s["ready"] == s["wanted"]
         wait_for(replaced, timeout=3, what=f"{name} restarted")
         assert time.monotonic() - t0 < 1.5
         assert tern.service(name)["restarts"] == 1
@@ -239,4 +240,47 @@ def test_hostile_control_client_is_dropped(tern):
         except OSError:
             pass
         c.close()
+    assert tern.status()["status"] == "running"
+
+
+def test_requests_for_a_daemon_are_relayed_with_the_role(tern):
+    """master passes "acctd.*" requests to <spool>/private/acctd and the
+    replies back; here a stand-in answers on that socket, since the point
+    is the relay itself."""
+    import socket as s
+    import threading
+    import ternipc
+    tern.start()
+    path = tern.spool / "private" / "acctd"
+    server = s.socket(s.AF_UNIX)
+    server.bind(str(path))
+    os.chmod(path, 0o666)
+    server.listen(1)
+    seen = {}
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            c = ternipc.Connection.__new__(ternipc.Connection)
+            c.sock, c.pending = conn, b""
+            seen.update(c.receive())
+            c.send({"request": "reply", "status": 0, "reason": "pong"})
+            c.send({"request": "data", "reason": "x" * 100000})
+            c.send({"request": "end"})
+    t = threading.Thread(target=answer)
+    t.start()
+    with ternipc.Connection(tern.spool / "public" / "control") as c:
+        c.send({"request": "acctd.ping"})
+        frames = [c.receive(), c.receive(), c.receive()]
+    t.join(10)
+    server.close()
+    assert seen == {"request": "acctd.ping", "role": "admin"}
+    assert [f["request"] for f in frames] == ["reply", "data", "end"]
+    assert frames[1]["reason"] == "x" * 100000
+    # With nothing listening the caller gets a clear failure.
+    path.unlink()
+    with ternipc.Connection(tern.spool / "public" / "control") as c:
+        c.send({"request": "acctd.ping"})
+        reply = c.receive()
+    assert reply["status"] == 1 and "acctd is not running" in reply["reason"]
     assert tern.status()["status"] == "running"

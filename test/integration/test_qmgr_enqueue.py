@@ -408,3 +408,31 @@ def test_damaged_queue_stops_start_up_with_the_recover_hint(spool):
     assert q.proc.wait(timeout=30) == 1
     q.proc = None
     assert "ternctl queue recover" in q.log()
+
+
+@pytest.mark.skipif(not (TOP / "smtpd" / "smtpd").exists(), reason="smtpd is not built")
+def test_smtp_message_reaches_the_queue_through_smtpd(tern):
+    """The whole inbound path: master starts smtpd and qmgr, smtplib sends,
+    the 250 after DATA means the message is in the queue."""
+    import smtplib
+
+    from conftest import wait_for
+
+    tern.write_config(extra="<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n")
+    tern.start()
+    wait_for(lambda: (tern.spool / "private" / "qmgr").exists(), 20, what="qmgr's socket")
+    body = b"Subject: through smtpd\r\n\r\nhello\r\n"
+    with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
+        assert s.sendmail("alice@example.org", ["bob@example.com", "carol@example.net"], body) == {}
+    # SIGTERM and reap, rather than `ternctl stop`: that one polls the pid,
+    # which stays alive as a zombie until this process reaps it.
+    tern.master.send_signal(signal.SIGTERM)
+    assert tern.master.wait(timeout=60) == 0
+    proc = subprocess.run([str(QMGR), "-c", str(tern.config), "-L"], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    listing = Listing(proc.stdout.decode())
+    listing.check_consistent()
+    [(qid, (sender, size, count))] = listing.messages.items()
+    assert (sender, count) == ("alice@example.org", 2)
+    assert [r[2] for r in listing.rcpts[qid]] == ["bob@example.com", "carol@example.net"]
+    assert f"{qid}: queued" in tern.log_text()

@@ -2,8 +2,8 @@
  * environment in a temporary directory: messages, bodies, recipient
  * states, the due index, the outbox's gap-free sequence across reopens,
  * strict decoding of corrupt records, recovery after a crash (a child
- * that writes and _exit()s without closing) and the clear error on a
- * damaged queue. */
+ * that writes and _exit()s without closing), log removal after
+ * checkpoints and the clear error on a damaged queue. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -419,6 +419,32 @@ static void test_recovery_after_crash(void **state)
 	buf_free(&err);
 }
 
+static bool log_file_exists(const char *dir, int number)
+{
+	char *name = mem_asprintf("log.%010d", number);
+	char *path = testutil_path(dir, name);
+	bool exists = access(path, F_OK) == 0;
+	free(path);
+	free(name);
+	return exists;
+}
+
+/* Once a checkpoint is past a log file, Berkeley DB removes it. */
+static void test_checkpoint_removes_old_logs(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	char qid[QMGR_QID_SIZE];
+	assert_true(log_file_exists(f->dir, 1));
+	for (int i = 0; i < 25 && !log_file_exists(f->dir, 3); i++)
+		add(f->st, 1, 1024 * 1024, qid);
+	assert_true(log_file_exists(f->dir, 3));
+	assert_true(qmgr_store_checkpoint(f->st, &err));
+	assert_true(qmgr_store_checkpoint(f->st, &err));
+	assert_false(log_file_exists(f->dir, 1));
+	buf_free(&err);
+}
+
 static void test_second_open_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -515,6 +541,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_removes_old_logs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_queue_names_recover, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_catastrophic_recovery_keeps_messages, setup, teardown),
