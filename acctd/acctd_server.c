@@ -10,12 +10,15 @@
  * so a client may resend everything it has not seen confirmed.  Only one
  * client feeds records at a time; a new hello takes over.
  *
- * Requests (one reply frame "reply" status=0|1 reason=...):
+ * Requests, directly ("rotate") or relayed by master for ternctl
+ * ("acctd.rotate" with role=admin|reader); answered by a "reply" frame
+ * (status 0 done, 1 failed, 2 refused to a reader; reason) and "end":
  *   reopen                 close and reopen every file (logrotate)
  *   rotate [acct_file=F]   rotate F, or every file
  *   status                 the highest written seq
  *   tail [seq=N]           reply, then every written record after N (or
  *                          from now on) as its record frame, as it comes
+ *                          (no "end": the stream lasts)
  * A broken frame or a protocol error gets an "error" frame and the
  * connection is closed. */
 #include "acctd.h"
@@ -48,11 +51,14 @@ struct acctd_client {
 	struct acctd_client *next;
 };
 
-static const struct ipc_spec request_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}};
 static const struct ipc_spec hello_spec[] = {
     {IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_SEQ, IPC_OPTIONAL}, {IPC_ATTR_ACCT_NEXT_SEQ, IPC_OPTIONAL}};
-static const struct ipc_spec tail_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_SEQ, IPC_OPTIONAL}};
-static const struct ipc_spec rotate_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_ACCT_FILE, IPC_OPTIONAL}};
+/* Requests may come through master, which adds the caller's role. */
+static const struct ipc_spec plain_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_ROLE, IPC_OPTIONAL}};
+static const struct ipc_spec tail_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_ROLE, IPC_OPTIONAL}, {IPC_ATTR_SEQ, IPC_OPTIONAL}};
+static const struct ipc_spec rotate_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_ROLE, IPC_OPTIONAL}, {IPC_ATTR_ACCT_FILE, IPC_OPTIONAL}};
 
 /* ---- sending ------------------------------------------------------------------------ */
 
@@ -190,32 +196,24 @@ static void tail_broadcast(struct acctd *a)
 	}
 }
 
-static void handle_tail(struct acctd_client *c, const void *payload, size_t len)
+static bool run_tail(struct acctd_client *c, const struct ipc_msg *msg)
 {
 	struct acctd *a = c->acctd;
-	struct ipc_msg msg;
-	struct buf err = BUF_INIT;
-	if (!ipc_decode(payload, len, tail_spec, IPC_SPEC_COUNT(tail_spec), &msg, &err)) {
-		send_reply(c, 1, buf_cstr(&err), NULL);
+	/* Without a starting point, only what is written from now on. */
+	int64_t since = ipc_msg_has(msg, IPC_ATTR_SEQ) ? ipc_msg_int(msg, IPC_ATTR_SEQ) : (int64_t)a->seq;
+	/* After a restart the ring starts empty: the next record is the oldest. */
+	uint64_t oldest = acctd_tail_oldest(&a->tail) ? acctd_tail_oldest(&a->tail) : a->seq + 1;
+	c->tail_seq = since < 0 ? 0 : (uint64_t)since;
+	if (oldest > c->tail_seq + 1) {
+		char *why = mem_asprintf("records %llu to %llu are no longer kept: they are in the files",
+		                         (unsigned long long)c->tail_seq + 1, (unsigned long long)oldest - 1);
+		send_reply(c, 0, why, &a->seq);
+		free(why);
 	} else {
-		/* Without a starting point, only what is written from now on. */
-		int64_t since = ipc_msg_has(&msg, IPC_ATTR_SEQ) ? ipc_msg_int(&msg, IPC_ATTR_SEQ) : (int64_t)a->seq;
-		/* After a restart the ring starts empty: the next record is the oldest. */
-		uint64_t oldest = acctd_tail_oldest(&a->tail) ? acctd_tail_oldest(&a->tail) : a->seq + 1;
-		c->tail_seq = since < 0 ? 0 : (uint64_t)since;
-		if (oldest > c->tail_seq + 1) {
-			char *why = mem_asprintf("records %llu to %llu are no longer kept: they are in the files",
-			                         (unsigned long long)c->tail_seq + 1, (unsigned long long)oldest - 1);
-			send_reply(c, 0, why, &a->seq);
-			free(why);
-		} else {
-			send_reply(c, 0, "following", &a->seq);
-		}
-		c->tailing = true;
-		tail_flush(c);
+		send_reply(c, 0, "following", &a->seq);
 	}
-	ipc_msg_free(&msg);
-	buf_free(&err);
+	c->tailing = true;
+	return tail_flush(c);
 }
 
 /* ---- the batch ------------------------------------------------------------------------ */
@@ -336,36 +334,95 @@ static bool become_feeder(struct acctd_client *c, const void *payload, size_t le
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
-static void handle_rotate(struct acctd_client *c, const void *payload, size_t len)
+static bool run_rotate(struct acctd_client *c, const struct ipc_msg *msg)
 {
+	struct buf err = BUF_INIT;
+	if (acctd_rotate(c->acctd, ipc_msg_str(msg, IPC_ATTR_ACCT_FILE), &err))
+		send_reply(c, 0, "Accounting files rotated.", NULL);
+	else
+		send_reply(c, 1, buf_cstr(&err), NULL);
+	buf_free(&err);
+	return true;
+}
+
+static bool run_reopen(struct acctd_client *c, const struct ipc_msg *msg)
+{
+	struct buf err = BUF_INIT;
+	if (acctd_reopen(c->acctd, &err))
+		send_reply(c, 0, "Accounting files reopened.", NULL);
+	else
+		send_reply(c, 1, buf_cstr(&err), NULL);
+	buf_free(&err);
+	return true;
+}
+
+static bool run_status(struct acctd_client *c, const struct ipc_msg *msg)
+{
+	send_reply(c, 0, c->acctd->retrying ? "retrying" : "writing", &c->acctd->seq);
+	return true;
+}
+
+/* Every request but hello and record.  ternctl's come through master as
+ * "acctd.VERB" with the caller's role; a reader may only look. */
+struct request {
+	const char *verb;
+	bool changes_state;
+	bool streams; /* the reply opens a stream: no "end" frame */
+	const struct ipc_spec *spec;
+	size_t nspec;
+	bool (*run)(struct acctd_client *c, const struct ipc_msg *msg); /* false: client dropped */
+};
+
+static const struct request requests[] = {
+    {"reopen", true, false, plain_spec, IPC_SPEC_COUNT(plain_spec), run_reopen},
+    {"rotate", true, false, rotate_spec, IPC_SPEC_COUNT(rotate_spec), run_rotate},
+    {"status", false, false, plain_spec, IPC_SPEC_COUNT(plain_spec), run_status},
+    {"tail", false, true, tail_spec, IPC_SPEC_COUNT(tail_spec), run_tail},
+};
+
+static const struct request *find_request(const char *verb)
+{
+	for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++)
+		if (strcmp(verb, requests[i].verb) == 0)
+			return &requests[i];
+	return NULL;
+}
+
+static void send_end(struct acctd_client *c)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, ACCTD_MAX_FRAME);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "end");
+	send_frame(c, &w, &frame);
+	buf_free(&frame);
+}
+
+static bool handle_request(struct acctd_client *c, const char *verb, const void *payload, size_t len)
+{
+	const struct request *rq = find_request(verb);
+	if (rq == NULL) {
+		send_reply(c, 1, "unknown request", NULL);
+		send_end(c);
+		return true;
+	}
 	struct ipc_msg msg;
 	struct buf err = BUF_INIT;
-	if (!ipc_decode(payload, len, rotate_spec, IPC_SPEC_COUNT(rotate_spec), &msg, &err)) {
-		send_reply(c, 1, buf_cstr(&err), NULL);
-	} else if (acctd_rotate(c->acctd, ipc_msg_str(&msg, IPC_ATTR_ACCT_FILE), &err)) {
-		send_reply(c, 0, "Accounting files rotated.", NULL);
+	bool ok = ipc_decode(payload, len, rq->spec, rq->nspec, &msg, &err);
+	const char *role = ok ? ipc_msg_str(&msg, IPC_ATTR_ROLE) : NULL;
+	if (!ok) {
+		client_fail(c, buf_cstr(&err));
+	} else if (rq->changes_state && role && strcmp(role, "admin") != 0) {
+		send_reply(c, 2, "permission denied: only root and the tern user may do that", NULL);
+		send_end(c);
 	} else {
-		send_reply(c, 1, buf_cstr(&err), NULL);
+		ok = rq->run(c, &msg);
+		if (ok && !rq->streams)
+			send_end(c);
 	}
 	ipc_msg_free(&msg);
 	buf_free(&err);
-}
-
-static void handle_simple(struct acctd_client *c, const char *verb)
-{
-	struct acctd *a = c->acctd;
-	struct buf err = BUF_INIT;
-	if (strcmp(verb, "reopen") == 0) {
-		if (acctd_reopen(a, &err))
-			send_reply(c, 0, "Accounting files reopened.", NULL);
-		else
-			send_reply(c, 1, buf_cstr(&err), NULL);
-	} else if (strcmp(verb, "status") == 0) {
-		send_reply(c, 0, a->retrying ? "retrying" : "writing", &a->seq);
-	} else {
-		send_reply(c, 1, "unknown request", NULL);
-	}
-	buf_free(&err);
+	return ok;
 }
 
 /* false when the client was dropped. */
@@ -373,25 +430,18 @@ static bool handle_frame(struct acctd_client *c, const void *payload, size_t len
 {
 	struct buf verb = BUF_INIT, err = BUF_INIT;
 	bool ok = ipc_peek_request(payload, len, &verb, &err);
-	if (!ok) {
+	const char *v = buf_cstr(&verb);
+	bool relayed = strncmp(v, "acctd.", 6) == 0;
+	if (!ok)
 		client_fail(c, buf_cstr(&err));
-	} else if (strcmp(buf_cstr(&verb), "record") == 0) {
+	else if (relayed)
+		ok = handle_request(c, v + 6, payload, len);
+	else if (strcmp(v, "record") == 0)
 		ok = take_record(c, payload, len);
-	} else if (strcmp(buf_cstr(&verb), "rotate") == 0) {
-		handle_rotate(c, payload, len);
-	} else if (strcmp(buf_cstr(&verb), "tail") == 0) {
-		handle_tail(c, payload, len);
-	} else if (strcmp(buf_cstr(&verb), "hello") == 0) {
+	else if (strcmp(v, "hello") == 0)
 		ok = become_feeder(c, payload, len);
-	} else {
-		struct ipc_msg msg;
-		ok = ipc_decode(payload, len, request_spec, IPC_SPEC_COUNT(request_spec), &msg, &err);
-		ipc_msg_free(&msg);
-		if (!ok)
-			client_fail(c, buf_cstr(&err));
-		else
-			handle_simple(c, buf_cstr(&verb));
-	}
+	else
+		ok = handle_request(c, v, payload, len);
 	buf_free(&verb);
 	buf_free(&err);
 	return ok;

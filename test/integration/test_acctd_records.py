@@ -356,6 +356,33 @@ def test_one_acctd_per_spool(acctd_factory, tern_dir):
     assert a.ready(), "the first one keeps its socket"
 
 
+def test_requests_relayed_by_master_with_the_callers_role(acctd_factory):
+    """What master passes on for ternctl: acctd.VERB plus role; replies end
+    with an "end" frame; a reader may look but not change anything."""
+    a = acctd_factory(DESIGN_BLOCK).start()
+
+    def relayed(verb, role, **attrs):
+        with ternipc.Connection(a.socket, timeout=10) as c:
+            c.send({"request": f"acctd.{verb}", "role": role, **attrs})
+            reply, end = c.receive(), c.receive()
+            assert reply["request"] == "reply" and end == {"request": "end"}
+            return reply
+
+    assert relayed("status", "reader") == {"request": "reply", "status": 0, "reason": "writing", "seq": 0}
+    refused = relayed("rotate", "reader")
+    assert refused["status"] == 2 and "permission denied" in refused["reason"]
+    assert relayed("reopen", "reader")["status"] == 2
+    assert relayed("reopen", "admin")["status"] == 0
+    assert relayed("rotate", "admin", acct_file=str(a.logdir / "acct.csv"))["status"] == 0
+    assert relayed("hello", "admin") == {"request": "reply", "status": 1, "reason": "unknown request"}
+    with ternipc.Connection(a.socket, timeout=10) as tail:
+        tail.send({"request": "acctd.tail", "role": "reader"})
+        assert tail.receive()["reason"] == "following"
+        f = Feeder(a)
+        f.send(1, "d", **delivery(1))
+        assert tail.receive()["seq"] == 1
+
+
 def test_unknown_attribute_drops_the_client(acctd_factory):
     a = acctd_factory(DESIGN_BLOCK).start()
     f = Feeder(a)
