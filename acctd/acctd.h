@@ -169,6 +169,7 @@ struct acctd {
 
 	struct event_base *base;
 	int listen_fd;
+	bool socket_inherited; /* from master (TERN_SERVICE_FD): master removes it */
 	struct event *listen_ev, *usr1_ev, *tick_ev, *retry_ev;
 	struct acctd_client *clients;
 	struct acctd_client *feeder; /* the client whose records we take */

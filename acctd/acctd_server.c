@@ -24,6 +24,7 @@
 #include "acctd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -551,8 +552,39 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	a->clients = c;
 }
 
+/* master may create the socket and hand it over in TERN_SERVICE_FD (see
+ * doc/processes.md); it then stays master's to remove. */
+static int inherited_socket(struct buf *err)
+{
+	const char *text = getenv("TERN_SERVICE_FD");
+	if (text == NULL)
+		return -1;
+	char *end;
+	long fd = strtol(text, &end, 10);
+	struct stat st;
+	if (*text == '\0' || *end != '\0' || fd < 3 || fd > 1023 || fstat((int)fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		buf_printf(err, "TERN_SERVICE_FD \"%s\" names no socket", text);
+		return -2;
+	}
+	unsetenv("TERN_SERVICE_FD");
+	if (fcntl((int)fd, F_SETFL, fcntl((int)fd, F_GETFL) | O_NONBLOCK) < 0 ||
+	    fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0) {
+		buf_printf(err, "cannot set up the inherited socket: %s", strerror(errno));
+		return -2;
+	}
+	return (int)fd;
+}
+
 bool acctd_server_bind(struct acctd *a, uid_t uid, gid_t gid, struct buf *err)
 {
+	int inherited = inherited_socket(err);
+	if (inherited == -2)
+		return false;
+	if (inherited >= 0) {
+		a->listen_fd = inherited;
+		a->socket_inherited = true;
+		return true;
+	}
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	if (strlen(a->socket_path) >= sizeof(sun.sun_path)) {
 		buf_printf(err, "socket path %s is too long", a->socket_path);
@@ -595,7 +627,8 @@ void acctd_server_stop(struct acctd *a)
 	a->listen_ev = a->retry_ev = NULL;
 	if (a->listen_fd >= 0) {
 		close(a->listen_fd);
-		unlink(a->socket_path);
+		if (!a->socket_inherited)
+			unlink(a->socket_path);
 	}
 	a->listen_fd = -1;
 }

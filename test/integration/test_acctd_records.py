@@ -6,6 +6,7 @@ import csv
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import time
 
@@ -45,12 +46,16 @@ class Acctd:
     def socket(self):
         return self.spool / "private" / "acctd"
 
-    def start(self, check=True, args=()):
+    def start(self, check=True, args=(), service_socket=None):
         ensure_tern_user()
         log = open(self.output, "ab")
         env = dict(os.environ, TZ="UTC")
+        fds = ()
+        if service_socket is not None:  # as master hands it over
+            env["TERN_SERVICE_FD"] = str(service_socket.fileno())
+            fds = (service_socket.fileno(),)
         self.proc = subprocess.Popen([str(ACCTD), "-f", *args, "-c", str(self.config)], stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env, pass_fds=fds)
         log.close()
         if check:
             wait_for(self.ready, 10, what="acctd's socket")
@@ -381,6 +386,21 @@ def test_requests_relayed_by_master_with_the_callers_role(acctd_factory):
         f = Feeder(a)
         f.send(1, "d", **delivery(1))
         assert tail.receive()["seq"] == 1
+
+
+def test_socket_handed_over_by_master(acctd_factory):
+    a = acctd_factory(DESIGN_BLOCK)
+    (a.spool / "private").mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(a.socket))
+    listener.listen(16)
+    a.start(service_socket=listener)
+    listener.close()
+    f = Feeder(a)
+    f.send(1, "d", **delivery(1))
+    assert f.wait_ack(1) == 1
+    a.stop()
+    assert a.socket.exists(), "the socket is master's to remove"
 
 
 def test_unknown_attribute_drops_the_client(acctd_factory):
