@@ -232,6 +232,9 @@ int main(int argc, char **argv, char **envp)
 {
 	static const struct server_daemon daemon = {
 	    .name = "acctd", .pre_init = pre_init, .init = init, .stop = stop, .reload = reload};
+	/* A logrotate run during start-up must not kill us; the event loop
+	 * takes SIGUSR1 over once it runs. */
+	signal(SIGUSR1, SIG_IGN);
 	int rc = server_main(&daemon, argc, argv, envp);
 	if (pid_file)
 		pidfile_remove(pid_file);
