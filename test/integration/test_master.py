@@ -284,3 +284,15 @@ def test_requests_for_a_daemon_are_relayed_with_the_role(tern):
         reply = c.receive()
     assert reply["status"] == 1 and "acctd is not running" in reply["reason"]
     assert tern.status()["status"] == "running"
+
+
+def test_daemonised_tern_logs_every_process_to_log_file(tern):
+    log_file = tern.base / "tern.log"
+    tern.write_config(f"log-file {log_file}\n")
+    r = tern.ctl("start", "-d", tern.libexec)
+    assert r.rc == 0, r.err
+    wait_for(lambda: log_file.exists() and "tern/qmgr[" in log_file.read_text(), what="qmgr in the log file")
+    text = log_file.read_text()
+    assert "tern/master[" in text and "tern/smtpd[" in text
+    assert tern.ctl("stop").rc == 0
+    assert "tern/master[" in log_file.read_text().splitlines()[-1]
