@@ -329,7 +329,7 @@ const struct conf_directive conf_directives[] = {
     {.name = "smtp-pattern-list", .type = CONF_T_STRING, .scopes = D, .flags = CONF_PENDING},
     {.name = "smtp-port", .type = CONF_T_UINT, .scopes = G, .flags = CONF_PENDING, .max = 65535},
     /* tern: smtp worker processes; 0 means one per CPU */
-    {.name = "smtp-processes", .type = CONF_T_UINT, .scopes = G, .def = "0", .flags = CONF_PENDING, .max = 256},
+    {.name = "smtp-processes", .type = CONF_T_UINT, .scopes = G, .def = "0", .flags = CONF_SUPPORTED, .max = 256},
     {.name = "smtp-proxy-source-host",
      .type = CONF_T_WORDS,
      .scopes = V,
