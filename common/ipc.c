@@ -479,7 +479,7 @@ static int64_t deadline_after(int timeout_ms)
 	return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 }
 
-int ipc_connect(const char *path, struct buf *err)
+static int connect_unix(const char *path, int flags, struct buf *err)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sun.sun_path)) {
@@ -487,17 +487,29 @@ int ipc_connect(const char *path, struct buf *err)
 		return -1;
 	}
 	memcpy(sun.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
 	if (fd < 0) {
 		buf_printf(err, "socket: %s", strerror(errno));
 		return -1;
 	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
 		buf_printf(err, "cannot connect to %s: %s", path, strerror(errno));
+		int saved = errno;
 		close(fd);
+		errno = saved;
 		return -1;
 	}
 	return fd;
+}
+
+int ipc_connect(const char *path, struct buf *err)
+{
+	return connect_unix(path, 0, err);
+}
+
+int ipc_connect_nonblocking(const char *path, struct buf *err)
+{
+	return connect_unix(path, SOCK_NONBLOCK, err);
 }
 
 bool ipc_send(int fd, const struct buf *frame, int timeout_ms, struct buf *err)

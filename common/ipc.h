@@ -134,6 +134,9 @@ bool ipc_peek_request(const void *payload, size_t len, struct buf *verb, struct 
 /* Connects to the UNIX stream socket at path.  Returns the descriptor
  * (close-on-exec) or -1 with the reason in err. */
 int ipc_connect(const char *path, struct buf *err);
+/* The same for event-driven daemons: the socket is non-blocking, and a
+ * peer whose backlog is full is an error (EAGAIN) instead of a wait. */
+int ipc_connect_nonblocking(const char *path, struct buf *err);
 /* Writes all of frame to fd within timeout_ms (-1: no limit). */
 bool ipc_send(int fd, const struct buf *frame, int timeout_ms, struct buf *err);
 /* Reads until one whole frame is in, within timeout_ms (-1: no limit), and

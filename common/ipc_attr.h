@@ -79,7 +79,6 @@ enum ipc_type {
 	X(REMOTE_HOST, "remote_host", IPC_TYPE_STR, IPC_HOST_MAX)                                                      \
 	X(LOCAL_IP, "local_ip", IPC_TYPE_STR, 64)                                                                      \
 	X(RETRY_AFTER, "retry_after", IPC_TYPE_INT, 8)                                                                 \
-	/* accounting records (qmgr -> acctd): later modules add fields here */                                        \
 	/* the queue's stored records (qmgr) and the PowerMTA job of a message */                                      \
 	X(MAIL_JOB, "mail_job", IPC_TYPE_STR, 256)                                                                     \
 	X(RECEIVED, "received", IPC_TYPE_INT, 8)                                                                       \

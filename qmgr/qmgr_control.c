@@ -106,7 +106,7 @@ static void show_queues(struct qmgr_control *ctl, const struct ipc_msg *m, struc
 		    (errors_only && !q->state.backoff))
 			continue;
 		/* an empty, quiet queue is not worth a line unless named */
-		if (pattern == NULL && q->rcpts == 0 && q->jobs == 0 && !q->state.paused && !q->state.backoff)
+		if (pattern == NULL && q->rcpts == 0 && q->jobs == 0 && !q->state.paused)
 			continue;
 		put_queue(out, q);
 	}

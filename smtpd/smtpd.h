@@ -36,6 +36,9 @@
 #define SMTPD_DOMAIN_MAX 255
 #define SMTPD_PATH_MAX 256
 #define SMTPD_ENVID_MAX 100
+/* Recipients per message when max-rcpt-per-message sets no limit: far above
+ * what RFC 5321 asks (100), far below what would hurt memory. */
+#define SMTPD_RCPT_HARD_MAX 10000
 #define SMTPD_NAME_MAX 255 /* virtual MTA names and job ids from headers */
 
 /* ---- pure parsers (smtpd_parse.c) ------------------------------------------- */
@@ -111,6 +114,10 @@ void smtpd_scan_init(struct smtpd_scan *s);
 enum smtpd_scan_result smtpd_scan_data(struct smtpd_scan *s, const char *in, size_t len, size_t *consumed,
                                        struct buf *out);
 
+/* Client text made safe for a log line: control characters become '?',
+ * and at most max octets are kept ("..." marks a cut). */
+void smtpd_log_safe(const char *in, size_t max, struct buf *out);
+
 /* Case-insensitive domain pattern match (PowerMTA section 1.5): "*",
  * "example.com", "*.example.com", "[*.]example.com", "[10/8]". */
 bool smtpd_domain_match(const char *pattern, const char *domain);
@@ -128,7 +135,8 @@ struct smtpd_conf {
 	char *hostname;
 	char *spool;
 	char *qmgr_socket;
-	uint64_t max_sessions;
+	uint64_t max_sessions; /* total-max-smtp-in */
+	uint64_t processes;    /* smtpd-processes (0: one per CPU) resolved */
 	bool relay_debug;
 };
 struct smtpd_conf *smtpd_conf_ref(struct smtpd_conf *c);
@@ -150,9 +158,9 @@ struct smtpd_policy {
 	enum smtpd_add_date add_date_header;
 	bool process_x_virtual_mta, retain_x_virtual_mta, reject_invalid_vmta, process_x_job, retain_x_job,
 	    process_x_envid;
-	bool log_connections, log_commands;
+	bool log_connections, log_commands, log_tls;
 	uint64_t max_message_size; /* VALUE_UNLIMITED: none */
-	uint64_t max_rcpt;         /* 0: none */
+	uint64_t max_rcpt;         /* never 0: SMTPD_RCPT_HARD_MAX at most */
 	int64_t command_timeout, data_timeout;
 	struct value_rate auth_failure_rate;
 	const char *default_vmta; /* strings point into the configuration */
@@ -177,6 +185,8 @@ struct smtpd_listener {
 	char *name; /* as conf_block_name() gives it */
 	bool immediate_tls;
 	char *source_name; /* NULL: match by IP only */
+	bool await_slot;   /* at total-max-smtp-in: leave clients in the backlog */
+	bool paused;       /* not accepting until a session ends */
 	void *ssl_ctx;     /* SSL_CTX, NULL when no certificate is configured */
 };
 
@@ -188,6 +198,7 @@ struct smtpd_server {
 	struct smtpd_conf *conf;
 	struct smtpd_listener *listeners;
 	size_t nlisteners;
+	bool from_master;               /* one of smtpd-processes workers sharing the listeners */
 	struct smtpd_session *sessions; /* doubly linked, for draining */
 	size_t nsessions;
 	bool stopping;
@@ -269,6 +280,7 @@ struct smtpd_session {
 	bool tls_shutdown;         /* close_notify sent */
 	struct event *close_timer; /* waits for the last reply to leave */
 	bool held;                 /* reading paused until qmgr catches up */
+	bool out_held;             /* reading paused until the client reads replies */
 	struct event *resume_ev;
 	char *auth_user;
 	/* SASL exchange in progress */

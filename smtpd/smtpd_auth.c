@@ -156,8 +156,11 @@ static void auth_ok(struct smtpd_session *s, const char *user, const char *mech)
 static void auth_failed(struct smtpd_session *s, const char *user, const char *mech)
 {
 	note_failure(s);
-	log_info("session %lu: [%s] authentication failed for \"%s\" (%s)", s->id, s->client_text, user ? user : "",
+	struct buf name = BUF_INIT;
+	smtpd_log_safe(user ? user : "", 64, &name);
+	log_info("session %lu: [%s] authentication failed for \"%s\" (%s)", s->id, s->client_text, buf_cstr(&name),
 	         mech);
+	buf_free(&name);
 	smtpd_reply(s, "535 5.7.8 Authentication credentials invalid");
 }
 

@@ -291,7 +291,7 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
 		smtpd_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	}
-	if (s->policy.max_rcpt && t->nrcpts >= s->policy.max_rcpt) {
+	if (t->nrcpts >= s->policy.max_rcpt) {
 		smtpd_reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}
@@ -470,14 +470,20 @@ static void log_command(struct smtpd_session *s, const char *line)
 {
 	if (!s->policy.log_commands)
 		return;
+	struct buf text = BUF_INIT;
 	if (strncasecmp(line, "AUTH ", 5) == 0) {
 		/* "AUTH PLAIN <secret>": the mechanism only */
 		const char *sp = strchr(line + 5, ' ');
-		log_info("session %lu: < %.*s%s", s->id, (int)(sp ? sp - line : (long)strlen(line)), line,
-		         sp ? " ********" : "");
-		return;
+		char *mech = mem_strndup(line, sp ? (size_t)(sp - line) : strlen(line));
+		smtpd_log_safe(mech, 64, &text);
+		if (sp)
+			buf_puts(&text, " ********");
+		free(mech);
+	} else {
+		smtpd_log_safe(line, SMTPD_COMMAND_LINE_MAX, &text);
 	}
-	log_info("session %lu: < %s", s->id, line);
+	log_info("session %lu: < %s", s->id, buf_cstr(&text));
+	buf_free(&text);
 }
 
 void smtpd_cmd_line(struct smtpd_session *s, char *line, size_t len)

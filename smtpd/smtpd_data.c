@@ -230,6 +230,8 @@ static void message_text(struct smtpd_session *s, const char *p, size_t n)
 static void back_to_commands(struct smtpd_session *s)
 {
 	smtpd_txn_reset(s);
+	if (s->state == SMTPD_ST_CLOSING) /* the reply was one error too many */
+		return;
 	s->state = SMTPD_ST_COMMAND;
 	smtpd_session_timeouts(s);
 	bufferevent_enable(s->bev, EV_READ);

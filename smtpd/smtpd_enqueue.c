@@ -255,31 +255,9 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the interface --------------------------------------------------------------------- */
 
-static int connect_qmgr(const char *path, struct buf *err)
-{
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		buf_printf(err, "socket path too long: %s", path);
-		return -1;
-	}
-	strcpy(sun.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		buf_printf(err, "socket: %s", strerror(errno));
-		return -1;
-	}
-	/* A UNIX socket connects at once or not at all (EAGAIN: backlog full). */
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		buf_printf(err, "cannot connect to %s: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *err)
 {
-	int fd = connect_qmgr(s->conf->qmgr_socket, err);
+	int fd = ipc_connect_nonblocking(s->conf->qmgr_socket, err);
 	if (fd < 0)
 		return NULL;
 	struct smtpd_enqueue *e = mem_zalloc(sizeof(*e));

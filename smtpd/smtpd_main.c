@@ -114,11 +114,42 @@ static void refuse_busy(int fd)
 	close(fd);
 }
 
+/* total-max-smtp-in counts the connections of every smtpd worker: each of
+ * the smtpd-processes workers master starts takes its share. */
+static uint64_t session_cap(const struct smtpd_server *srv)
+{
+	uint64_t total = srv->conf->max_sessions, n = srv->from_master ? srv->conf->processes : 1;
+	return (total + n - 1) / n;
+}
+
+/* await-slot: the listener stops accepting until a session ends, so
+ * clients wait in the kernel's backlog instead of getting a 421. */
+static void pause_listener(struct smtpd_listener *l)
+{
+	event_del(l->ev);
+	l->paused = true;
+}
+
+static void resume_listeners(struct smtpd_server *srv)
+{
+	for (size_t i = 0; i < srv->nlisteners; i++) {
+		struct smtpd_listener *l = &srv->listeners[i];
+		if (l->paused && l->ev) {
+			l->paused = false;
+			event_add(l->ev, NULL);
+		}
+	}
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_listener *l = arg;
 	struct smtpd_server *srv = l->server;
 	for (int i = 0; i < SMTPD_ACCEPT_BURST && !srv->stopping; i++) {
+		if (l->await_slot && srv->nsessions >= session_cap(srv)) {
+			pause_listener(l);
+			return;
+		}
 		struct sockaddr_storage ss;
 		socklen_t sslen = sizeof(ss);
 		int c = accept4((int)fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -137,11 +168,11 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			continue;
 		}
 		addr_ip_unmap(&ip);
-		if (srv->nsessions >= srv->conf->max_sessions) {
+		if (srv->nsessions >= session_cap(srv)) {
 			char text[ADDR_IP_STRLEN];
 			addr_ip_format(&ip, text);
-			log_warning("refusing [%s]: total-max-smtp-in %llu reached", text,
-			            (unsigned long long)srv->conf->max_sessions);
+			log_warning("refusing [%s]: total-max-smtp-in %llu reached (%llu in this process)", text,
+			            (unsigned long long)srv->conf->max_sessions, (unsigned long long)session_cap(srv));
 			refuse_busy(c);
 			continue;
 		}
@@ -153,7 +184,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 
 static void update_title(struct smtpd_server *srv)
 {
-	server_set_title("smtpd: %zu session%s%s", srv->nsessions, srv->nsessions == 1 ? "" : "s",
+	server_set_title("smtpd %zu session%s%s", srv->nsessions, srv->nsessions == 1 ? "" : "s",
 	                 srv->stopping ? " (stopping)" : "");
 }
 
@@ -177,6 +208,8 @@ void smtpd_server_session_gone(struct smtpd_server *srv, struct smtpd_session *s
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
+	if (!srv->stopping && srv->nsessions < session_cap(srv))
+		resume_listeners(srv);
 	update_title(srv);
 	finish_if_drained(srv);
 }
@@ -221,6 +254,7 @@ static bool smtpd_pre_init(void *ctx, const struct server_options *opts, struct 
 	if ((srv->conf = smtpd_conf_load(srv->config_path, err)) == NULL)
 		return false;
 	const char *fds = getenv("TERN_LISTEN_FDS");
+	srv->from_master = fds != NULL;
 	if (fds ? !inherit_listeners(srv, fds, err) : !open_listeners(srv, err))
 		return false;
 	if (srv->nlisteners == 0) {

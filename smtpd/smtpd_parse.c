@@ -14,9 +14,11 @@
 
 /* ---- addresses (RFC 5321 section 4.1.2, RFC 6531 for UTF-8) ------------------ */
 
+/* strchr finds the terminating NUL too: without the c != 0 test the end
+ * of the line would count as atext and the parser would read past it. */
 static bool is_atext(unsigned char c)
 {
-	return isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+	return c != '\0' && (isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
 /* Length of one well-formed UTF-8 sequence at p (non-ASCII, no overlongs,
@@ -496,6 +498,20 @@ void smtpd_base64_encode(const void *in, size_t len, struct buf *out)
 		buf_putc(out, b64chars[n >> 12 & 63]);
 		buf_putc(out, i + 1 < len ? b64chars[n >> 6 & 63] : '=');
 		buf_putc(out, i + 2 < len ? b64chars[n & 63] : '=');
+	}
+}
+
+/* ---- log text ------------------------------------------------------------------ */
+
+void smtpd_log_safe(const char *in, size_t max, struct buf *out)
+{
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++, n++) {
+		if (n == max) {
+			buf_puts(out, "...");
+			return;
+		}
+		buf_putc(out, *p < 32 || *p == 127 ? '?' : (char)*p);
 	}
 }
 

@@ -78,6 +78,12 @@ struct smtpd_conf *smtpd_conf_load(const char *path, struct buf *err)
 	c->spool = spool_dir(conf);
 	c->qmgr_socket = mem_asprintf("%s/private/qmgr", c->spool);
 	c->max_sessions = conf_get_uint(g, "total-max-smtp-in");
+	/* as master counts them (master_service.c) */
+	c->processes = conf_get_uint(g, "smtpd-processes");
+	if (c->processes == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		c->processes = cpus > 0 ? (uint64_t)cpus : 1;
+	}
 	c->relay_debug = conf_get_bool(g, "relay-debug");
 	return c;
 }
@@ -142,10 +148,13 @@ bool smtpd_policy_resolve(const struct smtpd_conf *c, const struct addr_ip *ip, 
 	out->process_x_envid = conf_get_bool(s, "process-x-envid");
 	out->log_connections = conf_get_bool(s, "log-connections");
 	out->log_commands = conf_get_bool(s, "log-commands");
+	out->log_tls = conf_get_bool(s, "log-tls");
 	out->max_message_size = conf_get_uint(s, "max-message-size");
 	if (out->max_message_size == 0)
 		out->max_message_size = VALUE_UNLIMITED;
 	out->max_rcpt = conf_get_uint(s, "max-rcpt-per-message");
+	if (out->max_rcpt == 0 || out->max_rcpt > SMTPD_RCPT_HARD_MAX)
+		out->max_rcpt = SMTPD_RCPT_HARD_MAX;
 	out->max_hops = conf_get_uint(s, "max-message-hops");
 	out->command_timeout = positive_seconds(conf_get_interval(s, "smtp-command-timeout"));
 	out->data_timeout = positive_seconds(conf_get_interval(s, "smtp-data-timeout"));
@@ -178,6 +187,7 @@ bool smtpd_listener_tls(struct smtpd_listener *l, const struct smtpd_conf *c, st
 	}
 	const struct conf_settings *s = conf_block_settings(b);
 	l->immediate_tls = conf_get_bool(s, "immediate-tls");
+	l->await_slot = conf_get_bool(s, "await-slot");
 	const char *src = conf_get_string(s, "source");
 	free(l->source_name);
 	l->source_name = src ? mem_strdup(src) : NULL;

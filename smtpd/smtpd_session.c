@@ -27,6 +27,11 @@
 /* Message text queued towards qmgr beyond which the client is not read:
  * a slow qmgr must not make smtpd buffer whole messages. */
 #define SMTPD_ENQUEUE_HIGH (1024 * 1024)
+/* Replies waiting for a client that does not read them: beyond the high
+ * mark its commands are not read either, until the replies drain to the
+ * low mark.  Pipelining cannot make smtpd buffer without bound. */
+#define SMTPD_OUTPUT_HIGH (64 * 1024)
+#define SMTPD_OUTPUT_LOW (16 * 1024)
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -231,7 +236,7 @@ static void note_tls(struct smtpd_session *s)
 	}
 	buf_free(&subject);
 	buf_free(&issuer);
-	if (s->policy.log_connections || s->tls_subject)
+	if (s->policy.log_connections || s->policy.log_tls || s->tls_subject)
 		log_info("session %lu: [%s] TLS %s %s%s%s%s%s", s->id, s->client_text, s->tls_protocol, s->tls_cipher,
 		         s->tls_subject ? " client=\"" : "", s->tls_subject ? s->tls_subject : "",
 		         s->tls_subject ? "\" verify=" : "", s->tls_subject ? tls_verify_text(ssl) : "");
@@ -326,6 +331,9 @@ void smtpd_session_starttls(struct smtpd_session *s)
 		smtpd_reply_close(s, "421 4.3.0 TLS not available");
 		return;
 	}
+	/* encrypted output beyond the mark stays in the TLS bufferevent, where
+	 * the check on replies sees it */
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, SMTPD_OUTPUT_HIGH);
 	struct bufferevent *tls =
 	    bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tls == NULL)
@@ -473,12 +481,35 @@ static bool next_text(struct smtpd_session *s, struct evbuffer *in)
 	return true;
 }
 
+static void on_output_drained(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *s = arg;
+	if (!s->out_held)
+		return;
+	s->out_held = false;
+	bufferevent_setcb(bev, on_read, NULL, on_event, s);
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	bufferevent_enable(bev, EV_READ);
+	smtpd_session_process(s);
+}
+
+static bool replies_backed_up(struct smtpd_session *s)
+{
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) <= SMTPD_OUTPUT_HIGH)
+		return false;
+	s->out_held = true;
+	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_setwatermark(s->bev, EV_WRITE, SMTPD_OUTPUT_LOW, 0);
+	bufferevent_setcb(s->bev, on_read, on_output_drained, on_event, s);
+	return true;
+}
+
 void smtpd_session_process(struct smtpd_session *s)
 {
 	/* What the input causes may close the session: freeing waits until
 	 * the loop below is done with s. */
 	s->busy++;
-	while (!s->dead) {
+	while (!s->dead && s->state != SMTPD_ST_CLOSING && !replies_backed_up(s)) {
 		struct evbuffer *in = bufferevent_get_input(s->bev);
 		bool progress;
 		if (s->state == SMTPD_ST_COMMAND || s->state == SMTPD_ST_AUTH)

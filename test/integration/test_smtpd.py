@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -27,6 +28,7 @@ import ternipc
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 SMTPD = TOP / "smtpd" / "smtpd"
+QMGR = TOP / "qmgr" / "qmgr"
 PASSWORD = "key pass phrase"
 
 
@@ -195,7 +197,7 @@ def free_port():
 class Smtpd:
     """smtpd started in standalone mode (it opens its own listeners)."""
 
-    def __init__(self, workdir, certs, body, qmgr=True, globals_="", inherit=False, whole=None):
+    def __init__(self, workdir, certs, body, qmgr=True, globals_="", inherit=False, whole=None, env=None):
         self.dir = workdir
         self.port = free_port()
         self.tls_port = free_port()
@@ -224,7 +226,7 @@ relay-domain [*.]example.net
             self.conf.write_text(whole(self))
         self.log = workdir / "smtpd.log"
         self.logf = open(self.log, "wb")
-        env, fds, socks = dict(os.environ), [], []
+        env, fds, socks = dict(os.environ, **(env or {})), [], []
         if inherit:
             # as master does: listening sockets passed by descriptor, named
             # after their smtp-listener
@@ -370,6 +372,33 @@ def test_plain_message_is_queued_with_received_header(start):
     assert data.endswith("\r\n\r\nbody line\r\n.leading dot\r\n")  # smtplib stuffs, we unstuff
     assert msg["end"] == {}
     assert "Q00001: from=<a@x.org> to=<b@example.com>" in d.logtext()
+
+
+@pytest.mark.skipif(not QMGR.exists(), reason="qmgr is not built")
+def test_with_the_real_qmgr(start):
+    d = start(qmgr=False)
+    log = open(d.dir / "qmgr.log", "wb")
+    qmgr = subprocess.Popen([str(QMGR), "-f", "-c", str(d.conf)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not (d.spool / "private" / "qmgr").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        with d.smtp() as c:
+            c.ehlo("client.test")
+            c.mail("a@x.org")
+            c.rcpt("b@example.com")
+            c.rcpt("Postmaster")
+            code, text = c.data(MESSAGE)
+            assert code == 250, text
+            queue_id = text.decode().rsplit(" ", 1)[1]
+    finally:
+        os.kill(qmgr.pid, signal.SIGTERM)
+        qmgr.wait(20)
+        log.close()
+    listing = subprocess.run([str(QMGR), "-L", "-c", str(d.conf)], capture_output=True, text=True, timeout=30)
+    assert f"message\t{queue_id}\ta@x.org" in listing.stdout, listing.stdout + listing.stderr
+    assert "b@example.com" in listing.stdout and "Postmaster@mx.test" in listing.stdout
 
 
 def test_qmgr_unreachable_gives_451(start):
@@ -654,6 +683,26 @@ def test_source_header_directives(start):
     assert m2["data"].decode().count("Message-Id") == 1
 
 
+def test_jobid_header_and_date_override(start):
+    d = start("""<source 0/0>
+    process-x-job yes
+    retain-x-job yes
+    jobid-header X-Campaign
+    add-date-header override
+    add-received-header no
+</source>""")
+    with d.smtp() as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], "Date: Mon, 1 Jan 2001 00:00:00 +0000\r\nX-Job: not-this\r\n"
+                   "X-Campaign:  spring-sale \r\nSubject: j\r\n\r\nbody\r\n")
+    msg = d.qmgr.messages[0]
+    data = msg["data"].decode()
+    assert msg["envelope"]["mail_job"] == "spring-sale"
+    assert "X-Campaign:  spring-sale" in data and "X-Job: not-this" in data  # retained
+    assert "2001" not in data and data.count("\r\nDate: ") == 1
+    assert not data.startswith("Received:")
+
+
 def test_total_max_smtp_in(start):
     d = start(globals_="total-max-smtp-in 2")
     a, b = Raw(d.port), Raw(d.port)
@@ -665,6 +714,20 @@ def test_total_max_smtp_in(start):
     time.sleep(0.2)
     e = Raw(d.port)
     assert e.reply().startswith("220")
+
+
+def test_await_slot_keeps_clients_waiting(start):
+    d = start(globals_="total-max-smtp-in 1\nsmtp-await-slot yes")
+    a = Raw(d.port)
+    assert a.reply().startswith("220")
+    b = Raw(d.port)  # accepted by the kernel, not yet by smtpd
+    b.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        b.sock.recv(10)
+    b.sock.settimeout(10)
+    a.send("QUIT\r\n")
+    assert a.reply().startswith("221")
+    assert b.reply().startswith("220")
 
 
 def test_timeouts(start):
@@ -788,11 +851,36 @@ def test_implicit_tls_with_swaks(start, certs):
     assert "queued as" in out.stdout
 
 
+def test_tls_cipher_settings_apply(start, certs):
+    d = start(globals_="smtp-server-tls-v1.3-ciphersuites TLS_CHACHA20_POLY1305_SHA256\n"
+                       "smtp-server-tls-ciphers ECDHE-RSA-AES128-GCM-SHA256\n")
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=client_ctx(certs), timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    ctx = client_ctx(certs)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=ctx, timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    assert "TLSv1.3 TLS_CHACHA20_POLY1305_SHA256" in d.qmgr.messages[0]["data"].decode()
+    assert "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256" in d.qmgr.messages[1]["data"].decode()
+
+
+def test_tls_1_3_can_be_switched_off(start, certs):
+    d = start(globals_="smtp-server-tls-allow-tlsv1.3 no\n")
+    with smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=client_ctx(certs), timeout=10) as c:
+        c.ehlo("client.test")
+        c.sendmail("a@x.org", ["b@example.com"], MESSAGE)
+    assert "TLSv1.2 " in d.qmgr.messages[0]["data"].decode()
+
+
 def test_tls_versions_below_1_2_refused(start, certs):
     d = start()
     ctx = client_ctx(certs)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():  # old versions are deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
     ctx.set_ciphers("ALL:@SECLEVEL=0")
     with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
         smtplib.SMTP_SSL("127.0.0.1", d.tls_port, context=ctx, timeout=10).ehlo()
@@ -1003,6 +1091,15 @@ def test_listeners_inherited_from_master(start, certs):
     assert len(d.qmgr.messages) == 2
 
 
+def test_total_max_smtp_in_is_shared_by_the_workers(start):
+    # under master, each of the smtpd-processes workers takes its share
+    d = start(inherit=True, globals_="smtpd-processes 2\ntotal-max-smtp-in 4")
+    a, b = Raw(d.port), Raw(d.port)
+    assert a.reply().startswith("220") and b.reply().startswith("220")
+    c = Raw(d.port)
+    assert c.reply().startswith("421 4.7.0")
+
+
 def test_large_message_streams_to_qmgr(start):
     d = start()
     d.qmgr.slow = True
@@ -1032,6 +1129,41 @@ def test_reload_applies_to_new_sessions(start):
     assert "reload refused" in d.logtext()
     r = Raw(d.port)
     assert r.reply().startswith("521")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+
+
+def test_client_that_does_not_read_replies_cannot_grow_the_server(start):
+    # AddressSanitizer's quarantine would hide reuse of freed memory
+    d = start(env={"ASAN_OPTIONS": "quarantine_size_mb=0"})
+    r = Raw(d.port)
+    greet(r)
+    before = rss_kb(d.proc.pid)
+    r.sock.setblocking(False)
+    chunk, sent, deadline = b"NOOP\r\n" * 10000, 0, time.time() + 1.5
+    while sent < 8 * 1024 * 1024 and time.time() < deadline:
+        try:
+            sent += r.sock.send(chunk)
+        except BlockingIOError:
+            time.sleep(0.01)
+    time.sleep(0.3)
+    grown = rss_kb(d.proc.pid) - before
+    # without the limit, the replies to 8 MB of NOOPs take about 20 MB
+    assert sent < 8 * 1024 * 1024 and grown < 6000, (sent, grown)
+    r.sock.setblocking(True)
+    r.sock.settimeout(10)
+    # the session still works once the client reads
+    received = b""
+    want = sent // 6
+    while received.count(b"\r\n") < want:
+        received += r.sock.recv(1 << 20)
+    r.send("QUIT\r\n")
+    assert r.sock.recv(100).startswith(b"221") or b"221" in received
 
 
 def test_garbage_does_not_hurt(start):

@@ -117,6 +117,22 @@ static void test_bad_paths(void **state)
 	}
 }
 
+/* A line that ends inside the local part: the end of the string is not
+ * atext (found by fuzzing: the parser used to read past it). */
+static void test_path_ending_inside_the_local_part(void **state)
+{
+	(void)state;
+	static const char *const inputs[] = {"<u", "<user", "<a.b", "<@host:u"};
+	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+		char *line = mem_strdup(inputs[i]); /* exact-size heap copy for ASan */
+		const char *p = line, *why = NULL;
+		struct smtpd_addr addr;
+		assert_false(smtpd_parse_path(&p, true, true, true, &addr, &why));
+		assert_non_null(why);
+		free(line);
+	}
+}
+
 static void test_path_limits(void **state)
 {
 	(void)state;
@@ -259,6 +275,18 @@ static void test_domain_patterns(void **state)
 	assert_true(smtpd_domain_match("[::1]", "[IPv6:::1]"));
 }
 
+static void test_log_safe(void **state)
+{
+	(void)state;
+	struct buf b = BUF_INIT;
+	smtpd_log_safe("a\nb\x1b[31mc\x7f", 100, &b);
+	assert_string_equal(buf_cstr(&b), "a?b?[31mc?");
+	buf_reset(&b);
+	smtpd_log_safe("abcdef", 3, &b);
+	assert_string_equal(buf_cstr(&b), "abc...");
+	buf_free(&b);
+}
+
 /* ---- the end-of-data scanner ----------------------------------------------------------- */
 
 struct scan_out {
@@ -347,11 +375,18 @@ static void test_scan_line_length(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_good_paths),      cmocka_unit_test(test_bad_paths),
-	    cmocka_unit_test(test_path_limits),     cmocka_unit_test(test_params),
-	    cmocka_unit_test(test_dsn_values),      cmocka_unit_test(test_base64),
-	    cmocka_unit_test(test_domain_patterns), cmocka_unit_test(test_scan_end_and_unstuffing),
-	    cmocka_unit_test(test_scan_smuggling),  cmocka_unit_test(test_scan_line_length),
+	    cmocka_unit_test(test_good_paths),
+	    cmocka_unit_test(test_bad_paths),
+	    cmocka_unit_test(test_path_limits),
+	    cmocka_unit_test(test_path_ending_inside_the_local_part),
+	    cmocka_unit_test(test_params),
+	    cmocka_unit_test(test_dsn_values),
+	    cmocka_unit_test(test_base64),
+	    cmocka_unit_test(test_domain_patterns),
+	    cmocka_unit_test(test_scan_end_and_unstuffing),
+	    cmocka_unit_test(test_scan_smuggling),
+	    cmocka_unit_test(test_log_safe),
+	    cmocka_unit_test(test_scan_line_length),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
