@@ -23,7 +23,7 @@ struct ctl_command {
 	/* argv holds the arguments after the command name, options removed. */
 	int (*run)(const struct ctl_options *opts, int argc, char **argv);
 	bool takes_json;
-	/* Its own "--name[=value]" options reach run() among the operands. */
+	/* Options of its own ("--since N"): left in argv for the handler. */
 	bool own_options;
 };
 
@@ -39,6 +39,8 @@ int ctl_test_config(const struct ctl_options *opts, int argc, char **argv);
 int ctl_explain(const struct ctl_options *opts, int argc, char **argv);
 
 /* ctl_control.c */
+/* <spool>/public/control for the configuration's spool (the caller frees). */
+char *ctl_control_socket_path(const struct ctl_options *opts);
 int ctl_start(const struct ctl_options *opts, int argc, char **argv);
 int ctl_stop(const struct ctl_options *opts, int argc, char **argv);
 int ctl_reload(const struct ctl_options *opts, int argc, char **argv);
@@ -56,5 +58,10 @@ int ctl_resume_queue(const struct ctl_options *opts, int argc, char **argv);
 int ctl_schedule(const struct ctl_options *opts, int argc, char **argv);
 int ctl_delete(const struct ctl_options *opts, int argc, char **argv);
 int ctl_queue_recover(const struct ctl_options *opts, int argc, char **argv);
+
+/* ctl_acct.c */
+int ctl_reopen_acct(const struct ctl_options *opts, int argc, char **argv);
+int ctl_rotate_acct(const struct ctl_options *opts, int argc, char **argv);
+int ctl_acct_tail(const struct ctl_options *opts, int argc, char **argv);
 
 #endif

@@ -67,6 +67,18 @@ const struct ctl_command ctl_commands[] = {
     {"queue recover", "[-c FILE] [-d DIR] [--json]",
      "Runs catastrophic recovery of the queue (qmgr -C from DIR) while tern is stopped; refuses while it runs.",
      ctl_queue_recover, true, false},
+    {"reopen acct", "[-c FILE] [--json]",
+     "Makes acctd close and reopen its accounting files, after logrotate moved them.  No record is lost or split: "
+     "every new file begins with the header line.",
+     ctl_reopen_acct, true, false},
+    {"rotate acct", "[-c FILE] [--json] [FILE]",
+     "Rotates an accounting file (or all of them) now, as move-interval and max-size do by themselves.",
+     ctl_rotate_acct, true, false},
+    {"acct tail", "[-c FILE] [--json] [--since SEQ] [--type d,b] [--fields *,dlvTlsProtocol]",
+     "Follows the accounting records as acctd writes them, as CSV (a header line, then one row per record) or "
+     "with --json one object per line.  --since SEQ resumes after that sequence number, so a consumer that lost "
+     "its connection misses nothing; without it only new records are shown.",
+     ctl_acct_tail, true, true},
     {"help", "[COMMAND]", "Shows the commands, or the help of one command.", run_help, false, false},
     {NULL, NULL, NULL, NULL, false, false},
 };
@@ -172,7 +184,7 @@ static int take_options(struct ctl_options *opts, bool json_ok, bool own_options
 			opts->daemon_dir = argv[++i];
 		} else if (strcmp(a, "--json") == 0 && json_ok) {
 			opts->json = true;
-		} else if (own_options && a[1] == '-') {
+		} else if (own_options) {
 			argv[kept++] = argv[i];
 		} else {
 			return ctl_usage_error("unknown option \"%s\"", a);
