@@ -358,6 +358,8 @@ typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, size_t index, const c
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
                                     const char *spool, struct buf *err);
 void qmgr_sched_stop(struct qmgr_sched *s);
+/* A reload: every queue's settings again from conf. */
+void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf);
 /* n recipients of a new message went to this queue: due now. */
 void qmgr_sched_queued(struct qmgr_sched *s, const char *queue, uint64_t n);
 /* Recipients that left a queue without the scheduler (deleted). */
@@ -401,6 +403,8 @@ bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
  * may be NULL: categories only). */
 struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sched, const struct conf *conf);
 void qmgr_bounce_free(struct qmgr_bounce *b);
+/* A reload: categories and host name from conf. */
+void qmgr_bounce_reload(struct qmgr_bounce *b, const struct conf *conf);
 /* bounceCat of a failure: the first rule matching the status or the
  * diagnostic. */
 void qmgr_bounce_category(const struct qmgr_bounce *b, const char *status, const char *diag, struct buf *out);

@@ -299,6 +299,37 @@ static void on_bounce(void *ctx, const char *qid, size_t index, const char *reas
 	buf_free(&err);
 }
 
+static void free_rules(struct qmgr_bounce *b)
+{
+	for (size_t i = 0; i < b->nrules; i++) {
+		regfree(&b->rules[i].re);
+		free(b->rules[i].name);
+	}
+	free(b->rules);
+	b->rules = NULL;
+	b->nrules = 0;
+}
+
+static void load_host(struct qmgr_bounce *b)
+{
+	const char *host = b->conf ? conf_get_string(conf_global(b->conf), "host-name") : NULL;
+	char name[256] = "localhost";
+	if (host == NULL || *host == '\0') {
+		gethostname(name, sizeof(name) - 1);
+		host = name;
+	}
+	free(b->host);
+	b->host = mem_strdup(host);
+}
+
+void qmgr_bounce_reload(struct qmgr_bounce *b, const struct conf *conf)
+{
+	b->conf = conf;
+	free_rules(b);
+	load_rules(b);
+	load_host(b);
+}
+
 struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sched, const struct conf *conf)
 {
 	struct qmgr_bounce *b = mem_zalloc(sizeof(*b));
@@ -306,13 +337,7 @@ struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sc
 	b->sched = sched;
 	b->conf = conf;
 	load_rules(b);
-	const char *host = conf ? conf_get_string(conf_global(conf), "host-name") : NULL;
-	char name[256] = "localhost";
-	if (host == NULL || *host == '\0') {
-		gethostname(name, sizeof(name) - 1);
-		host = name;
-	}
-	b->host = mem_strdup(host);
+	load_host(b);
 	if (sched)
 		qmgr_sched_set_bounce(sched, on_bounce, b);
 	return b;
@@ -322,11 +347,7 @@ void qmgr_bounce_free(struct qmgr_bounce *b)
 {
 	if (b == NULL)
 		return;
-	for (size_t i = 0; i < b->nrules; i++) {
-		regfree(&b->rules[i].re);
-		free(b->rules[i].name);
-	}
-	free(b->rules);
+	free_rules(b);
 	free(b->host);
 	free(b);
 }

@@ -648,6 +648,17 @@ void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx)
 	s->bounce_ctx = ctx;
 }
 
+/* A reload: every queue's settings are resolved again from conf, which
+ * replaces the old configuration (the caller frees that one). */
+void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf)
+{
+	s->conf = conf;
+	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
+	for (struct qmgr_squeue *q = s->queues; q; q = q->next)
+		queue_configure(s, q);
+	qmgr_sched_kick(s);
+}
+
 /* ---- life -------------------------------------------------------------------- */
 
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,

@@ -282,3 +282,17 @@ def test_smtplib_to_sink_through_every_daemon_under_master(tern, base):
         assert status["traffic"]["total"]["out"]["rcp"] == 2
     finally:
         sink.stop()
+
+
+def test_reload_applies_new_queue_settings(setup):
+    """max-smtp-out 0 holds the queue; after SIGHUP with the hold gone the
+    message goes out."""
+    q, sink = setup(ROUTE + "  max-smtp-out 0\n")
+    q.enqueue("a@example.org", ["held@example.net"])
+    time.sleep(1.5)
+    assert sink.delivered() == []
+    q.text = q.text.replace("  max-smtp-out 0\n", "")
+    q.write_config()
+    q.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sink.delivered() == ["held@example.net"], 10, what="delivery after the reload")
+    assert "configuration reloaded" in q.log()
