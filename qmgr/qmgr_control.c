@@ -180,12 +180,11 @@ static void show_domains(struct qmgr_control *ctl, struct buf *out)
 static void show_status(struct qmgr_control *ctl, struct buf *out)
 {
 	const struct qmgr_counters *c = qmgr_sched_counters(ctl->sched);
-	uint64_t rcpts = 0, queues = 0, domains = 0;
+	uint64_t rcpts = 0, queues = 0;
 	for (struct qmgr_squeue *q = qmgr_sched_first(ctl->sched); q; q = q->next) {
 		rcpts += q->rcpts;
 		queues += q->rcpts > 0;
 	}
-	(void)domains;
 	put_reply(out, 0, "ok");
 	struct ipc_writer w;
 	ipc_write_begin(&w, out, 0);

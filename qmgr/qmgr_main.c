@@ -226,10 +226,12 @@ static bool list_message(void *ctx, const char *qid, const struct ipc_msg *msg)
 	return l->ok;
 }
 
+/* A "tq" record has no message: its queue stands in the ID's column. */
 static bool list_outbox(void *ctx, uint64_t seq, const struct ipc_msg *rec)
 {
+	const char *qid = ipc_msg_str(rec, IPC_ATTR_QUEUE_ID);
 	printf("outbox\t%" PRIu64 "\t%s\t%s\t%" PRId64 "\n", seq, ipc_msg_str(rec, IPC_ATTR_RECORD_TYPE),
-	       ipc_msg_str(rec, IPC_ATTR_QUEUE_ID), ipc_msg_int(rec, IPC_ATTR_RCPT_INDEX));
+	       qid ? qid : ipc_msg_str(rec, IPC_ATTR_QUEUE), ipc_msg_int(rec, IPC_ATTR_RCPT_INDEX));
 	return true;
 }
 
