@@ -44,6 +44,7 @@ static const struct ipc_spec frame_spec[] = {
     {IPC_ATTR_BODY_SIZE, IPC_OPTIONAL},      {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL},
     {IPC_ATTR_RECEIVED_MSGS, IPC_OPTIONAL},  {IPC_ATTR_RECEIVED_RCPTS, IPC_OPTIONAL},
     {IPC_ATTR_OUTBOX_PENDING, IPC_OPTIONAL}, {IPC_ATTR_UPTIME, IPC_OPTIONAL},
+    {IPC_ATTR_STATE, IPC_OPTIONAL},
 };
 
 struct reply {
@@ -495,6 +496,17 @@ int ctl_delete(const struct ctl_options *opts, int argc, char **argv)
 	return status;
 }
 
+static const struct ipc_msg *traffic_row(const struct reply *r, const char *period)
+{
+	for (size_t i = 0; i < r->nrows; i++) {
+		const struct ipc_msg *m = &r->rows[i];
+		if (strcmp(ipc_msg_str(m, IPC_ATTR_REQUEST), "traffic") == 0 && ipc_msg_has(m, IPC_ATTR_STATE) &&
+		    strcmp(ipc_msg_str(m, IPC_ATTR_STATE), period) == 0)
+			return m;
+	}
+	return NULL;
+}
+
 /* qmgr's part of PowerMTA's status: traffic, connections, queue totals. */
 int ctl_show_status(const struct ctl_options *opts, int argc, char **argv)
 {
@@ -508,25 +520,34 @@ int ctl_show_status(const struct ctl_options *opts, int argc, char **argv)
 		return ctl_fail("qmgr sent no status");
 	}
 	const struct ipc_msg *m = &r.rows[0];
-#define N(a) ipc_msg_int(m, IPC_ATTR_##a)
+	const struct ipc_msg *hour = traffic_row(&r, "hour"), *minute = traffic_row(&r, "minute");
+#define N(msg, a) (msg ? ipc_msg_int(msg, IPC_ATTR_##a) : 0)
 	if (opts->json) {
 		printf("{\"traffic\":{\"total\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64
 		       "},\"out\":{\"rcp\":%" PRId64 ",\"bounced\":%" PRId64 ",\"deferred\":%" PRId64
+		       "}},\"lastHr\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64 "},\"out\":{\"rcp\":%" PRId64
+		       "}},\"lastMin\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64 "},\"out\":{\"rcp\":%" PRId64
 		       "}}},\"conn\":{\"smtpOut\":{\"cur\":%" PRId64 "}},\"queue\":{\"smtp\":{\"rcp\":%" PRId64
 		       ",\"queues\":%" PRId64 "}},\"accounting\":{\"pending\":%" PRId64 "},\"uptime\":%" PRId64
 		       ",\"status\":\"running\"}\n",
-		       N(RECEIVED_RCPTS), N(RECEIVED_MSGS), N(DELIVERED), N(BOUNCED), N(DEFERRED), N(CONNECTIONS),
-		       N(RCPTS), N(QUEUES), N(OUTBOX_PENDING), N(UPTIME));
+		       N(m, RECEIVED_RCPTS), N(m, RECEIVED_MSGS), N(m, DELIVERED), N(m, BOUNCED), N(m, DEFERRED),
+		       N(hour, RECEIVED_RCPTS), N(hour, RECEIVED_MSGS), N(hour, DELIVERED), N(minute, RECEIVED_RCPTS),
+		       N(minute, RECEIVED_MSGS), N(minute, DELIVERED), N(m, CONNECTIONS), N(m, RCPTS), N(m, QUEUES),
+		       N(m, OUTBOX_PENDING), N(m, UPTIME));
 	} else {
-		int64_t up = N(UPTIME);
+		int64_t up = N(m, UPTIME);
 		printf("  Traffic    ------------inbound------------  ------------outbound-----------\n"
-		       "                 rcpts      msgs                  rcpts   bounced   deferred\n"
-		       "      Total %9" PRId64 " %9" PRId64 "            %11" PRId64 " %9" PRId64 " %10" PRId64 "\n\n",
-		       N(RECEIVED_RCPTS), N(RECEIVED_MSGS), N(DELIVERED), N(BOUNCED), N(DEFERRED));
-		printf(" Connections    active\n   Outbound %9" PRId64 "\n\n", N(CONNECTIONS));
+		       "                 rcpts      msgs                  rcpts   bounced   deferred\n");
+		printf("      Total %9" PRId64 " %9" PRId64 "            %11" PRId64 " %9" PRId64 " %10" PRId64 "\n",
+		       N(m, RECEIVED_RCPTS), N(m, RECEIVED_MSGS), N(m, DELIVERED), N(m, BOUNCED), N(m, DEFERRED));
+		printf("  Last Hour %9" PRId64 " %9" PRId64 "            %11" PRId64 "\n", N(hour, RECEIVED_RCPTS),
+		       N(hour, RECEIVED_MSGS), N(hour, DELIVERED));
+		printf("  Last Min. %9" PRId64 " %9" PRId64 "            %11" PRId64 "\n\n", N(minute, RECEIVED_RCPTS),
+		       N(minute, RECEIVED_MSGS), N(minute, DELIVERED));
+		printf(" Connections    active\n   Outbound %9" PRId64 "\n\n", N(m, CONNECTIONS));
 		printf("     Queues      rcpts    queues  Accounting  pending\n       SMTP %10" PRId64 " %9" PRId64
 		       "              %7" PRId64 "\n\n",
-		       N(RCPTS), N(QUEUES), N(OUTBOX_PENDING));
+		       N(m, RCPTS), N(m, QUEUES), N(m, OUTBOX_PENDING));
 		printf("     Status    running    Uptime %3" PRId64 " %2" PRId64 ":%02" PRId64 ":%02" PRId64 "\n",
 		       up / 86400, up / 3600 % 24, up / 60 % 60, up % 60);
 	}

@@ -345,7 +345,23 @@ struct qmgr_squeue {
 	struct qmgr_squeue *next, *hash_next;
 };
 
+/* Traffic over the last 60 units (seconds or minutes): a ring of
+ * buckets, each stamped with the unit it counts. */
+enum qmgr_traffic_kind { QMGR_IN_MSGS, QMGR_IN_RCPTS, QMGR_OUT_RCPTS, QMGR_TRAFFIC_KINDS };
+
+struct qmgr_traffic_ring {
+	int64_t unit; /* seconds per bucket */
+	int64_t stamp[60];
+	uint64_t count[60][QMGR_TRAFFIC_KINDS];
+};
+
+void qmgr_traffic_add(struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind, uint64_t n);
+/* The sum over the last 60 units. */
+uint64_t qmgr_traffic_sum(const struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind);
+
 struct qmgr_counters {
+	struct qmgr_traffic_ring last_minute; /* by second */
+	struct qmgr_traffic_ring last_hour;   /* by minute */
 	uint64_t delivered, bounced, deferred, queue_failures, jobs;
 	uint64_t received_msgs, received_rcpts; /* since start */
 	int64_t started;
@@ -371,6 +387,8 @@ struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s);
 bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused);
 bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q);
 struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s);
+/* Counts traffic in the totals and the last minute and hour. */
+void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_t n);
 struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s);
 void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
 /* From the smtp client: a recipient's result, a job's end (m NULL: the

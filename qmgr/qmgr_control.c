@@ -10,7 +10,7 @@
  *   qmgr.pause | qmgr.resume | qmgr.schedule queue=PATTERN
  *   qmgr.delete queue=PATTERN [recipient=] [sender=] [older_than=S]
  *               [no_accounting=1]
- *   qmgr.status                                             one "status" frame
+ *   qmgr.status                 one "status" frame, "traffic" frames
  *
  * PATTERN is a queue name or a shell pattern: every queue ("*" "/" "*"),
  * every queue of a domain ("domain/" "*"), of a virtual MTA.
@@ -177,6 +177,20 @@ static void show_domains(struct qmgr_control *ctl, struct buf *out)
 	free(rows);
 }
 
+/* One "traffic" frame: the last hour or minute. */
+static void put_traffic(struct buf *out, const char *period, const struct qmgr_traffic_ring *r)
+{
+	int64_t now = time(NULL);
+	struct ipc_writer w;
+	ipc_write_begin(&w, out, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "traffic");
+	ipc_put_str(&w, IPC_ATTR_STATE, period);
+	ipc_put_int(&w, IPC_ATTR_RECEIVED_MSGS, (int64_t)qmgr_traffic_sum(r, now, QMGR_IN_MSGS));
+	ipc_put_int(&w, IPC_ATTR_RECEIVED_RCPTS, (int64_t)qmgr_traffic_sum(r, now, QMGR_IN_RCPTS));
+	ipc_put_int(&w, IPC_ATTR_DELIVERED, (int64_t)qmgr_traffic_sum(r, now, QMGR_OUT_RCPTS));
+	frame_end(&w);
+}
+
 static void show_status(struct qmgr_control *ctl, struct buf *out)
 {
 	const struct qmgr_counters *c = qmgr_sched_counters(ctl->sched);
@@ -200,6 +214,8 @@ static void show_status(struct qmgr_control *ctl, struct buf *out)
 	ipc_put_int(&w, IPC_ATTR_OUTBOX_PENDING, (int64_t)qmgr_outbox_pending(ctl->outbox));
 	ipc_put_int(&w, IPC_ATTR_UPTIME, (int64_t)time(NULL) - c->started);
 	frame_end(&w);
+	put_traffic(out, "hour", &c->last_hour);
+	put_traffic(out, "minute", &c->last_minute);
 }
 
 /* ---- list and delete: a walk over one queue's recipients ---------------------------- */

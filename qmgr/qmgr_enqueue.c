@@ -289,7 +289,7 @@ static void announce_queues(struct client *c)
 	for (size_t i = 0; c->eq->sched && i < c->queues_n; i++)
 		qmgr_sched_queued(c->eq->sched, c->queues[i], c->queue_rcpts[i]);
 	if (c->eq->sched)
-		qmgr_sched_counters(c->eq->sched)->received_msgs++;
+		qmgr_sched_count(c->eq->sched, QMGR_IN_MSGS, 1);
 }
 
 static void remember_queues(struct client *c)

@@ -202,7 +202,7 @@ void qmgr_sched_queued(struct qmgr_sched *s, const char *queue, uint64_t n)
 		q = queue_add(s, queue, &fresh);
 	}
 	q->rcpts += n;
-	s->counters.received_rcpts += n;
+	qmgr_sched_count(s, QMGR_IN_RCPTS, n);
 	q->next_due = 0; /* unknown: look again */
 	qmgr_sched_kick(s);
 }
@@ -262,6 +262,7 @@ static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, 
 			qmgr_sched_removed(s, q, 1);
 		if (o->state == QMGR_RCPT_DELIVERED) {
 			s->counters.delivered++;
+			qmgr_sched_count(s, QMGR_OUT_RCPTS, 1);
 			q->delivered++;
 		} else if (o->state == QMGR_RCPT_BOUNCED) {
 			s->counters.bounced++;
@@ -599,6 +600,40 @@ void qmgr_sched_kick(struct qmgr_sched *s)
 	}
 }
 
+/* ---- traffic --------------------------------------------------------------------- */
+
+void qmgr_traffic_add(struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind, uint64_t n)
+{
+	int64_t unit = now / r->unit;
+	size_t i = (size_t)(unit % 60);
+	if (r->stamp[i] != unit) {
+		r->stamp[i] = unit;
+		memset(r->count[i], 0, sizeof(r->count[i]));
+	}
+	r->count[i][kind] += n;
+}
+
+uint64_t qmgr_traffic_sum(const struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind)
+{
+	int64_t unit = now / r->unit;
+	uint64_t sum = 0;
+	for (size_t i = 0; i < 60; i++)
+		if (r->stamp[i] > unit - 60 && r->stamp[i] <= unit)
+			sum += r->count[i][kind];
+	return sum;
+}
+
+void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_t n)
+{
+	int64_t now = time(NULL);
+	qmgr_traffic_add(&s->counters.last_minute, now, kind, n);
+	qmgr_traffic_add(&s->counters.last_hour, now, kind, n);
+	if (kind == QMGR_IN_MSGS)
+		s->counters.received_msgs += n;
+	else if (kind == QMGR_IN_RCPTS)
+		s->counters.received_rcpts += n;
+}
+
 /* ---- control ---------------------------------------------------------------- */
 
 bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused)
@@ -670,6 +705,8 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 	s->conf = conf;
 	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
 	s->counters.started = time(NULL);
+	s->counters.last_minute.unit = 1;
+	s->counters.last_hour.unit = 60;
 	if (!qmgr_store_walk_queues(st, load_queue, s, err)) {
 		free(s);
 		return NULL;

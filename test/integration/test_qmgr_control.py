@@ -69,6 +69,7 @@ def test_show_pause_resume_schedule_list_delete(tern):
     s = status.json()
     assert s["traffic"]["total"]["in"]["rcp"] == 4 and s["traffic"]["total"]["in"]["msg"] == 2
     assert s["queue"]["smtp"]["rcp"] == 0
+    assert s["traffic"]["lastHr"]["in"]["rcp"] == 4 and s["traffic"]["lastMin"]["in"]["msg"] == 2
     # acctd runs under master: every record reaches it and leaves the outbox
     wait_for(lambda: tern.ctl("show", "status", "--json").json()["accounting"]["pending"] == 0, 10,
              what="the outbox to drain")
