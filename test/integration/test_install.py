@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -344,3 +345,44 @@ def test_sendmail_never_shows_a_partial_message(pickup):
     assert not partial
     for name in names:
         assert parse_pickup(pickup / name)[2] == message
+
+
+# ---- the shipped logrotate snippet with a running acctd ------------------------------------
+
+from test_acctd_crash import ROTATING_BLOCK  # noqa: E402
+from test_acctd_records import acctd_factory  # noqa: E402,F401 (fixture)
+from test_acctd_rotate import Flow, rows_in  # noqa: E402
+
+
+def shipped_logrotate(a, path):
+    """conf/tern.logrotate with the paths of acctd's test directory."""
+    text = (TOP / "conf" / "tern.logrotate").read_text()
+    text = (text.replace("@localstatedir@/log/tern", str(a.logdir))
+                .replace("@localstatedir@/spool/tern", str(a.spool))
+                .replace("@sbindir@", str(TOP / "ctl"))
+                .replace("@sysconfdir@/tern/config", str(a.config)))
+    assert "@" not in text
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.skipif(not (TOP / "acctd" / "acctd").exists(), reason="acctd is not built")
+def test_shipped_logrotate_snippet_loses_no_record(acctd_factory, tern_dir):
+    a = acctd_factory(ROTATING_BLOCK.replace("max-size 64k", "max-size 0")).start()
+    conf = shipped_logrotate(a, tern_dir / "logrotate.conf")
+    flow = Flow(a, 2000, pause=0.002)
+    flow.start()
+    runs = 0
+    while flow.is_alive() and runs < 5:
+        time.sleep(0.1)
+        out = subprocess.run(["logrotate", "-f", "-s", str(tern_dir / "logrotate.state"), str(conf)],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        runs += 1
+    flow.finish()
+    subprocess.run(["gunzip", "-q", *map(str, a.logdir.glob("acct.csv.*.gz"))], check=False)
+    names = sorted(os.listdir(a.logdir))
+    assert len(names) >= 3, names
+    assert all(n == "acct.csv" or re.match(r"^acct\.csv\.\d+$", n) for n in names), names
+    assert sorted(rows_in(a, names)) == list(range(1, 2001))
+    assert "reopened" in a.log_text()
