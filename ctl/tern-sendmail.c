@@ -277,13 +277,13 @@ static bool header_is(const char *line, size_t len, const char *name)
 
 /* Walks the header section: collects the recipients of To:, Cc: and Bcc:
  * when extract is set, drops Bcc: (with its continuation lines) from the
- * message, and tells whether there is a From: line.  Returns the message
- * as it is to be written. */
-static void scan_headers(const struct buf *in, bool extract, struct addresses *rcpts, bool *has_from, struct buf *out)
+ * message, and tells whether there is a From: line.  Writes the message as
+ * it is to be queued to out; returns false when it has no header at all. */
+static bool scan_headers(const struct buf *in, bool extract, struct addresses *rcpts, bool *has_from, struct buf *out)
 {
 	const char *data = buf_cstr(in);
 	size_t pos = 0;
-	bool dropping = false;
+	bool dropping = false, headers = false;
 	struct buf value = BUF_INIT;
 	*has_from = false;
 	while (pos < in->len) {
@@ -303,6 +303,7 @@ static void scan_headers(const struct buf *in, bool extract, struct addresses *r
 			buf_reset(&value);
 			if (memchr(line, ':', text) == NULL)
 				break; /* not a header: the body starts without a blank line */
+			headers = true;
 			bool recipients =
 			    header_is(line, text, "to") || header_is(line, text, "cc") || header_is(line, text, "bcc");
 			dropping = header_is(line, text, "bcc");
@@ -323,25 +324,29 @@ static void scan_headers(const struct buf *in, bool extract, struct addresses *r
 		parse_address_list(buf_cstr(&value), rcpts);
 	buf_free(&value);
 	buf_append(out, data + pos, in->len - pos);
+	return headers;
 }
 
 /* "From: Full Name <sender>" for a message without one, as Postfix's
- * cleanup adds it; the name is quoted when it holds specials. */
-static void add_from(struct buf *env, const char *sender, const char *full_name)
+ * cleanup adds it; the name is quoted.  A message that had no header at
+ * all gets the blank line that separates the header from its body. */
+static void add_from(struct buf *env, const char *sender, const char *full_name, bool then_blank)
 {
 	if (!full_name || !*full_name) {
 		buf_printf(env, "From: %s\n", sender);
-		return;
+	} else {
+		buf_puts(env, "From: \"");
+		for (const char *p = full_name; *p; p++) {
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				continue;
+			if (*p == '"' || *p == '\\')
+				buf_putc(env, '\\');
+			buf_putc(env, *p);
+		}
+		buf_printf(env, "\" <%s>\n", sender);
 	}
-	buf_puts(env, "From: \"");
-	for (const char *p = full_name; *p; p++) {
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			continue;
-		if (*p == '"' || *p == '\\')
-			buf_putc(env, '\\');
-		buf_putc(env, *p);
-	}
-	buf_printf(env, "\" <%s>\n", sender);
+	if (then_blank)
+		buf_putc(env, '\n');
 }
 
 /* ---- the pickup directory --------------------------------------------------------- */
@@ -482,7 +487,7 @@ int main(int argc, char **argv)
 	if (o.dot_ends)
 		cut_at_dot(&in);
 	bool has_from;
-	scan_headers(&in, o.extract, &o.rcpts, &has_from, &msg);
+	bool has_headers = scan_headers(&in, o.extract, &o.rcpts, &has_from, &msg);
 	if (o.rcpts.count == 0)
 		fail(EX_USAGE, o.extract ? "no recipient addresses found in the message header"
 		                         : "no recipients given (name them, or use -t)");
@@ -491,7 +496,7 @@ int main(int argc, char **argv)
 
 	build_envelope(sender, &o.rcpts, &env);
 	if (!has_from && *sender)
-		add_from(&env, sender, o.full_name);
+		add_from(&env, sender, o.full_name, !has_headers && msg.len > 0 && buf_cstr(&msg)[0] != '\n');
 	drop_file(dir, &env, &msg);
 
 	free(dir);

@@ -267,6 +267,13 @@ def test_sendmail_without_i_ends_at_a_dot_line_and_adds_from(pickup):
     assert message == f'From: "Cron Daemon" <{sender}>\n'.encode() + b"Subject: x\n\nbody\n"
 
 
+def test_sendmail_message_without_header_gets_from_and_a_blank_line(pickup):
+    r = sendmail(pickup.config, "root", stdin=b"disk almost full\n")
+    assert r.returncode == 0, r.stderr
+    sender, _, message = parse_pickup(only_message(pickup))
+    assert message == f"From: {sender}\n\ndisk almost full\n".encode()
+
+
 def test_sendmail_oi_and_null_sender(pickup):
     r = sendmail(pickup.config, "-oi", "-f", "<>", "--", "a@example.com", stdin=b"Subject: y\n\n.\n")
     assert r.returncode == 0, r.stderr
