@@ -80,7 +80,7 @@ static char *copy_str(const struct ipc_msg *msg, enum ipc_attr attr)
  * errors still names its spool: "ternctl reload" must reach master to have
  * the broken file refused, and stop and status must work whatever state
  * the file is in.  Without a spool line the default spool is used. */
-static char *control_socket_path(const struct ctl_options *opts)
+char *ctl_control_socket_path(const struct ctl_options *opts)
 {
 	struct conf *conf = conf_load(opts->config);
 	const char *spool = conf_get_string(conf_global(conf), "spool");
@@ -171,7 +171,7 @@ static bool control_request(const char *socket_path, const char *verb, struct co
  * status to use, CTL_EXIT_OK when the reply is in r. */
 static int request_or_fail(const struct ctl_options *opts, const char *verb, struct control_reply *r)
 {
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct buf err = BUF_INIT;
 	bool not_running;
 	int status = CTL_EXIT_OK;
@@ -272,7 +272,7 @@ int ctl_show_version(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc != 0)
 		return ctl_usage_error("show version takes no arguments");
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct control_reply r;
 	struct buf err = BUF_INIT;
 	bool not_running = true, running = control_request(path, "status", &r, &not_running, &err);
@@ -317,7 +317,7 @@ int ctl_reload(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc != 0)
 		return ctl_usage_error("reload takes no arguments");
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct control_reply r;
 	struct buf err = BUF_INIT;
 	bool not_running;
@@ -461,7 +461,7 @@ int ctl_start(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc != 0)
 		return ctl_usage_error("start takes no arguments");
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct control_reply r;
 	struct buf err = BUF_INIT;
 	bool not_running;
