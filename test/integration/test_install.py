@@ -4,6 +4,7 @@ the sendmail links, the generated man pages, and tern-sendmail writing
 well-formed pickup files atomically while no daemon runs."""
 import os
 import pathlib
+import pwd
 import re
 import stat
 import subprocess
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import TOP
+from conftest import TOP, wait_for
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
 DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd")
@@ -395,3 +396,30 @@ def test_shipped_logrotate_snippet_loses_no_record(acctd_factory, tern_dir):
     assert all(n == "acct.csv" or re.match(r"^acct\.csv\.\d+$", n) for n in names), names
     assert sorted(rows_in(a, names)) == list(range(1, 2001))
     assert "reopened" in a.log_text()
+
+
+@pytest.mark.skipif(not (TOP / "acctd" / "acctd").exists(), reason="acctd is not built")
+def test_shipped_logrotate_snippet_reopens_through_ternctl(tern, tmp_path):
+    """With tern running, the postrotate's "ternctl reopen acct" reaches
+    acctd through master: it starts a new file, header first."""
+    logdir = tern.base / "log"
+    logdir.mkdir()
+    if os.geteuid() == 0:
+        os.chown(logdir, pwd.getpwnam("tern").pw_uid, -1)
+    tern.write_config(ROTATING_BLOCK.replace("LOG/", f"{logdir}/").replace("max-size 64k", "max-size 0"))
+    tern.start()
+    acct = logdir / "acct.csv"
+    header = wait_for(lambda: acct.exists() and acct.read_text(), what="acct.csv with its header")
+    text = (TOP / "conf" / "tern.logrotate").read_text()
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(text.replace("@localstatedir@/log/tern", str(logdir))
+                        .replace("@localstatedir@/spool/tern", str(tmp_path / "no-spool"))
+                        .replace("@sbindir@", str(TOP / "ctl"))
+                        .replace("@sysconfdir@/tern/config", str(tern.config)))
+    out = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert (logdir / "acct.csv.1").read_text() == header
+    # The pid file fallback points nowhere here: only the request made acctd
+    # start a new file, with nothing written since.
+    assert wait_for(lambda: acct.exists() and acct.read_text(), what="a new acct.csv") == header
