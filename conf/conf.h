@@ -54,6 +54,14 @@ size_t conf_diag_count(const struct conf *conf);
 const struct conf_diag *conf_diag_at(const struct conf *conf, size_t i);
 /* Writes "FILE:LINE: message" or "FILE:LINE: warning: message". */
 void conf_diag_format(const struct conf_diag *diag, struct buf *out);
+/* Appends every error of conf to out, separated by separator. */
+void conf_format_errors(const struct conf *conf, const char *separator, struct buf *out);
+/* Loads a file for a daemon: the conf, or NULL with every error in err
+ * (separated by separator). */
+struct conf *conf_load_checked(const char *path, const char *separator, struct buf *err);
+/* The spool directory: the first spool line, or the built-in default.
+ * Every program finds the others' sockets under it. */
+const char *conf_spool(const struct conf *conf);
 
 /* ---- blocks --------------------------------------------------------------- */
 

@@ -21,7 +21,6 @@
 #define CONTROL_SOCKET "public/control"
 #define CONTROL_MAX_FRAME (64 * 1024)
 #define CONTROL_TIMEOUT_MS 30000
-#define DEFAULT_SPOOL TERN_LOCALSTATEDIR "/spool/tern"
 #define DEFAULT_DAEMON_DIR TERN_LIBEXECDIR "/tern"
 #define START_WAIT_SECONDS 15
 #define STOP_WAIT_SECONDS 60
@@ -83,8 +82,7 @@ static char *copy_str(const struct ipc_msg *msg, enum ipc_attr attr)
 char *ctl_control_socket_path(const struct ctl_options *opts)
 {
 	struct conf *conf = conf_load(opts->config);
-	const char *spool = conf_get_string(conf_global(conf), "spool");
-	char *path = mem_asprintf("%s/%s", spool && *spool ? spool : DEFAULT_SPOOL, CONTROL_SOCKET);
+	char *path = mem_asprintf("%s/%s", conf_spool(conf), CONTROL_SOCKET);
 	conf_free(conf);
 	return path;
 }

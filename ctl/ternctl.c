@@ -38,7 +38,8 @@ const struct ctl_command ctl_commands[] = {
      "Shows master's pid, uptime and reloads, and for each service its state (running, starting, throttled, "
      "stopping), processes, restarts and pids.",
      ctl_status, true, false},
-    {"show version", "[--json]", "Shows the version of ternctl and of the running tern.", ctl_show_version, true, false},
+    {"show version", "[--json]", "Shows the version of ternctl and of the running tern.", ctl_show_version, true,
+     false},
     {"reopen acct", "[-c FILE] [--json]",
      "Makes acctd close and reopen its accounting files, after logrotate moved them.  No record is lost or split: "
      "every new file begins with the header line.",
