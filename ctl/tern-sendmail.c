@@ -37,7 +37,6 @@
 #include "mem.h"
 
 #define DEFAULT_CONFIG TERN_SYSCONFDIR "/tern/config"
-#define DEFAULT_SPOOL TERN_LOCALSTATEDIR "/spool/tern"
 
 enum mode { MODE_DELIVER, MODE_MAILQ, MODE_NEWALIASES, MODE_FLUSH, MODE_UNSUPPORTED };
 
@@ -357,20 +356,15 @@ static void add_from(struct buf *env, const char *sender, const char *full_name,
  * installed) means the defaults. */
 static char *pickup_dir(const char *config, bool named)
 {
-	if (access(config, R_OK) < 0) {
-		if (named)
-			fail(EX_CONFIG, "cannot read %s: %s", config, strerror(errno));
-		return mem_strdup(DEFAULT_SPOOL "/pickup");
-	}
-	struct conf *conf = conf_load(config);
+	bool readable = access(config, R_OK) == 0;
+	if (!readable && named)
+		fail(EX_CONFIG, "cannot read %s: %s", config, strerror(errno));
+	struct conf *conf = readable ? conf_load(config) : conf_load_buffer("(defaults)", "", 0, CONF_NO_INCLUDE);
 	if (!conf_ok(conf))
 		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\"): mail not queued", config);
-	const struct conf_settings *global = conf_global(conf);
-	const struct conf_value *pickup = conf_get_value(global, "pickup");
-	const char *spool = conf_get_string(global, "spool");
-	char *dir = !pickup->unset && pickup->list.count > 0
-	                ? mem_strdup(pickup->list.items[0])
-	                : mem_asprintf("%s/pickup", spool && *spool ? spool : DEFAULT_SPOOL);
+	const struct conf_value *pickup = conf_get_value(conf_global(conf), "pickup");
+	char *dir = !pickup->unset && pickup->list.count > 0 ? mem_strdup(pickup->list.items[0])
+	                                                     : mem_asprintf("%s/pickup", conf_spool(conf));
 	conf_free(conf);
 	return dir;
 }
