@@ -257,4 +257,19 @@ bool conf_directive_repeatable(const char *name);
 /* "<domain>", "global level", ... */
 const char *conf_kind_name(enum conf_kind kind);
 
+/* One entry of the directive table, for documentation (tern.conf(5) is
+ * generated from it). */
+struct conf_directive_info {
+	const char *name;
+	enum conf_type type;
+	const char *def;          /* the default as written in a file; NULL for none */
+	const char *const *words; /* the words of an enum; NULL otherwise */
+	const char *inherit;      /* the global directive whose value is the default */
+	bool supported;
+	bool repeatable;
+};
+/* Entry i of the table, in alphabetical order; false past the end.  where
+ * receives the places the directive may appear ("in <domain> or ..."). */
+bool conf_directive_at(size_t i, struct conf_directive_info *info, struct buf *where);
+
 #endif
