@@ -3,9 +3,10 @@ standalone on one spool, tern-sink as the remote side (static routes to
 127.0.0.1), messages handed to qmgr over its enqueue socket.
 
 Covers: delivery and its accounting records, per-recipient 4xx and 5xx,
-connection failures retried per retry-after, bounce-after expiry, and
-kill -9 of qmgr while deliveries run (every recipient ends delivered or
-bounced, none delivered twice by qmgr's choice)."""
+connection failures retried per retry-after, bounce-after expiry and its
+RFC 3464 DSN (none for <> or NOTIFY=NEVER), the outbox reaching acctd,
+kill -9 of qmgr and of smtp while deliveries run (every recipient ends
+delivered or bounced), a reload, and the whole path under master."""
 import os
 import pathlib
 import signal
@@ -70,12 +71,15 @@ class Queue(Qmgr):
     def start(self, timeout=20):
         super().start(timeout)
         if self.smtp is None:
-            log = open(self.base / "smtp.log", "ab")
-            args = [str(SMTP), "-f", "-c", str(self.config)]
-            if os.geteuid() == 0:
-                args += ["-u", "nobody"]
-            self.smtp = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-            log.close()
+            self.start_smtp()
+
+    def start_smtp(self):
+        log = open(self.base / "smtp.log", "ab")
+        args = [str(SMTP), "-f", "-c", str(self.config)]
+        if os.geteuid() == 0:
+            args += ["-u", "nobody"]
+        self.smtp = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
 
     def enqueue(self, sender, rcpts, body=BODY, **env):
         with ternqmgr.EnqueueClient(self.socket) as c:
@@ -297,3 +301,19 @@ def test_reload_applies_new_queue_settings(setup):
     q.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: sink.delivered() == ["held@example.net"], 10, what="delivery after the reload")
     assert "configuration reloaded" in q.log()
+
+
+def test_smtp_killed_mid_job_its_recipients_are_retried(setup, base):
+    q, sink = setup(ROUTE, "--delay", "0.05")
+    rcpts = [f"k{i}@example.net" for i in range(30)]
+    for i in range(0, 30, 3):
+        q.enqueue("a@example.org", rcpts[i:i + 3])
+    wait_for(lambda: len(sink.delivered()) >= 3, 10, what="deliveries under way")
+    q.smtp.kill()
+    q.smtp.wait(10)
+    q.smtp = None
+    q.start_smtp()
+    wait_for(lambda: set(sink.delivered()) == set(rcpts), 30, what="every recipient delivered")
+    wait_for(lambda: "smtp connection lost" in q.log(), 5, what="the loss noticed")
+    q.stop()
+    assert "message\t" not in q.offline("-L").decode()
