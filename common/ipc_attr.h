@@ -146,7 +146,9 @@ enum ipc_type {
 	X(RECEIVED_MSGS, "received_msgs", IPC_TYPE_INT, 8)                                                             \
 	X(RECEIVED_RCPTS, "received_rcpts", IPC_TYPE_INT, 8)                                                           \
 	X(OUTBOX_PENDING, "outbox_pending", IPC_TYPE_INT, 8)                                                           \
-	X(PRIORITY, "priority", IPC_TYPE_INT, 8)
+	X(PRIORITY, "priority", IPC_TYPE_INT, 8)                                                                       \
+	/* a recipient's record: delay notices sent so far (NOTIFY=DELAY) */                                            \
+	X(DELAY_NOTICES, "delay_notices", IPC_TYPE_INT, 8)
 
 enum ipc_attr {
 #define IPC_ATTR_ENUM(id, name, type, max) IPC_ATTR_##id,

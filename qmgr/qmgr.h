@@ -71,8 +71,9 @@ struct qmgr_rcpt {
 	char *queue;  /* "domain/vmta" */
 	enum qmgr_rcpt_state state;
 	int64_t attempts;
-	int64_t next_attempt; /* unix seconds; the due time while pending or deferred */
-	char *last_result;    /* NULL until the first attempt */
+	int64_t next_attempt;  /* unix seconds; the due time while pending or deferred */
+	char *last_result;     /* NULL until the first attempt */
+	int64_t delay_notices; /* delay DSNs sent (NOTIFY=DELAY) */
 };
 
 void qmgr_rcpt_free(struct qmgr_rcpt *r);
@@ -215,6 +216,7 @@ struct qmgr_outcome {
 	const char *result;           /* the diagnostic, kept as last_result */
 	const char *rtype;            /* "d", "b", "t" or NULL for no record */
 	const struct ipc_msg *detail; /* smtp's result frame, or NULL */
+	int64_t delay_notices;        /* deferred: the new count, 0 to keep it */
 };
 
 /* Like qmgr_store_update_rcpt with an outcome.  A recipient already
@@ -335,6 +337,7 @@ struct qmgr_squeue {
 	struct value_interval_list retry;
 	int64_t retry_rcpt;
 	int64_t bounce_after;
+	int64_t delay_every; /* notify-of-delay-every, VALUE_NEVER for none */
 	/* running */
 	uint64_t jobs;    /* connections in use */
 	int64_t next_due; /* cached earliest due time; 0 unknown, INT64_MAX none */
@@ -367,9 +370,10 @@ struct qmgr_counters {
 	int64_t started;
 };
 
-/* Called before a recipient is marked bounced, to queue its DSN. */
+/* Called before a recipient is marked bounced, to queue its DSN; with
+ * delayed true, for a delay notice (NOTIFY=DELAY). */
 typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, size_t index, const char *reason,
-                               const struct ipc_msg *detail);
+                               const struct ipc_msg *detail, bool delayed);
 
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
                                     const char *spool, struct buf *err);

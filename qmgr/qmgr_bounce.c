@@ -100,13 +100,15 @@ void qmgr_bounce_category(const struct qmgr_bounce *b, const char *status, const
 
 /* ---- DSNs ----------------------------------------------------------------------- */
 
-static bool wants_failure_notice(const struct ipc_msg *env, const struct qmgr_rcpt *r)
+/* A failure is reported unless NOTIFY says otherwise; a delay only when
+ * NOTIFY asks for it.  Never to a null sender. */
+static bool wants_notice(const struct ipc_msg *env, const struct qmgr_rcpt *r, bool delayed)
 {
 	if (ipc_msg_str(env, IPC_ATTR_SENDER)[0] == '\0')
 		return false;
 	if (r->notify == NULL)
-		return true;
-	return strcasestr(r->notify, "NEVER") == NULL && strcasestr(r->notify, "FAILURE") != NULL;
+		return !delayed;
+	return strcasestr(r->notify, "NEVER") == NULL && strcasestr(r->notify, delayed ? "DELAY" : "FAILURE") != NULL;
 }
 
 /* RET from MAIL FROM; else dsn-return-default of the source. */
@@ -166,6 +168,7 @@ struct dsn_facts {
 	const char *qid;
 	const char *reason;
 	const struct ipc_msg *detail;
+	bool delayed; /* a delay notice: Action delayed, the message is retried */
 };
 
 static void delivery_status(struct qmgr_bounce *b, const struct dsn_facts *f, struct buf *out)
@@ -187,7 +190,7 @@ static void delivery_status(struct qmgr_bounce *b, const struct dsn_facts *f, st
 	}
 	struct buf status = BUF_INIT;
 	failure_status(f->reason, f->detail, &status);
-	buf_printf(out, "Action: failed\r\nStatus: %s\r\n", buf_cstr(&status));
+	buf_printf(out, "Action: %s\r\nStatus: %s\r\n", f->delayed ? "delayed" : "failed", buf_cstr(&status));
 	buf_free(&status);
 	if (f->detail && ipc_msg_has(f->detail, IPC_ATTR_REMOTE_HOST))
 		buf_printf(out, "Remote-MTA: dns; %s\r\n", ipc_msg_str(f->detail, IPC_ATTR_REMOTE_HOST));
@@ -208,7 +211,8 @@ static void build_dsn(struct qmgr_bounce *b, const struct dsn_facts *f, const st
 	buf_printf(&bound, "%s.%lld/tern", f->qid, (long long)time(NULL));
 	const char *boundary = buf_cstr(&bound);
 	buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n", b->host, sender);
-	buf_puts(out, "Subject: Undelivered Mail Returned to Sender\r\nDate: ");
+	buf_puts(out, f->delayed ? "Subject: Delayed Mail (still being retried)\r\nDate: "
+	                         : "Subject: Undelivered Mail Returned to Sender\r\nDate: ");
 	rfc5322_date(time(NULL), out);
 	buf_printf(out,
 	           "\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
@@ -218,9 +222,12 @@ static void build_dsn(struct qmgr_bounce *b, const struct dsn_facts *f, const st
 	buf_printf(out,
 	           "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
 	           "This is the mail system at host %s.\r\n\r\n"
-	           "Your message could not be delivered to one or more recipients.\r\n\r\n"
+	           "%s\r\n\r\n"
 	           "<%s>: %s\r\n\r\n--%s\r\n",
-	           b->host, f->r->address, f->reason ? f->reason : "delivery failed", boundary);
+	           b->host,
+	           f->delayed ? "Your message has not been delivered yet; the mail system will keep trying."
+	                      : "Your message could not be delivered to one or more recipients.",
+	           f->r->address, f->reason ? f->reason : "delivery failed", boundary);
 	delivery_status(b, f, out);
 	buf_printf(out, "--%s\r\n", boundary);
 	if (full) {
@@ -277,7 +284,8 @@ static void queue_dsn(struct qmgr_bounce *b, const struct dsn_facts *f)
 }
 
 /* The scheduler's hook: called before the recipient is marked bounced. */
-static void on_bounce(void *ctx, const char *qid, size_t index, const char *reason, const struct ipc_msg *detail)
+static void on_bounce(void *ctx, const char *qid, size_t index, const char *reason, const struct ipc_msg *detail,
+                      bool delayed)
 {
 	struct qmgr_bounce *b = ctx;
 	struct ipc_msg env;
@@ -290,8 +298,8 @@ static void on_bounce(void *ctx, const char *qid, size_t index, const char *reas
 	}
 	if (qmgr_store_get_rcpt(b->st, qid, index, &r, &found, &err)) {
 		bool final = r.state == QMGR_RCPT_DELIVERED || r.state == QMGR_RCPT_BOUNCED;
-		struct dsn_facts f = {&env, &r, qid, reason, detail};
-		if (!final && wants_failure_notice(&env, &r))
+		struct dsn_facts f = {&env, &r, qid, reason, detail, delayed};
+		if (!final && wants_notice(&env, &r, delayed))
 			queue_dsn(b, &f);
 		qmgr_rcpt_free(&r);
 	}

@@ -35,7 +35,7 @@ static const struct ipc_spec message_spec[] = {{IPC_ATTR_QUEUE_ID, IPC_REQUIRED}
 static const struct ipc_spec rcpt_spec[] = {
     {IPC_ATTR_RECIPIENT, IPC_REQUIRED},    {IPC_ATTR_ORCPT, IPC_OPTIONAL},       {IPC_ATTR_NOTIFY, IPC_OPTIONAL},
     {IPC_ATTR_QUEUE, IPC_REQUIRED},        {IPC_ATTR_RCPT_STATE, IPC_REQUIRED},  {IPC_ATTR_ATTEMPTS, IPC_REQUIRED},
-    {IPC_ATTR_NEXT_ATTEMPT, IPC_REQUIRED}, {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL},
+    {IPC_ATTR_NEXT_ATTEMPT, IPC_REQUIRED}, {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL}, {IPC_ATTR_DELAY_NOTICES, IPC_OPTIONAL},
 };
 
 static const struct ipc_spec queue_spec[] = {
@@ -252,6 +252,8 @@ void qmgr_record_rcpt(struct buf *out, const struct qmgr_rcpt *r)
 	ipc_put_int(&w, IPC_ATTR_ATTEMPTS, r->attempts);
 	ipc_put_int(&w, IPC_ATTR_NEXT_ATTEMPT, r->next_attempt);
 	put_opt_str(&w, IPC_ATTR_LAST_RESULT, r->last_result);
+	if (r->delay_notices > 0)
+		ipc_put_int(&w, IPC_ATTR_DELAY_NOTICES, r->delay_notices);
 	record_end(&w, out);
 }
 
@@ -272,6 +274,7 @@ bool qmgr_record_rcpt_decode(const void *v, size_t len, struct qmgr_rcpt *r, str
 		r->attempts = ipc_msg_int(&m, IPC_ATTR_ATTEMPTS);
 		r->next_attempt = ipc_msg_int(&m, IPC_ATTR_NEXT_ATTEMPT);
 		r->last_result = dup_opt(&m, IPC_ATTR_LAST_RESULT);
+		r->delay_notices = ipc_msg_int(&m, IPC_ATTR_DELAY_NOTICES);
 	}
 	ipc_msg_free(&m);
 	return ok;

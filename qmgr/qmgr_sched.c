@@ -137,6 +137,7 @@ static void queue_configure(struct qmgr_sched *s, struct qmgr_squeue *q)
 	q->rate = conf_get_rate(cs, "max-msg-rate");
 	q->retry_rcpt = conf_get_interval(cs, "retry-recipients-after");
 	q->bounce_after = conf_get_interval(cs, "bounce-after");
+	q->delay_every = conf_get_interval(cs, "notify-of-delay-every");
 	const struct conf_value *retry = conf_get_value(cs, "retry-after");
 	q->retry = *retry->intervals;
 	if (q->retry.count == 0) {
@@ -251,7 +252,9 @@ static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, 
 	bool changed = false;
 	int64_t now = time(NULL);
 	if (o->state == QMGR_RCPT_BOUNCED && s->bounce)
-		s->bounce(s->bounce_ctx, qid, index, o->result, o->detail);
+		s->bounce(s->bounce_ctx, qid, index, o->result, o->detail, false);
+	if (o->state == QMGR_RCPT_DEFERRED && o->delay_notices > 0 && s->bounce)
+		s->bounce(s->bounce_ctx, qid, index, o->result, o->detail, true);
 	enum qmgr_store_status status = qmgr_store_apply(s->st, qid, index, o, now, &changed, &err);
 	if (status != QMGR_STORE_OK) {
 		log_error("%s: recipient %zu: cannot record the outcome: %s", qid, index, buf_cstr(&err));
@@ -277,6 +280,28 @@ static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, 
 	buf_free(&err);
 }
 
+/* With NOTIFY=DELAY a sender hears of a delay once per
+ * notify-of-delay-every the message has waited: the new count when a
+ * notice is due, else 0. */
+static int64_t delay_notice_due(struct qmgr_sched *s, const struct qmgr_squeue *q, const char *qid, size_t index,
+                                int64_t received, int64_t now)
+{
+	if (q->delay_every == VALUE_NEVER || q->delay_every <= 0)
+		return 0;
+	struct qmgr_rcpt r;
+	bool found;
+	struct buf err = BUF_INIT;
+	int64_t due = 0;
+	if (qmgr_store_get_rcpt(s->st, qid, index, &r, &found, &err)) {
+		int64_t periods = (now - received) / q->delay_every;
+		if (r.notify && strcasestr(r.notify, "DELAY") && periods > r.delay_notices)
+			due = periods;
+		qmgr_rcpt_free(&r);
+	}
+	buf_free(&err);
+	return due;
+}
+
 static void expire(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index, const char *last)
 {
 	struct buf why = BUF_INIT;
@@ -284,7 +309,7 @@ static void expire(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid,
 	 * the DSN look for it */
 	buf_printf(&why, "expired: 4.4.7 no delivery within %" PRId64 "s%s%s", q->bounce_after,
 	           last ? "; last attempt: " : "", last ? last : "");
-	struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, buf_cstr(&why), "b", NULL};
+	struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, buf_cstr(&why), "b", NULL, 0};
 	apply(s, q, qid, index, &o);
 	buf_free(&why);
 }
@@ -340,6 +365,7 @@ void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, const struct ipc_ms
 		o.rtype = "t";
 		o.next_attempt =
 		    now + (connected ? j->queue->retry_rcpt : retry_interval(j->queue, j->queue->failures + 1));
+		o.delay_notices = delay_notice_due(s, j->queue, qid, index, r->received, now);
 	}
 	apply(s, j->queue, qid, index, &o);
 	inflight_remove(s, qid, index);

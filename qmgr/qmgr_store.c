@@ -868,6 +868,8 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	r.next_attempt = due_state(o->state) ? o->next_attempt : 0;
 	free(r.last_result);
 	r.last_result = o->result ? mem_strdup(o->result) : NULL;
+	if (o->delay_notices > 0)
+		r.delay_notices = o->delay_notices;
 	if (ret == 0)
 		ret = put_rcpt(w, qid, index, &r);
 	if (ret == 0 && o->rtype)
@@ -897,7 +899,7 @@ enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char 
                                               char rtype, int64_t now, struct buf *err)
 {
 	char type[2] = {rtype, '\0'};
-	struct qmgr_outcome o = {state, next_attempt, result, rtype ? type : NULL, NULL};
+	struct qmgr_outcome o = {state, next_attempt, result, rtype ? type : NULL, NULL, 0};
 	bool changed;
 	return qmgr_store_apply(st, qid, index, &o, now, &changed, err);
 }

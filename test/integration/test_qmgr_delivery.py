@@ -317,3 +317,22 @@ def test_smtp_killed_mid_job_its_recipients_are_retried(setup, base):
     wait_for(lambda: "smtp connection lost" in q.log(), 5, what="the loss noticed")
     q.stop()
     assert "message\t" not in q.offline("-L").decode()
+
+
+def test_notify_delay_sends_a_delay_notice_per_interval(setup):
+    import email
+    q, sink = setup(ROUTE + "  retry-recipients-after 1s\n  notify-of-delay-every 2s\n</domain>\n"
+                    "<domain example.org>\n  smtp-hosts [127.0.0.1]:PORT\n",
+                    "--rcpt", "^(slow|plain)@=450 4.2.0 try later")
+    q.enqueue("sender@example.org", [("slow@example.net", {"notify": "DELAY,FAILURE"}), "plain@example.net"])
+    dsns = wait_for(lambda: [m for m in sink.records("message") if m["mail_from"] == ""], 15,
+                    what="a delay notice")
+    msg = email.message_from_string(dsns[0]["data"])
+    _, status, _ = msg.get_payload()
+    per_rcpt = status.get_payload()[1]
+    assert per_rcpt["Action"] == "delayed" and per_rcpt["Final-Recipient"] == "rfc822; slow@example.net"
+    assert per_rcpt["Status"] == "4.2.0"
+    assert msg["Subject"].startswith("Delayed Mail")
+    # none for the recipient without NOTIFY=DELAY, and no second one within the interval
+    time.sleep(0.5)
+    assert all("plain@" not in m["data"] for m in sink.records("message") if m["mail_from"] == "")

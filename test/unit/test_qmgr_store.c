@@ -275,8 +275,8 @@ static void test_final_results_apply_once(void **state)
 	struct ipc_msg msg;
 	bool changed, found;
 	add(f->st, 2, 100000, qid);
-	struct qmgr_outcome delivered = {QMGR_RCPT_DELIVERED, 0, "smtp;250 ok", "d", NULL};
-	struct qmgr_outcome bounced = {QMGR_RCPT_BOUNCED, 0, "smtp;550 5.1.1 no", "b", NULL};
+	struct qmgr_outcome delivered = {QMGR_RCPT_DELIVERED, 0, "smtp;250 ok", "d", NULL, 0};
+	struct qmgr_outcome bounced = {QMGR_RCPT_BOUNCED, 0, "smtp;550 5.1.1 no", "b", NULL, 0};
 	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
 	assert_true(changed);
 	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &bounced, NOW, &changed, &err), QMGR_STORE_OK);
