@@ -1,6 +1,7 @@
 /* buf.c: the growable length-tracking buffer (see buf.h). */
 #include "buf.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +40,11 @@ void buf_reserve(struct buf *b, size_t extra)
 	size_t cap = b->cap ? b->cap : 64;
 	while (cap < need)
 		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	bool was_empty = b->data == NULL;
 	b->data = mem_realloc(b->data, cap);
 	b->cap = cap;
+	if (was_empty)
+		b->data[0] = '\0'; /* a valid C string from the first reserve on */
 }
 
 void buf_append(struct buf *b, const void *data, size_t len)

@@ -75,6 +75,10 @@ enum ipc_type {
 	X(TLS_PROTOCOL, "tls_protocol", IPC_TYPE_STR, 32)                                                              \
 	X(TLS_CIPHER, "tls_cipher", IPC_TYPE_STR, 128)                                                                 \
 	X(ESMTP, "esmtp", IPC_TYPE_STR, 1000)                                                                          \
+	X(OUTCOME, "outcome", IPC_TYPE_STR, 32)                                                                        \
+	X(REMOTE_HOST, "remote_host", IPC_TYPE_STR, IPC_HOST_MAX)                                                      \
+	X(LOCAL_IP, "local_ip", IPC_TYPE_STR, 64)                                                                      \
+	X(RETRY_AFTER, "retry_after", IPC_TYPE_INT, 8)                                                                 \
 	/* accounting records (qmgr -> acctd): later modules add fields here */                                        \
 	/* the queue's stored records (qmgr) and the PowerMTA job of a message */                                      \
 	X(MAIL_JOB, "mail_job", IPC_TYPE_STR, 256)                                                                     \

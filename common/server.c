@@ -31,7 +31,8 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 	int c;
 	optind = 1;
 	opterr = 0;
-	while (ok && (c = getopt(argc, argv, "+fRc:u:")) != -1) {
+	const char *log_file = NULL;
+	while (ok && (c = getopt(argc, argv, "+fRc:u:l:")) != -1) {
 		switch (c) {
 		case 'f':
 			opts->foreground = true;
@@ -41,6 +42,9 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 			break;
 		case 'c':
 			config = optarg;
+			break;
+		case 'l':
+			log_file = optarg;
 			break;
 		case 'u':
 			user = optarg;
@@ -55,12 +59,13 @@ bool server_parse_options(int argc, char **argv, struct server_options *opts, st
 		ok = false;
 	}
 	if (!ok) {
-		buf_puts(err, "; usage: [-f] [-R] [-c config-file] [-u user]");
+		buf_puts(err, "; usage: [-f] [-R] [-c config-file] [-u user] [-l log-file]");
 		return false;
 	}
 	/* Copies: setproctitle may later overwrite the argv strings. */
 	opts->config_path = mem_strdup(config);
 	opts->user = mem_strdup(user);
+	opts->log_file = log_file ? mem_strdup(log_file) : NULL;
 	return true;
 }
 
@@ -68,6 +73,7 @@ void server_options_free(struct server_options *opts)
 {
 	free(opts->config_path);
 	free(opts->user);
+	free(opts->log_file);
 	memset(opts, 0, sizeof(*opts));
 }
 
@@ -251,7 +257,10 @@ int server_main(const struct server_daemon *daemon, int argc, char **argv, char 
 	title_ready = true;
 
 	char *ident = mem_asprintf("tern/%s", daemon->name);
-	log_open(ident, opts.foreground ? LOG_TO_STDERR : LOG_TO_SYSLOG, NULL);
+	if (opts.foreground)
+		log_open(ident, LOG_TO_STDERR, NULL);
+	else if (opts.log_file == NULL || log_open(ident, LOG_TO_FILE, opts.log_file) < 0)
+		log_open(ident, LOG_TO_SYSLOG, NULL);
 	free(ident);
 	/* A peer closing a socket must be an error return, not a death. */
 	signal(SIGPIPE, SIG_IGN);

@@ -23,12 +23,15 @@ struct event_base;
  *   -c FILE   configuration file
  *   -u USER   unprivileged user to run as (when started as root)
  *   -R        keep root privileges (run-as-root yes, for PowerMTA
- *             compatibility; warned about) */
+ *             compatibility; warned about)
+ *   -l FILE   log to FILE instead of syslog (opened before the drop, so
+ *             the file may belong to root) */
 struct server_options {
 	bool foreground;
 	bool stay_root;
 	char *config_path;
 	char *user;
+	char *log_file;
 };
 
 struct server_daemon {

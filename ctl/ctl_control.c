@@ -408,6 +408,55 @@ static int run_master(const struct ctl_options *opts)
 	return CTL_EXIT_OK;
 }
 
+/* Every service has finished its start-up. */
+static bool all_ready(const struct control_reply *r)
+{
+	for (size_t i = 0; i < r->nservices; i++)
+		if (r->services[i].ready != r->services[i].wanted)
+			return false;
+	return true;
+}
+
+static const struct service_row *throttled_service(const struct control_reply *r)
+{
+	for (size_t i = 0; i < r->nservices; i++)
+		if (r->services[i].throttled)
+			return &r->services[i];
+	return NULL;
+}
+
+/* Waits until master answers and every service is up, or one of them
+ * keeps failing.  Returns the exit status; the last status is left in r
+ * when master answered. */
+static int wait_until_started(const char *path, struct control_reply *r)
+{
+	struct buf err = BUF_INIT;
+	bool not_running, answered = false;
+	int status = CTL_EXIT_FAIL;
+	for (int i = 0; i < START_WAIT_SECONDS * 10; i++) {
+		if (answered)
+			reply_free(r);
+		buf_reset(&err);
+		answered = control_request(path, "status", r, &not_running, &err);
+		if (answered && all_ready(r)) {
+			status = CTL_EXIT_OK;
+			break;
+		}
+		const struct service_row *failing = answered ? throttled_service(r) : NULL;
+		if (failing) {
+			ctl_fail("tern started, but %s keeps failing at start-up (see the log)", failing->name);
+			break;
+		}
+		usleep(100000);
+	}
+	if (!answered)
+		ctl_fail("master started but does not answer on %s", path);
+	else if (status != CTL_EXIT_OK && !throttled_service(r))
+		ctl_fail("tern started, but not every service is up after %d seconds", START_WAIT_SECONDS);
+	buf_free(&err);
+	return answered ? status : -1;
+}
+
 int ctl_start(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc != 0)
@@ -421,19 +470,13 @@ int ctl_start(const struct ctl_options *opts, int argc, char **argv)
 		status = ctl_fail("tern is already running (master pid %lld)", (long long)r.pid);
 		reply_free(&r);
 	} else if ((status = run_master(opts)) == CTL_EXIT_OK) {
-		bool up = false;
-		for (int i = 0; i < START_WAIT_SECONDS * 10 && !up; i++) {
-			buf_reset(&err);
-			up = control_request(path, "status", &r, &not_running, &err);
-			if (!up)
-				usleep(100000);
-		}
-		if (!up) {
-			status = ctl_fail("master started but does not answer on %s", path);
+		status = wait_until_started(path, &r);
+		if (status < 0) {
+			status = CTL_EXIT_FAIL;
 		} else {
 			if (opts->json)
 				print_status_json(&r);
-			else
+			else if (status == CTL_EXIT_OK)
 				printf("tern started (master pid %lld).\n", (long long)r.pid);
 			reply_free(&r);
 		}

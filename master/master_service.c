@@ -39,6 +39,7 @@ struct service_def {
 static const struct service_def service_defs[SERVICE_COUNT] = {
     {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1},
     {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0},
+    {SERVICE_SMTP, "smtp", "smtp-processes", false, "smtp", 0},
 };
 
 int64_t master_now_ms(void)
@@ -178,7 +179,7 @@ static void exec_worker(const struct master *m, const struct master_service *s, 
 		setenv("TERN_LISTEN_FDS", buf_cstr(&env), 1);
 	}
 	char *path = mem_asprintf("%s/%s", m->daemon_dir, def->name);
-	char *argv[8];
+	char *argv[12];
 	int argc = 0;
 	argv[argc++] = (char *)def->name;
 	argv[argc++] = "-c";
@@ -189,6 +190,11 @@ static void exec_worker(const struct master *m, const struct master_service *s, 
 		argv[argc++] = "-f";
 	if (m->run_as_root)
 		argv[argc++] = "-R";
+	const char *log_file = conf_get_string(conf_global(m->conf), "log-file");
+	if (!m->foreground && log_file && *log_file) {
+		argv[argc++] = "-l";
+		argv[argc++] = (char *)log_file;
+	}
 	argv[argc] = NULL;
 	execv(path, argv);
 	log_error("cannot run %s: %s", path, strerror(errno));

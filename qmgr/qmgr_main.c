@@ -256,7 +256,7 @@ static bool parse_args(int argc, char **argv)
 	int c;
 	add_server_arg(argv[0]);
 	opterr = 0;
-	while ((c = getopt(argc, argv, "+CLB:fRc:u:")) != -1) {
+	while ((c = getopt(argc, argv, "+CLB:fRc:u:l:")) != -1) {
 		switch (c) {
 		case 'C':
 		case 'L':
@@ -281,6 +281,10 @@ static bool parse_args(int argc, char **argv)
 		case 'R':
 			add_server_arg("-R");
 			break;
+		case 'l':
+			add_server_arg("-l");
+			add_server_arg(optarg);
+			break;
 		default:
 			return false;
 		}
@@ -291,7 +295,7 @@ static bool parse_args(int argc, char **argv)
 int main(int argc, char **argv, char **envp)
 {
 	if (!parse_args(argc, argv)) {
-		fprintf(stderr, "usage: qmgr [-f] [-R] [-c config] [-u user]\n"
+		fprintf(stderr, "usage: qmgr [-f] [-R] [-c config] [-u user] [-l log-file]\n"
 		                "       qmgr -C | -L | -B queue-id [-c config]\n");
 		return 2;
 	}

@@ -14,9 +14,11 @@
 
 /* ---- addresses (RFC 5321 section 4.1.2, RFC 6531 for UTF-8) ------------------ */
 
+/* strchr finds the terminating NUL too: without the c != 0 test the end
+ * of the line would count as atext and the parser would read past it. */
 static bool is_atext(unsigned char c)
 {
-	return isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+	return c != '\0' && (isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
 /* Length of one well-formed UTF-8 sequence at p (non-ASCII, no overlongs,

@@ -76,7 +76,7 @@ import socket
 import tempfile
 import time
 
-DAEMONS = ("master", "qmgr", "smtpd")
+DAEMONS = ("master", "qmgr", "smtpd", "smtp")
 
 
 def free_port(host="127.0.0.1"):
@@ -138,7 +138,7 @@ class Tern:
 
     def write_config(self, extra="", listeners=None):
         listeners = listeners if listeners is not None else [f"127.0.0.1:{self.port}"]
-        lines = [f"spool {self.spool}", "smtpd-processes 2", "host-name tern.test"]
+        lines = [f"spool {self.spool}", "smtpd-processes 2", "smtp-processes 1", "host-name tern.test"]
         lines += [f"smtp-listener {l}" for l in listeners]
         self.config.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
 

@@ -53,14 +53,14 @@ def test_master_is_root_and_workers_are_tern(tern):
     tern_uid = pwd.getpwnam("tern").pw_uid
     assert proc_uids(tern.master.pid) == (0, 0, 0)
     workers = [p for s in tern.status()["services"] for p in s["pids"]]
-    assert len(workers) == 3
+    assert len(workers) == 4
     for pid in workers:
         assert proc_uids(pid) == (tern_uid, tern_uid, tern_uid), pid
 
 
 def test_killed_worker_is_back_within_a_second(tern):
     tern.start()
-    for name in ("smtpd", "qmgr"):
+    for name in ("smtpd", "qmgr", "smtp"):
         victim = tern.service(name)["pids"][0]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
@@ -139,7 +139,7 @@ def test_reload_by_sighup(tern):
 def test_stop_leaves_nothing_behind(tern):
     tern.start()
     workers = tern.worker_pids()
-    assert len(workers) == 3
+    assert len(workers) == 4
     r = tern.ctl("stop")
     assert r.rc == 0, r.err
     assert "tern stopped." in r.out
@@ -171,7 +171,7 @@ def test_broken_configuration_prevents_start(tern):
     tern.config.write_text(tern.config.read_text() + "use-startls yes\n")
     r = tern.ctl("start", "-d", tern.libexec)
     assert r.rc == 1
-    assert f"{tern.config}:5: unknown directive" in r.err
+    assert f"{tern.config}:6: unknown directive" in r.err
 
 
 def test_ternctl_start_and_stop(tern):
@@ -284,3 +284,23 @@ def test_requests_for_a_daemon_are_relayed_with_the_role(tern):
         reply = c.receive()
     assert reply["status"] == 1 and "acctd is not running" in reply["reason"]
     assert tern.status()["status"] == "running"
+
+
+def test_daemonised_tern_logs_every_process_to_log_file(tern):
+    log_file = tern.base / "tern.log"
+    tern.write_config(f"log-file {log_file}\n")
+    r = tern.ctl("start", "-d", tern.libexec)
+    assert r.rc == 0, r.err
+    wait_for(lambda: log_file.exists() and "tern/qmgr[" in log_file.read_text(), what="qmgr in the log file")
+    text = log_file.read_text()
+    assert "tern/master[" in text and "tern/smtpd[" in text
+    assert tern.ctl("stop").rc == 0
+    assert "tern/master[" in log_file.read_text().splitlines()[-1]
+
+
+def test_ternctl_start_reports_a_service_that_keeps_failing(tern):
+    tern.write_config("smtp-server-tls-certificate /nonexistent/cert.pem\n")
+    r = tern.ctl("start", "-d", tern.libexec)
+    assert r.rc == 1
+    assert "smtpd keeps failing at start-up" in r.err
+    assert tern.ctl("stop").rc == 0

@@ -199,7 +199,8 @@ static void test_table_sorted_and_sane(void **state)
 	}
 	assert_true(conf_directive_supported("include"));
 	assert_true(conf_directive_supported("domain-macro"));
-	assert_false(conf_directive_supported("use-starttls"));
+	assert_true(conf_directive_supported("use-starttls"));
+	assert_false(conf_directive_supported("use-dane"));
 	assert_true(conf_directive_known("use-starttls"));
 	assert_false(conf_directive_known("use-startls"));
 }

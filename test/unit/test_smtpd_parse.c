@@ -117,6 +117,22 @@ static void test_bad_paths(void **state)
 	}
 }
 
+/* A line that ends inside the local part: the end of the string is not
+ * atext (found by fuzzing: the parser used to read past it). */
+static void test_path_ending_inside_the_local_part(void **state)
+{
+	(void)state;
+	static const char *const inputs[] = {"<u", "<user", "<a.b", "<@host:u"};
+	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+		char *line = mem_strdup(inputs[i]); /* exact-size heap copy for ASan */
+		const char *p = line, *why = NULL;
+		struct smtpd_addr addr;
+		assert_false(smtpd_parse_path(&p, true, true, true, &addr, &why));
+		assert_non_null(why);
+		free(line);
+	}
+}
+
 static void test_path_limits(void **state)
 {
 	(void)state;
@@ -359,11 +375,17 @@ static void test_scan_line_length(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_good_paths),       cmocka_unit_test(test_bad_paths),
-	    cmocka_unit_test(test_path_limits),      cmocka_unit_test(test_params),
-	    cmocka_unit_test(test_dsn_values),       cmocka_unit_test(test_base64),
-	    cmocka_unit_test(test_domain_patterns),  cmocka_unit_test(test_scan_end_and_unstuffing),
-	    cmocka_unit_test(test_scan_smuggling),   cmocka_unit_test(test_log_safe),
+	    cmocka_unit_test(test_good_paths),
+	    cmocka_unit_test(test_bad_paths),
+	    cmocka_unit_test(test_path_limits),
+	    cmocka_unit_test(test_path_ending_inside_the_local_part),
+	    cmocka_unit_test(test_params),
+	    cmocka_unit_test(test_dsn_values),
+	    cmocka_unit_test(test_base64),
+	    cmocka_unit_test(test_domain_patterns),
+	    cmocka_unit_test(test_scan_end_and_unstuffing),
+	    cmocka_unit_test(test_scan_smuggling),
+	    cmocka_unit_test(test_log_safe),
 	    cmocka_unit_test(test_scan_line_length),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,552 @@
+/* smtp_job.c: the job protocol between qmgr and smtp (doc/delivery.md).
+ * qmgr connects to <spool>/private/smtp and sends, per job, the frames
+ *   job (job_id, queue) ; message ; recipient... ; data... ; [message ...] ; run
+ * and gets back one "result" frame per recipient as soon as it is known,
+ * then one "done" frame for the job.  Many jobs may be open at once on one
+ * connection; frames carry the job_id they belong to.  A frame that does
+ * not decode, or breaks the order above, is answered with "error" and the
+ * connection is closed: the stream can no longer be trusted. */
+#include "smtp.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "ipc.h"
+#include "log.h"
+#include "mem.h"
+
+struct smtp_client {
+	struct bufferevent *bev;
+	struct smtp_job *jobs;
+	struct smtp_client *prev, *next;
+	bool closing; /* the error frame is being flushed */
+};
+
+static struct evconnlistener *listener;
+static struct smtp_client *clients;
+
+/* ---- specs ------------------------------------------------------------------------ */
+
+static const struct ipc_spec job_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},
+    {IPC_ATTR_JOB_ID, IPC_REQUIRED},
+    {IPC_ATTR_QUEUE, IPC_REQUIRED},
+};
+
+static const struct ipc_spec message_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},   {IPC_ATTR_JOB_ID, IPC_REQUIRED},   {IPC_ATTR_QUEUE_ID, IPC_REQUIRED},
+    {IPC_ATTR_SENDER, IPC_REQUIRED},    {IPC_ATTR_ENVID, IPC_OPTIONAL},    {IPC_ATTR_RET, IPC_OPTIONAL},
+    {IPC_ATTR_BODY_TYPE, IPC_OPTIONAL}, {IPC_ATTR_SMTPUTF8, IPC_OPTIONAL}, {IPC_ATTR_SIZE, IPC_OPTIONAL},
+};
+
+static const struct ipc_spec recipient_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},   {IPC_ATTR_JOB_ID, IPC_REQUIRED}, {IPC_ATTR_RCPT_INDEX, IPC_REQUIRED},
+    {IPC_ATTR_RECIPIENT, IPC_REQUIRED}, {IPC_ATTR_ORCPT, IPC_OPTIONAL},  {IPC_ATTR_NOTIFY, IPC_OPTIONAL},
+};
+
+static const struct ipc_spec data_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},
+    {IPC_ATTR_JOB_ID, IPC_REQUIRED},
+    {IPC_ATTR_DATA, IPC_REQUIRED},
+};
+
+static const struct ipc_spec run_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},
+    {IPC_ATTR_JOB_ID, IPC_REQUIRED},
+};
+
+/* ---- sending ---------------------------------------------------------------------- */
+
+static void send_frame(struct smtp_client *client, struct ipc_writer *w, struct buf *frame)
+{
+	struct buf err = BUF_INIT;
+	if (!ipc_write_end(w, &err))
+		log_panic("cannot encode a frame for qmgr: %s", buf_cstr(&err));
+	bufferevent_write(client->bev, frame->data, frame->len);
+	buf_free(&err);
+}
+
+static const char *status_name(enum smtp_rcpt_status status)
+{
+	switch (status) {
+	case SMTP_RCPT_DELIVERED:
+		return "delivered";
+	case SMTP_RCPT_BOUNCED:
+		return "bounced";
+	default:
+		return "deferred";
+	}
+}
+
+/* Server text can be anything; the frame must not fail for it. */
+static void put_str_clipped(struct ipc_writer *w, enum ipc_attr attr, const char *value)
+{
+	size_t max = ipc_attr_max(attr);
+	if (strlen(value) <= max) {
+		ipc_put_str(w, attr, value);
+		return;
+	}
+	char *clipped = mem_strndup(value, max);
+	ipc_put_str(w, attr, clipped);
+	free(clipped);
+}
+
+void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct smtp_rcpt *rcpt,
+                     enum smtp_rcpt_status status, const char *enhanced, const char *diagnostic,
+                     const struct smtp_peer *peer)
+{
+	rcpt->status = status;
+	log_info("%s: to=<%s> status=%s dsn=%s mx=%s (%s)", msg->queue_id, rcpt->address, status_name(status), enhanced,
+	         peer && peer->target ? peer->target->mx : "", diagnostic);
+	if (job->client == NULL)
+		return;
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "result");
+	ipc_put_int(&w, IPC_ATTR_JOB_ID, job->id);
+	ipc_put_str(&w, IPC_ATTR_QUEUE_ID, msg->queue_id);
+	ipc_put_int(&w, IPC_ATTR_RCPT_INDEX, rcpt->index);
+	ipc_put_str(&w, IPC_ATTR_RECIPIENT, rcpt->address);
+	ipc_put_str(&w, IPC_ATTR_OUTCOME, status_name(status));
+	ipc_put_str(&w, IPC_ATTR_DSN_STATUS, enhanced);
+	put_str_clipped(&w, IPC_ATTR_REASON, diagnostic);
+	ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)msg->size);
+	if (peer && peer->target) {
+		char ip[ADDR_IP_STRLEN];
+		addr_ip_format(&peer->target->ip, ip);
+		put_str_clipped(&w, IPC_ATTR_REMOTE_HOST, peer->target->mx);
+		ipc_put_str(&w, IPC_ATTR_REMOTE_IP, ip);
+		ipc_put_str(&w, IPC_ATTR_LOCAL_IP, peer->local_ip);
+		put_str_clipped(&w, IPC_ATTR_ESMTP, peer->esmtp);
+		ipc_put_str(&w, IPC_ATTR_TLS_PROTOCOL, peer->tls_protocol);
+		ipc_put_str(&w, IPC_ATTR_TLS_CIPHER, peer->tls_cipher);
+	}
+	send_frame(job->client, &w, &frame);
+	buf_free(&frame);
+}
+
+void smtp_job_fail_pending(struct smtp_job *job, enum smtp_rcpt_status status, const char *enhanced, const char *why,
+                           const struct smtp_peer *peer)
+{
+	for (size_t m = job->next_msg; m < job->nmsgs; m++) {
+		struct smtp_msg *msg = &job->msgs[m];
+		for (size_t i = 0; i < msg->nrcpts; i++)
+			if (msg->rcpts[i].status == SMTP_RCPT_PENDING)
+				smtp_job_report(job, msg, &msg->rcpts[i], status, enhanced, why, peer);
+	}
+	job->next_msg = job->nmsgs;
+}
+
+static void send_error(struct smtp_client *client, int64_t job_id, const char *reason)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "error");
+	if (job_id >= 0)
+		ipc_put_int(&w, IPC_ATTR_JOB_ID, job_id);
+	put_str_clipped(&w, IPC_ATTR_REASON, reason);
+	send_frame(client, &w, &frame);
+	buf_free(&frame);
+}
+
+/* ---- jobs ---------------------------------------------------------------------------- */
+
+static void msg_free(struct smtp_msg *msg)
+{
+	free(msg->queue_id);
+	free(msg->sender);
+	free(msg->envid);
+	free(msg->ret);
+	free(msg->body_type);
+	for (size_t i = 0; i < msg->nrcpts; i++) {
+		free(msg->rcpts[i].address);
+		free(msg->rcpts[i].orcpt);
+		free(msg->rcpts[i].notify);
+	}
+	free(msg->rcpts);
+	buf_free(&msg->body);
+	buf_free(&msg->wire);
+}
+
+static void job_unlink(struct smtp_job *job)
+{
+	if (job->client == NULL)
+		return;
+	for (struct smtp_job **p = &job->client->jobs; *p; p = &(*p)->next) {
+		if (*p == job) {
+			*p = job->next;
+			break;
+		}
+	}
+	job->client = NULL;
+}
+
+static void job_free(struct smtp_job *job)
+{
+	job_unlink(job);
+	smtp_deliver_abort(job);
+	for (size_t i = 0; i < job->nmsgs; i++)
+		msg_free(&job->msgs[i]);
+	free(job->msgs);
+	smtp_policy_free(&job->policy);
+	if (job->conf)
+		smtp_conf_unref(job->conf);
+	smtp_targets_free(&job->targets);
+	buf_free(&job->last_error);
+	free(job->queue);
+	free(job->domain);
+	free(job->vmta);
+	free(job);
+}
+
+void smtp_job_finish(struct smtp_job *job, const char *outcome, const char *reason, int64_t retry_after)
+{
+	log_info("job %lld for %s: %s%s%s", (long long)job->id, job->queue, outcome, reason ? ": " : "",
+	         reason ? reason : "");
+	if (job->client) {
+		struct buf frame = BUF_INIT;
+		struct ipc_writer w;
+		ipc_write_begin(&w, &frame, 0);
+		ipc_put_str(&w, IPC_ATTR_REQUEST, "done");
+		ipc_put_int(&w, IPC_ATTR_JOB_ID, job->id);
+		ipc_put_str(&w, IPC_ATTR_OUTCOME, outcome);
+		if (reason)
+			put_str_clipped(&w, IPC_ATTR_REASON, reason);
+		if (retry_after > 0)
+			ipc_put_int(&w, IPC_ATTR_RETRY_AFTER, retry_after);
+		send_frame(job->client, &w, &frame);
+		buf_free(&frame);
+	}
+	job_free(job);
+}
+
+static struct smtp_job *find_job(struct smtp_client *client, int64_t id)
+{
+	for (struct smtp_job *job = client->jobs; job; job = job->next)
+		if (job->id == id)
+			return job;
+	return NULL;
+}
+
+/* "example.com/{default}" or "example.com/vmta1"; a queue without a
+ * slash is the domain with no virtual MTA. */
+static bool split_queue(struct smtp_job *job, const char *queue, struct buf *err)
+{
+	const char *slash = strrchr(queue, '/');
+	size_t dlen = slash ? (size_t)(slash - queue) : strlen(queue);
+	if (dlen == 0) {
+		buf_printf(err, "queue \"%s\" names no domain", queue);
+		return false;
+	}
+	job->domain = mem_strndup(queue, dlen);
+	if (slash && slash[1] && strcmp(slash + 1, "{default}") != 0)
+		job->vmta = mem_strdup(slash + 1);
+	job->queue = mem_strdup(queue);
+	return true;
+}
+
+static bool on_job(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+{
+	int64_t id = ipc_msg_int(m, IPC_ATTR_JOB_ID);
+	if (find_job(client, id)) {
+		buf_printf(err, "job %lld is already open", (long long)id);
+		return false;
+	}
+	struct smtp_job *job = mem_zalloc(sizeof *job);
+	job->id = id;
+	buf_init(&job->last_error);
+	if (!split_queue(job, ipc_msg_str(m, IPC_ATTR_QUEUE), err)) {
+		job_free(job);
+		return false;
+	}
+	job->client = client;
+	job->next = client->jobs;
+	client->jobs = job;
+	return true;
+}
+
+/* The open job a frame names, still taking messages. */
+static struct smtp_job *open_job(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+{
+	int64_t id = ipc_msg_int(m, IPC_ATTR_JOB_ID);
+	struct smtp_job *job = find_job(client, id);
+	if (job == NULL)
+		buf_printf(err, "no open job %lld", (long long)id);
+	else if (job->running)
+		buf_printf(err, "job %lld is already running", (long long)id);
+	return job && !job->running ? job : NULL;
+}
+
+static char *opt_strdup(const struct ipc_msg *m, enum ipc_attr attr)
+{
+	const char *s = ipc_msg_str(m, attr);
+	return s ? mem_strdup(s) : NULL;
+}
+
+static bool on_message(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+{
+	struct smtp_job *job = open_job(client, m, err);
+	if (job == NULL)
+		return false;
+	if (job->nmsgs == job->cap) {
+		job->cap = job->cap ? job->cap * 2 : 4;
+		job->msgs = mem_reallocarray(job->msgs, job->cap, sizeof *job->msgs);
+	}
+	struct smtp_msg *msg = &job->msgs[job->nmsgs++];
+	memset(msg, 0, sizeof *msg);
+	msg->queue_id = mem_strdup(ipc_msg_str(m, IPC_ATTR_QUEUE_ID));
+	msg->sender = mem_strdup(ipc_msg_str(m, IPC_ATTR_SENDER));
+	msg->envid = opt_strdup(m, IPC_ATTR_ENVID);
+	msg->ret = opt_strdup(m, IPC_ATTR_RET);
+	msg->body_type = opt_strdup(m, IPC_ATTR_BODY_TYPE);
+	msg->smtputf8 = ipc_msg_int(m, IPC_ATTR_SMTPUTF8) != 0;
+	buf_init(&msg->body);
+	buf_init(&msg->wire);
+	return true;
+}
+
+static struct smtp_msg *current_msg(struct smtp_job *job, struct buf *err)
+{
+	if (job->nmsgs == 0) {
+		buf_printf(err, "job %lld has no message yet", (long long)job->id);
+		return NULL;
+	}
+	return &job->msgs[job->nmsgs - 1];
+}
+
+static bool on_recipient(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+{
+	struct smtp_job *job = open_job(client, m, err);
+	struct smtp_msg *msg = job ? current_msg(job, err) : NULL;
+	if (msg == NULL)
+		return false;
+	if (msg->nrcpts == msg->cap) {
+		msg->cap = msg->cap ? msg->cap * 2 : 4;
+		msg->rcpts = mem_reallocarray(msg->rcpts, msg->cap, sizeof *msg->rcpts);
+	}
+	struct smtp_rcpt *rcpt = &msg->rcpts[msg->nrcpts++];
+	memset(rcpt, 0, sizeof *rcpt);
+	rcpt->index = ipc_msg_int(m, IPC_ATTR_RCPT_INDEX);
+	rcpt->address = mem_strdup(ipc_msg_str(m, IPC_ATTR_RECIPIENT));
+	rcpt->orcpt = opt_strdup(m, IPC_ATTR_ORCPT);
+	rcpt->notify = opt_strdup(m, IPC_ATTR_NOTIFY);
+	return true;
+}
+
+static bool on_data(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+{
+	struct smtp_job *job = open_job(client, m, err);
+	struct smtp_msg *msg = job ? current_msg(job, err) : NULL;
+	if (msg == NULL)
+		return false;
+	size_t len;
+	const void *data = ipc_msg_data(m, IPC_ATTR_DATA, &len);
+	buf_append(&msg->body, data, len);
+	return true;
+}
+
+/* Checks a job that qmgr says is complete, and readies its messages. */
+static bool job_ready(struct smtp_job *job, struct buf *err)
+{
+	if (job->nmsgs == 0) {
+		buf_printf(err, "job %lld has no message", (long long)job->id);
+		return false;
+	}
+	for (size_t i = 0; i < job->nmsgs; i++) {
+		struct smtp_msg *msg = &job->msgs[i];
+		if (msg->nrcpts == 0) {
+			buf_printf(err, "message %s of job %lld has no recipient", msg->queue_id, (long long)job->id);
+			return false;
+		}
+		msg->size = smtp_body_encode(msg->body.data ? msg->body.data : "", msg->body.len, &msg->wire);
+		buf_free(&msg->body);
+	}
+	return true;
+}
+
+static bool on_run(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+{
+	struct smtp_job *job = open_job(client, m, err);
+	if (job == NULL || !job_ready(job, err))
+		return false;
+	job->running = true;
+	job->conf = smtp_conf_ref(smtp_conf_current());
+	struct conf_settings *settings = conf_resolve_domain(job->conf->conf, job->domain, job->vmta);
+	if (settings == NULL) {
+		struct buf why = BUF_INIT;
+		buf_printf(&why, "no virtual-mta or virtual-mta-pool named %s", job->vmta);
+		smtp_job_fail_pending(job, SMTP_RCPT_DEFERRED, "4.3.5", buf_cstr(&why), NULL);
+		smtp_job_finish(job, "failed", buf_cstr(&why), 0);
+		buf_free(&why);
+		return true;
+	}
+	smtp_policy_load(&job->policy, job->conf->conf, settings, job->vmta);
+	conf_settings_free(settings);
+	smtp_deliver_start(job);
+	return true;
+}
+
+struct verb {
+	const char *name;
+	const struct ipc_spec *spec;
+	size_t nspec;
+	bool (*handle)(struct smtp_client *client, const struct ipc_msg *m, struct buf *err);
+};
+
+static const struct verb verbs[] = {
+    {"job", job_spec, IPC_SPEC_COUNT(job_spec), on_job},
+    {"message", message_spec, IPC_SPEC_COUNT(message_spec), on_message},
+    {"recipient", recipient_spec, IPC_SPEC_COUNT(recipient_spec), on_recipient},
+    {"data", data_spec, IPC_SPEC_COUNT(data_spec), on_data},
+    {"run", run_spec, IPC_SPEC_COUNT(run_spec), on_run},
+};
+
+static bool handle_frame(struct smtp_client *client, const struct buf *payload, struct buf *err)
+{
+	struct buf verb = BUF_INIT;
+	bool ok = ipc_peek_request(payload->data, payload->len, &verb, err);
+	const struct verb *v = NULL;
+	for (size_t i = 0; ok && i < sizeof verbs / sizeof verbs[0]; i++)
+		if (strcmp(verbs[i].name, buf_cstr(&verb)) == 0)
+			v = &verbs[i];
+	if (ok && v == NULL) {
+		buf_printf(err, "unknown request \"%s\"", buf_cstr(&verb));
+		ok = false;
+	}
+	buf_free(&verb);
+	if (!ok)
+		return false;
+	struct ipc_msg m;
+	ok = ipc_decode(payload->data, payload->len, v->spec, v->nspec, &m, err) && v->handle(client, &m, err);
+	ipc_msg_free(&m);
+	return ok;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+static void client_free(struct smtp_client *client)
+{
+	while (client->jobs) {
+		struct smtp_job *job = client->jobs;
+		job_free(job); /* unlinks itself */
+	}
+	if (client->prev)
+		client->prev->next = client->next;
+	else
+		clients = client->next;
+	if (client->next)
+		client->next->prev = client->prev;
+	bufferevent_free(client->bev);
+	free(client);
+}
+
+/* A protocol error: say why, then close once it is written. */
+static void client_fail(struct smtp_client *client, const char *why)
+{
+	log_warning("qmgr connection: %s", why);
+	send_error(client, -1, why);
+	client->closing = true;
+	bufferevent_disable(client->bev, EV_READ);
+	while (client->jobs)
+		job_free(client->jobs);
+}
+
+static void on_client_read(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *client = arg;
+	struct evbuffer *input = bufferevent_get_input(bev);
+	struct buf payload = BUF_INIT, err = BUF_INIT;
+	while (!client->closing) {
+		size_t avail = evbuffer_get_length(input);
+		if (avail == 0)
+			break;
+		const unsigned char *head =
+		    evbuffer_pullup(input, avail < IPC_FRAME_HEADER ? (ssize_t)avail : IPC_FRAME_HEADER);
+		size_t plen = 0;
+		enum ipc_frame_status st = ipc_frame_scan(head, avail, IPC_FRAME_MAX_DEFAULT, &plen, &err);
+		if (st == IPC_FRAME_PARTIAL)
+			break;
+		if (st == IPC_FRAME_ERROR) {
+			client_fail(client, buf_cstr(&err));
+			break;
+		}
+		evbuffer_drain(input, IPC_FRAME_HEADER);
+		buf_reset(&payload);
+		buf_reserve(&payload, plen);
+		evbuffer_remove(input, payload.data, plen);
+		payload.len = plen;
+		payload.data[plen] = '\0';
+		if (!handle_frame(client, &payload, &err)) {
+			client_fail(client, buf_cstr(&err));
+			break;
+		}
+	}
+	buf_free(&payload);
+	buf_free(&err);
+}
+
+static void on_client_write(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *client = arg;
+	if (client->closing)
+		client_free(client);
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_client *client = arg;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (client->jobs)
+			log_warning("qmgr closed the connection with jobs open; they are abandoned");
+		client_free(client);
+	}
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
+{
+	struct smtp_client *client = mem_zalloc(sizeof *client);
+	client->bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(client->bev, on_client_read, on_client_write, on_client_event, client);
+	bufferevent_enable(client->bev, EV_READ | EV_WRITE);
+	client->next = clients;
+	if (clients)
+		clients->prev = client;
+	clients = client;
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	log_error("accepting a qmgr connection: %s", evutil_socket_error_to_string(err));
+}
+
+bool smtp_job_listen(struct event_base *base, int fd, struct buf *err)
+{
+	evutil_make_socket_nonblocking(fd);
+	listener = evconnlistener_new(base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (listener == NULL) {
+		buf_puts(err, "cannot watch the service socket");
+		return false;
+	}
+	evconnlistener_set_error_cb(listener, on_accept_error);
+	return true;
+}
+
+void smtp_job_shutdown(void)
+{
+	if (listener) {
+		evconnlistener_free(listener);
+		listener = NULL;
+	}
+	while (clients)
+		client_free(clients);
+}

@@ -1,0 +1,314 @@
+"""Delivery by the smtp agent over static routes (smtp-hosts): the SMTP
+dialogue, per-recipient results, several messages per connection, the
+next host after a refused connection or a 4xx greeting."""
+import time
+
+from conftest import free_port
+from test_smtp_harness import BODY, agent, sinks  # noqa: F401  (fixtures)
+
+
+def config(port, extra="", domain="example.net"):
+    return f"<domain {domain}>\n  smtp-hosts [127.0.0.1]:{port}\n  use-starttls no\n{extra}</domain>\n"
+
+
+def by_address(results):
+    return {r["recipient"]: r for r in results}
+
+
+def test_delivery_and_result_fields(agent, sinks):
+    sink = sinks()
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"queue_id": "Q1", "sender": "a@example.org", "envid": "E1", "ret": "HDRS", "body_type": "8BITMIME",
+         "rcpts": [{"address": "b@example.net", "notify": "SUCCESS,FAILURE", "orcpt": "rfc822;b@example.net"},
+                   "c@example.net"]}])
+    assert done["outcome"] == "done"
+    assert len(results) == 2
+    for r in results:
+        assert r["outcome"] == "delivered" and r["dsn_status"] == "2.0.0"
+        assert r["reason"].startswith("smtp;250 ")
+        assert r["remote_host"] == "127.0.0.1" and r["remote_ip"] == "127.0.0.1"
+        assert r["local_ip"] == "127.0.0.1"
+        assert "PIPELINING" in r["esmtp"] and "DSN" in r["esmtp"]
+        assert r["tls_protocol"] == "" and r["tls_cipher"] == ""
+        assert r["size"] == len(BODY) + 1  # the bare LF became CRLF
+    msg = sink.messages()[0]
+    assert msg["mail_from"] == "a@example.org"
+    assert msg["mail_params"] == {"SIZE": str(len(BODY) + 1), "BODY": "8BITMIME", "RET": "HDRS", "ENVID": "E1"}
+    rcpts = {r["address"]: r["params"] for r in msg["rcpts"]}
+    assert rcpts["b@example.net"] == {"NOTIFY": "SUCCESS,FAILURE", "ORCPT": "rfc822;b@example.net"}
+    assert msg["helo"] == "client.tern.test" and msg.get("bare_lf", 0) == 0
+    assert msg["size"] == len(BODY) + 1
+
+
+def test_dot_stuffing_and_crlf(agent, sinks):
+    sink = sinks()
+    agent.start(config(sink.port))
+    body = b"Subject: dots\n\n.\n..two\n.one\nend"
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"], "body": body}])
+    assert results[0]["outcome"] == "delivered"
+    # The sink unstuffs: what it recorded is what we meant to send.
+    assert sink.messages()[0]["data"] == "Subject: dots\r\n\r\n.\r\n..two\r\n.one\r\nend\r\n"
+
+
+def test_per_recipient_4xx_and_5xx(agent, sinks):
+    sink = sinks("--rcpt", "^busy@=450 4.2.0 mailbox busy", "--rcpt", "^bad@=550 5.1.1 no such user")
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"rcpts": ["ok@example.net", "busy@example.net", "bad@example.net"]}])
+    r = by_address(results)
+    assert r["ok@example.net"]["outcome"] == "delivered"
+    assert r["busy@example.net"]["outcome"] == "deferred"
+    assert r["busy@example.net"]["dsn_status"] == "4.2.0"
+    assert r["busy@example.net"]["reason"] == "smtp;450 4.2.0 mailbox busy"
+    assert r["bad@example.net"]["outcome"] == "bounced"
+    assert r["bad@example.net"]["dsn_status"] == "5.1.1"
+    assert [x["address"] for x in sink.messages()[0]["rcpts"]] == ["ok@example.net"]
+
+
+def test_rejection_at_end_of_data_and_without_pipelining(agent, sinks):
+    sink = sinks("--without", "PIPELINING", "--rule",
+                 '{"command": "EOD", "message": 1, "reply": "554 5.7.1 content rejected"}')
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"queue_id": "M1", "rcpts": ["b@example.net", "c@example.net"]},
+        {"queue_id": "M2", "rcpts": ["d@example.net"]}])
+    r = by_address(results)
+    assert r["b@example.net"]["outcome"] == r["c@example.net"]["outcome"] == "bounced"
+    assert r["b@example.net"]["reason"] == "smtp;554 5.7.1 content rejected"
+    assert r["d@example.net"]["outcome"] == "delivered"
+    assert len(sink.sessions()) == 1  # both messages over one connection
+
+
+def test_connection_reuse_and_limits(agent, sinks):
+    """Five messages, max-msg-per-connection 2: three connections; two
+    recipients per transaction for a message with five recipients."""
+    sink = sinks()
+    agent.start(config(sink.port, "  max-msg-per-connection 2\n  max-rcpt-per-transaction 2\n"))
+    msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net"]} for i in range(4)]
+    msgs.append({"queue_id": "M4", "rcpts": [f"x{k}@example.net" for k in range(5)]})
+    results, done = agent.deliver("example.net/{default}", msgs)
+    assert done["outcome"] == "done"
+    assert len(results) == 9 and all(r["outcome"] == "delivered" for r in results)
+    sessions = sink.sessions(3)
+    assert len(sessions) == 3
+    per_txn = [len(m["rcpts"]) for m in sink.records("message") if m["queue_id"]]
+    assert sorted(per_txn) == [1, 1, 1, 1, 1, 2, 2]
+
+
+def test_many_jobs_at_once(agent, sinks):
+    """One process runs several jobs concurrently on one qmgr connection."""
+    sink = sinks("--delay", "0.2")
+    agent.start(config(sink.port))
+    with agent.connect() as conn:
+        jobs = [agent.send_job(conn, "example.net/{default}", [{"rcpts": [f"j{i}@example.net"]}])
+                for i in range(5)]
+        t0 = time.monotonic()
+        results, done = agent.collect(conn, jobs)
+        elapsed = time.monotonic() - t0
+    assert all(d["outcome"] == "done" for d in done.values())
+    assert sink.records("session")[-1]["max_concurrent"] >= 2
+    assert elapsed < 5
+
+
+def test_next_host_after_refused_connection_and_4xx_greeting(agent, sinks):
+    greylist = sinks("--greeting", "421 4.3.2 not now")
+    good = sinks()
+    closed = free_port()
+    agent.start(f"<domain example.net>\n  smtp-hosts [127.0.0.1]:{closed}; [127.0.0.1]:{greylist.port};"
+                f" [127.0.0.1]:{good.port}\n  use-starttls no\n</domain>\n")
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert len(greylist.sessions()) == 1 and len(good.sessions()) == 1
+
+
+def test_all_hosts_fail_defers_with_reason(agent):
+    closed = free_port()
+    agent.start(config(closed, "  connect-timeout 5s\n"))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net", "c@example.net"]}])
+    assert done["outcome"] == "connect-failed"
+    assert all(r["outcome"] == "deferred" for r in results)
+    assert "Connection refused" in results[0]["reason"]
+
+
+def test_default_smtp_port_and_route(agent, sinks):
+    sink = sinks()
+    agent.start(f"<domain example.net>\n  route [127.0.0.1]\n  default-smtp-port {sink.port}\n"
+                "  use-starttls no\n</domain>\n")
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+
+
+def test_smtp_source_host_binds_and_names(agent, sinks):
+    sink = sinks("--host", "127.0.0.1")
+    agent.start("smtp-source-host 127.0.0.7 out7.tern.test\n" + config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["local_ip"] == "127.0.0.7"
+    session = sink.sessions()[0]
+    assert session["peer"]["ip"] == "127.0.0.7" and session["helo"] == "out7.tern.test"
+
+
+def test_helo_fallback(agent, sinks):
+    old = sinks("--reply", "EHLO=502 5.5.2 what", "--extensions", "")
+    agent.start(config(old.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered" and results[0]["esmtp"] == ""
+    assert old.sessions()[0]["helo_verb"] == "HELO"
+
+
+def test_smtputf8_needs_the_extension(agent, sinks):
+    plain = sinks("--without", "SMTPUTF8")
+    agent.start(config(plain.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"queue_id": "U1", "smtputf8": True, "rcpts": ["ü@example.net"]},
+        {"queue_id": "A1", "rcpts": ["b@example.net"]}])
+    r = by_address(results)
+    assert r["ü@example.net"]["outcome"] == "bounced" and r["ü@example.net"]["dsn_status"] == "5.6.7"
+    assert r["b@example.net"]["outcome"] == "delivered"
+    assert len(plain.messages()) == 1
+
+
+def test_smtputf8_passed_on(agent, sinks):
+    sink = sinks()
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"smtputf8": True, "sender": "ä@example.org", "rcpts": ["ü@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert "SMTPUTF8" in sink.messages()[0]["mail_params"]
+
+
+def test_5xx_greeting_bounces(agent, sinks):
+    sink = sinks("--greeting", "554 5.7.1 go away")
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "bounced"
+    assert results[0]["reason"] == "smtp;554 5.7.1 go away"
+
+
+def test_timeout_after_data_defers(agent, sinks):
+    sink = sinks("--hang", "EOD")
+    agent.start(config(sink.port, "  smtp-data-termination-timeout 1s\n"))
+    t0 = time.monotonic()
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]},
+                                                            {"queue_id": "Q2", "rcpts": ["c@example.net"]}])
+    assert time.monotonic() - t0 < 5
+    assert all(r["outcome"] == "deferred" for r in results)
+    assert "timed out" in results[0]["reason"] and "after the end of data" in results[0]["reason"]
+    assert done["outcome"] == "failed"
+
+
+def test_dropped_connection_mid_transaction_defers(agent, sinks):
+    sink = sinks("--drop", "DATA")
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "deferred"
+    assert "connection closed by the server" in results[0]["reason"]
+
+
+def test_service_socket_from_master(tern_dir, sinks):
+    """Started by master, smtp serves the socket passed in TERN_SERVICE_FD
+    instead of creating one."""
+    import socket
+    import subprocess
+    from conftest import ensure_tern_user
+    from test_smtp_harness import SMTP, Agent
+    ensure_tern_user()
+    sink = sinks()
+    path = tern_dir / "inherited.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    os_path = tern_dir / "tern.conf"
+    os_path.write_text(f"spool {tern_dir / 'spool'}\n" + config(sink.port))
+    fd = listener.fileno()
+    proc = subprocess.Popen([str(SMTP), "-f", "-c", str(os_path)], pass_fds=[fd],
+                            env={"TERN_SERVICE_FD": str(fd), "PATH": "/usr/bin:/bin"},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listener.close()
+    try:
+        a = Agent(tern_dir)
+        a.socket = path
+        results, done = a.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+        assert results[0]["outcome"] == "delivered"
+        assert not (tern_dir / "spool" / "private" / "smtp").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_reload_applies_to_new_jobs(agent, sinks):
+    first, second = sinks(), sinks()
+    agent.start(config(first.port))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    agent.config.write_text(f"spool {agent.spool}\n" + config(second.port))
+    agent.proc.send_signal(__import__("signal").SIGHUP)
+    time.sleep(0.3)
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert len(first.messages()) == 1 and len(second.messages()) == 1
+
+
+def test_idle_connection_reused_by_the_next_job(agent, sinks):
+    """connection-idle-timeout: the next job of the queue takes the open
+    connection (no new connect, no new EHLO); after the timeout it is
+    closed with QUIT."""
+    sink = sinks()
+    agent.start(config(sink.port, "  connection-idle-timeout 1s\n"))
+    for i in range(3):
+        results, done = agent.deliver("example.net/{default}", [{"rcpts": [f"b{i}@example.net"]}])
+        assert results[0]["outcome"] == "delivered"
+    session = sink.sessions(1, timeout=5)[0]
+    assert [c["verb"] for c in session["commands"]].count("MAIL") == 3
+    assert session["end"] == "quit"
+    assert len(sink.records("connect")) == 1
+
+
+def test_fifty_messages_three_jobs_at_a_time(agent, sinks):
+    """As qmgr with max-smtp-out 3 would run them: never more than three
+    jobs, so never more than three connections, which are reused."""
+    sink = sinks()
+    agent.start(config(sink.port, "  connection-idle-timeout 5s\n"))
+    with agent.connect() as conn:
+        pending, sent, delivered = set(), 0, 0
+        while sent < 50 or pending:
+            while sent < 50 and len(pending) < 3:
+                pending.add(agent.send_job(conn, "example.net/{default}",
+                                           [{"queue_id": f"M{sent}", "rcpts": [f"r{sent}@example.net"]}]))
+                sent += 1
+            frame = conn.receive()
+            if frame["request"] == "result":
+                delivered += frame["outcome"] == "delivered"
+            else:
+                assert frame["request"] == "done" and frame["outcome"] == "done", frame
+                pending.discard(frame["job_id"])
+    assert delivered == 50
+    # the sink may write its record just after its reply
+    assert len(sink.messages(50)) == 50
+    connects = sink.records("connect")
+    assert max(c["max_concurrent"] for c in connects) <= 3
+    assert len(connects) <= 3
+
+
+def test_virtual_mta_source_host_and_unknown_vmta(agent, sinks):
+    sink = sinks()
+    agent.start("smtp-source-host 127.0.0.7 out7.tern.test\n"
+                "<virtual-mta vm1>\n  smtp-source-host 127.0.0.9 vm1.tern.test\n</virtual-mta>\n"
+                + config(sink.port))
+    results, done = agent.deliver("example.net/vm1", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered" and results[0]["local_ip"] == "127.0.0.9"
+    assert sink.sessions()[0]["helo"] == "vm1.tern.test"
+    results, done = agent.deliver("example.net/nosuch", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "deferred" and done["outcome"] == "failed"
+    assert "no virtual-mta or virtual-mta-pool named nosuch" in done["reason"]
+
+
+def test_greeting_timeout_moves_to_the_next_host(agent, sinks):
+    silent = sinks("--hang", "CONNECT")
+    good = sinks()
+    agent.start(f"<domain example.net>\n  smtp-hosts [127.0.0.1]:{silent.port}; [127.0.0.1]:{good.port}\n"
+                "  use-starttls no\n  smtp-greeting-timeout 1s\n</domain>\n")
+    t0 = time.monotonic()
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert 0.9 < time.monotonic() - t0 < 4
+    assert "timed out" in agent.log_text() and "waiting for the greeting" in agent.log_text()
