@@ -79,7 +79,6 @@ enum ipc_type {
 	X(REMOTE_HOST, "remote_host", IPC_TYPE_STR, IPC_HOST_MAX)                                                      \
 	X(LOCAL_IP, "local_ip", IPC_TYPE_STR, 64)                                                                      \
 	X(RETRY_AFTER, "retry_after", IPC_TYPE_INT, 8)                                                                 \
-	/* accounting records (qmgr -> acctd): later modules add fields here */                                        \
 	/* the queue's stored records (qmgr) and the PowerMTA job of a message */                                      \
 	X(MAIL_JOB, "mail_job", IPC_TYPE_STR, 256)                                                                     \
 	X(RECEIVED, "received", IPC_TYPE_INT, 8)                                                                       \
@@ -96,7 +95,43 @@ enum ipc_type {
 	X(CONNECTIONS, "connections", IPC_TYPE_INT, 8)                                                                 \
 	X(NEXT_RETRY, "next_retry", IPC_TYPE_INT, 8)                                                                   \
 	X(RECORD_TYPE, "record_type", IPC_TYPE_STR, 4)                                                                 \
-	X(TIME_LOGGED, "time_logged", IPC_TYPE_INT, 8)
+	X(TIME_LOGGED, "time_logged", IPC_TYPE_INT, 8)                                                                 \
+	/* accounting records (qmgr -> acctd, see doc/accounting.md).  The record                                      \
+	 * fields travel under their PowerMTA column names; orcpt and vmta above                                       \
+	 * are the same fields, as are queue and record_type above (qmgr's). */                                        \
+	X(ACCT_TIME_LOGGED, "timeLogged", IPC_TYPE_INT, 8)                                                             \
+	X(ACCT_TIME_QUEUED, "timeQueued", IPC_TYPE_INT, 8)                                                             \
+	X(ACCT_TIME_FIRST_ATTEMPT, "timeFirstAttempt", IPC_TYPE_INT, 8)                                                \
+	X(ACCT_TOTAL_SECONDS_QUEUED, "totalSecondsQueued", IPC_TYPE_INT, 8)                                            \
+	X(ACCT_ORIG, "orig", IPC_TYPE_STR, IPC_ADDR_MAX)                                                               \
+	X(ACCT_RCPT, "rcpt", IPC_TYPE_STR, IPC_ADDR_MAX)                                                               \
+	X(ACCT_DSN_ACTION, "dsnAction", IPC_TYPE_STR, 32)                                                              \
+	X(ACCT_DSN_STATUS, "dsnStatus", IPC_TYPE_STR, 128)                                                             \
+	X(ACCT_DSN_DIAG, "dsnDiag", IPC_TYPE_STR, 4096)                                                                \
+	X(ACCT_DSN_MTA, "dsnMta", IPC_TYPE_STR, 512)                                                                   \
+	X(ACCT_BOUNCE_CAT, "bounceCat", IPC_TYPE_STR, 64)                                                              \
+	X(ACCT_SRC_TYPE, "srcType", IPC_TYPE_STR, 16)                                                                  \
+	X(ACCT_SRC_MTA, "srcMta", IPC_TYPE_STR, 512)                                                                   \
+	X(ACCT_DLV_TYPE, "dlvType", IPC_TYPE_STR, 16)                                                                  \
+	X(ACCT_DLV_SOURCE_IP, "dlvSourceIp", IPC_TYPE_STR, 64)                                                         \
+	X(ACCT_DLV_DESTINATION_IP, "dlvDestinationIp", IPC_TYPE_STR, 64)                                               \
+	X(ACCT_DLV_ESMTP_AVAILABLE, "dlvEsmtpAvailable", IPC_TYPE_STR, 1000)                                           \
+	X(ACCT_DLV_SIZE, "dlvSize", IPC_TYPE_INT, 8)                                                                   \
+	X(ACCT_JOB_ID, "jobId", IPC_TYPE_STR, 256)                                                                     \
+	X(ACCT_ENV_ID, "envId", IPC_TYPE_STR, 100)                                                                     \
+	X(ACCT_VMTA_POOL, "vmtaPool", IPC_TYPE_STR, IPC_HOST_MAX)                                                      \
+	X(ACCT_DLV_TLS_PROTOCOL, "dlvTlsProtocol", IPC_TYPE_STR, 32)                                                   \
+	X(ACCT_DLV_TLS_CIPHER, "dlvTlsCipher", IPC_TYPE_STR, 128)                                                      \
+	X(ACCT_RCV_SOURCE_IP, "rcvSourceIp", IPC_TYPE_STR, 64)                                                         \
+	X(ACCT_RCV_SMTP_USER, "rcvSmtpUser", IPC_TYPE_STR, 512)                                                        \
+	/* the message's header section ("Name: value" lines), for header_* */                                         \
+	X(ACCT_HEADERS, "headers", IPC_TYPE_STR, 65536)                                                                \
+	/* acctd requests: the acct-file a rotate is for; the header names acctd                                       \
+	 * wants, so a client may send only those */                                                                   \
+	X(ACCT_FILE, "acct_file", IPC_TYPE_STR, 4096)                                                                  \
+	X(ACCT_HEADER_NAMES, "header_names", IPC_TYPE_STR, 4096)                                                       \
+	/* hello: the number the client gives its next new record */                                                   \
+	X(ACCT_NEXT_SEQ, "next_seq", IPC_TYPE_INT, 8)
 
 enum ipc_attr {
 #define IPC_ATTR_ENUM(id, name, type, max) IPC_ATTR_##id,

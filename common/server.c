@@ -154,7 +154,8 @@ void server_set_title(const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&title, fmt, ap);
 	va_end(ap);
-	setproctitle("%s", buf_cstr(&title));
+	/* "-" keeps libbsd from putting the program name in front. */
+	setproctitle("-tern: %s", buf_cstr(&title));
 	buf_free(&title);
 }
 

@@ -281,7 +281,7 @@ int main(int argc, char **argv, char **envp)
 	open_log(&m);
 	pidfile_write(pfh);
 	setproctitle_init(argc, argv, envp);
-	setproctitle("master");
+	setproctitle("-tern: master");
 	signal(SIGPIPE, SIG_IGN);
 
 	if ((m.base = event_base_new()) == NULL)

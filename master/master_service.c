@@ -37,6 +37,7 @@ struct service_def {
 };
 
 static const struct service_def service_defs[SERVICE_COUNT] = {
+    {SERVICE_ACCTD, "acctd", NULL, false, NULL, 2},
     {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1},
     {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0},
     {SERVICE_SMTP, "smtp", "smtp-processes", false, "smtp", 0},

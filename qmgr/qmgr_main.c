@@ -32,8 +32,6 @@ struct qmgr_args {
 	const char *qid;
 	const char *config;
 	/* argv for the server skeleton: the program name and its options */
-	int server_argc;
-	char **server_argv;
 };
 
 struct qmgr_daemon {
@@ -244,17 +242,9 @@ static int run_offline(void)
 
 /* ---- options ----------------------------------------------------------------- */
 
-static void add_server_arg(const char *arg)
-{
-	args.server_argv = mem_reallocarray(args.server_argv, (size_t)args.server_argc + 2, sizeof(char *));
-	args.server_argv[args.server_argc++] = (char *)arg;
-	args.server_argv[args.server_argc] = NULL;
-}
-
 static bool parse_args(int argc, char **argv)
 {
 	int c;
-	add_server_arg(argv[0]);
 	opterr = 0;
 	while ((c = getopt(argc, argv, "+CLB:fRc:u:l:")) != -1) {
 		switch (c) {
@@ -268,22 +258,11 @@ static bool parse_args(int argc, char **argv)
 			break;
 		case 'c':
 			args.config = optarg;
-			add_server_arg("-c");
-			add_server_arg(optarg);
 			break;
-		case 'u':
-			add_server_arg("-u");
-			add_server_arg(optarg);
-			break;
+		case 'u': /* the skeleton's options: server_main reads them */
 		case 'f':
-			add_server_arg("-f");
-			break;
 		case 'R':
-			add_server_arg("-R");
-			break;
 		case 'l':
-			add_server_arg("-l");
-			add_server_arg(optarg);
 			break;
 		default:
 			return false;
@@ -311,9 +290,9 @@ int main(int argc, char **argv, char **envp)
 		    .init = daemon_init,
 		    .stop = daemon_stop,
 		};
-		/* args.server_argv is not freed: setproctitle_init puts copies
-		 * of the arguments into it, which must stay reachable. */
-		rc = server_main(&daemon, args.server_argc, args.server_argv, envp);
+		/* Only the skeleton's own options are left (parse_args checked),
+		 * and the process's real argv is what setproctitle can rewrite. */
+		rc = server_main(&daemon, argc, argv, envp);
 	}
 	return rc;
 }

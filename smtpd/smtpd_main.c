@@ -184,7 +184,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 
 static void update_title(struct smtpd_server *srv)
 {
-	server_set_title("smtpd: %zu session%s%s", srv->nsessions, srv->nsessions == 1 ? "" : "s",
+	server_set_title("smtpd %zu session%s%s", srv->nsessions, srv->nsessions == 1 ? "" : "s",
 	                 srv->stopping ? " (stopping)" : "");
 }
 

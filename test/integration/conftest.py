@@ -76,7 +76,7 @@ import socket
 import tempfile
 import time
 
-DAEMONS = ("master", "qmgr", "smtpd", "smtp")
+DAEMONS = ("master", "acctd", "qmgr", "smtpd", "smtp")
 
 
 def free_port(host="127.0.0.1"):
