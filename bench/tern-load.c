@@ -333,7 +333,10 @@ static void report(void)
 	printf("elapsed_s %.4f\n", elapsed);
 	printf("rate_msg_s %.1f\n", elapsed > 0 ? (double)accepted / elapsed : 0.0);
 	printf("latency_p50_ms %.3f\n", percentile(0.50));
+	printf("latency_p90_ms %.3f\n", percentile(0.90));
 	printf("latency_p99_ms %.3f\n", percentile(0.99));
+	printf("latency_p999_ms %.3f\n", percentile(0.999));
+	printf("latency_max_ms %.3f\n", percentile(1.0));
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
