@@ -92,10 +92,6 @@ bool acctd_write_all(int fd, const void *data, size_t len);
 /* Builds the files of every <acct-file> block; false with "FILE:LINE:
  * reason" in err. */
 bool acctd_config_files(const struct conf *conf, struct acctd_file **files, size_t *count, struct buf *err);
-/* Loads and checks a configuration file; NULL with the diagnostics in err. */
-struct conf *acctd_config_load(const char *path, struct buf *err);
-/* The spool directory the configuration names. */
-const char *acctd_config_spool(const struct conf *conf);
 
 /* ---- the state file (acctd_state.c) ------------------------------------------------ */
 

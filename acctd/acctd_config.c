@@ -8,31 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_SPOOL TERN_LOCALSTATEDIR "/spool/tern"
-
-struct conf *acctd_config_load(const char *path, struct buf *err)
-{
-	struct conf *conf = conf_load(path);
-	for (size_t i = 0; i < conf_diag_count(conf); i++) {
-		const struct conf_diag *d = conf_diag_at(conf, i);
-		if (d->severity != CONF_ERROR)
-			continue;
-		if (err->len)
-			buf_puts(err, "; ");
-		conf_diag_format(d, err);
-	}
-	if (conf_ok(conf))
-		return conf;
-	conf_free(conf);
-	return NULL;
-}
-
-const char *acctd_config_spool(const struct conf *conf)
-{
-	const char *spool = conf_get_string(conf_global(conf), "spool");
-	return spool && *spool ? spool : DEFAULT_SPOOL;
-}
-
 static void where(struct buf *err, const char *file, unsigned line)
 {
 	buf_printf(err, "%s:%u: ", file ? file : "(default)", line);

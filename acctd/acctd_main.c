@@ -116,7 +116,7 @@ static bool run_user(const struct server_options *opts, uid_t *uid, gid_t *gid, 
 
 static bool load(const char *path, struct buf *err)
 {
-	acctd.conf = acctd_config_load(path, err);
+	acctd.conf = conf_load_checked(path, "; ", err);
 	if (acctd.conf == NULL)
 		return false;
 	return acctd_config_files(acctd.conf, &acctd.files, &acctd.nfiles, err);
@@ -129,7 +129,7 @@ static bool pre_init(void *ctx, const struct server_options *opts, struct buf *e
 	acctd.config_path = mem_strdup(opts->config_path);
 	if (!load(opts->config_path, err) || !run_user(opts, &uid, &gid, err))
 		return false;
-	acctd.spool = mem_strdup(acctd_config_spool(acctd.conf));
+	acctd.spool = mem_strdup(conf_spool(acctd.conf));
 	acctd.socket_path = mem_asprintf("%s/" ACCTD_SOCKET, acctd.spool);
 	acctd.state_path = mem_asprintf("%s/" ACCTD_STATE_DIR "/state", acctd.spool);
 	char *private_dir = mem_asprintf("%s/private", acctd.spool);
@@ -199,7 +199,7 @@ static void stop(void *ctx)
 static void reload(void *ctx)
 {
 	struct buf err = BUF_INIT;
-	struct conf *conf = acctd_config_load(acctd.config_path, &err);
+	struct conf *conf = conf_load_checked(acctd.config_path, "; ", &err);
 	struct acctd_file *files = NULL;
 	size_t nfiles = 0;
 	if (conf == NULL || !acctd_config_files(conf, &files, &nfiles, &err)) {
@@ -208,7 +208,7 @@ static void reload(void *ctx)
 		buf_free(&err);
 		return;
 	}
-	if (strcmp(acctd_config_spool(conf), acctd.spool) != 0)
+	if (strcmp(conf_spool(conf), acctd.spool) != 0)
 		log_warning("a new spool directory takes effect at the next start");
 	/* Rows of an unwritten batch were formatted for the old columns: the
 	 * client sends them again. */

@@ -22,6 +22,7 @@
  * A broken frame or a protocol error gets an "error" frame and the
  * connection is closed. */
 #include "acctd.h"
+#include "server.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -556,23 +557,19 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
  * doc/processes.md); it then stays master's to remove. */
 static int inherited_socket(struct buf *err)
 {
-	const char *text = getenv("TERN_SERVICE_FD");
-	if (text == NULL)
-		return -1;
-	char *end;
-	long fd = strtol(text, &end, 10);
+	int fd = server_inherited_fd("TERN_SERVICE_FD", err);
+	if (fd < 0)
+		return fd;
 	struct stat st;
-	if (*text == '\0' || *end != '\0' || fd < 3 || fd > 1023 || fstat((int)fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-		buf_printf(err, "TERN_SERVICE_FD \"%s\" names no socket", text);
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		buf_printf(err, "TERN_SERVICE_FD %d names no socket", fd);
 		return -2;
 	}
-	unsetenv("TERN_SERVICE_FD");
-	if (fcntl((int)fd, F_SETFL, fcntl((int)fd, F_GETFL) | O_NONBLOCK) < 0 ||
-	    fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0) {
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
 		buf_printf(err, "cannot set up the inherited socket: %s", strerror(errno));
 		return -2;
 	}
-	return (int)fd;
+	return fd;
 }
 
 bool acctd_server_bind(struct acctd *a, uid_t uid, gid_t gid, struct buf *err)

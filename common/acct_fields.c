@@ -3,6 +3,7 @@
  * against real files); tq and r follow the fields seen in real PowerMTA
  * headers, in the order documented in doc/accounting.md. */
 #include "acct_fields.h"
+#include "json.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -480,6 +481,28 @@ static void column_value(const struct acct_column *col, enum acct_type type, con
 	const char *headers = ipc_msg_str(rec, IPC_ATTR_ACCT_HEADERS);
 	if (headers)
 		acct_header_value(headers, col->name + 7, out);
+}
+
+void acct_layout_json(const struct acct_layout *l, enum acct_type type, const struct ipc_msg *rec,
+                      const struct acct_format *fmt, struct buf *out)
+{
+	struct buf value = BUF_INIT;
+	buf_putc(out, '{');
+	bool first = true;
+	for (size_t i = 0; i < l->ncols; i++) {
+		if (!l->used[type] || !l->used[type][i])
+			continue;
+		buf_reset(&value);
+		column_value(&l->cols[i], type, rec, fmt, &value);
+		if (!first)
+			buf_putc(out, ',');
+		first = false;
+		json_append_string(out, l->cols[i].name);
+		buf_putc(out, ':');
+		json_append_string(out, buf_cstr(&value));
+	}
+	buf_puts(out, "}\n");
+	buf_free(&value);
 }
 
 void acct_layout_row(const struct acct_layout *l, enum acct_type type, const struct ipc_msg *rec,

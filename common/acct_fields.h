@@ -67,6 +67,10 @@ void acct_layout_header(const struct acct_layout *l, struct buf *out);
 /* One row for a record of a type the layout holds, CRLF included. */
 void acct_layout_row(const struct acct_layout *l, enum acct_type type, const struct ipc_msg *rec,
                      const struct acct_format *fmt, struct buf *out);
+/* The same record as one JSON object of the columns its type fills
+ * (column name -> value as the files would write it), newline included. */
+void acct_layout_json(const struct acct_layout *l, enum acct_type type, const struct ipc_msg *rec,
+                      const struct acct_format *fmt, struct buf *out);
 /* The header names (without "header_") the layout needs, comma-separated,
  * appended to out. */
 void acct_layout_header_names(const struct acct_layout *l, struct buf *out);

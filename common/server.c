@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -159,26 +160,38 @@ void server_set_title(const char *fmt, ...)
 	buf_free(&title);
 }
 
+int server_inherited_fd(const char *variable, struct buf *err)
+{
+	const char *text = getenv(variable);
+	if (text == NULL)
+		return -1;
+	char *end;
+	long fd = strtol(text, &end, 10);
+	if (*text == '\0' || *end != '\0' || fd < 3 || fd > 65535 || fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0) {
+		buf_printf(err, "%s \"%s\" names no open descriptor", variable, text);
+		return -2;
+	}
+	unsetenv(variable);
+	return (int)fd;
+}
+
 /* Tells master that start-up is over: a worker that dies before this is
  * a failed start, one that dies after it had been doing its work.  master
  * passes the write end of a pipe in TERN_STATUS_FD; without it (started by
  * hand) there is no one to tell. */
 static void notify_ready(void)
 {
-	const char *text = getenv("TERN_STATUS_FD");
-	if (text == NULL)
+	struct buf err = BUF_INIT;
+	int fd = server_inherited_fd("TERN_STATUS_FD", &err);
+	if (fd == -2)
+		log_warning("cannot report readiness to master: %s", buf_cstr(&err));
+	buf_free(&err);
+	if (fd < 0)
 		return;
-	char *end;
-	long fd = strtol(text, &end, 10);
-	unsetenv("TERN_STATUS_FD");
-	if (*text == '\0' || *end != '\0' || fd < 3 || fd > 1023) {
-		log_warning("ignoring bad TERN_STATUS_FD \"%s\"", text);
-		return;
-	}
 	static const char ready[] = "ready\n";
-	if (write((int)fd, ready, sizeof(ready) - 1) < 0)
+	if (write(fd, ready, sizeof(ready) - 1) < 0)
 		log_warning("cannot report readiness to master: %s", strerror(errno));
-	close((int)fd);
+	close(fd);
 }
 
 /* ---- the event loop ---------------------------------------------------------- */

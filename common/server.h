@@ -69,6 +69,12 @@ void server_options_free(struct server_options *opts);
  * cannot be regained.  Otherwise does nothing and succeeds. */
 bool server_drop_privileges(const char *user, struct buf *err);
 
+/* A descriptor master handed over, named by an environment variable
+ * (TERN_SERVICE_FD): the descriptor (close-on-exec, the variable removed),
+ * -1 when the variable is not set, -2 (reason in err) when it does not
+ * name an open descriptor. */
+int server_inherited_fd(const char *variable, struct buf *err);
+
 /* Sets the process title shown by ps ("tern/smtpd: 12 sessions"). */
 void server_set_title(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -54,6 +54,14 @@ size_t conf_diag_count(const struct conf *conf);
 const struct conf_diag *conf_diag_at(const struct conf *conf, size_t i);
 /* Writes "FILE:LINE: message" or "FILE:LINE: warning: message". */
 void conf_diag_format(const struct conf_diag *diag, struct buf *out);
+/* Appends every error of conf to out, separated by separator. */
+void conf_format_errors(const struct conf *conf, const char *separator, struct buf *out);
+/* Loads a file for a daemon: the conf, or NULL with every error in err
+ * (separated by separator). */
+struct conf *conf_load_checked(const char *path, const char *separator, struct buf *err);
+/* The spool directory: the first spool line, or the built-in default.
+ * Every program finds the others' sockets under it. */
+const char *conf_spool(const struct conf *conf);
 
 /* ---- blocks --------------------------------------------------------------- */
 
@@ -248,5 +256,20 @@ bool conf_directive_supported(const char *name);
 bool conf_directive_repeatable(const char *name);
 /* "<domain>", "global level", ... */
 const char *conf_kind_name(enum conf_kind kind);
+
+/* One entry of the directive table, for documentation (tern.conf(5) is
+ * generated from it). */
+struct conf_directive_info {
+	const char *name;
+	enum conf_type type;
+	const char *def;          /* the default as written in a file; NULL for none */
+	const char *const *words; /* the words of an enum; NULL otherwise */
+	const char *inherit;      /* the global directive whose value is the default */
+	bool supported;
+	bool repeatable;
+};
+/* Entry i of the table, in alphabetical order; false past the end.  where
+ * receives the places the directive may appear ("in <domain> or ..."). */
+bool conf_directive_at(size_t i, struct conf_directive_info *info, struct buf *where);
 
 #endif

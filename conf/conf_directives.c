@@ -505,6 +505,22 @@ bool conf_directive_repeatable(const char *name)
 	return d && (d->flags & CONF_MULTI);
 }
 
+bool conf_directive_at(size_t i, struct conf_directive_info *info, struct buf *where)
+{
+	if (i >= conf_directive_total)
+		return false;
+	const struct conf_directive *d = &conf_directives[i];
+	*info = (struct conf_directive_info){.name = d->name,
+	                                     .type = d->type,
+	                                     .def = d->def,
+	                                     .words = d->words,
+	                                     .inherit = d->inherit,
+	                                     .supported = d->flags & CONF_SUPPORTED,
+	                                     .repeatable = d->flags & CONF_MULTI};
+	conf_scopes_format(d->scopes, where);
+	return true;
+}
+
 /* ---- blocks ------------------------------------------------------------------ */
 
 static const struct conf_blockdef blockdefs[] = {

@@ -264,3 +264,33 @@ const struct conf_settings *conf_global(const struct conf *conf)
 {
 	return conf->global_settings;
 }
+
+void conf_format_errors(const struct conf *conf, const char *separator, struct buf *out)
+{
+	bool first = true;
+	for (size_t i = 0; i < conf_diag_count(conf); i++) {
+		const struct conf_diag *d = conf_diag_at(conf, i);
+		if (d->severity != CONF_ERROR)
+			continue;
+		if (!first)
+			buf_puts(out, separator);
+		first = false;
+		conf_diag_format(d, out);
+	}
+}
+
+struct conf *conf_load_checked(const char *path, const char *separator, struct buf *err)
+{
+	struct conf *conf = conf_load(path);
+	if (conf_ok(conf))
+		return conf;
+	conf_format_errors(conf, separator, err);
+	conf_free(conf);
+	return NULL;
+}
+
+const char *conf_spool(const struct conf *conf)
+{
+	const char *spool = conf_get_string(conf_global(conf), "spool");
+	return spool && *spool ? spool : TERN_LOCALSTATEDIR "/spool/tern";
+}

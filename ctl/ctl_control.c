@@ -21,7 +21,6 @@
 #define CONTROL_SOCKET "public/control"
 #define CONTROL_MAX_FRAME (64 * 1024)
 #define CONTROL_TIMEOUT_MS 30000
-#define DEFAULT_SPOOL TERN_LOCALSTATEDIR "/spool/tern"
 #define DEFAULT_DAEMON_DIR TERN_LIBEXECDIR "/tern"
 #define START_WAIT_SECONDS 15
 #define STOP_WAIT_SECONDS 60
@@ -80,11 +79,10 @@ static char *copy_str(const struct ipc_msg *msg, enum ipc_attr attr)
  * errors still names its spool: "ternctl reload" must reach master to have
  * the broken file refused, and stop and status must work whatever state
  * the file is in.  Without a spool line the default spool is used. */
-static char *control_socket_path(const struct ctl_options *opts)
+char *ctl_control_socket_path(const struct ctl_options *opts)
 {
 	struct conf *conf = conf_load(opts->config);
-	const char *spool = conf_get_string(conf_global(conf), "spool");
-	char *path = mem_asprintf("%s/%s", spool && *spool ? spool : DEFAULT_SPOOL, CONTROL_SOCKET);
+	char *path = mem_asprintf("%s/%s", conf_spool(conf), CONTROL_SOCKET);
 	conf_free(conf);
 	return path;
 }
@@ -171,7 +169,7 @@ static bool control_request(const char *socket_path, const char *verb, struct co
  * status to use, CTL_EXIT_OK when the reply is in r. */
 static int request_or_fail(const struct ctl_options *opts, const char *verb, struct control_reply *r)
 {
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct buf err = BUF_INIT;
 	bool not_running;
 	int status = CTL_EXIT_OK;
@@ -272,7 +270,7 @@ int ctl_show_version(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc != 0)
 		return ctl_usage_error("show version takes no arguments");
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct control_reply r;
 	struct buf err = BUF_INIT;
 	bool not_running = true, running = control_request(path, "status", &r, &not_running, &err);
@@ -317,7 +315,7 @@ int ctl_reload(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc != 0)
 		return ctl_usage_error("reload takes no arguments");
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct control_reply r;
 	struct buf err = BUF_INIT;
 	bool not_running;
@@ -461,7 +459,7 @@ int ctl_start(const struct ctl_options *opts, int argc, char **argv)
 {
 	if (argc != 0)
 		return ctl_usage_error("start takes no arguments");
-	char *path = control_socket_path(opts);
+	char *path = ctl_control_socket_path(opts);
 	struct control_reply r;
 	struct buf err = BUF_INIT;
 	bool not_running;

@@ -23,6 +23,8 @@ struct ctl_command {
 	/* argv holds the arguments after the command name, options removed. */
 	int (*run)(const struct ctl_options *opts, int argc, char **argv);
 	bool takes_json;
+	/* Options of its own ("--since N"): left in argv for the handler. */
+	bool own_options;
 };
 
 extern const struct ctl_command ctl_commands[];
@@ -37,10 +39,17 @@ int ctl_test_config(const struct ctl_options *opts, int argc, char **argv);
 int ctl_explain(const struct ctl_options *opts, int argc, char **argv);
 
 /* ctl_control.c */
+/* <spool>/public/control for the configuration's spool (the caller frees). */
+char *ctl_control_socket_path(const struct ctl_options *opts);
 int ctl_start(const struct ctl_options *opts, int argc, char **argv);
 int ctl_stop(const struct ctl_options *opts, int argc, char **argv);
 int ctl_reload(const struct ctl_options *opts, int argc, char **argv);
 int ctl_status(const struct ctl_options *opts, int argc, char **argv);
 int ctl_show_version(const struct ctl_options *opts, int argc, char **argv);
+
+/* ctl_acct.c */
+int ctl_reopen_acct(const struct ctl_options *opts, int argc, char **argv);
+int ctl_rotate_acct(const struct ctl_options *opts, int argc, char **argv);
+int ctl_acct_tail(const struct ctl_options *opts, int argc, char **argv);
 
 #endif

@@ -16,32 +16,44 @@ const struct ctl_command ctl_commands[] = {
      "Checks the configuration file and everything it includes.  Prints \"Configuration OK.\" and the warnings, "
      "or every error as FILE:LINE: message and exits 1.  --json prints {\"ok\", \"errors\", \"warnings\"} with "
      "each diagnostic's file, line and message.",
-     ctl_test_config, true},
+     ctl_test_config, true, false},
     {"explain", "[-c FILE] [--json] domain NAME [VMTA] | source IP [SOURCE-NAME]",
      "Shows every setting that applies to mail for a recipient domain (optionally through a virtual MTA or "
      "pool) or to a client IP (optionally through a listener's named source), one per line as "
      "\"directive value  # FILE:LINE\" or \"# default\".  --json prints an object of directive -> {value, from}.",
-     ctl_explain, true},
+     ctl_explain, true, false},
     {"start", "[-c FILE] [-d DIR] [--json]",
      "Starts tern: runs master (from DIR, default " TERN_LIBEXECDIR "/tern), which checks the configuration, "
      "opens its sockets and starts every service, and waits until it answers.",
-     ctl_start, true},
+     ctl_start, true, false},
     {"stop", "[-c FILE] [--json]",
      "Stops tern: no new connections, sessions in flight finish, the queue closes cleanly; waits until master "
      "has exited.",
-     ctl_stop, true},
+     ctl_stop, true, false},
     {"reload", "[-c FILE] [--json]",
      "Makes master re-read the configuration.  A file with errors is refused (each error printed as "
      "FILE:LINE: message, exit status 1) and the running configuration stays in force.",
-     ctl_reload, true},
+     ctl_reload, true, false},
     {"status", "[-c FILE] [--json]",
      "Shows master's pid, uptime and reloads, and for each service its state (running, starting, throttled, "
      "stopping), processes, restarts and pids.",
-     ctl_status, true},
-    {"show version", "[--json]", "Shows the version of ternctl and of the running tern.", ctl_show_version,
-     true},
-    {"help", "[COMMAND]", "Shows the commands, or the help of one command.", run_help, false},
-    {NULL, NULL, NULL, NULL, false},
+     ctl_status, true, false},
+    {"show version", "[--json]", "Shows the version of ternctl and of the running tern.", ctl_show_version, true,
+     false},
+    {"reopen acct", "[-c FILE] [--json]",
+     "Makes acctd close and reopen its accounting files, after logrotate moved them.  No record is lost or split: "
+     "every new file begins with the header line.",
+     ctl_reopen_acct, true, false},
+    {"rotate acct", "[-c FILE] [--json] [FILE]",
+     "Rotates an accounting file (or all of them) now, as move-interval and max-size do by themselves.",
+     ctl_rotate_acct, true, false},
+    {"acct tail", "[-c FILE] [--json] [--since SEQ] [--type d,b] [--fields *,dlvTlsProtocol]",
+     "Follows the accounting records as acctd writes them, as CSV (a header line, then one row per record) or "
+     "with --json one object per line.  --since SEQ resumes after that sequence number, so a consumer that lost "
+     "its connection misses nothing; without it only new records are shown.",
+     ctl_acct_tail, true, true},
+    {"help", "[COMMAND]", "Shows the commands, or the help of one command.", run_help, false, false},
+    {NULL, NULL, NULL, NULL, false, false},
 };
 
 static int vreport(int status, const char *fmt, va_list ap)
@@ -125,7 +137,7 @@ static int run_help(const struct ctl_options *opts, int argc, char **argv)
 }
 
 /* Takes the options out of argv (in place) and leaves the operands. */
-static int take_options(struct ctl_options *opts, bool json_ok, int *argc, char **argv)
+static int take_options(struct ctl_options *opts, bool json_ok, bool own_options, int *argc, char **argv)
 {
 	int kept = 0;
 	bool operands_only = false;
@@ -145,6 +157,8 @@ static int take_options(struct ctl_options *opts, bool json_ok, int *argc, char 
 			opts->daemon_dir = argv[++i];
 		} else if (strcmp(a, "--json") == 0 && json_ok) {
 			opts->json = true;
+		} else if (own_options) {
+			argv[kept++] = argv[i];
 		} else {
 			return ctl_usage_error("unknown option \"%s\"", a);
 		}
@@ -182,7 +196,7 @@ int main(int argc, char **argv)
 			return CTL_EXIT_OK;
 		}
 	}
-	int status = take_options(&opts, c->takes_json, &rest, args);
+	int status = take_options(&opts, c->takes_json, c->own_options, &rest, args);
 	if (status != CTL_EXIT_OK)
 		return status;
 	return c->run(&opts, rest, args);

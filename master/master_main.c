@@ -26,7 +26,6 @@
 
 #define DEFAULT_CONFIG TERN_SYSCONFDIR "/tern/config"
 #define DEFAULT_DAEMON_DIR TERN_LIBEXECDIR "/tern"
-#define DEFAULT_SPOOL TERN_LOCALSTATEDIR "/spool/tern"
 /* How long workers get to finish their sessions on stop. */
 #define STOP_DEADLINE_SECONDS 30
 
@@ -63,28 +62,18 @@ static void parse_options(struct master *m, int argc, char **argv)
 	m->daemon_dir = mem_strdup(daemon_dir);
 }
 
-/* Loads the configuration; NULL (with every error logged, or put in err)
- * when it has errors. */
+/* Loads the configuration; NULL (with every error logged, or put in err
+ * one per line) when it has errors. */
 static struct conf *load_config(const char *path, struct buf *err)
 {
-	struct conf *conf = conf_load(path);
-	struct buf line = BUF_INIT;
-	for (size_t i = 0; i < conf_diag_count(conf); i++) {
-		const struct conf_diag *d = conf_diag_at(conf, i);
-		if (d->severity != CONF_ERROR)
-			continue;
-		buf_reset(&line);
-		conf_diag_format(d, &line);
-		if (err)
-			buf_printf(err, "%s%s", err->len ? "\n" : "", buf_cstr(&line));
-		else
-			log_error("%s", buf_cstr(&line));
-	}
-	buf_free(&line);
-	if (conf_ok(conf))
-		return conf;
-	conf_free(conf);
-	return NULL;
+	if (err)
+		return conf_load_checked(path, "\n", err);
+	struct buf errors = BUF_INIT;
+	struct conf *conf = conf_load_checked(path, "\n", &errors);
+	if (conf == NULL)
+		log_error("%s", buf_cstr(&errors));
+	buf_free(&errors);
+	return conf;
 }
 
 /* The user the workers run as: the configured one when we are root, else
@@ -125,8 +114,7 @@ static void make_dir(const struct master *m, const char *path, mode_t mode, bool
 
 static void prepare_spool(struct master *m)
 {
-	const char *spool = conf_get_string(conf_global(m->conf), "spool");
-	m->spool = mem_strdup(spool && *spool ? spool : DEFAULT_SPOOL);
+	m->spool = mem_strdup(conf_spool(m->conf));
 	make_dir(m, m->spool, 0755, false);
 	char *dir = mem_asprintf("%s/private", m->spool);
 	make_dir(m, dir, 0700, true);

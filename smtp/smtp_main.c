@@ -22,7 +22,6 @@
 #include "mem.h"
 #include "server.h"
 
-#define DEFAULT_SPOOL TERN_LOCALSTATEDIR "/spool/tern"
 #define SERVICE_NAME "smtp"
 
 struct smtp_daemon {
@@ -35,23 +34,6 @@ struct smtp_daemon {
 static struct smtp_daemon daemon_state = {.service_fd = -1};
 
 /* ---- configuration ------------------------------------------------------------------- */
-
-static struct conf *load_config(const char *path, struct buf *err)
-{
-	struct conf *conf = conf_load(path);
-	if (conf_ok(conf))
-		return conf;
-	for (size_t i = 0; i < conf_diag_count(conf); i++) {
-		const struct conf_diag *d = conf_diag_at(conf, i);
-		if (d->severity != CONF_ERROR)
-			continue;
-		if (err->len)
-			buf_puts(err, "; ");
-		conf_diag_format(d, err);
-	}
-	conf_free(conf);
-	return NULL;
-}
 
 struct smtp_conf *smtp_conf_current(void)
 {
@@ -88,34 +70,11 @@ struct event_base *smtp_event_base(void)
 
 /* ---- the service socket ----------------------------------------------------------------- */
 
-/* master passes the socket every smtp process shares. */
-static int inherited_socket(struct buf *err)
-{
-	const char *text = getenv("TERN_SERVICE_FD");
-	if (text == NULL)
-		return -1;
-	char *end;
-	long fd = strtol(text, &end, 10);
-	if (*text == '\0' || *end != '\0' || fd < 3 || fd > 65535 || fcntl((int)fd, F_GETFD) < 0) {
-		buf_printf(err, "bad TERN_SERVICE_FD \"%s\"", text);
-		return -2;
-	}
-	unsetenv("TERN_SERVICE_FD");
-	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
-	return (int)fd;
-}
-
-static const char *spool_dir(const struct conf *conf)
-{
-	const char *spool = conf_get_string(conf_global(conf), "spool");
-	return spool && *spool ? spool : DEFAULT_SPOOL;
-}
-
 /* Standalone (tests, by hand): the socket is ours to create, for the
  * user we are about to become. */
 static int own_socket(const struct conf *conf, const char *user, struct buf *err)
 {
-	char *dir = mem_asprintf("%s/private", spool_dir(conf));
+	char *dir = mem_asprintf("%s/private", conf_spool(conf));
 	struct passwd *pw = geteuid() == 0 ? getpwnam(user) : NULL;
 	if (mkdir(dir, 0700) == 0 && pw)
 		(void)!chown(dir, pw->pw_uid, pw->pw_gid);
@@ -123,7 +82,7 @@ static int own_socket(const struct conf *conf, const char *user, struct buf *err
 	int n = snprintf(sun.sun_path, sizeof sun.sun_path, "%s/" SERVICE_NAME, dir);
 	free(dir);
 	if (n < 0 || (size_t)n >= sizeof sun.sun_path) {
-		buf_printf(err, "service socket path too long under %s", spool_dir(conf));
+		buf_printf(err, "service socket path too long under %s", conf_spool(conf));
 		return -1;
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -145,12 +104,12 @@ static int own_socket(const struct conf *conf, const char *user, struct buf *err
 static bool smtp_pre_init(void *ctx, const struct server_options *opts, struct buf *err)
 {
 	struct smtp_daemon *d = ctx;
-	struct conf *conf = load_config(opts->config_path, err);
+	struct conf *conf = conf_load_checked(opts->config_path, "; ", err);
 	if (conf == NULL)
 		return false;
 	d->config_path = mem_strdup(opts->config_path);
 	set_conf(conf);
-	d->service_fd = inherited_socket(err);
+	d->service_fd = server_inherited_fd("TERN_SERVICE_FD", err);
 	if (d->service_fd == -2)
 		return false;
 	if (d->service_fd < 0)
@@ -218,7 +177,7 @@ static void smtp_reload(void *ctx)
 {
 	struct smtp_daemon *d = ctx;
 	struct buf err = BUF_INIT;
-	struct conf *conf = load_config(d->config_path, &err);
+	struct conf *conf = conf_load_checked(d->config_path, "; ", &err);
 	if (conf == NULL) {
 		log_error("configuration not reloaded: %s", buf_cstr(&err));
 	} else {

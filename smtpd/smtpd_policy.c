@@ -16,8 +16,6 @@
 #include "smtpd.h"
 #include "tls.h"
 
-#define DEFAULT_SPOOL TERN_LOCALSTATEDIR "/spool/tern"
-
 /* ---- the configuration ------------------------------------------------------------ */
 
 struct smtpd_conf *smtpd_conf_ref(struct smtpd_conf *c)
@@ -46,36 +44,18 @@ static char *local_hostname(void)
 	return mem_strdup(name);
 }
 
-/* The spool as master prepares it (the one-line spool directive), so that
- * both agree on where qmgr's socket is. */
-static char *spool_dir(const struct conf *conf)
-{
-	const char *spool = conf_get_string(conf_global(conf), "spool");
-	return mem_strdup(spool && *spool ? spool : DEFAULT_SPOOL);
-}
-
 struct smtpd_conf *smtpd_conf_load(const char *path, struct buf *err)
 {
-	struct conf *conf = conf_load(path);
-	if (!conf_ok(conf)) {
-		for (size_t i = 0; i < conf_diag_count(conf); i++) {
-			const struct conf_diag *d = conf_diag_at(conf, i);
-			if (d->severity != CONF_ERROR)
-				continue;
-			if (err->len)
-				buf_puts(err, "; ");
-			conf_diag_format(d, err);
-		}
-		conf_free(conf);
+	struct conf *conf = conf_load_checked(path, "; ", err);
+	if (conf == NULL)
 		return NULL;
-	}
 	struct smtpd_conf *c = mem_zalloc(sizeof(*c));
 	c->conf = conf;
 	c->refs = 1;
 	const struct conf_settings *g = conf_global(conf);
 	const char *host = conf_get_string(g, "host-name");
 	c->hostname = host ? mem_strdup(host) : local_hostname();
-	c->spool = spool_dir(conf);
+	c->spool = mem_strdup(conf_spool(conf));
 	c->qmgr_socket = mem_asprintf("%s/private/qmgr", c->spool);
 	c->max_sessions = conf_get_uint(g, "total-max-smtp-in");
 	/* as master counts them (master_service.c) */

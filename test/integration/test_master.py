@@ -286,3 +286,23 @@ def test_ternctl_start_reports_a_service_that_keeps_failing(tern):
     assert r.rc == 1
     assert "smtpd keeps failing at start-up" in r.err
     assert tern.ctl("stop").rc == 0
+
+
+def test_reload_lets_sessions_in_flight_finish(tern):
+    import smtplib
+    tern.start()
+    s = smtplib.SMTP("127.0.0.1", tern.port, timeout=20)
+    s.ehlo("client.test")
+    s.mail("a@tern.test")
+    s.rcpt("b@tern.test")
+    old = tern.service("smtpd")["pids"]
+    second = free_port()
+    tern.write_config(listeners=[f"127.0.0.1:{tern.port}", f"127.0.0.1:{second}"])
+    assert tern.ctl("reload").rc == 0
+    wait_for(lambda: set(tern.service("smtpd")["pids"]).isdisjoint(old), what="new smtpd workers")
+    # The session begun before the reload is still served by its old worker.
+    code, reply = s.data(b"Subject: across a reload\r\n\r\nhello\r\n")
+    assert code == 250 and b"queued as" in reply
+    s.quit()
+    wait_for(lambda: not any(alive(p) for p in old), what="the old workers to finish")
+    assert smtp_greeting(second).startswith("220 ")
