@@ -131,7 +131,22 @@ enum ipc_type {
 	X(ACCT_FILE, "acct_file", IPC_TYPE_STR, 4096)                                                                  \
 	X(ACCT_HEADER_NAMES, "header_names", IPC_TYPE_STR, 4096)                                                       \
 	/* hello: the number the client gives its next new record */                                                   \
-	X(ACCT_NEXT_SEQ, "next_seq", IPC_TYPE_INT, 8)
+	X(ACCT_NEXT_SEQ, "next_seq", IPC_TYPE_INT, 8)                                                                  \
+	/* queue control (ternctl -> master -> qmgr): selections and counters */                                       \
+	X(MAX_ITEMS, "max_items", IPC_TYPE_INT, 8)                                                                     \
+	X(OLDER_THAN, "older_than", IPC_TYPE_INT, 8)                                                                   \
+	X(NO_ACCOUNTING, "no_accounting", IPC_TYPE_INT, 8)                                                             \
+	X(ERRORS, "errors", IPC_TYPE_INT, 8)                                                                           \
+	X(RCPTS, "rcpts", IPC_TYPE_INT, 8)                                                                             \
+	X(DOMAINS, "domains", IPC_TYPE_INT, 8)                                                                         \
+	X(QUEUES, "queues", IPC_TYPE_INT, 8)                                                                           \
+	X(DELIVERED, "delivered", IPC_TYPE_INT, 8)                                                                     \
+	X(BOUNCED, "bounced", IPC_TYPE_INT, 8)                                                                         \
+	X(DEFERRED, "deferred", IPC_TYPE_INT, 8)                                                                       \
+	X(RECEIVED_MSGS, "received_msgs", IPC_TYPE_INT, 8)                                                             \
+	X(RECEIVED_RCPTS, "received_rcpts", IPC_TYPE_INT, 8)                                                           \
+	X(OUTBOX_PENDING, "outbox_pending", IPC_TYPE_INT, 8)                                                           \
+	X(PRIORITY, "priority", IPC_TYPE_INT, 8)
 
 enum ipc_attr {
 #define IPC_ATTR_ENUM(id, name, type, max) IPC_ATTR_##id,

@@ -474,7 +474,7 @@ static void on_directive(struct parser *p, const struct conf_line *line, const c
 
 static void parse_line(struct parser *p, const char *text, size_t len, size_t base, const char *file, unsigned lineno)
 {
-	struct conf_line line;
+	struct conf_line line = {0}; /* freed on every path, also when never lexed */
 	struct buf err = BUF_INIT;
 	if (len > CONF_MAX_LINE) {
 		conf_error(p->conf, file, lineno, "line is longer than %d bytes", CONF_MAX_LINE);

@@ -47,6 +47,18 @@ int ctl_reload(const struct ctl_options *opts, int argc, char **argv);
 int ctl_status(const struct ctl_options *opts, int argc, char **argv);
 int ctl_show_version(const struct ctl_options *opts, int argc, char **argv);
 
+/* ctl_queue.c */
+int ctl_show_queues(const struct ctl_options *opts, int argc, char **argv);
+int ctl_show_topqueues(const struct ctl_options *opts, int argc, char **argv);
+int ctl_show_domains(const struct ctl_options *opts, int argc, char **argv);
+int ctl_show_status(const struct ctl_options *opts, int argc, char **argv);
+int ctl_list(const struct ctl_options *opts, int argc, char **argv);
+int ctl_pause_queue(const struct ctl_options *opts, int argc, char **argv);
+int ctl_resume_queue(const struct ctl_options *opts, int argc, char **argv);
+int ctl_schedule(const struct ctl_options *opts, int argc, char **argv);
+int ctl_delete(const struct ctl_options *opts, int argc, char **argv);
+int ctl_queue_recover(const struct ctl_options *opts, int argc, char **argv);
+
 /* ctl_acct.c */
 int ctl_reopen_acct(const struct ctl_options *opts, int argc, char **argv);
 int ctl_rotate_acct(const struct ctl_options *opts, int argc, char **argv);

@@ -5,6 +5,11 @@
  *   qmgr_store.c     the Berkeley DB environment and every write to it
  *   qmgr_flush.c     group commit: the thread that makes commits durable
  *   qmgr_enqueue.c   the enqueue server on <spool>/private/qmgr
+ *   qmgr_sched.c     the scheduler: when a queue gets a job, applying results
+ *   qmgr_smtp.c      the client of smtp's job protocol
+ *   qmgr_bounce.c    DSNs and bounce categories
+ *   qmgr_outbox.c    the client that hands accounting records to acctd
+ *   qmgr_control.c   control requests relayed by master (ternctl)
  *   qmgr_main.c      the daemon and its offline modes (-C, -L, -B)
  *
  * doc/queue.md describes the schema and the protocol. */
@@ -18,14 +23,17 @@
 
 #include "buf.h"
 #include "ipc.h"
+#include "value.h"
 
 struct event_base;
+struct conf;
 
 /* ---- settings (qmgr_settings.c) ----------------------------------------- */
 
 struct qmgr_settings {
 	char *spool;          /* <spool>: the queue lives in <spool>/queue */
 	bool sync_msg_create; /* flush the log before acknowledging */
+	struct conf *conf;    /* the whole configuration: queues resolve theirs */
 };
 
 /* Fills settings from the configuration file (spool, sync-msg-create).
@@ -122,8 +130,13 @@ void qmgr_record_queue(struct buf *out, const struct qmgr_queue_state *q);
 bool qmgr_record_queue_decode(const void *v, size_t len, struct qmgr_queue_state *q, struct buf *err);
 
 /* An accounting record waiting in the outbox for acctd. */
-void qmgr_record_outbox(struct buf *out, char type, const char *qid, size_t index, int64_t when,
-                        const struct ipc_msg *envelope, const struct qmgr_rcpt *r);
+/* type is "r", "d", "b", "t" or "tq"; envelope, r and detail (smtp's
+ * result frame: connection facts) may be NULL ("tq" has no recipient). */
+void qmgr_record_outbox(struct buf *out, const char *type, const char *qid, size_t index, int64_t when,
+                        const struct ipc_msg *envelope, const struct qmgr_rcpt *r, const struct ipc_msg *detail);
+/* A "tq" record: a queue-level failure (no connection could be made). */
+void qmgr_record_queue_failure(struct buf *out, const char *queue, const char *reason, int64_t when,
+                               const struct ipc_msg *detail);
 bool qmgr_record_outbox_decode(const void *v, size_t len, struct ipc_msg *msg, struct buf *err);
 
 /* Keys.  Numbers are big-endian so that byte order is numeric order. */
@@ -194,6 +207,37 @@ enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char 
                                               enum qmgr_rcpt_state state, int64_t next_attempt, const char *result,
                                               char rtype, int64_t now, struct buf *err);
 
+/* An attempt's outcome for one recipient, with what its accounting
+ * record says beyond the recipient's own fields. */
+struct qmgr_outcome {
+	enum qmgr_rcpt_state state;
+	int64_t next_attempt;         /* deferred: the due time */
+	const char *result;           /* the diagnostic, kept as last_result */
+	const char *rtype;            /* "d", "b", "t" or NULL for no record */
+	const struct ipc_msg *detail; /* smtp's result frame, or NULL */
+};
+
+/* Like qmgr_store_update_rcpt with an outcome.  A recipient already
+ * delivered or bounced is left alone (*changed false): a result that
+ * arrives twice is applied once.  When the last recipient of a message
+ * is final the message and its body are removed in the same
+ * transaction. */
+enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, size_t index,
+                                        const struct qmgr_outcome *o, int64_t now, bool *changed, struct buf *err);
+
+/* Writes a queue's state, and a "tq" accounting record about it when
+ * detail is given (a queue-level failure), in one transaction. */
+enum qmgr_store_status qmgr_store_put_queue(struct qmgr_store *st, const char *name, const struct qmgr_queue_state *q,
+                                            const struct ipc_msg *detail, const char *reason, int64_t now,
+                                            struct buf *err);
+/* Makes every recipient of the queue due now ("schedule"). */
+enum qmgr_store_status qmgr_store_reschedule(struct qmgr_store *st, const char *queue, int64_t now, size_t *moved,
+                                             struct buf *err);
+typedef bool (*qmgr_queue_fn)(void *ctx, const char *name, const struct qmgr_queue_state *q);
+bool qmgr_store_walk_queues(struct qmgr_store *st, qmgr_queue_fn fn, void *ctx, struct buf *err);
+/* The earliest due time in a queue; *found false when nothing is due. */
+bool qmgr_store_first_due(struct qmgr_store *st, const char *queue, int64_t *due, bool *found, struct buf *err);
+
 /* Reads.  false with the reason (and the key, for a corrupt record) in
  * err; *found says whether a missing key is the reason. */
 bool qmgr_store_get_message(struct qmgr_store *st, const char *qid, struct ipc_msg *msg, bool *found, struct buf *err);
@@ -208,10 +252,16 @@ typedef bool (*qmgr_message_fn)(void *ctx, const char *qid, const struct ipc_msg
 bool qmgr_store_walk_messages(struct qmgr_store *st, qmgr_message_fn fn, void *ctx, struct buf *err);
 typedef bool (*qmgr_outbox_fn)(void *ctx, uint64_t seq, const struct ipc_msg *rec);
 bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx, struct buf *err);
+/* From sequence number seq on. */
+bool qmgr_store_walk_outbox_from(struct qmgr_store *st, uint64_t seq, qmgr_outbox_fn fn, void *ctx, struct buf *err);
+/* The oldest record still in the outbox; *found false when it is empty. */
+bool qmgr_store_outbox_first(struct qmgr_store *st, uint64_t *first, bool *found, struct buf *err);
 /* The recipients of queue due at or before until, in due order. */
 typedef bool (*qmgr_due_fn)(void *ctx, const char *qid, size_t index, int64_t due);
 bool qmgr_store_walk_due(struct qmgr_store *st, const char *queue, int64_t until, qmgr_due_fn fn, void *ctx,
                          struct buf *err);
+/* Every due recipient of a queue (pending or deferred, in due order). */
+bool qmgr_store_walk_queue(struct qmgr_store *st, const char *queue, qmgr_due_fn fn, void *ctx, struct buf *err);
 
 /* The sequence number the next outbox record will get. */
 bool qmgr_store_outbox_next(struct qmgr_store *st, uint64_t *next, struct buf *err);
@@ -259,9 +309,130 @@ struct qmgr_enqueue;
  * <spool>/private/qmgr.  As root: before the privilege drop.  Files are
  * given to owner (uid, gid) when they are not -1. */
 int qmgr_enqueue_listen(const char *spool, uid_t uid, gid_t gid, struct buf *err);
+struct qmgr_sched;
+/* Control requests ("qmgr.VERB", relayed by master) arrive on the same
+ * socket and go to sched. */
 struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, struct qmgr_store *st,
-                                        struct qmgr_flusher *flusher, bool sync, struct buf *err);
+                                        struct qmgr_flusher *flusher, bool sync, struct qmgr_sched *sched,
+                                        struct buf *err);
 /* Closes every connection and the listener. */
 void qmgr_enqueue_stop(struct qmgr_enqueue *eq);
+
+/* ---- the scheduler (qmgr_sched.c) ---------------------------------------- */
+
+struct qmgr_sched;
+
+/* A queue as the scheduler holds it: state and resolved settings. */
+struct qmgr_squeue {
+	char *name; /* domain/vmta */
+	struct qmgr_queue_state state;
+	uint64_t failures; /* connection failures in a row: retry-after index */
+	char *last_error;  /* the last queue-level failure, for show queues */
+	/* settings from <domain> */
+	uint64_t max_out;
+	uint64_t priority;
+	struct value_rate rate;
+	struct value_interval_list retry;
+	int64_t retry_rcpt;
+	int64_t bounce_after;
+	/* running */
+	uint64_t jobs;    /* connections in use */
+	int64_t next_due; /* cached earliest due time; 0 unknown, INT64_MAX none */
+	int64_t rate_window;
+	uint64_t rate_used;
+	uint64_t rcpts; /* recipients waiting (pending or deferred) */
+	uint64_t delivered, bounced, deferred;
+	struct qmgr_squeue *next, *hash_next;
+};
+
+struct qmgr_counters {
+	uint64_t delivered, bounced, deferred, queue_failures, jobs;
+	uint64_t received_msgs, received_rcpts; /* since start */
+	int64_t started;
+};
+
+/* Called before a recipient is marked bounced, to queue its DSN. */
+typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, size_t index, const char *reason,
+                               const struct ipc_msg *detail);
+
+struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
+                                    const char *spool, struct buf *err);
+void qmgr_sched_stop(struct qmgr_sched *s);
+/* A reload: every queue's settings again from conf. */
+void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf);
+/* n recipients of a new message went to this queue: due now. */
+void qmgr_sched_queued(struct qmgr_sched *s, const char *queue, uint64_t n);
+/* Recipients that left a queue without the scheduler (deleted). */
+void qmgr_sched_removed(struct qmgr_sched *s, struct qmgr_squeue *q, uint64_t n);
+/* Look for work at once (coalesced). */
+void qmgr_sched_kick(struct qmgr_sched *s);
+struct qmgr_squeue *qmgr_sched_find(struct qmgr_sched *s, const char *name);
+struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s);
+bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused);
+bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q);
+struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s);
+struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s);
+void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
+/* From the smtp client: a recipient's result, a job's end (m NULL: the
+ * connection was lost), every job lost at once. */
+void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
+void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
+void qmgr_sched_lost(struct qmgr_sched *s);
+
+/* ---- the smtp client (qmgr_smtp.c) ----------------------------------------- */
+
+struct qmgr_smtp;
+struct qmgr_job_builder;
+
+struct qmgr_smtp *qmgr_smtp_new(struct event_base *base, const char *spool, struct qmgr_sched *sched);
+void qmgr_smtp_free(struct qmgr_smtp *c);
+/* Connected, or a connection attempt may be made now. */
+bool qmgr_smtp_available(struct qmgr_smtp *c);
+/* A job is built frame by frame and sent by qmgr_smtp_run (send false:
+ * dropped unsent).  false from run when smtp cannot be reached. */
+struct qmgr_job_builder *qmgr_smtp_begin(struct qmgr_smtp *c, int64_t job_id, const char *queue);
+bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const struct ipc_msg *envelope,
+                           struct buf *err);
+bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
+void qmgr_smtp_end_message(struct qmgr_job_builder *b);
+bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
+
+/* ---- bounces (qmgr_bounce.c) ------------------------------------------------ */
+
+/* Loads the bounce categories and hooks DSNs into the scheduler (sched
+ * may be NULL: categories only). */
+struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sched, const struct conf *conf);
+void qmgr_bounce_free(struct qmgr_bounce *b);
+/* A reload: categories and host name from conf. */
+void qmgr_bounce_reload(struct qmgr_bounce *b, const struct conf *conf);
+/* bounceCat of a failure: the first rule matching the status or the
+ * diagnostic. */
+void qmgr_bounce_category(const struct qmgr_bounce *b, const char *status, const char *diag, struct buf *out);
+
+/* ---- the accounting outbox's client (qmgr_outbox.c) --------------------------- */
+
+struct qmgr_outbox;
+
+/* Feeds outbox records to acctd on <spool>/private/acctd in order,
+ * deleting them once acctd confirms; reconnects with a back-off. */
+struct qmgr_bounce;
+struct qmgr_outbox *qmgr_outbox_start(struct event_base *base, struct qmgr_store *st, const char *spool,
+                                      const struct qmgr_bounce *bounce);
+void qmgr_outbox_stop(struct qmgr_outbox *o);
+/* Records not yet confirmed by acctd. */
+uint64_t qmgr_outbox_pending(struct qmgr_outbox *o);
+bool qmgr_outbox_connected(struct qmgr_outbox *o);
+
+/* ---- control requests (qmgr_control.c) -------------------------------------- */
+
+struct qmgr_control;
+
+struct qmgr_control *qmgr_control_new(struct qmgr_sched *sched, struct qmgr_outbox *outbox);
+void qmgr_control_free(struct qmgr_control *ctl);
+/* Answers one "qmgr.VERB" request: the reply, data and end frames are
+ * appended to out. */
+void qmgr_control_handle(struct qmgr_control *ctl, const char *verb, const void *payload, size_t len, struct buf *out);
+/* Control requests on the enqueue socket go to ctl. */
+void qmgr_enqueue_set_control(struct qmgr_enqueue *eq, struct qmgr_control *ctl);
 
 #endif

@@ -53,6 +53,9 @@ struct client {
 	bool too_big;
 	bool processing; /* inside process_input: callbacks must not re-enter */
 	char qid[QMGR_QID_SIZE];
+	char **queues; /* of the message waiting for its flush */
+	uint64_t *queue_rcpts;
+	size_t queues_n;
 	struct buf payload;
 };
 
@@ -62,6 +65,8 @@ struct qmgr_enqueue {
 	struct qmgr_store *st;
 	struct qmgr_flusher *flusher;
 	bool sync;
+	struct qmgr_sched *sched;
+	struct qmgr_control *control;
 	struct client *clients;
 	struct event *exit_event; /* the queue broke: leave, to be recovered */
 };
@@ -174,6 +179,13 @@ static void reply_error(struct client *c, int status, const char *reason)
 static void reset_message(struct client *c)
 {
 	qmgr_incoming_free(&c->in);
+	for (size_t i = 0; i < c->queues_n; i++)
+		free(c->queues[i]);
+	free(c->queues);
+	free(c->queue_rcpts);
+	c->queues = NULL;
+	c->queue_rcpts = NULL;
+	c->queues_n = 0;
 	c->have_envelope = false;
 	c->too_big = false;
 	c->qid[0] = '\0';
@@ -271,6 +283,38 @@ static bool on_data(struct client *c, struct buf *err)
 
 static void on_durable(void *ctx, bool ok, const char *reason);
 
+/* The scheduler learns of the queues a new message went to. */
+static void announce_queues(struct client *c)
+{
+	for (size_t i = 0; c->eq->sched && i < c->queues_n; i++)
+		qmgr_sched_queued(c->eq->sched, c->queues[i], c->queue_rcpts[i]);
+	if (c->eq->sched)
+		qmgr_sched_counters(c->eq->sched)->received_msgs++;
+}
+
+static void remember_queues(struct client *c)
+{
+	struct buf queue = BUF_INIT, err = BUF_INIT;
+	const char *vmta = ipc_msg_str(&c->in.envelope, IPC_ATTR_VMTA);
+	for (size_t i = 0; i < c->in.nrcpt; i++) {
+		buf_reset(&queue);
+		if (!qmgr_queue_name(c->in.rcpts[i].address, vmta, &queue, &err))
+			continue;
+		size_t k = 0;
+		while (k < c->queues_n && strcmp(c->queues[k], buf_cstr(&queue)) != 0)
+			k++;
+		if (k == c->queues_n) {
+			c->queues = mem_reallocarray(c->queues, c->queues_n + 1, sizeof(char *));
+			c->queue_rcpts = mem_reallocarray(c->queue_rcpts, c->queues_n + 1, sizeof(uint64_t));
+			c->queues[c->queues_n] = mem_strdup(buf_cstr(&queue));
+			c->queue_rcpts[c->queues_n++] = 0;
+		}
+		c->queue_rcpts[k]++;
+	}
+	buf_free(&queue);
+	buf_free(&err);
+}
+
 static void commit_message(struct client *c)
 {
 	struct qmgr_enqueue *eq = c->eq;
@@ -284,6 +328,7 @@ static void commit_message(struct client *c)
 	if (status == QMGR_STORE_OK) {
 		log_info("%s: from=<%s>, size=%zu, nrcpt=%zu", c->qid, ipc_msg_str(&c->in.envelope, IPC_ATTR_SENDER),
 		         c->in.body.len, c->in.nrcpt);
+		remember_queues(c);
 		qmgr_incoming_free(&c->in);
 		c->state = WANT_FLUSH;
 		if (eq->sync)
@@ -316,6 +361,23 @@ static bool on_end(struct client *c, struct buf *err)
 	return true;
 }
 
+/* A control request relayed by master: answered at once, and the
+ * connection may go on. */
+static bool on_control(struct client *c, const char *verb)
+{
+	struct buf out = BUF_INIT;
+	qmgr_control_handle(c->eq->control, verb, c->payload.data, c->payload.len, &out);
+	if (c->bev)
+		bufferevent_write(c->bev, out.data, out.len);
+	buf_free(&out);
+	return true;
+}
+
+void qmgr_enqueue_set_control(struct qmgr_enqueue *eq, struct qmgr_control *ctl)
+{
+	eq->control = ctl;
+}
+
 /* Which verbs each state accepts. */
 static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 {
@@ -323,6 +385,8 @@ static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 	case WANT_ENVELOPE:
 		if (strcmp(verb, "enqueue") == 0)
 			return on_envelope(c, err);
+		if (strncmp(verb, "qmgr.", 5) == 0 && c->eq->control)
+			return on_control(c, verb);
 		break;
 	case WANT_RCPT:
 		if (strcmp(verb, "rcpt") == 0)
@@ -398,6 +462,7 @@ static void on_durable(void *ctx, bool ok, const char *reason)
 	if (ok) {
 		log_info("%s: queued", c->qid);
 		reply_ok(c);
+		announce_queues(c);
 	} else {
 		/* The commit may yet reach the disk: a duplicate is possible,
 		 * a loss is not, since the client will try again. */
@@ -460,13 +525,15 @@ static void on_broken(evutil_socket_t fd, short what, void *arg)
 }
 
 struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, struct qmgr_store *st,
-                                        struct qmgr_flusher *flusher, bool sync, struct buf *err)
+                                        struct qmgr_flusher *flusher, bool sync, struct qmgr_sched *sched,
+                                        struct buf *err)
 {
 	struct qmgr_enqueue *eq = mem_zalloc(sizeof(*eq));
 	eq->base = base;
 	eq->st = st;
 	eq->flusher = flusher;
 	eq->sync = sync;
+	eq->sched = sched;
 	eq->exit_event = event_new(base, -1, 0, on_broken, eq);
 	eq->listener =
 	    evconnlistener_new(base, on_accept, eq, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, listen_fd);

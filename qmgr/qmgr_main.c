@@ -40,6 +40,11 @@ struct qmgr_daemon {
 	int listen_fd;
 	struct qmgr_flusher *flusher;
 	struct qmgr_enqueue *eq;
+	struct qmgr_sched *sched;
+	struct qmgr_bounce *bounce;
+	struct qmgr_outbox *outbox;
+	struct qmgr_control *control;
+	char *config_path; /* read again on SIGHUP */
 };
 
 static char *queue_dir(const struct qmgr_settings *s)
@@ -105,6 +110,7 @@ static bool daemon_pre_init(void *ctx, const struct server_options *opts, struct
 	struct qmgr_daemon *d = ctx;
 	uid_t uid;
 	gid_t gid;
+	d->config_path = mem_strdup(opts->config_path);
 	if (!qmgr_settings_load(&d->settings, opts->config_path, err) || !lookup_user(opts, &uid, &gid, err) ||
 	    !make_spool(d->settings.spool, err))
 		return false;
@@ -123,12 +129,42 @@ static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 	d->flusher = qmgr_flusher_start(base, d->st, CHECKPOINT_SECS, err);
 	if (d->flusher == NULL)
 		return false;
-	d->eq = qmgr_enqueue_start(base, d->listen_fd, d->st, d->flusher, d->settings.sync_msg_create, err);
+	d->sched = qmgr_sched_start(base, d->st, d->settings.conf, d->settings.spool, err);
+	if (d->sched == NULL)
+		return false;
+	d->bounce = qmgr_bounce_new(d->st, d->sched, d->settings.conf);
+	d->outbox = qmgr_outbox_start(base, d->st, d->settings.spool, d->bounce);
+	d->eq = qmgr_enqueue_start(base, d->listen_fd, d->st, d->flusher, d->settings.sync_msg_create, d->sched, err);
 	if (d->eq == NULL)
 		return false;
+	d->control = qmgr_control_new(d->sched, d->outbox);
+	qmgr_enqueue_set_control(d->eq, d->control);
 	log_info("queue %s/queue open, sync-msg-create %s", d->settings.spool,
 	         d->settings.sync_msg_create ? "yes" : "no");
 	return true;
+}
+
+/* SIGHUP: queue settings, bounce categories and the host name follow the
+ * new file; the spool and sync-msg-create need a restart.  A file with
+ * errors keeps the running configuration. */
+static void daemon_reload(void *ctx)
+{
+	struct qmgr_daemon *d = ctx;
+	struct qmgr_settings fresh;
+	struct buf err = BUF_INIT;
+	if (!qmgr_settings_load(&fresh, d->config_path, &err)) {
+		log_error("reload refused, the running configuration stays: %s", buf_cstr(&err));
+		buf_free(&err);
+		return;
+	}
+	struct conf *old = d->settings.conf;
+	d->settings.conf = fresh.conf;
+	fresh.conf = old;
+	qmgr_sched_reload(d->sched, d->settings.conf);
+	qmgr_bounce_reload(d->bounce, d->settings.conf);
+	qmgr_settings_free(&fresh);
+	log_info("configuration reloaded");
+	buf_free(&err);
 }
 
 /* The flusher first: its last flush answers clients still waiting,
@@ -140,9 +176,19 @@ static void daemon_stop(void *ctx)
 	d->flusher = NULL;
 	qmgr_enqueue_stop(d->eq);
 	d->eq = NULL;
+	qmgr_control_free(d->control);
+	d->control = NULL;
+	qmgr_outbox_stop(d->outbox);
+	d->outbox = NULL;
+	qmgr_sched_stop(d->sched);
+	d->sched = NULL;
+	qmgr_bounce_free(d->bounce);
+	d->bounce = NULL;
 	qmgr_store_close(d->st);
 	d->st = NULL;
 	qmgr_settings_free(&d->settings);
+	free(d->config_path);
+	d->config_path = NULL;
 }
 
 /* ---- offline modes ----------------------------------------------------------- */
@@ -289,6 +335,7 @@ int main(int argc, char **argv, char **envp)
 		    .pre_init = daemon_pre_init,
 		    .init = daemon_init,
 		    .stop = daemon_stop,
+		    .reload = daemon_reload,
 		};
 		/* Only the skeleton's own options are left (parse_args checked),
 		 * and the process's real argv is what setproctitle can rewrite. */

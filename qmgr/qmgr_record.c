@@ -46,9 +46,13 @@ static const struct ipc_spec queue_spec[] = {
 };
 
 static const struct ipc_spec outbox_spec[] = {
-    {IPC_ATTR_RECORD_TYPE, IPC_REQUIRED},  {IPC_ATTR_QUEUE_ID, IPC_REQUIRED},   {IPC_ATTR_RCPT_INDEX, IPC_REQUIRED},
-    {IPC_ATTR_TIME_LOGGED, IPC_REQUIRED},  {IPC_ATTR_RECIPIENT, IPC_REQUIRED},  {IPC_ATTR_ORCPT, IPC_OPTIONAL},
-    {IPC_ATTR_QUEUE, IPC_REQUIRED},        {IPC_ATTR_RCPT_STATE, IPC_REQUIRED}, {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL},
+    /* a "tq" record is about a queue: no message, no recipient */
+    {IPC_ATTR_RECORD_TYPE, IPC_REQUIRED},  {IPC_ATTR_QUEUE_ID, IPC_OPTIONAL},    {IPC_ATTR_RCPT_INDEX, IPC_OPTIONAL},
+    {IPC_ATTR_TIME_LOGGED, IPC_REQUIRED},  {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},   {IPC_ATTR_ORCPT, IPC_OPTIONAL},
+    {IPC_ATTR_QUEUE, IPC_OPTIONAL},        {IPC_ATTR_RCPT_STATE, IPC_OPTIONAL},  {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL},
+    {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},   {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},
+    {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},     {IPC_ATTR_ESMTP, IPC_OPTIONAL},       {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL},
+    {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},   {IPC_ATTR_BODY_SIZE, IPC_OPTIONAL},   {IPC_ATTR_RECEIVED, IPC_OPTIONAL},
     QMGR_ENVELOPE_ATTRS(QMGR_STORED_ENTRY)};
 
 /* ---- queue IDs and names ------------------------------------------------- */
@@ -306,22 +310,57 @@ bool qmgr_record_queue_decode(const void *v, size_t len, struct qmgr_queue_state
 
 /* ---- the outbox -------------------------------------------------------- */
 
-void qmgr_record_outbox(struct buf *out, char type, const char *qid, size_t index, int64_t when,
-                        const struct ipc_msg *envelope, const struct qmgr_rcpt *r)
+/* Connection facts of a delivery attempt, as smtp reported them: they
+ * go into the accounting record as they came. */
+static const enum ipc_attr detail_attrs[] = {
+    IPC_ATTR_DSN_STATUS, IPC_ATTR_REMOTE_HOST,  IPC_ATTR_REMOTE_IP,  IPC_ATTR_LOCAL_IP,
+    IPC_ATTR_ESMTP,      IPC_ATTR_TLS_PROTOCOL, IPC_ATTR_TLS_CIPHER,
+};
+
+void qmgr_record_outbox(struct buf *out, const char *type, const char *qid, size_t index, int64_t when,
+                        const struct ipc_msg *envelope, const struct qmgr_rcpt *r, const struct ipc_msg *detail)
 {
 	struct ipc_writer w;
-	char type_str[2] = {type, '\0'};
 	record_begin(&w, out);
-	ipc_put_str(&w, IPC_ATTR_RECORD_TYPE, type_str);
-	ipc_put_str(&w, IPC_ATTR_QUEUE_ID, qid);
-	ipc_put_int(&w, IPC_ATTR_RCPT_INDEX, (int64_t)index);
+	ipc_put_str(&w, IPC_ATTR_RECORD_TYPE, type);
 	ipc_put_int(&w, IPC_ATTR_TIME_LOGGED, when);
-	ipc_put_str(&w, IPC_ATTR_RECIPIENT, r->address);
-	put_opt_str(&w, IPC_ATTR_ORCPT, r->orcpt);
-	ipc_put_str(&w, IPC_ATTR_QUEUE, r->queue);
-	ipc_put_str(&w, IPC_ATTR_RCPT_STATE, qmgr_rcpt_state_name(r->state));
-	put_opt_str(&w, IPC_ATTR_LAST_RESULT, r->last_result);
-	qmgr_record_copy(&w, envelope, qmgr_envelope_attrs, qmgr_envelope_attr_count);
+	if (r) {
+		ipc_put_str(&w, IPC_ATTR_QUEUE_ID, qid);
+		ipc_put_int(&w, IPC_ATTR_RCPT_INDEX, (int64_t)index);
+		ipc_put_str(&w, IPC_ATTR_RECIPIENT, r->address);
+		put_opt_str(&w, IPC_ATTR_ORCPT, r->orcpt);
+		ipc_put_str(&w, IPC_ATTR_QUEUE, r->queue);
+		ipc_put_str(&w, IPC_ATTR_RCPT_STATE, qmgr_rcpt_state_name(r->state));
+		put_opt_str(&w, IPC_ATTR_LAST_RESULT, r->last_result);
+	}
+	if (envelope)
+		qmgr_record_copy(&w, envelope, qmgr_envelope_attrs, qmgr_envelope_attr_count);
+	/* the arrival time (timeQueued): the message may be gone when the
+	 * record is sent */
+	ipc_put_int(&w, IPC_ATTR_RECEIVED,
+	            envelope && ipc_msg_has(envelope, IPC_ATTR_RECEIVED) ? ipc_msg_int(envelope, IPC_ATTR_RECEIVED)
+	                                                                 : when);
+	if (detail)
+		qmgr_record_copy(&w, detail, detail_attrs, sizeof(detail_attrs) / sizeof(detail_attrs[0]));
+	/* smtp's "size" is what went out; the envelope's is what MAIL FROM
+	 * declared, so the delivered size is kept apart (dlvSize). */
+	if (detail && ipc_msg_has(detail, IPC_ATTR_SIZE))
+		ipc_put_int(&w, IPC_ATTR_BODY_SIZE, ipc_msg_int(detail, IPC_ATTR_SIZE));
+	record_end(&w, out);
+}
+
+void qmgr_record_queue_failure(struct buf *out, const char *queue, const char *reason, int64_t when,
+                               const struct ipc_msg *detail)
+{
+	static const enum ipc_attr facts[] = {IPC_ATTR_DSN_STATUS, IPC_ATTR_REMOTE_HOST, IPC_ATTR_REMOTE_IP,
+	                                      IPC_ATTR_LOCAL_IP};
+	struct ipc_writer w;
+	record_begin(&w, out);
+	ipc_put_str(&w, IPC_ATTR_RECORD_TYPE, "tq");
+	ipc_put_int(&w, IPC_ATTR_TIME_LOGGED, when);
+	ipc_put_str(&w, IPC_ATTR_QUEUE, queue);
+	put_opt_str(&w, IPC_ATTR_LAST_RESULT, reason);
+	qmgr_record_copy(&w, detail, facts, sizeof(facts) / sizeof(facts[0]));
 	record_end(&w, out);
 }
 
@@ -329,8 +368,9 @@ bool qmgr_record_outbox_decode(const void *v, size_t len, struct ipc_msg *msg, s
 {
 	if (!ipc_decode(v, len, outbox_spec, IPC_SPEC_COUNT(outbox_spec), msg, err))
 		return false;
-	if (strlen(ipc_msg_str(msg, IPC_ATTR_RECORD_TYPE)) != 1) {
-		buf_puts(err, "record type is not one letter");
+	size_t tlen = strlen(ipc_msg_str(msg, IPC_ATTR_RECORD_TYPE));
+	if (tlen < 1 || tlen > 2) {
+		buf_puts(err, "record type is not one or two letters");
 		ipc_msg_free(msg);
 		return false;
 	}

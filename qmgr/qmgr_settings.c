@@ -35,15 +35,17 @@ bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, struct
 		const char *spool = conf_get_string(global, "spool");
 		s->spool = mem_strdup(spool && *spool ? spool : DEFAULT_SPOOL);
 		s->sync_msg_create = conf_get_bool(global, "sync-msg-create");
+		s->conf = conf;
 	} else {
 		first_error(conf, err);
+		conf_free(conf);
 	}
-	conf_free(conf);
 	return ok;
 }
 
 void qmgr_settings_free(struct qmgr_settings *s)
 {
 	free(s->spool);
+	conf_free(s->conf);
 	memset(s, 0, sizeof(*s));
 }

@@ -357,11 +357,11 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 	return QMGR_STORE_OK;
 }
 
-static int append_outbox(struct write_ctx *w, char type, const char *qid, size_t index, const struct ipc_msg *envelope,
-                         const struct qmgr_rcpt *r)
+static int append_outbox(struct write_ctx *w, const char *type, const char *qid, size_t index,
+                         const struct ipc_msg *envelope, const struct qmgr_rcpt *r, const struct ipc_msg *detail)
 {
 	qmgr_key_seq(&w->key, w->outbox_seq++);
-	qmgr_record_outbox(&w->val, type, qid, index, w->now, envelope, r);
+	qmgr_record_outbox(&w->val, type, qid, index, w->now, envelope, r, detail);
 	return put_buf(w->st, w->txn, QMGR_TABLE_OUTBOX, &w->key, w->val.data, w->val.len);
 }
 
@@ -436,7 +436,7 @@ static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr
 		if (ret == 0)
 			ret = ensure_queue(w, r.queue);
 		if (ret == 0)
-			ret = append_outbox(w, 'r', qid, i, &in->envelope, &r);
+			ret = append_outbox(w, "r", qid, i, &in->envelope, &r, NULL);
 	}
 	buf_free(&queue);
 	return ret;
@@ -699,6 +699,30 @@ bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx,
 	return walk(st, QMGR_TABLE_OUTBOX, NULL, outbox_step, &o, err);
 }
 
+bool qmgr_store_walk_outbox_from(struct qmgr_store *st, uint64_t seq, qmgr_outbox_fn fn, void *ctx, struct buf *err)
+{
+	struct outbox_walk o = {fn, ctx};
+	struct buf start = BUF_INIT;
+	qmgr_key_seq(&start, seq);
+	bool ok = walk(st, QMGR_TABLE_OUTBOX, &start, outbox_step, &o, err);
+	buf_free(&start);
+	return ok;
+}
+
+static bool first_seq(void *ctx, uint64_t seq, const struct ipc_msg *rec)
+{
+	*(uint64_t *)ctx = seq;
+	return false;
+}
+
+bool qmgr_store_outbox_first(struct qmgr_store *st, uint64_t *first, bool *found, struct buf *err)
+{
+	*first = 0;
+	bool ok = qmgr_store_walk_outbox(st, first_seq, first, err);
+	*found = *first != 0;
+	return ok;
+}
+
 struct due_walk {
 	const char *queue;
 	size_t queue_len; /* with its NUL */
@@ -754,12 +778,70 @@ bool qmgr_store_outbox_next(struct qmgr_store *st, uint64_t *next, struct buf *e
 
 /* ---- state changes -------------------------------------------------------- */
 
-static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, enum qmgr_rcpt_state state,
-                       int64_t next_attempt, const char *result, char rtype, struct buf *err)
+static bool final_state(enum qmgr_rcpt_state s)
+{
+	return s == QMGR_RCPT_DELIVERED || s == QMGR_RCPT_BOUNCED;
+}
+
+/* Deletes every key of table t that starts with the queue ID. */
+static int del_prefix(struct write_ctx *w, enum qmgr_table t, const char *qid)
+{
+	DBC *cur;
+	DB *db = w->st->db[t];
+	int ret = db->cursor(db, w->txn, &cur, 0);
+	if (ret != 0)
+		return ret;
+	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC | DB_DBT_PARTIAL};
+	key.data = mem_memdup(qid, QMGR_QID_LEN);
+	key.size = QMGR_QID_LEN;
+	ret = cur->get(cur, &key, &val, DB_SET_RANGE | DB_RMW);
+	while (ret == 0 && key.size >= QMGR_QID_LEN && memcmp(key.data, qid, QMGR_QID_LEN) == 0) {
+		if ((ret = cur->del(cur, 0)) == 0)
+			ret = cur->get(cur, &key, &val, DB_NEXT | DB_RMW);
+	}
+	free(key.data);
+	free(val.data);
+	cur->close(cur);
+	return ret == DB_NOTFOUND ? 0 : ret;
+}
+
+/* Once every recipient is delivered or bounced the message is done:
+ * nothing of it stays on disk. */
+static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope, struct buf *err)
+{
+	int64_t count = ipc_msg_int(envelope, IPC_ATTR_RCPT_COUNT);
+	struct buf k = BUF_INIT;
+	int ret = 0;
+	bool done = true;
+	for (int64_t i = 0; done && ret == 0 && i < count; i++) {
+		struct qmgr_rcpt r;
+		qmgr_key_rcpt(&k, qid, (size_t)i);
+		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, err);
+		if (ret == 0) {
+			done = final_state(r.state);
+			qmgr_rcpt_free(&r);
+		}
+	}
+	if (ret == 0 && done) {
+		buf_reset(&k);
+		buf_puts(&k, qid);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
+		if (ret == 0)
+			ret = del_prefix(w, QMGR_TABLE_BODIES, qid);
+		if (ret == 0)
+			ret = del_prefix(w, QMGR_TABLE_RCPTS, qid);
+	}
+	buf_free(&k);
+	return ret;
+}
+
+static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_outcome *o, bool *changed,
+                       struct buf *err)
 {
 	struct qmgr_rcpt r;
 	struct ipc_msg envelope;
 	struct buf k = BUF_INIT;
+	*changed = false;
 	buf_puts(&k, qid);
 	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, err);
 	if (ret == 0) {
@@ -773,36 +855,182 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, enum 
 		buf_printf(err, "%s: no recipient %zu in the queue", qid, index);
 	if (ret != 0)
 		return ret;
-	if (due_state(r.state)) {
-		qmgr_key_due(&w->key, r.queue, r.next_attempt, qid, index);
-		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+	if (final_state(r.state)) {
+		qmgr_rcpt_free(&r);
+		ipc_msg_free(&envelope);
+		return 0;
 	}
-	r.state = state;
+	*changed = true;
+	qmgr_key_due(&w->key, r.queue, r.next_attempt, qid, index);
+	ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+	r.state = o->state;
 	r.attempts++;
-	r.next_attempt = due_state(state) ? next_attempt : 0;
+	r.next_attempt = due_state(o->state) ? o->next_attempt : 0;
 	free(r.last_result);
-	r.last_result = result ? mem_strdup(result) : NULL;
+	r.last_result = o->result ? mem_strdup(o->result) : NULL;
 	if (ret == 0)
 		ret = put_rcpt(w, qid, index, &r);
-	if (ret == 0 && rtype)
-		ret = append_outbox(w, rtype, qid, index, &envelope, &r);
+	if (ret == 0 && o->rtype)
+		ret = append_outbox(w, o->rtype, qid, index, &envelope, &r, o->detail);
+	if (ret == 0 && final_state(o->state))
+		ret = remove_if_done(w, qid, &envelope, err);
 	qmgr_rcpt_free(&r);
 	ipc_msg_free(&envelope);
 	return ret;
+}
+
+enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, size_t index,
+                                        const struct qmgr_outcome *o, int64_t now, bool *changed, struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	int ret = update_rcpt(&w, qid, index, o, changed, err);
+	status = finish(&w, ret, err);
+	write_ctx_free(&w);
+	return status;
 }
 
 enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char *qid, size_t index,
                                               enum qmgr_rcpt_state state, int64_t next_attempt, const char *result,
                                               char rtype, int64_t now, struct buf *err)
 {
+	char type[2] = {rtype, '\0'};
+	struct qmgr_outcome o = {state, next_attempt, result, rtype ? type : NULL, NULL};
+	bool changed;
+	return qmgr_store_apply(st, qid, index, &o, now, &changed, err);
+}
+
+enum qmgr_store_status qmgr_store_put_queue(struct qmgr_store *st, const char *name, const struct qmgr_queue_state *q,
+                                            const struct ipc_msg *detail, const char *reason, int64_t now,
+                                            struct buf *err)
+{
 	struct write_ctx w = {.st = st, .now = now};
 	enum qmgr_store_status status = begin(&w, err);
 	if (status != QMGR_STORE_OK)
 		return status;
-	int ret = update_rcpt(&w, qid, index, state, next_attempt, result, rtype, err);
+	buf_reset(&w.key);
+	buf_puts(&w.key, name);
+	qmgr_record_queue(&w.val, q);
+	int ret = put_buf(st, w.txn, QMGR_TABLE_QUEUES, &w.key, w.val.data, w.val.len);
+	if (ret == 0 && detail) {
+		qmgr_key_seq(&w.key, w.outbox_seq++);
+		qmgr_record_queue_failure(&w.val, name, reason, now, detail);
+		ret = put_buf(st, w.txn, QMGR_TABLE_OUTBOX, &w.key, w.val.data, w.val.len);
+	}
 	status = finish(&w, ret, err);
 	write_ctx_free(&w);
 	return status;
+}
+
+struct due_entry {
+	char qid[QMGR_QID_SIZE];
+	size_t index;
+};
+
+struct due_list {
+	struct due_entry *v;
+	size_t n;
+	int64_t after;
+};
+
+static bool collect_later(void *ctx, const char *qid, size_t index, int64_t due)
+{
+	struct due_list *l = ctx;
+	if (due <= l->after)
+		return true;
+	l->v = mem_reallocarray(l->v, l->n + 1, sizeof(*l->v));
+	memcpy(l->v[l->n].qid, qid, QMGR_QID_SIZE);
+	l->v[l->n++].index = index;
+	return true;
+}
+
+static int make_due_now(struct write_ctx *w, const struct due_entry *e, struct buf *err)
+{
+	struct qmgr_rcpt r;
+	qmgr_key_rcpt(&w->key, e->qid, e->index);
+	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	if (ret != 0)
+		return ret == DB_NOTFOUND ? 0 : ret;
+	if (due_state(r.state)) {
+		qmgr_key_due(&w->key, r.queue, r.next_attempt, e->qid, e->index);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+		r.next_attempt = w->now;
+		if (ret == 0)
+			ret = put_rcpt(w, e->qid, e->index, &r);
+	}
+	qmgr_rcpt_free(&r);
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_reschedule(struct qmgr_store *st, const char *queue, int64_t now, size_t *moved,
+                                             struct buf *err)
+{
+	struct due_list l = {.after = now};
+	*moved = 0;
+	if (!qmgr_store_walk_due(st, queue, INT64_MAX, collect_later, &l, err))
+		return QMGR_STORE_FAILED;
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status == QMGR_STORE_OK) {
+		int ret = 0;
+		for (size_t i = 0; ret == 0 && i < l.n; i++)
+			ret = make_due_now(&w, &l.v[i], err);
+		status = finish(&w, ret, err);
+		write_ctx_free(&w);
+	}
+	if (status == QMGR_STORE_OK)
+		*moved = l.n;
+	free(l.v);
+	return status;
+}
+
+struct queue_walk {
+	qmgr_queue_fn fn;
+	void *ctx;
+};
+
+static bool queue_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct queue_walk *q = ctx;
+	struct qmgr_queue_state state;
+	struct buf why = BUF_INIT;
+	if (!qmgr_record_queue_decode(val->data, val->size, &state, &why)) {
+		corrupt(err, QMGR_TABLE_QUEUES, key, &why);
+		buf_free(&why);
+		*failed = true;
+		return false;
+	}
+	char *name = mem_strndup(key->data, key->size);
+	bool more = q->fn(q->ctx, name, &state);
+	free(name);
+	return more;
+}
+
+bool qmgr_store_walk_queues(struct qmgr_store *st, qmgr_queue_fn fn, void *ctx, struct buf *err)
+{
+	struct queue_walk q = {fn, ctx};
+	return walk(st, QMGR_TABLE_QUEUES, NULL, queue_step, &q, err);
+}
+
+static bool first_due_step(void *ctx, const char *qid, size_t index, int64_t due)
+{
+	*(int64_t *)ctx = due;
+	return false;
+}
+
+bool qmgr_store_first_due(struct qmgr_store *st, const char *queue, int64_t *due, bool *found, struct buf *err)
+{
+	*due = INT64_MAX;
+	bool ok = qmgr_store_walk_due(st, queue, INT64_MAX, first_due_step, due, err);
+	*found = *due != INT64_MAX;
+	return ok;
+}
+
+bool qmgr_store_walk_queue(struct qmgr_store *st, const char *queue, qmgr_due_fn fn, void *ctx, struct buf *err)
+{
+	return qmgr_store_walk_due(st, queue, INT64_MAX, fn, ctx, err);
 }
 
 enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t seq, struct buf *err)

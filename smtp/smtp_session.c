@@ -71,7 +71,8 @@ struct smtp_session {
 	size_t naccepted;
 	bool txn_failed;
 	bool body_drained; /* the whole message and its dot are written */
-	bool *freed;       /* set when the session goes (see on_readable) */
+	bool dispatching;  /* inside a reply's handler: freeing waits (see on_readable) */
+	bool dead;         /* freed while dispatching: free once the handler returns */
 	/* how the session ends, once QUIT is answered */
 	enum smtp_session_end end;
 	char *end_why;
@@ -95,8 +96,10 @@ static struct smtp_session *idle_sessions;
 
 static void session_free(struct smtp_session *s)
 {
-	if (s->freed)
-		*s->freed = true;
+	if (s->dispatching) {
+		s->dead = true;
+		return;
+	}
 	if (s->idle_timer)
 		event_free(s->idle_timer);
 	smtp_conf_unref(s->idle_conf);
@@ -740,13 +743,15 @@ static void on_readable(void *arg, struct buf *in)
 			on_failed(s, "malformed reply from the server");
 			return;
 		}
-		/* A reply may end the session (and free s). */
-		bool freed = false;
-		s->freed = &freed;
+		/* A reply may end the session: it is freed only once the
+		 * handler has returned, and then nothing more is read. */
+		s->dispatching = true;
 		dispatch(s, &s->reply);
-		if (freed)
+		s->dispatching = false;
+		if (s->dead) {
+			session_free(s);
 			return;
-		s->freed = NULL;
+		}
 		if (s->state == S_TLS)
 			return;
 	}

@@ -265,6 +265,98 @@ static void test_recipient_states(void **state)
 	buf_free(&err);
 }
 
+/* A result that arrives twice is applied once; the last final recipient
+ * takes its message and body with it. */
+static void test_final_results_apply_once(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT, body = BUF_INIT;
+	struct ipc_msg msg;
+	bool changed, found;
+	add(f->st, 2, 100000, qid);
+	struct qmgr_outcome delivered = {QMGR_RCPT_DELIVERED, 0, "smtp;250 ok", "d", NULL};
+	struct qmgr_outcome bounced = {QMGR_RCPT_BOUNCED, 0, "smtp;550 5.1.1 no", "b", NULL};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &bounced, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_false(changed);
+	assert_true(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	ipc_msg_free(&msg);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 1, &bounced, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	buf_reset(&err);
+	assert_false(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	assert_false(found);
+	assert_true(qmgr_store_read_body(f->st, qid, &body, &err));
+	assert_int_equal(body.len, 0);
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 4);
+	assert_memory_equal(o.type, "rrdb", 4);
+	buf_free(&body);
+	buf_free(&err);
+}
+
+static bool count_queue(void *ctx, const char *name, const struct qmgr_queue_state *q)
+{
+	(*(int *)ctx)++;
+	return true;
+}
+
+/* schedule makes deferred recipients due now; a queue's state and its
+ * "tq" record are written together. */
+static void test_reschedule_and_queue_state(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT, frame = BUF_INIT;
+	const char *queue = "dom0.example/{default}";
+	add(f->st, 1, 10, qid);
+	assert_int_equal(
+	    qmgr_store_update_rcpt(f->st, qid, 0, QMGR_RCPT_DEFERRED, NOW + 600, "451 later", 't', NOW, &err),
+	    QMGR_STORE_OK);
+	int64_t due;
+	bool found;
+	assert_true(qmgr_store_first_due(f->st, queue, &due, &found, &err));
+	assert_true(found);
+	assert_int_equal(due, NOW + 600);
+	size_t moved;
+	assert_int_equal(qmgr_store_reschedule(f->st, queue, NOW, &moved, &err), QMGR_STORE_OK);
+	assert_int_equal(moved, 1);
+	assert_int_equal(count_due(f->st, queue, NOW), 1);
+
+	struct ipc_writer w;
+	struct ipc_msg detail;
+	static const struct ipc_spec spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL}};
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "done");
+	ipc_put_str(&w, IPC_ATTR_REMOTE_IP, "192.0.2.9");
+	assert_true(ipc_write_end(&w, &err));
+	assert_true(ipc_decode(frame.data + IPC_FRAME_HEADER, frame.len - IPC_FRAME_HEADER, spec, 2, &detail, &err));
+	struct qmgr_queue_state q = {.paused = true, .backoff = true, .next_retry = NOW + 60};
+	assert_int_equal(qmgr_store_put_queue(f->st, queue, &q, &detail, "connection refused", NOW, &err),
+	                 QMGR_STORE_OK);
+	ipc_msg_free(&detail);
+	struct qmgr_queue_state back;
+	assert_true(qmgr_store_get_queue(f->st, queue, &back, &found, &err));
+	assert_true(back.paused && back.backoff);
+	assert_int_equal(back.next_retry, NOW + 60);
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 3); /* r, t, tq */
+	assert_int_equal(o.type[2], 't');
+	int queues = 0;
+	assert_true(qmgr_store_walk_queues(f->st, count_queue, &queues, &err));
+	assert_int_equal(queues, 1);
+	uint64_t first;
+	assert_true(qmgr_store_outbox_first(f->st, &first, &found, &err));
+	assert_true(found);
+	assert_int_equal(first, 1);
+	buf_free(&frame);
+	buf_free(&err);
+}
+
 static void test_outbox_sequence_across_reopen(void **state)
 {
 	struct fixture *f = *state;
@@ -538,6 +630,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_message_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_ids_increase, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipient_states, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_final_results_apply_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reschedule_and_queue_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),

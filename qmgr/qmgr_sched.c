@@ -1,0 +1,700 @@
+/* qmgr_sched.c: the scheduler.  It decides when a queue (domain/vmta)
+ * gets a delivery job and applies every result smtp sends back.
+ *
+ * Memory stays bounded: a queue in memory is its name, its settings and
+ * a few counters; recipients stay in the database (due.db) until a job
+ * takes them, and only the recipients of jobs in flight are held.  A
+ * queue's earliest due time is cached, so a tick looks at the database
+ * only for queues that have something due.
+ *
+ * Every result is applied in one transaction with its accounting record
+ * (qmgr_store_apply).  A recipient is delivered at most once by qmgr's
+ * choice: it is never in two jobs at once, and a final state is never
+ * changed.  The one window left is a crash of qmgr between smtp's
+ * delivery and the commit of its result: that recipient is still pending
+ * at restart and is sent again (at least once, never lost). */
+#include "qmgr.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "conf.h"
+#include "log.h"
+#include "mem.h"
+#include "value.h"
+
+#define TICK_SECS 1
+/* How much one job takes from a queue: what smtp holds in memory. */
+#define JOB_MAX_RCPTS 500
+#define JOB_MAX_MSGS 100
+#define JOB_MAX_BYTES (16u * 1024 * 1024)
+#define HASH_BUCKETS 4096
+
+struct qmgr_sched {
+	struct event_base *base;
+	struct qmgr_store *st;
+	const struct conf *conf;
+	struct qmgr_smtp *smtp;
+	struct event *tick;
+	struct qmgr_squeue *queues;                /* by priority, highest first */
+	struct qmgr_squeue *by_name[HASH_BUCKETS]; /* the same, hashed */
+	struct inflight *inflight[HASH_BUCKETS];   /* recipients in jobs */
+	struct job *jobs;
+	int64_t next_job_id;
+	uint64_t total_max_out;
+	uint64_t jobs_running;
+	struct qmgr_counters counters;
+	qmgr_bounce_fn bounce;
+	void *bounce_ctx;
+	bool loaded;
+};
+
+/* A recipient in a job: never given to a second job at once. */
+struct inflight {
+	char qid[QMGR_QID_SIZE];
+	size_t index;
+	struct inflight *next;
+};
+
+struct job_rcpt {
+	char qid[QMGR_QID_SIZE];
+	size_t index;
+	int64_t received; /* the message's arrival, for bounce-after */
+	bool answered;
+};
+
+struct job {
+	int64_t id;
+	struct qmgr_squeue *queue;
+	struct job_rcpt *rcpts;
+	size_t nrcpt;
+	struct job *next;
+};
+
+static uint32_t hash_str(const char *s, size_t index)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	h = (h ^ (uint32_t)index) * 16777619u;
+	return h % HASH_BUCKETS;
+}
+
+/* ---- recipients in flight ---------------------------------------------------- */
+
+static struct inflight **inflight_slot(struct qmgr_sched *s, const char *qid, size_t index)
+{
+	struct inflight **p = &s->inflight[hash_str(qid, index)];
+	while (*p && !((*p)->index == index && strcmp((*p)->qid, qid) == 0))
+		p = &(*p)->next;
+	return p;
+}
+
+static bool inflight_has(struct qmgr_sched *s, const char *qid, size_t index)
+{
+	return *inflight_slot(s, qid, index) != NULL;
+}
+
+static void inflight_add(struct qmgr_sched *s, const char *qid, size_t index)
+{
+	struct inflight *f = mem_zalloc(sizeof(*f));
+	memcpy(f->qid, qid, QMGR_QID_SIZE);
+	f->index = index;
+	struct inflight **head = &s->inflight[hash_str(qid, index)];
+	f->next = *head;
+	*head = f;
+}
+
+static void inflight_remove(struct qmgr_sched *s, const char *qid, size_t index)
+{
+	struct inflight **p = inflight_slot(s, qid, index);
+	if (*p) {
+		struct inflight *f = *p;
+		*p = f->next;
+		free(f);
+	}
+}
+
+/* ---- queues ---------------------------------------------------------------- */
+
+/* The queue's settings, resolved once: its <domain> blocks and vmta. */
+static void queue_configure(struct qmgr_sched *s, struct qmgr_squeue *q)
+{
+	const char *slash = strchr(q->name, '/');
+	char *domain = mem_strndup(q->name, (size_t)(slash - q->name));
+	const char *vmta = strcmp(slash + 1, "{default}") == 0 ? NULL : slash + 1;
+	struct conf_settings *cs = conf_resolve_domain(s->conf, domain, vmta);
+	/* A virtual MTA the configuration does not (or no longer) name:
+	 * the domain's own settings; smtp reports the unknown vmta. */
+	if (cs == NULL)
+		cs = conf_resolve_domain(s->conf, domain, NULL);
+	q->max_out = conf_get_uint(cs, "max-smtp-out");
+	q->priority = conf_get_uint(cs, "queue-priority");
+	q->rate = conf_get_rate(cs, "max-msg-rate");
+	q->retry_rcpt = conf_get_interval(cs, "retry-recipients-after");
+	q->bounce_after = conf_get_interval(cs, "bounce-after");
+	const struct conf_value *retry = conf_get_value(cs, "retry-after");
+	q->retry = *retry->intervals;
+	if (q->retry.count == 0) {
+		q->retry.count = 1;
+		q->retry.seconds[0] = 600;
+	}
+	conf_settings_free(cs);
+	free(domain);
+}
+
+struct qmgr_squeue *qmgr_sched_find(struct qmgr_sched *s, const char *name)
+{
+	struct qmgr_squeue *q = s->by_name[hash_str(name, 0)];
+	while (q && strcmp(q->name, name) != 0)
+		q = q->hash_next;
+	return q;
+}
+
+static struct qmgr_squeue *queue_add(struct qmgr_sched *s, const char *name, const struct qmgr_queue_state *state)
+{
+	struct qmgr_squeue *q = mem_zalloc(sizeof(*q));
+	q->name = mem_strdup(name);
+	q->state = *state;
+	q->state.connections = 0;
+	queue_configure(s, q);
+	struct qmgr_squeue **h = &s->by_name[hash_str(name, 0)];
+	q->hash_next = *h;
+	*h = q;
+	struct qmgr_squeue **p = &s->queues;
+	while (*p && (*p)->priority >= q->priority)
+		p = &(*p)->next;
+	q->next = *p;
+	*p = q;
+	return q;
+}
+
+static bool count_one(void *ctx, const char *qid, size_t index, int64_t due)
+{
+	((struct qmgr_squeue *)ctx)->rcpts++;
+	return true;
+}
+
+/* At start the waiting recipients are counted once, from due.db; from
+ * then on the counts follow every change. */
+static bool load_queue(void *ctx, const char *name, const struct qmgr_queue_state *state)
+{
+	struct qmgr_sched *s = ctx;
+	struct qmgr_squeue *q = qmgr_sched_find(s, name);
+	if (q == NULL)
+		q = queue_add(s, name, state);
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_walk_queue(s->st, name, count_one, q, &err))
+		log_error("queue %s: %s", name, buf_cstr(&err));
+	buf_free(&err);
+	return true;
+}
+
+void qmgr_sched_queued(struct qmgr_sched *s, const char *queue, uint64_t n)
+{
+	struct qmgr_squeue *q = qmgr_sched_find(s, queue);
+	if (q == NULL) {
+		struct qmgr_queue_state fresh = {0};
+		q = queue_add(s, queue, &fresh);
+	}
+	q->rcpts += n;
+	s->counters.received_rcpts += n;
+	q->next_due = 0; /* unknown: look again */
+	qmgr_sched_kick(s);
+}
+
+void qmgr_sched_removed(struct qmgr_sched *s, struct qmgr_squeue *q, uint64_t n)
+{
+	q->rcpts = q->rcpts > n ? q->rcpts - n : 0;
+}
+
+static bool save_queue(struct qmgr_sched *s, struct qmgr_squeue *q, const struct ipc_msg *detail, const char *reason)
+{
+	struct buf err = BUF_INIT;
+	enum qmgr_store_status status =
+	    qmgr_store_put_queue(s->st, q->name, &q->state, detail, reason, time(NULL), &err);
+	if (status != QMGR_STORE_OK)
+		log_error("queue %s: cannot save its state: %s", q->name, buf_cstr(&err));
+	buf_free(&err);
+	return status == QMGR_STORE_OK;
+}
+
+/* ---- retry policy ---------------------------------------------------------- */
+
+/* retry-after is a list: the n-th failure in a row waits the n-th
+ * interval, and the last one repeats. */
+static int64_t retry_interval(const struct qmgr_squeue *q, uint64_t failures)
+{
+	size_t i = failures == 0 ? 0 : failures - 1;
+	if (i >= q->retry.count)
+		i = q->retry.count - 1;
+	return q->retry.seconds[i];
+}
+
+static bool expired(const struct qmgr_squeue *q, int64_t received, int64_t now)
+{
+	return q->bounce_after != VALUE_NEVER && now - received >= q->bounce_after;
+}
+
+/* ---- applying outcomes ------------------------------------------------------- */
+
+/* A bounce first gets its DSN queued, then the state change: a crash
+ * in between may send the DSN twice, never lose it. */
+static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
+                  const struct qmgr_outcome *o)
+{
+	struct buf err = BUF_INIT;
+	bool changed = false;
+	int64_t now = time(NULL);
+	if (o->state == QMGR_RCPT_BOUNCED && s->bounce)
+		s->bounce(s->bounce_ctx, qid, index, o->result, o->detail);
+	enum qmgr_store_status status = qmgr_store_apply(s->st, qid, index, o, now, &changed, &err);
+	if (status != QMGR_STORE_OK) {
+		log_error("%s: recipient %zu: cannot record the outcome: %s", qid, index, buf_cstr(&err));
+	} else if (changed) {
+		log_info("%s: recipient %zu, queue %s: %s: %s", qid, index, q->name, qmgr_rcpt_state_name(o->state),
+		         o->result ? o->result : "");
+		if (o->state != QMGR_RCPT_DEFERRED)
+			qmgr_sched_removed(s, q, 1);
+		if (o->state == QMGR_RCPT_DELIVERED) {
+			s->counters.delivered++;
+			q->delivered++;
+		} else if (o->state == QMGR_RCPT_BOUNCED) {
+			s->counters.bounced++;
+			q->bounced++;
+		} else {
+			s->counters.deferred++;
+			q->deferred++;
+			if (o->next_attempt < q->next_due || q->next_due == 0)
+				q->next_due = o->next_attempt;
+		}
+	}
+	buf_free(&err);
+}
+
+static void expire(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index, const char *last)
+{
+	struct buf why = BUF_INIT;
+	/* the status code after the first word, where the accounting and
+	 * the DSN look for it */
+	buf_printf(&why, "expired: 4.4.7 no delivery within %" PRId64 "s%s%s", q->bounce_after,
+	           last ? "; last attempt: " : "", last ? last : "");
+	struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, buf_cstr(&why), "b", NULL};
+	apply(s, q, qid, index, &o);
+	buf_free(&why);
+}
+
+static struct job *job_find(struct qmgr_sched *s, int64_t id)
+{
+	struct job *j = s->jobs;
+	while (j && j->id != id)
+		j = j->next;
+	return j;
+}
+
+static struct job_rcpt *job_rcpt_find(struct job *j, const char *qid, size_t index)
+{
+	for (size_t i = 0; i < j->nrcpt; i++)
+		if (j->rcpts[i].index == index && strcmp(j->rcpts[i].qid, qid) == 0)
+			return &j->rcpts[i];
+	return NULL;
+}
+
+void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m)
+{
+	struct job *j = job_find(s, job_id);
+	const char *qid = ipc_msg_str(m, IPC_ATTR_QUEUE_ID);
+	size_t index = (size_t)ipc_msg_int(m, IPC_ATTR_RCPT_INDEX);
+	struct job_rcpt *r = j ? job_rcpt_find(j, qid, index) : NULL;
+	if (r == NULL || r->answered) {
+		log_warning("smtp: a result for %s recipient %zu that job %" PRId64 " does not hold", qid, index,
+		            job_id);
+		return;
+	}
+	r->answered = true;
+	const char *outcome = ipc_msg_str(m, IPC_ATTR_OUTCOME);
+	const char *reason = ipc_msg_str(m, IPC_ATTR_REASON);
+	int64_t now = time(NULL);
+	struct qmgr_outcome o = {.result = reason, .detail = m};
+	if (strcmp(outcome, "delivered") == 0) {
+		o.state = QMGR_RCPT_DELIVERED;
+		o.rtype = "d";
+	} else if (strcmp(outcome, "bounced") == 0) {
+		o.state = QMGR_RCPT_BOUNCED;
+		o.rtype = "b";
+	} else if (expired(j->queue, r->received, now)) {
+		expire(s, j->queue, qid, index, reason);
+		inflight_remove(s, qid, index);
+		return;
+	} else {
+		/* Without a connection the queue as a whole failed: the
+		 * recipient waits for the queue's next retry.  A 4xx from a
+		 * server waits retry-recipients-after. */
+		bool connected = ipc_msg_has(m, IPC_ATTR_REMOTE_IP);
+		o.state = QMGR_RCPT_DEFERRED;
+		o.rtype = "t";
+		o.next_attempt =
+		    now + (connected ? j->queue->retry_rcpt : retry_interval(j->queue, j->queue->failures + 1));
+	}
+	apply(s, j->queue, qid, index, &o);
+	inflight_remove(s, qid, index);
+}
+
+static void job_free(struct qmgr_sched *s, struct job *j)
+{
+	struct job **p = &s->jobs;
+	while (*p != j)
+		p = &(*p)->next;
+	*p = j->next;
+	for (size_t i = 0; i < j->nrcpt; i++)
+		if (!j->rcpts[i].answered)
+			inflight_remove(s, j->rcpts[i].qid, j->rcpts[i].index);
+	j->queue->jobs--;
+	s->jobs_running--;
+	free(j->rcpts);
+	free(j);
+}
+
+void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m)
+{
+	struct job *j = job_find(s, job_id);
+	if (j == NULL)
+		return;
+	struct qmgr_squeue *q = j->queue;
+	const char *outcome = m ? ipc_msg_str(m, IPC_ATTR_OUTCOME) : "lost";
+	int64_t now = time(NULL);
+	if (strcmp(outcome, "done") == 0 || strcmp(outcome, "bounced") == 0) {
+		if (q->failures || q->state.backoff) {
+			q->failures = 0;
+			q->state.backoff = false;
+			q->state.next_retry = 0;
+			save_queue(s, q, NULL, NULL);
+		}
+	} else if (strcmp(outcome, "connect-failed") == 0 || strcmp(outcome, "dns-failed") == 0) {
+		q->failures++;
+		int64_t wait = retry_interval(q, q->failures);
+		if (m && ipc_msg_has(m, IPC_ATTR_RETRY_AFTER))
+			wait = ipc_msg_int(m, IPC_ATTR_RETRY_AFTER);
+		q->state.backoff = true;
+		q->state.next_retry = now + wait;
+		const char *reason = m && ipc_msg_has(m, IPC_ATTR_REASON) ? ipc_msg_str(m, IPC_ATTR_REASON) : outcome;
+		free(q->last_error);
+		q->last_error = mem_strdup(reason);
+		log_info("queue %s: %s (%s): next retry in %" PRId64 "s", q->name, outcome, reason, wait);
+		s->counters.queue_failures++;
+		save_queue(s, q, m, reason);
+	}
+	q->next_due = 0;
+	job_free(s, j);
+	qmgr_sched_kick(s);
+}
+
+void qmgr_sched_lost(struct qmgr_sched *s)
+{
+	while (s->jobs)
+		qmgr_sched_done(s, s->jobs->id, NULL);
+}
+
+/* ---- building jobs --------------------------------------------------------- */
+
+struct collect {
+	struct qmgr_sched *s;
+	struct qmgr_squeue *q;
+	struct job *job;
+	struct qmgr_job_builder *builder;
+	int64_t now;
+	size_t messages;
+	size_t bytes;
+	char last_qid[QMGR_QID_SIZE];
+	int64_t last_received;
+	bool last_ok;
+	bool open; /* a message was given to smtp and awaits its body */
+	uint64_t rate_left;
+};
+
+/* Adds a message to the job the first time one of its recipients is
+ * taken; false when it cannot be read (then it is skipped). */
+static bool take_message(struct collect *c, const char *qid)
+{
+	if (strcmp(qid, c->last_qid) == 0)
+		return c->last_ok;
+	memcpy(c->last_qid, qid, QMGR_QID_SIZE);
+	c->last_ok = false;
+	if (c->open) {
+		qmgr_smtp_end_message(c->builder);
+		c->open = false;
+	}
+	if (c->messages >= JOB_MAX_MSGS || c->bytes >= JOB_MAX_BYTES || c->rate_left == 0)
+		return false;
+	struct ipc_msg env;
+	bool found;
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_get_message(c->s->st, qid, &env, &found, &err)) {
+		log_error("%s: cannot read the message: %s", qid, buf_cstr(&err));
+		buf_free(&err);
+		return false;
+	}
+	c->last_received = ipc_msg_int(&env, IPC_ATTR_RECEIVED);
+	if (!expired(c->q, c->last_received, c->now)) {
+		c->last_ok = qmgr_smtp_add_message(c->builder, qid, &env, &err);
+		c->open = c->last_ok;
+		if (c->last_ok) {
+			c->messages++;
+			c->bytes += (size_t)ipc_msg_int(&env, IPC_ATTR_BODY_SIZE);
+			if (c->rate_left != VALUE_UNLIMITED)
+				c->rate_left--;
+		} else {
+			log_error("%s: cannot hand the message to smtp: %s", qid, buf_cstr(&err));
+		}
+	} else {
+		c->last_ok = true; /* its recipients bounce below */
+	}
+	ipc_msg_free(&env);
+	buf_free(&err);
+	return c->last_ok;
+}
+
+static bool collect_rcpt(void *ctx, const char *qid, size_t index, int64_t due)
+{
+	struct collect *c = ctx;
+	if (c->job->nrcpt >= JOB_MAX_RCPTS)
+		return false;
+	if (inflight_has(c->s, qid, index))
+		return true;
+	if (!take_message(c, qid))
+		return c->messages < JOB_MAX_MSGS && c->bytes < JOB_MAX_BYTES && c->rate_left > 0;
+	c->job->rcpts = mem_reallocarray(c->job->rcpts, c->job->nrcpt + 1, sizeof(*c->job->rcpts));
+	struct job_rcpt *r = &c->job->rcpts[c->job->nrcpt++];
+	memset(r, 0, sizeof(*r));
+	memcpy(r->qid, qid, QMGR_QID_SIZE);
+	r->index = index;
+	r->received = c->last_received;
+	inflight_add(c->s, qid, index);
+	if (expired(c->q, c->last_received, c->now)) {
+		/* Never attempted within bounce-after: bounced unsent. */
+		r->answered = true;
+		return true;
+	}
+	struct buf err = BUF_INIT;
+	if (!qmgr_smtp_add_rcpt(c->builder, qid, index, &err)) {
+		log_error("%s: recipient %zu: %s", qid, index, buf_cstr(&err));
+		r->answered = true;
+	}
+	buf_free(&err);
+	return true;
+}
+
+/* The messages a queue may still start under max-msg-rate. */
+static uint64_t rate_left(struct qmgr_squeue *q, int64_t now)
+{
+	if (q->rate.count == VALUE_UNLIMITED || q->rate.count == 0 || q->rate.per_seconds <= 0)
+		return VALUE_UNLIMITED;
+	if (now - q->rate_window >= q->rate.per_seconds) {
+		q->rate_window = now;
+		q->rate_used = 0;
+	}
+	return q->rate.count > q->rate_used ? q->rate.count - q->rate_used : 0;
+}
+
+static void expire_unsent(struct qmgr_sched *s, struct job *j)
+{
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		struct job_rcpt *r = &j->rcpts[i];
+		if (r->answered && expired(j->queue, r->received, time(NULL))) {
+			struct qmgr_rcpt rc;
+			bool found;
+			struct buf err = BUF_INIT;
+			char *last = NULL;
+			if (qmgr_store_get_rcpt(s->st, r->qid, r->index, &rc, &found, &err)) {
+				last = rc.last_result ? mem_strdup(rc.last_result) : NULL;
+				qmgr_rcpt_free(&rc);
+			}
+			buf_free(&err);
+			expire(s, j->queue, r->qid, r->index, last);
+			free(last);
+			inflight_remove(s, r->qid, r->index);
+		}
+	}
+}
+
+/* Starts one job for the queue; false when nothing was due. */
+static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+{
+	struct job *j = mem_zalloc(sizeof(*j));
+	j->id = ++s->next_job_id;
+	j->queue = q;
+	struct collect c = {.s = s, .q = q, .job = j, .now = now, .rate_left = rate_left(q, now)};
+	c.builder = qmgr_smtp_begin(s->smtp, j->id, q->name);
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_walk_due(s->st, q->name, now, collect_rcpt, &c, &err))
+		log_error("queue %s: %s", q->name, buf_cstr(&err));
+	buf_free(&err);
+	if (c.open)
+		qmgr_smtp_end_message(c.builder);
+	if (q->rate.count != VALUE_UNLIMITED)
+		q->rate_used += c.messages;
+	j->next = s->jobs;
+	s->jobs = j;
+	q->jobs++;
+	s->jobs_running++;
+	expire_unsent(s, j);
+	bool sent = qmgr_smtp_run(c.builder, c.messages > 0);
+	if (!sent || c.messages == 0) {
+		job_free(s, j);
+		return false;
+	}
+	return true;
+}
+
+static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+{
+	if (q->state.paused || q->jobs >= q->max_out || (q->state.backoff && now < q->state.next_retry))
+		return false;
+	if (q->next_due == 0) {
+		bool found;
+		struct buf err = BUF_INIT;
+		if (!qmgr_store_first_due(s->st, q->name, &q->next_due, &found, &err))
+			log_error("queue %s: %s", q->name, buf_cstr(&err));
+		buf_free(&err);
+		if (!found)
+			q->next_due = INT64_MAX;
+	}
+	return q->next_due <= now;
+}
+
+static void schedule(struct qmgr_sched *s)
+{
+	int64_t now = time(NULL);
+	if (!qmgr_smtp_available(s->smtp))
+		return;
+	for (struct qmgr_squeue *q = s->queues; q && s->jobs_running < s->total_max_out; q = q->next) {
+		while (q->jobs < q->max_out && s->jobs_running < s->total_max_out && queue_ready(s, q, now)) {
+			if (!start_job(s, q, now)) {
+				/* All its due recipients are in flight (or
+				 * unreadable): look again once jobs end. */
+				q->next_due = now + TICK_SECS;
+				break;
+			}
+		}
+	}
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr_sched *s = arg;
+	schedule(s);
+	struct timeval tv = {TICK_SECS, 0};
+	evtimer_add(s->tick, &tv);
+}
+
+void qmgr_sched_kick(struct qmgr_sched *s)
+{
+	if (s->tick) {
+		struct timeval tv = {0, 0};
+		evtimer_add(s->tick, &tv);
+	}
+}
+
+/* ---- control ---------------------------------------------------------------- */
+
+bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused)
+{
+	q->state.paused = paused;
+	if (!paused)
+		qmgr_sched_kick(s);
+	return save_queue(s, q, NULL, NULL);
+}
+
+/* "schedule": retry now, whatever the back-off said, deferred
+ * recipients included. */
+bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q)
+{
+	size_t moved;
+	struct buf err = BUF_INIT;
+	if (qmgr_store_reschedule(s->st, q->name, time(NULL), &moved, &err) != QMGR_STORE_OK)
+		log_error("queue %s: cannot reschedule: %s", q->name, buf_cstr(&err));
+	buf_free(&err);
+	q->state.backoff = false;
+	q->state.next_retry = 0;
+	q->failures = 0;
+	q->next_due = 0;
+	qmgr_sched_kick(s);
+	return save_queue(s, q, NULL, NULL);
+}
+
+struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s)
+{
+	return s->queues;
+}
+
+struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s)
+{
+	s->counters.jobs = s->jobs_running;
+	return &s->counters;
+}
+
+struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s)
+{
+	return s->st;
+}
+
+void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx)
+{
+	s->bounce = fn;
+	s->bounce_ctx = ctx;
+}
+
+/* A reload: every queue's settings are resolved again from conf, which
+ * replaces the old configuration (the caller frees that one). */
+void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf)
+{
+	s->conf = conf;
+	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
+	for (struct qmgr_squeue *q = s->queues; q; q = q->next)
+		queue_configure(s, q);
+	qmgr_sched_kick(s);
+}
+
+/* ---- life -------------------------------------------------------------------- */
+
+struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
+                                    const char *spool, struct buf *err)
+{
+	struct qmgr_sched *s = mem_zalloc(sizeof(*s));
+	s->base = base;
+	s->st = st;
+	s->conf = conf;
+	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
+	s->counters.started = time(NULL);
+	if (!qmgr_store_walk_queues(st, load_queue, s, err)) {
+		free(s);
+		return NULL;
+	}
+	s->smtp = qmgr_smtp_new(base, spool, s);
+	s->tick = evtimer_new(base, on_tick, s);
+	qmgr_sched_kick(s);
+	return s;
+}
+
+void qmgr_sched_stop(struct qmgr_sched *s)
+{
+	if (s == NULL)
+		return;
+	qmgr_smtp_free(s->smtp);
+	s->smtp = NULL;
+	while (s->jobs)
+		job_free(s, s->jobs);
+	event_free(s->tick);
+	while (s->queues) {
+		struct qmgr_squeue *q = s->queues;
+		s->queues = q->next;
+		free(q->name);
+		free(q->last_error);
+		free(q);
+	}
+	free(s);
+}

@@ -1,0 +1,313 @@
+/* qmgr_smtp.c: qmgr's side of smtp's job protocol (doc/delivery.md).
+ * One connection to <spool>/private/smtp carries every job at once, each
+ * named by its job_id; results come back per recipient and are handed to
+ * the scheduler, which owns all state.  When smtp is down or the
+ * connection breaks, the jobs in flight are abandoned (their recipients
+ * stay due) and the connection is tried again a second later. */
+#include "qmgr.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "log.h"
+#include "mem.h"
+
+#define RECONNECT_SECS 1
+#define READ_HIGH_WATER (IPC_FRAME_MAX_DEFAULT + IPC_FRAME_HEADER)
+
+struct qmgr_smtp {
+	struct event_base *base;
+	struct qmgr_sched *sched;
+	char *path;
+	struct bufferevent *bev;
+	int64_t next_connect;
+	struct qmgr_job_builder *builder; /* one at a time, reused */
+	struct buf payload;
+	bool warned;
+};
+
+struct qmgr_job_builder {
+	struct qmgr_smtp *c;
+	int64_t job_id;
+	struct buf frames; /* the whole job, sent on run */
+	char qid[QMGR_QID_SIZE];
+	bool failed;
+};
+
+static const struct ipc_spec result_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},     {IPC_ATTR_JOB_ID, IPC_REQUIRED},       {IPC_ATTR_QUEUE_ID, IPC_REQUIRED},
+    {IPC_ATTR_RCPT_INDEX, IPC_REQUIRED},  {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},    {IPC_ATTR_OUTCOME, IPC_REQUIRED},
+    {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},  {IPC_ATTR_REASON, IPC_OPTIONAL},       {IPC_ATTR_SIZE, IPC_OPTIONAL},
+    {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},    {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},
+    {IPC_ATTR_ESMTP, IPC_OPTIONAL},       {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL}, {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},
+};
+static const struct ipc_spec done_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_JOB_ID, IPC_REQUIRED},      {IPC_ATTR_OUTCOME, IPC_REQUIRED},
+    {IPC_ATTR_REASON, IPC_OPTIONAL},  {IPC_ATTR_RETRY_AFTER, IPC_OPTIONAL},
+};
+static const struct ipc_spec error_spec[] = {
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},
+    {IPC_ATTR_REASON, IPC_OPTIONAL},
+    {IPC_ATTR_JOB_ID, IPC_OPTIONAL},
+};
+
+/* ---- the connection ------------------------------------------------------------ */
+
+static void disconnect(struct qmgr_smtp *c, const char *why)
+{
+	if (c->bev == NULL)
+		return;
+	log_warning("smtp connection lost: %s; jobs in flight are retried", why);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	c->next_connect = time(NULL) + RECONNECT_SECS;
+	qmgr_sched_lost(c->sched);
+}
+
+static void handle_frame(struct qmgr_smtp *c)
+{
+	struct buf verb = BUF_INIT, err = BUF_INIT;
+	struct ipc_msg m;
+	bool ok = ipc_peek_request(c->payload.data, c->payload.len, &verb, &err);
+	const char *v = buf_cstr(&verb);
+	if (ok && strcmp(v, "result") == 0) {
+		ok = ipc_decode(c->payload.data, c->payload.len, result_spec, IPC_SPEC_COUNT(result_spec), &m, &err);
+		if (ok)
+			qmgr_sched_result(c->sched, ipc_msg_int(&m, IPC_ATTR_JOB_ID), &m);
+		ipc_msg_free(&m);
+	} else if (ok && strcmp(v, "done") == 0) {
+		ok = ipc_decode(c->payload.data, c->payload.len, done_spec, IPC_SPEC_COUNT(done_spec), &m, &err);
+		if (ok)
+			qmgr_sched_done(c->sched, ipc_msg_int(&m, IPC_ATTR_JOB_ID), &m);
+		ipc_msg_free(&m);
+	} else if (ok && strcmp(v, "error") == 0) {
+		ok = ipc_decode(c->payload.data, c->payload.len, error_spec, IPC_SPEC_COUNT(error_spec), &m, &err);
+		if (ok)
+			log_error("smtp reports a protocol error: %s", ipc_msg_str(&m, IPC_ATTR_REASON));
+		ipc_msg_free(&m);
+		ok = false;
+	} else if (ok) {
+		buf_printf(&err, "unexpected request \"%s\"", v);
+		ok = false;
+	}
+	if (!ok)
+		disconnect(c, buf_cstr(&err));
+	buf_free(&verb);
+	buf_free(&err);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct qmgr_smtp *c = arg;
+	while (c->bev) {
+		struct evbuffer *in = bufferevent_get_input(c->bev);
+		unsigned char head[IPC_FRAME_HEADER];
+		size_t avail = evbuffer_get_length(in), len = 0;
+		struct buf err = BUF_INIT;
+		evbuffer_copyout(in, head, sizeof(head));
+		enum ipc_frame_status status = ipc_frame_scan(head, avail, 0, &len, &err);
+		if (status == IPC_FRAME_ERROR)
+			disconnect(c, buf_cstr(&err));
+		buf_free(&err);
+		if (status != IPC_FRAME_COMPLETE)
+			return;
+		evbuffer_drain(in, IPC_FRAME_HEADER);
+		buf_reset(&c->payload);
+		buf_reserve(&c->payload, len);
+		evbuffer_remove(in, c->payload.data, len);
+		c->payload.len = len;
+		c->payload.data[len] = '\0';
+		handle_frame(c);
+	}
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct qmgr_smtp *c = arg;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		disconnect(c, (what & BEV_EVENT_EOF) ? "smtp closed the connection" : strerror(EVUTIL_SOCKET_ERROR()));
+}
+
+static bool connect_smtp(struct qmgr_smtp *c)
+{
+	if (c->bev)
+		return true;
+	if (time(NULL) < c->next_connect)
+		return false;
+	struct buf err = BUF_INIT;
+	int fd = ipc_connect(c->path, &err);
+	if (fd < 0) {
+		if (!c->warned)
+			log_warning("cannot reach smtp: %s; deliveries wait", buf_cstr(&err));
+		c->warned = true;
+		c->next_connect = time(NULL) + RECONNECT_SECS;
+		buf_free(&err);
+		return false;
+	}
+	buf_free(&err);
+	evutil_make_socket_nonblocking(fd);
+	c->bev = bufferevent_socket_new(c->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (c->warned)
+		log_info("connected to smtp");
+	c->warned = false;
+	return true;
+}
+
+bool qmgr_smtp_available(struct qmgr_smtp *c)
+{
+	return connect_smtp(c);
+}
+
+/* ---- jobs ----------------------------------------------------------------------- */
+
+static void frame_end(struct qmgr_job_builder *b, struct ipc_writer *w)
+{
+	struct buf err = BUF_INIT;
+	if (!ipc_write_end(w, &err)) {
+		log_error("job %" PRId64 ": %s", b->job_id, buf_cstr(&err));
+		b->failed = true;
+	}
+	buf_free(&err);
+}
+
+struct qmgr_job_builder *qmgr_smtp_begin(struct qmgr_smtp *c, int64_t job_id, const char *queue)
+{
+	struct qmgr_job_builder *b = c->builder;
+	buf_reset(&b->frames);
+	b->job_id = job_id;
+	b->failed = false;
+	b->qid[0] = '\0';
+	struct ipc_writer w;
+	ipc_write_begin(&w, &b->frames, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "job");
+	ipc_put_int(&w, IPC_ATTR_JOB_ID, job_id);
+	ipc_put_str(&w, IPC_ATTR_QUEUE, queue);
+	frame_end(b, &w);
+	return b;
+}
+
+static void put_if(struct ipc_writer *w, const struct ipc_msg *m, enum ipc_attr a)
+{
+	if (!ipc_msg_has(m, a))
+		return;
+	if (ipc_attr_type(a) == IPC_TYPE_INT)
+		ipc_put_int(w, a, ipc_msg_int(m, a));
+	else
+		ipc_put_str(w, a, ipc_msg_str(m, a));
+}
+
+bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const struct ipc_msg *env, struct buf *err)
+{
+	struct ipc_writer w;
+	ipc_write_begin(&w, &b->frames, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "message");
+	ipc_put_int(&w, IPC_ATTR_JOB_ID, b->job_id);
+	ipc_put_str(&w, IPC_ATTR_QUEUE_ID, qid);
+	ipc_put_str(&w, IPC_ATTR_SENDER, ipc_msg_str(env, IPC_ATTR_SENDER));
+	put_if(&w, env, IPC_ATTR_ENVID);
+	put_if(&w, env, IPC_ATTR_RET);
+	/* smtp knows 7BIT and 8BITMIME; BINARYMIME bodies go as 8BITMIME */
+	if (ipc_msg_has(env, IPC_ATTR_BODY_TYPE))
+		ipc_put_str(&w, IPC_ATTR_BODY_TYPE,
+		            strcmp(ipc_msg_str(env, IPC_ATTR_BODY_TYPE), "7BIT") == 0 ? "7BIT" : "8BITMIME");
+	put_if(&w, env, IPC_ATTR_SMTPUTF8);
+	ipc_put_int(&w, IPC_ATTR_SIZE, ipc_msg_int(env, IPC_ATTR_BODY_SIZE));
+	frame_end(b, &w);
+	memcpy(b->qid, qid, QMGR_QID_SIZE);
+	return !b->failed;
+}
+
+bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err)
+{
+	struct qmgr_rcpt r;
+	bool found;
+	if (!qmgr_store_get_rcpt(qmgr_sched_store(b->c->sched), qid, index, &r, &found, err))
+		return false;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &b->frames, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "recipient");
+	ipc_put_int(&w, IPC_ATTR_JOB_ID, b->job_id);
+	ipc_put_int(&w, IPC_ATTR_RCPT_INDEX, (int64_t)index);
+	ipc_put_str(&w, IPC_ATTR_RECIPIENT, r.address);
+	if (r.orcpt)
+		ipc_put_str(&w, IPC_ATTR_ORCPT, r.orcpt);
+	if (r.notify)
+		ipc_put_str(&w, IPC_ATTR_NOTIFY, r.notify);
+	frame_end(b, &w);
+	qmgr_rcpt_free(&r);
+	return !b->failed;
+}
+
+void qmgr_smtp_end_message(struct qmgr_job_builder *b)
+{
+	struct buf body = BUF_INIT, err = BUF_INIT;
+	if (!qmgr_store_read_body(qmgr_sched_store(b->c->sched), b->qid, &body, &err)) {
+		log_error("%s: cannot read the body: %s", b->qid, buf_cstr(&err));
+		b->failed = true;
+	}
+	for (size_t off = 0; !b->failed && off < body.len; off += IPC_DATA_MAX) {
+		size_t n = body.len - off < IPC_DATA_MAX ? body.len - off : IPC_DATA_MAX;
+		struct ipc_writer w;
+		ipc_write_begin(&w, &b->frames, 0);
+		ipc_put_str(&w, IPC_ATTR_REQUEST, "data");
+		ipc_put_int(&w, IPC_ATTR_JOB_ID, b->job_id);
+		ipc_put_data(&w, IPC_ATTR_DATA, body.data + off, n);
+		frame_end(b, &w);
+	}
+	buf_free(&body);
+	buf_free(&err);
+}
+
+bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send)
+{
+	struct qmgr_smtp *c = b->c;
+	if (!send || b->failed || c->bev == NULL)
+		return false;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &b->frames, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "run");
+	ipc_put_int(&w, IPC_ATTR_JOB_ID, b->job_id);
+	frame_end(b, &w);
+	if (b->failed)
+		return false;
+	bufferevent_write(c->bev, b->frames.data, b->frames.len);
+	buf_reset(&b->frames);
+	return true;
+}
+
+/* ---- life ----------------------------------------------------------------------- */
+
+struct qmgr_smtp *qmgr_smtp_new(struct event_base *base, const char *spool, struct qmgr_sched *sched)
+{
+	struct qmgr_smtp *c = mem_zalloc(sizeof(*c));
+	c->base = base;
+	c->sched = sched;
+	c->path = mem_asprintf("%s/private/smtp", spool);
+	c->builder = mem_zalloc(sizeof(*c->builder));
+	c->builder->c = c;
+	return c;
+}
+
+void qmgr_smtp_free(struct qmgr_smtp *c)
+{
+	if (c == NULL)
+		return;
+	if (c->bev)
+		bufferevent_free(c->bev);
+	buf_free(&c->builder->frames);
+	free(c->builder);
+	buf_free(&c->payload);
+	free(c->path);
+	free(c);
+}

@@ -1,0 +1,298 @@
+"""Integration tests of qmgr's scheduler: the real qmgr and smtp daemons
+standalone on one spool, tern-sink as the remote side (static routes to
+127.0.0.1), messages handed to qmgr over its enqueue socket.
+
+Covers: delivery and its accounting records, per-recipient 4xx and 5xx,
+connection failures retried per retry-after, bounce-after expiry, and
+kill -9 of qmgr while deliveries run (every recipient ends delivered or
+bounced, none delivered twice by qmgr's choice)."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TOP, ensure_tern_user, wait_for
+import ternqmgr
+from test_qmgr_enqueue import QMGR, Qmgr
+
+sys.path.insert(0, str(TOP / "test" / "sink"))
+import ternsink  # noqa: E402
+
+SMTP = pathlib.Path(os.environ.get("TERN_SMTP", TOP / "smtp" / "smtp"))
+SINK = TOP / "test" / "sink" / "tern-sink"
+BODY = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hello\r\n\r\nbody\r\n"
+
+pytestmark = pytest.mark.skipif(not SMTP.exists(), reason="the smtp delivery agent is not built")
+
+
+class Sink:
+    def __init__(self, directory, *args):
+        self.record = directory / f"sink{time.monotonic_ns()}.jsonl"
+        self.proc = subprocess.Popen([sys.executable, str(SINK), "--record", str(self.record), *map(str, args)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        fields = self.proc.stdout.readline().split()
+        assert fields[:1] == ["listening"], fields
+        self.port = int(fields[2])
+
+    def records(self, type=None):
+        return ternsink.read_records(self.record, type)
+
+    def delivered(self):
+        """Every recipient address the sink accepted a message for."""
+        return [r["address"] for m in self.records("message") if m.get("outcome") == "accepted"
+                for r in m.get("rcpts", [])]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc.stdout.close()
+
+
+class Queue(Qmgr):
+    """qmgr plus smtp on one spool, with our own configuration."""
+
+    def __init__(self, base, text):
+        super().__init__(base / "spool", log_dir=base)
+        self.base = base
+        self.text = text
+        self.smtp = None
+
+    def write_config(self):
+        self.config.write_text(f"spool {self.spool}\nsync-msg-create yes\nhost-name client.tern.test\n"
+                               + self.text)
+
+    def start(self, timeout=20):
+        super().start(timeout)
+        if self.smtp is None:
+            log = open(self.base / "smtp.log", "ab")
+            args = [str(SMTP), "-f", "-c", str(self.config)]
+            if os.geteuid() == 0:
+                args += ["-u", "nobody"]
+            self.smtp = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            log.close()
+
+    def enqueue(self, sender, rcpts, body=BODY, **env):
+        with ternqmgr.EnqueueClient(self.socket) as c:
+            reply = c.enqueue(sender, rcpts, body, **env)
+        assert reply["status"] == 250, reply
+        return reply["queue_id"]
+
+    def stop_all(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        if self.smtp and self.smtp.poll() is None:
+            self.smtp.send_signal(signal.SIGTERM)
+            self.smtp.wait(10)
+
+
+@pytest.fixture
+def base(tmp_path_factory):
+    import shutil
+    import tempfile
+    path = pathlib.Path(tempfile.mkdtemp(prefix="tern-qmgr-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def setup(base):
+    started = []
+
+    def make(domain_text, *sink_args):
+        sink = Sink(base, *sink_args)
+        q = Queue(base, domain_text.replace("PORT", str(sink.port)) + "</domain>\n")
+        started.append((q, sink))
+        q.start()
+        return q, sink
+
+    yield make
+    for q, sink in started:
+        q.stop_all()
+        sink.stop()
+
+
+def outbox(q):
+    """The outbox lines of `qmgr -L`, split: outbox, seq, type, qid, index."""
+    return [line.split("\t") for line in q.offline("-L").decode().splitlines() if line.startswith("outbox\t")]
+
+
+ROUTE = "<domain example.net>\n  smtp-hosts [127.0.0.1]:PORT\n"
+
+
+def test_delivery_writes_d_records_and_empties_the_queue(setup):
+    q, sink = setup(ROUTE)
+    qid = q.enqueue("a@example.org", ["one@example.net", "two@example.net"])
+    wait_for(lambda: sorted(sink.delivered()) == ["one@example.net", "two@example.net"], 15,
+             what="delivery")
+    wait_for(lambda: "delivered" in q.log() and q.log().count(f"{qid}: recipient") >= 2, 10, what="results")
+    q.stop()
+    listing = q.offline("-L").decode()
+    assert f"message\t{qid}" not in listing  # done: nothing of it stays
+    types = [line.split("\t")[2] for line in listing.splitlines() if line.startswith("outbox\t")]
+    assert sorted(types) == ["d", "d", "r", "r"]
+
+
+def test_4xx_is_retried_and_5xx_bounced(setup):
+    q, sink = setup(ROUTE + "  retry-recipients-after 1s\n",
+                    "--rcpt", "^bad@=550 5.1.1 no such user",
+                    "--rule", '{"command": "RCPT", "times": 1, "match": "^busy@", "reply": "450 4.2.0 busy"}')
+    qid = q.enqueue("a@example.org", ["busy@example.net", "bad@example.net"])
+    wait_for(lambda: "busy@example.net" in sink.delivered(), 20, what="the retry")
+    assert "bad@example.net" not in sink.delivered()
+    q.stop()
+    types = sorted(f[2] for f in outbox(q) if f[3] == qid)
+    assert types == ["b", "d", "r", "r", "t"]
+
+
+def test_connection_failures_follow_retry_after_then_expire(setup, base):
+    # Nothing listens on the route's port: every attempt is a queue-level
+    # failure; bounce-after ends it.
+    q, sink = setup("<domain example.net>\n  smtp-hosts [127.0.0.1]:1\n"
+                    "  retry-after 1s, 2s\n  bounce-after 5s\n")
+    qid = q.enqueue("", ["x@example.net"])  # null sender: no DSN
+    wait_for(lambda: f"{qid}: recipient 0, queue example.net/{{default}}: bounced" in q.log(), 20,
+             what="the expiry")
+    log = q.log()
+    assert log.count("queue example.net/{default}: connect-failed") >= 2
+    assert "next retry in 1s" in log and "next retry in 2s" in log
+    q.stop()
+    listing = q.offline("-L").decode()
+    types = [line.split("\t")[2] for line in listing.splitlines() if line.startswith("outbox\t")]
+    assert types[0] == "r" and types[-1] == "b" and "tq" in types
+
+
+def test_kill_9_during_deliveries_loses_nothing(setup):
+    q, sink = setup(ROUTE + "  max-smtp-out 4\n", "--delay", "0.05")
+    rcpts = [f"r{i}@example.net" for i in range(60)]
+    for i in range(0, 60, 3):
+        q.enqueue("a@example.org", rcpts[i:i + 3])
+    wait_for(lambda: len(sink.delivered()) >= 3, 10, what="deliveries under way")
+    q.kill()
+    before = len(sink.delivered())
+    q.proc = None
+    q.start()
+    wait_for(lambda: set(sink.delivered()) == set(rcpts), 30, what="every recipient delivered")
+    q.stop()
+    listing = q.offline("-L").decode()
+    assert "message\t" not in listing
+    delivered = sink.delivered()
+    # A recipient sent twice can only be one whose result the kill cut off
+    # (at most one job per connection: max-smtp-out 4).
+    twice = len(delivered) - len(set(delivered))
+    print(f"\nkill -9 during delivery ({before} delivered before it): {len(set(delivered))} recipients "
+          f"delivered, {twice} sent again")
+    assert twice <= 12
+
+
+def test_expiry_sends_an_rfc3464_dsn_unless_notify_never(setup):
+    import email
+    q, sink = setup("<domain example.net>\n  smtp-hosts [127.0.0.1]:PORT\n  bounce-after 2s\n"
+                    "  retry-recipients-after 1s\n</domain>\n<domain example.org>\n"
+                    "  smtp-hosts [127.0.0.1]:PORT\n",
+                    "--rcpt", "^(late|quiet)@=450 4.2.0 try later")
+    qid = q.enqueue("sender@example.org", [("late@example.net", {"orcpt": "rfc822;Late@example.net"}),
+                                           ("quiet@example.net", {"notify": "NEVER"})],
+                    envid="ENV-1", ret="HDRS")
+    dsns = wait_for(lambda: [m for m in sink.records("message") if m["mail_from"] == ""], 20, what="the DSN")
+    time.sleep(1.5)
+    assert len([m for m in sink.records("message") if m["mail_from"] == ""]) == 1  # none for NEVER
+    assert [r["address"] for r in dsns[0]["rcpts"]] == ["sender@example.org"]
+    msg = email.message_from_string(dsns[0]["data"])
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    human, status, original = msg.get_payload()
+    assert human.get_content_type() == "text/plain"
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, per_rcpt = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; client.tern.test"
+    assert per_message["Original-Envelope-Id"] == "ENV-1"
+    assert per_rcpt["Final-Recipient"] == "rfc822; late@example.net"
+    assert per_rcpt["Original-Recipient"] == "rfc822; Late@example.net"
+    assert per_rcpt["Action"] == "failed"
+    assert per_rcpt["Status"] == "4.4.7"
+    assert "4.2.0 try later" in per_rcpt["Diagnostic-Code"]
+    assert original.get_content_type() == "text/rfc822-headers"
+    assert "Subject: hello" in original.get_payload()
+    assert qid in q.log()
+
+
+ACCTD = pathlib.Path(os.environ.get("TERN_ACCTD", TOP / "acctd" / "acctd"))
+
+
+@pytest.mark.skipif(not ACCTD.exists(), reason="acctd is not built")
+def test_outbox_reaches_acctd_once_it_is_up_and_is_emptied(setup, base):
+    import csv
+    q, sink = setup(ROUTE + "</domain>\n<acct-file " + str(base / "log" / "acct.csv") + ">\n"
+                    "  records r, d\n</acct-file>\n<domain example.net>\n")
+    qid = q.enqueue("a@example.org", ["one@example.net", "two@example.net"])
+    wait_for(lambda: len(sink.delivered()) == 2, 15, what="delivery")
+    # acctd was down all along: the records waited; now it comes up.
+    log = open(base / "acctd.log", "ab")
+    args = [str(ACCTD), "-f", "-c", str(q.config)] + (["-u", "nobody"] if os.geteuid() == 0 else [])
+    acctd = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=dict(os.environ, TZ="UTC"))
+    log.close()
+    try:
+        path = base / "log" / "acct.csv"
+
+        def rows():
+            if not path.exists():
+                return []
+            return list(csv.DictReader(path.read_text().splitlines()))
+        got = wait_for(lambda: len(rows()) == 4 and rows(), 20, what="4 accounting rows")
+        assert sorted(r["type"] for r in got) == ["d", "d", "r", "r"]
+        d = [r for r in got if r["type"] == "d"]
+        assert {r["rcpt"] for r in d} == {"one@example.net", "two@example.net"}
+        assert all(r["orig"] == "a@example.org" and r["dsnAction"] == "relayed" and r["dsnStatus"].startswith("2.")
+                   and r["dlvDestinationIp"] == "127.0.0.1" for r in d)
+        q.stop()
+        assert outbox(q) == []
+    finally:
+        acctd.send_signal(signal.SIGTERM)
+        acctd.wait(10)
+
+
+def test_smtplib_to_sink_through_every_daemon_under_master(tern, base):
+    """A user's session: a message sent with smtplib to smtpd comes out of
+    smtp at the sink, and acctd writes its r and d lines."""
+    import csv
+    import smtplib
+    sink = Sink(base)
+    try:
+        acct = tern.base / "acct" / "acct.csv"  # acctd makes the directory for its user
+        tern.write_config(f"<domain example.net>\n  smtp-hosts [127.0.0.1]:{sink.port}\n</domain>\n"
+                          f"<acct-file {acct}>\n  records r, d\n</acct-file>\n"
+                          "<source 127.0.0.1>\n  always-allow-relaying yes\n</source>\n")
+        tern.start()
+        with smtplib.SMTP("127.0.0.1", tern.port, timeout=10) as s:
+            s.sendmail("a@example.org", ["u1@example.net", "u2@example.net"], BODY)
+        wait_for(lambda: sorted(sink.delivered()) == ["u1@example.net", "u2@example.net"], 15, what="delivery")
+
+        def rows():
+            return list(csv.DictReader(acct.read_text().splitlines())) if acct.exists() else []
+        got = wait_for(lambda: len(rows()) == 4 and rows(), 15, what="accounting")
+        assert sorted(r["type"] for r in got) == ["d", "d", "r", "r"]
+        status = tern.ctl("show", "status", "--json").json()
+        assert status["traffic"]["total"]["out"]["rcp"] == 2
+    finally:
+        sink.stop()
+
+
+def test_reload_applies_new_queue_settings(setup):
+    """max-smtp-out 0 holds the queue; after SIGHUP with the hold gone the
+    message goes out."""
+    q, sink = setup(ROUTE + "  max-smtp-out 0\n")
+    q.enqueue("a@example.org", ["held@example.net"])
+    time.sleep(1.5)
+    assert sink.delivered() == []
+    q.text = q.text.replace("  max-smtp-out 0\n", "")
+    q.write_config()
+    q.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sink.delivered() == ["held@example.net"], 10, what="delivery after the reload")
+    assert "configuration reloaded" in q.log()
