@@ -204,6 +204,9 @@ struct smtpd_server {
 	bool stopping;
 	struct event *drain_timer;
 	unsigned long next_session_id;
+	/* Connections to qmgr between messages, reused by the next one. */
+	struct bufferevent **idle_qmgr;
+	size_t nidle_qmgr;
 };
 
 void smtpd_server_session_gone(struct smtpd_server *srv, struct smtpd_session *s);
@@ -363,5 +366,7 @@ size_t smtpd_enqueue_pending(const struct smtpd_enqueue *e);
 void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done);
 /* Abandons the message (qmgr drops what it received). */
 void smtpd_enqueue_abort(struct smtpd_enqueue *e);
+/* Closes the idle connections to qmgr (stop, reload). */
+void smtpd_enqueue_pool_clear(struct smtpd_server *srv);
 
 #endif

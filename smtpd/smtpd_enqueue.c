@@ -42,6 +42,9 @@
 #define ENQUEUE_LOW (256 * 1024)
 /* How long qmgr may take to make a message durable. */
 #define ENQUEUE_REPLY_SECONDS 120
+/* Idle connections to qmgr kept for the next messages: a connect per
+ * message costs smtpd and qmgr more than the message's own frames. */
+#define ENQUEUE_POOL_MAX 16
 
 struct smtpd_enqueue {
 	struct smtpd_session *session;
@@ -164,13 +167,70 @@ static void flush_chunk(struct smtpd_enqueue *e)
 	buf_reset(&e->chunk);
 }
 
+/* ---- the pool of idle connections -------------------------------------------------- */
+
+static void pool_remove(struct smtpd_server *srv, struct bufferevent *bev)
+{
+	for (size_t i = 0; i < srv->nidle_qmgr; i++) {
+		if (srv->idle_qmgr[i] != bev)
+			continue;
+		srv->idle_qmgr[i] = srv->idle_qmgr[--srv->nidle_qmgr];
+		bufferevent_free(bev);
+		return;
+	}
+}
+
+/* An idle connection that qmgr closes (a restart) or talks on is dropped. */
+static void on_idle_event(struct bufferevent *bev, short what, void *arg)
+{
+	pool_remove(arg, bev);
+}
+
+static void on_idle_read(struct bufferevent *bev, void *arg)
+{
+	pool_remove(arg, bev);
+}
+
+/* Keeps a connection whose message qmgr has answered; false when the pool
+ * is full or smtpd is stopping (the caller then closes it). */
+static bool pool_put(struct smtpd_server *srv, struct bufferevent *bev)
+{
+	if (srv->stopping || srv->nidle_qmgr >= ENQUEUE_POOL_MAX || evbuffer_get_length(bufferevent_get_input(bev)) ||
+	    evbuffer_get_length(bufferevent_get_output(bev)))
+		return false;
+	if (srv->idle_qmgr == NULL)
+		srv->idle_qmgr = mem_calloc(ENQUEUE_POOL_MAX, sizeof(*srv->idle_qmgr));
+	bufferevent_setcb(bev, on_idle_read, NULL, on_idle_event, srv);
+	bufferevent_set_timeouts(bev, NULL, NULL);
+	bufferevent_enable(bev, EV_READ);
+	srv->idle_qmgr[srv->nidle_qmgr++] = bev;
+	return true;
+}
+
+static struct bufferevent *pool_take(struct smtpd_server *srv)
+{
+	return srv->nidle_qmgr ? srv->idle_qmgr[--srv->nidle_qmgr] : NULL;
+}
+
+void smtpd_enqueue_pool_clear(struct smtpd_server *srv)
+{
+	while (srv->nidle_qmgr)
+		bufferevent_free(srv->idle_qmgr[--srv->nidle_qmgr]);
+	free(srv->idle_qmgr);
+	srv->idle_qmgr = NULL;
+}
+
 /* ---- the answer ------------------------------------------------------------------------ */
 
 static void finish(struct smtpd_enqueue *e, int code, const char *queue_id, const char *reason)
 {
 	smtpd_enqueue_done_fn done = e->done;
 	struct smtpd_session *s = e->session;
+	struct smtpd_server *srv = s->srv;
 	e->done = NULL;
+	/* qmgr answered (code != 0): the connection is ready for another message. */
+	if (code != 0 && !e->failed && e->bev && pool_put(srv, e->bev))
+		e->bev = NULL;
 	if (done)
 		done(s, code, queue_id, reason);
 	enqueue_free(e);
@@ -257,14 +317,18 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 
 struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *err)
 {
-	int fd = ipc_connect_nonblocking(s->conf->qmgr_socket, err);
-	if (fd < 0)
-		return NULL;
+	struct bufferevent *bev = pool_take(s->srv);
+	if (bev == NULL) {
+		int fd = ipc_connect_nonblocking(s->conf->qmgr_socket, err);
+		if (fd < 0)
+			return NULL;
+		bev = bufferevent_socket_new(s->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		if (bev == NULL)
+			log_fatal("cannot create a bufferevent");
+	}
 	struct smtpd_enqueue *e = mem_zalloc(sizeof(*e));
 	e->session = s;
-	e->bev = bufferevent_socket_new(s->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (e->bev == NULL)
-		log_fatal("cannot create a bufferevent");
+	e->bev = bev;
 	bufferevent_setcb(e->bev, on_reply, on_written, on_event, e);
 	bufferevent_setwatermark(e->bev, EV_WRITE, ENQUEUE_LOW, 0);
 	/* a qmgr that stops reading must not hold the client forever */

@@ -3,6 +3,7 @@
  * (AUTH) and the DATA end-of-message scanner.  The first byte picks the
  * parser; for the scanner the input is fed in chunks whose sizes come from
  * the input too, and the scanner must only ever end at CRLF.CRLF. */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,37 +47,52 @@ static void fuzz_values(const char *text, size_t len)
 	buf_free(&out);
 }
 
-/* Feeds the data in chunks of 1..16 octets, sizes taken from the data. */
-static void fuzz_scanner(const uint8_t *data, size_t len)
+/* Runs the scanner over data in chunks of 1..16 octets (sizes taken from
+ * the data) or, with whole, in one piece; returns the result and leaves the
+ * unstuffed text in out and the octets used in *used. */
+static enum smtpd_scan_result scan(const uint8_t *data, size_t len, bool whole, struct buf *out, size_t *used)
 {
 	struct smtpd_scan scan;
-	struct buf out = BUF_INIT;
 	smtpd_scan_init(&scan);
 	size_t pos = 0;
+	enum smtpd_scan_result r = SMTPD_SCAN_MORE;
 	while (pos < len) {
-		size_t chunk = 1 + data[pos] % 16;
+		size_t chunk = whole ? len - pos : 1 + data[pos] % 16;
 		if (chunk > len - pos)
 			chunk = len - pos;
 		size_t consumed = 0;
-		enum smtpd_scan_result r = smtpd_scan_data(&scan, (const char *)data + pos, chunk, &consumed, &out);
-		if (consumed > chunk)
+		r = smtpd_scan_data(&scan, (const char *)data + pos, chunk, &consumed, out);
+		if (consumed > chunk || (r == SMTPD_SCAN_MORE && consumed != chunk))
 			abort();
 		pos += consumed;
-		if (r == SMTPD_SCAN_END) {
-			/* The message may only end right after "\r\n.\r\n" (or a
-			 * lone ".\r\n" as the very first line). */
-			bool at_start = pos == 3;
-			if (pos < 3 || memcmp(data + pos - 3, ".\r\n", 3) != 0 ||
-			    (!at_start && (pos < 5 || memcmp(data + pos - 5, "\r\n", 2) != 0)))
-				abort();
-			break;
-		}
 		if (r != SMTPD_SCAN_MORE)
 			break;
-		if (consumed != chunk)
+	}
+	*used = pos;
+	return r;
+}
+
+/* The scanner must end only right after "\r\n.\r\n" (or a lone ".\r\n"
+ * as the very first line), and what it makes of the data must not depend
+ * on how the data was split into reads. */
+static void fuzz_scanner(const uint8_t *data, size_t len)
+{
+	struct buf pieces = BUF_INIT, whole = BUF_INIT;
+	size_t used_pieces, used_whole;
+	enum smtpd_scan_result r = scan(data, len, false, &pieces, &used_pieces);
+	enum smtpd_scan_result r_whole = scan(data, len, true, &whole, &used_whole);
+	if (r != r_whole || used_pieces != used_whole || pieces.len != whole.len ||
+	    (pieces.len && memcmp(pieces.data, whole.data, pieces.len) != 0))
+		abort();
+	if (r == SMTPD_SCAN_END) {
+		size_t pos = used_pieces;
+		bool at_start = pos == 3;
+		if (pos < 3 || memcmp(data + pos - 3, ".\r\n", 3) != 0 ||
+		    (!at_start && (pos < 5 || memcmp(data + pos - 5, "\r\n", 2) != 0)))
 			abort();
 	}
-	buf_free(&out);
+	buf_free(&pieces);
+	buf_free(&whole);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

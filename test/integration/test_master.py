@@ -306,3 +306,21 @@ def test_reload_lets_sessions_in_flight_finish(tern):
     s.quit()
     wait_for(lambda: not any(alive(p) for p in old), what="the old workers to finish")
     assert smtp_greeting(second).startswith("220 ")
+
+
+def test_smtpd_reconnects_to_a_restarted_qmgr(tern):
+    """smtpd keeps its connections to qmgr between messages; when qmgr is
+    killed and comes back, the next message still gets its 250."""
+    import smtplib
+    tern.write_config("<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
+                      "<domain *>\n    max-smtp-out 0\n</domain>\n")
+    tern.start()
+    body = b"Subject: pooled\r\n\r\nhello\r\n"
+    for round_ in range(3):
+        for _ in range(4):
+            with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
+                assert s.sendmail("a@tern.test", ["b@example.com"], body) == {}
+        victim = tern.service("qmgr")["pids"][0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in tern.service("qmgr")["pids"] and tern.service("qmgr")["ready"] == 1,
+                 what="qmgr back")
