@@ -40,6 +40,10 @@ struct qmgr_sched {
 	const struct conf *conf;
 	struct qmgr_smtp *smtp;
 	struct event *tick;
+	/* the queues found at start whose recipients are still to count */
+	struct qmgr_squeue **to_count;
+	size_t ncount, counted;
+	struct event *count_ev;
 	struct qmgr_squeue *queues;                /* by priority, highest first */
 	struct qmgr_squeue *by_name[HASH_BUCKETS]; /* the same, hashed */
 	struct inflight *inflight[HASH_BUCKETS];   /* recipients in jobs */
@@ -176,22 +180,45 @@ static struct qmgr_squeue *queue_add(struct qmgr_sched *s, const char *name, con
 
 static bool count_one(void *ctx, const char *qid, size_t index, int64_t due)
 {
-	((struct qmgr_squeue *)ctx)->rcpts++;
+	(*(uint64_t *)ctx)++;
 	return true;
 }
 
-/* At start the waiting recipients are counted once, from due.db; from
- * then on the counts follow every change. */
+/* The waiting recipients of the queues found at start are counted from
+ * due.db in slices of ~20 ms, so qmgr serves from the first moment even
+ * with a million recipients.  A count replaces what enqueues and results
+ * did to the queue meanwhile: the walk sees the database as it is now. */
+static void count_slice(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr_sched *s = arg;
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	do {
+		if (s->counted == s->ncount) {
+			log_info("%zu queues counted", s->ncount);
+			return;
+		}
+		struct qmgr_squeue *q = s->to_count[s->counted++];
+		uint64_t n = 0;
+		struct buf err = BUF_INIT;
+		if (!qmgr_store_walk_queue(s->st, q->name, count_one, &n, &err))
+			log_error("queue %s: %s", q->name, buf_cstr(&err));
+		buf_free(&err);
+		q->rcpts = n;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < 20);
+	struct timeval zero = {0, 0};
+	evtimer_add(s->count_ev, &zero);
+}
+
 static bool load_queue(void *ctx, const char *name, const struct qmgr_queue_state *state)
 {
 	struct qmgr_sched *s = ctx;
 	struct qmgr_squeue *q = qmgr_sched_find(s, name);
 	if (q == NULL)
 		q = queue_add(s, name, state);
-	struct buf err = BUF_INIT;
-	if (!qmgr_store_walk_queue(s->st, name, count_one, q, &err))
-		log_error("queue %s: %s", name, buf_cstr(&err));
-	buf_free(&err);
+	s->to_count = mem_reallocarray(s->to_count, s->ncount + 1, sizeof(*s->to_count));
+	s->to_count[s->ncount++] = q;
 	return true;
 }
 
@@ -722,6 +749,19 @@ void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf)
 
 /* ---- life -------------------------------------------------------------------- */
 
+static void free_queues(struct qmgr_sched *s)
+{
+	free(s->to_count);
+	s->to_count = NULL;
+	while (s->queues) {
+		struct qmgr_squeue *q = s->queues;
+		s->queues = q->next;
+		free(q->name);
+		free(q->last_error);
+		free(q);
+	}
+}
+
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
                                     const char *spool, struct buf *err)
 {
@@ -734,11 +774,15 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 	s->counters.last_minute.unit = 1;
 	s->counters.last_hour.unit = 60;
 	if (!qmgr_store_walk_queues(st, load_queue, s, err)) {
+		free_queues(s);
 		free(s);
 		return NULL;
 	}
 	s->smtp = qmgr_smtp_new(base, spool, s);
 	s->tick = evtimer_new(base, on_tick, s);
+	s->count_ev = evtimer_new(base, count_slice, s);
+	struct timeval zero = {0, 0};
+	evtimer_add(s->count_ev, &zero);
 	qmgr_sched_kick(s);
 	return s;
 }
@@ -752,12 +796,7 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 	while (s->jobs)
 		job_free(s, s->jobs);
 	event_free(s->tick);
-	while (s->queues) {
-		struct qmgr_squeue *q = s->queues;
-		s->queues = q->next;
-		free(q->name);
-		free(q->last_error);
-		free(q);
-	}
+	event_free(s->count_ev);
+	free_queues(s);
 	free(s);
 }

@@ -75,6 +75,13 @@ def test_show_pause_resume_schedule_list_delete(tern):
              what="the outbox to drain")
     assert "Traffic" in tern.ctl("show", "status").out
 
+    # after a restart the waiting recipients are counted again from the queue
+    enqueue(tern, "c@example.org", ["v@one.test", "u@one.test"])
+    tern.stop()
+    tern.start()
+    wait_for(lambda: {n: x["rcpts"] for n, x in queues(tern).items()} == {"one.test/{default}": 2}, 10,
+             what="the counts after a restart")
+
 
 def test_queue_recover_refuses_while_tern_runs(tern):
     tern.write_config(UNREACHABLE)
