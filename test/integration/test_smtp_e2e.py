@@ -1,0 +1,69 @@
+"""Outbound policy end to end, under master with every daemon: qmgr's
+scheduler hands the jobs to smtp, which meets tern-sink.  A domain that
+requires STARTTLS never gets a byte of the message from a server without
+it, and bounces after bounce-after with a DSN to the sender; max-smtp-out
+bounds the connections to a destination."""
+import email
+import email.policy
+import smtplib
+
+from conftest import wait_for
+from test_qmgr_delivery import Sink
+
+
+def mail(tern, sender, rcpts, subject="e2e"):
+    body = f"From: {sender}\r\nSubject: {subject}\r\n\r\nhello\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
+        assert s.sendmail(sender, rcpts, body) == {}
+
+
+def test_require_starttls_defers_then_bounces_without_sending_in_clear(tern):
+    plain = Sink(tern.base, "--no-starttls")
+    senders = Sink(tern.base, "--no-starttls")  # where the DSN goes
+    try:
+        tern.write_config(
+            "<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
+            f"<domain secure.example>\n    smtp-hosts [127.0.0.1]:{plain.port}\n    use-starttls yes\n"
+            "    require-starttls yes\n    retry-after 1s\n    bounce-after 4s\n</domain>\n"
+            f"<domain sender.example>\n    smtp-hosts [127.0.0.1]:{senders.port}\n</domain>\n")
+        tern.start()
+        mail(tern, "alice@sender.example", ["bob@secure.example"])
+        # Deferred and retried: several sessions, none ever past EHLO.
+        wait_for(lambda: len(plain.records("session")) >= 2, 15, what="a retry")
+        dsn = wait_for(lambda: [m for m in senders.records("message") if m.get("outcome") == "accepted"], 30,
+                       what="the DSN")
+        for session in plain.records("session"):
+            verbs = [c["verb"] for c in session["commands"]]
+            assert "EHLO" in verbs, session
+            assert not {"MAIL", "RCPT", "DATA", "BDAT"} & set(verbs), session
+        assert plain.delivered() == []
+        assert dsn[0]["mail_from"] == ""  # a DSN has the null sender
+        assert [r["address"] for r in dsn[0]["rcpts"]] == ["alice@sender.example"]
+        report = email.message_from_string(dsn[0]["data"], policy=email.policy.default)
+        assert report.get_content_type() == "multipart/report"
+        status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+        text = status.as_string()
+        assert "bob@secure.example" in text and "Action: failed" in text
+        assert "STARTTLS required" in text
+        r = tern.ctl("show", "queues", "--json")
+        assert r.rc == 0, r.err
+    finally:
+        plain.stop()
+        senders.stop()
+
+
+def test_max_smtp_out_bounds_connections(tern):
+    sink = Sink(tern.base, "--delay", "0.05")
+    try:
+        tern.write_config("<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
+                          f"<domain busy.example>\n    smtp-hosts [127.0.0.1]:{sink.port}\n"
+                          "    max-smtp-out 3\n    max-msg-per-connection 5\n</domain>\n")
+        tern.start()
+        rcpts = [f"user{i}@busy.example" for i in range(50)]
+        for r in rcpts:
+            mail(tern, "alice@tern.test", [r])
+        wait_for(lambda: sorted(set(sink.delivered())) == sorted(rcpts), 60, what="all 50 delivered")
+        most = max(c.get("max_concurrent", c.get("concurrent", 0)) for c in sink.records("connect"))
+        assert 1 <= most <= 3, most
+    finally:
+        sink.stop()
