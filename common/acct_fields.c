@@ -102,6 +102,16 @@ static const struct field fields[] = {
 
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
+size_t acct_field_count(void)
+{
+	return NFIELDS;
+}
+
+const char *acct_field_name(size_t i)
+{
+	return i < NFIELDS ? fields[i].name : NULL;
+}
+
 static int field_index(const char *name)
 {
 	for (size_t i = 0; i < NFIELDS; i++)

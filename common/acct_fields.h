@@ -27,6 +27,9 @@ const char *acct_type_name(enum acct_type type);
 /* The field's name as tern writes it ("dlvTlsProtocol" for "dlvtlsprotocol"),
  * or NULL when the field is unknown.  header_Name columns are not fields. */
 const char *acct_field_canonical(const char *name);
+/* The known fields, for listings and suggestions: field i's name. */
+size_t acct_field_count(void);
+const char *acct_field_name(size_t i);
 /* True for "header_Name" with a valid header name. */
 bool acct_field_is_header(const char *name);
 

@@ -10,6 +10,8 @@
  * acts on today; CONF_PENDING what is recognised but not yet acted on. */
 #include "conf_internal.h"
 
+#include "acct_fields.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -627,62 +629,20 @@ const char *conf_record_type(const char *name)
 	return NULL;
 }
 
-/* Every field of every record type (the defaults of "*" and the optional
- * ones); which type carries which is acctd's business. */
-static const char *const record_fields[] = {
-    "type",
-    "timeLogged",
-    "timeQueued",
-    "timeFirstAttempt",
-    "totalSecondsQueued",
-    "timeImprinted",
-    "orig",
-    "rcpt",
-    "orcpt",
-    "dsnAction",
-    "dsnStatus",
-    "dsnDiag",
-    "dsnMta",
-    "dsnReportingMta",
-    "bounceCat",
-    "srcType",
-    "srcMta",
-    "dlvType",
-    "dlvSourceIp",
-    "dlvDestinationIp",
-    "dlvEsmtpAvailable",
-    "dlvSize",
-    "dlvTlsProtocol",
-    "dlvTlsCipher",
-    "vmta",
-    "vmtaPool",
-    "jobId",
-    "envId",
-    "queue",
-    "userString",
-    "rcvSourceIp",
-    "rcvSmtpUser",
-    "format",
-    "feedbackType",
-    "userAgent",
-    "reportingMta",
-    "reportedDomain",
-    "repSourceIp",
-};
-
-#define NFIELDS (sizeof record_fields / sizeof record_fields[0])
 
 bool conf_record_field_known(const char *name, const char **suggestion)
 {
 	size_t best = 4;
 	*suggestion = NULL;
-	for (size_t i = 0; i < NFIELDS; i++) {
-		if (strcasecmp(name, record_fields[i]) == 0)
+	/* The fields are those acctd knows (common/acct_fields.c): one list. */
+	for (size_t i = 0; i < acct_field_count(); i++) {
+		const char *field = acct_field_name(i);
+		if (strcasecmp(name, field) == 0)
 			return true;
-		size_t dist = conf_edit_distance(name, record_fields[i], best - 1);
+		size_t dist = conf_edit_distance(name, field, best - 1);
 		if (dist < best) {
 			best = dist;
-			*suggestion = record_fields[i];
+			*suggestion = field;
 		}
 	}
 	return false;
