@@ -30,7 +30,7 @@ enum ipc_type {
 	/* every request: the verb, and replies: the outcome */                                                        \
 	X(REQUEST, "request", IPC_TYPE_STR, 32)                                                                        \
 	X(STATUS, "status", IPC_TYPE_INT, 8)                                                                           \
-	X(REASON, "reason", IPC_TYPE_STR, 16384)                                                                        \
+	X(REASON, "reason", IPC_TYPE_STR, 16384)                                                                       \
 	X(SEQ, "seq", IPC_TYPE_INT, 8)                                                                                 \
 	/* the message envelope (smtpd -> qmgr, qmgr -> smtp) */                                                       \
 	X(QUEUE_ID, "queue_id", IPC_TYPE_STR, 32)                                                                      \
@@ -65,7 +65,7 @@ enum ipc_type {
 	X(RELOADS, "reloads", IPC_TYPE_INT, 8)                                                                         \
 	X(VERSION, "version", IPC_TYPE_STR, 64)                                                                        \
 	X(CONFIG, "config", IPC_TYPE_STR, 4096)                                                                        \
-	/* added by master to requests it relays: "admin" or "reader" */                                                \
+	/* added by master to requests it relays: "admin" or "reader" */                                               \
 	X(ROLE, "role", IPC_TYPE_STR, 16)                                                                              \
 	/* delivery jobs and their results (qmgr <-> smtp) */                                                          \
 	X(VMTA, "vmta", IPC_TYPE_STR, IPC_HOST_MAX)                                                                    \
@@ -147,7 +147,7 @@ enum ipc_type {
 	X(RECEIVED_RCPTS, "received_rcpts", IPC_TYPE_INT, 8)                                                           \
 	X(OUTBOX_PENDING, "outbox_pending", IPC_TYPE_INT, 8)                                                           \
 	X(PRIORITY, "priority", IPC_TYPE_INT, 8)                                                                       \
-	/* a recipient's record: delay notices sent so far (NOTIFY=DELAY) */                                            \
+	/* a recipient's record: delay notices sent so far (NOTIFY=DELAY) */                                           \
 	X(DELAY_NOTICES, "delay_notices", IPC_TYPE_INT, 8)
 
 enum ipc_attr {

@@ -326,7 +326,11 @@ const struct conf_directive conf_directives[] = {
     {.name = "smtp-hosts", .type = CONF_T_SMTP_HOSTS, .scopes = D, .flags = CONF_SUPPORTED},
     {.name = "smtp-ip", .type = CONF_T_IP, .scopes = G, .flags = CONF_PENDING},
     {.name = "smtp-listener", .type = CONF_T_LISTEN, .scopes = G, .flags = CONF_SUPPORTED | CONF_MULTI},
-    {.name = "smtp-max-auth-failure-rate", .type = CONF_T_RATE, .scopes = S, .def = "unlimited", .flags = CONF_SUPPORTED},
+    {.name = "smtp-max-auth-failure-rate",
+     .type = CONF_T_RATE,
+     .scopes = S,
+     .def = "unlimited",
+     .flags = CONF_SUPPORTED},
     {.name = "smtp-out-rampup-interval", .type = CONF_T_INTERVAL, .scopes = D, .def = "0", .flags = CONF_PENDING},
     {.name = "smtp-pattern-list", .type = CONF_T_STRING, .scopes = D, .flags = CONF_PENDING},
     {.name = "smtp-port", .type = CONF_T_UINT, .scopes = G, .flags = CONF_PENDING, .max = 65535},
@@ -628,7 +632,6 @@ const char *conf_record_type(const char *name)
 			return record_types[i][0];
 	return NULL;
 }
-
 
 bool conf_record_field_known(const char *name, const char **suggestion)
 {
