@@ -370,10 +370,18 @@ struct qmgr_counters {
 	int64_t started;
 };
 
-/* Called before a recipient is marked bounced, to queue its DSN; with
- * delayed true, for a delay notice (NOTIFY=DELAY). */
-typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, size_t index, const char *reason,
-                               const struct ipc_msg *detail, bool delayed);
+/* One recipient of a message that failed (or, for a delay notice, is
+ * delayed): what its DSN reports. */
+struct qmgr_failure {
+	size_t index;
+	const char *reason;
+	const struct ipc_msg *detail; /* smtp's result frame, or NULL */
+};
+
+/* Called before recipients of one message are marked bounced, to queue
+ * one DSN listing them all; with delayed true, for a delay notice
+ * (NOTIFY=DELAY). */
+typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, const struct qmgr_failure *failures, size_t n, bool delayed);
 
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
                                     const char *spool, struct buf *err);
@@ -396,8 +404,10 @@ void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_
 struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s);
 void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
 /* From the smtp client: a recipient's result, a job's end (m NULL: the
- * connection was lost), every job lost at once. */
-void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
+ * connection was lost), every job lost at once.  A bounce's result frame
+ * is taken over (m left empty): the job's bounces are applied together
+ * at its end, so a message gets one DSN for all of them. */
+void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m);
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
 void qmgr_sched_lost(struct qmgr_sched *s);
 

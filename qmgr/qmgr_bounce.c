@@ -7,7 +7,8 @@
  *   human part, message/delivery-status and the original headers or the
  *   whole message (RET, else dsn-return-default of the message's source).
  *   Never for a null sender; NOTIFY=NEVER, or a NOTIFY without FAILURE,
- *   means none.  A DSN is queued as a new message with a null sender, so
+ *   means none.  One DSN lists every recipient of a message that failed
+ *   together (a job's results, a scheduler pass).  A DSN is queued as a new message with a null sender, so
  *   it can never cause another one. */
 #include "qmgr.h"
 
@@ -162,15 +163,48 @@ static void failure_status(const char *reason, const struct ipc_msg *detail, str
 		buf_puts(out, "5.0.0");
 }
 
-struct dsn_facts {
-	const struct ipc_msg *env;
-	const struct qmgr_rcpt *r;
-	const char *qid;
+/* One recipient in a DSN. */
+struct dsn_rcpt {
+	struct qmgr_rcpt r;
 	const char *reason;
 	const struct ipc_msg *detail;
+};
+
+struct dsn_facts {
+	const struct ipc_msg *env;
+	const char *qid;
+	const struct dsn_rcpt *rcpts;
+	size_t nrcpt;
 	bool delayed; /* a delay notice: Action delayed, the message is retried */
 };
 
+static void per_recipient(const struct dsn_rcpt *d, bool delayed, struct buf *out)
+{
+	buf_printf(out, "\r\nFinal-Recipient: rfc822; %s\r\n", d->r.address);
+	if (d->r.orcpt) {
+		const char *semi = strchr(d->r.orcpt, ';');
+		if (semi)
+			buf_printf(out, "Original-Recipient: %.*s; %s\r\n", (int)(semi - d->r.orcpt), d->r.orcpt,
+			           semi + 1);
+		else
+			buf_printf(out, "Original-Recipient: rfc822; %s\r\n", d->r.orcpt);
+	}
+	struct buf status = BUF_INIT;
+	failure_status(d->reason, d->detail, &status);
+	buf_printf(out, "Action: %s\r\nStatus: %s\r\n", delayed ? "delayed" : "failed", buf_cstr(&status));
+	buf_free(&status);
+	if (d->detail && ipc_msg_has(d->detail, IPC_ATTR_REMOTE_HOST))
+		buf_printf(out, "Remote-MTA: dns; %s\r\n", ipc_msg_str(d->detail, IPC_ATTR_REMOTE_HOST));
+	if (d->reason && strncmp(d->reason, "smtp;", 5) == 0)
+		buf_printf(out, "Diagnostic-Code: smtp; %s\r\n", d->reason + 5);
+	else if (d->reason)
+		buf_printf(out, "Diagnostic-Code: X-tern; %s\r\n", d->reason);
+	buf_puts(out, "Last-Attempt-Date: ");
+	rfc5322_date(time(NULL), out);
+	buf_puts(out, "\r\n");
+}
+
+/* The per-message fields, then one block per recipient. */
 static void delivery_status(struct qmgr_bounce *b, const struct dsn_facts *f, struct buf *out)
 {
 	const char *envid = ipc_msg_str(f->env, IPC_ATTR_ENVID);
@@ -179,28 +213,25 @@ static void delivery_status(struct qmgr_bounce *b, const struct dsn_facts *f, st
 		buf_printf(out, "Original-Envelope-Id: %s\r\n", envid);
 	buf_puts(out, "Arrival-Date: ");
 	rfc5322_date((time_t)ipc_msg_int(f->env, IPC_ATTR_RECEIVED), out);
-	buf_printf(out, "\r\n\r\nFinal-Recipient: rfc822; %s\r\n", f->r->address);
-	if (f->r->orcpt) {
-		const char *semi = strchr(f->r->orcpt, ';');
-		if (semi)
-			buf_printf(out, "Original-Recipient: %.*s; %s\r\n", (int)(semi - f->r->orcpt), f->r->orcpt,
-			           semi + 1);
-		else
-			buf_printf(out, "Original-Recipient: rfc822; %s\r\n", f->r->orcpt);
-	}
-	struct buf status = BUF_INIT;
-	failure_status(f->reason, f->detail, &status);
-	buf_printf(out, "Action: %s\r\nStatus: %s\r\n", f->delayed ? "delayed" : "failed", buf_cstr(&status));
-	buf_free(&status);
-	if (f->detail && ipc_msg_has(f->detail, IPC_ATTR_REMOTE_HOST))
-		buf_printf(out, "Remote-MTA: dns; %s\r\n", ipc_msg_str(f->detail, IPC_ATTR_REMOTE_HOST));
-	if (f->reason && strncmp(f->reason, "smtp;", 5) == 0)
-		buf_printf(out, "Diagnostic-Code: smtp; %s\r\n", f->reason + 5);
-	else if (f->reason)
-		buf_printf(out, "Diagnostic-Code: X-tern; %s\r\n", f->reason);
-	buf_puts(out, "Last-Attempt-Date: ");
-	rfc5322_date(time(NULL), out);
-	buf_puts(out, "\r\n\r\n");
+	buf_puts(out, "\r\n");
+	for (size_t i = 0; i < f->nrcpt; i++)
+		per_recipient(&f->rcpts[i], f->delayed, out);
+	buf_puts(out, "\r\n");
+}
+
+static void human_part(struct qmgr_bounce *b, const struct dsn_facts *f, const char *boundary, struct buf *out)
+{
+	buf_printf(out,
+	           "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+	           "This is the mail system at host %s.\r\n\r\n"
+	           "%s\r\n\r\n",
+	           b->host,
+	           f->delayed ? "Your message has not been delivered yet; the mail system will keep trying."
+	                      : "Your message could not be delivered to one or more recipients.");
+	for (size_t i = 0; i < f->nrcpt; i++)
+		buf_printf(out, "<%s>: %s\r\n", f->rcpts[i].r.address,
+		           f->rcpts[i].reason ? f->rcpts[i].reason : "delivery failed");
+	buf_printf(out, "\r\n--%s\r\n", boundary);
 }
 
 static void build_dsn(struct qmgr_bounce *b, const struct dsn_facts *f, const struct buf *original, bool full,
@@ -219,15 +250,7 @@ static void build_dsn(struct qmgr_bounce *b, const struct dsn_facts *f, const st
 	           "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n\r\n",
 	           boundary);
 	buf_printf(out, "This is a MIME-encapsulated message.\r\n\r\n--%s\r\n", boundary);
-	buf_printf(out,
-	           "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
-	           "This is the mail system at host %s.\r\n\r\n"
-	           "%s\r\n\r\n"
-	           "<%s>: %s\r\n\r\n--%s\r\n",
-	           b->host,
-	           f->delayed ? "Your message has not been delivered yet; the mail system will keep trying."
-	                      : "Your message could not be delivered to one or more recipients.",
-	           f->r->address, f->reason ? f->reason : "delivery failed", boundary);
+	human_part(b, f, boundary, out);
 	delivery_status(b, f, out);
 	buf_printf(out, "--%s\r\n", boundary);
 	if (full) {
@@ -241,6 +264,16 @@ static void build_dsn(struct qmgr_bounce *b, const struct dsn_facts *f, const st
 		buf_puts(out, "\r\n");
 	buf_printf(out, "\r\n--%s--\r\n", boundary);
 	buf_free(&bound);
+}
+
+static void log_queued(const struct dsn_facts *f, const char *dsn_qid, const char *sender)
+{
+	struct buf list = BUF_INIT;
+	for (size_t i = 0; i < f->nrcpt; i++)
+		buf_printf(&list, "%s<%s>", i ? ", " : "", f->rcpts[i].r.address);
+	log_info("%s: DSN %s for recipient%s %s to <%s>", f->qid, dsn_qid, f->nrcpt > 1 ? "s" : "", buf_cstr(&list),
+	         sender);
+	buf_free(&list);
 }
 
 static void queue_dsn(struct qmgr_bounce *b, const struct dsn_facts *f)
@@ -269,7 +302,7 @@ static void queue_dsn(struct qmgr_bounce *b, const struct dsn_facts *f)
 	char qid[QMGR_QID_SIZE];
 	if (ok && qmgr_queue_name(sender, NULL, &queue, &err) &&
 	    qmgr_store_add_message(b->st, &in, time(NULL), qid, &err) == QMGR_STORE_OK) {
-		log_info("%s: DSN %s for recipient <%s> to <%s>", f->qid, qid, f->r->address, sender);
+		log_queued(f, qid, sender);
 		qmgr_sched_queued(b->sched, buf_cstr(&queue), 1);
 	} else {
 		log_error("%s: cannot queue the DSN to <%s>: %s", f->qid, sender, buf_cstr(&err));
@@ -283,26 +316,40 @@ static void queue_dsn(struct qmgr_bounce *b, const struct dsn_facts *f)
 	buf_free(&err);
 }
 
-/* The scheduler's hook: called before the recipient is marked bounced. */
-static void on_bounce(void *ctx, const char *qid, size_t index, const char *reason, const struct ipc_msg *detail,
-                      bool delayed)
+/* The scheduler's hook: called before the recipients are marked bounced.
+ * One DSN lists every one of them that is not final yet and wants it. */
+static void on_bounce(void *ctx, const char *qid, const struct qmgr_failure *failures, size_t n, bool delayed)
 {
 	struct qmgr_bounce *b = ctx;
 	struct ipc_msg env;
-	struct qmgr_rcpt r;
 	bool found;
 	struct buf err = BUF_INIT;
-	if (!qmgr_store_get_message(b->st, qid, &env, &found, &err)) {
+	if (n == 0 || !qmgr_store_get_message(b->st, qid, &env, &found, &err)) {
 		buf_free(&err);
 		return;
 	}
-	if (qmgr_store_get_rcpt(b->st, qid, index, &r, &found, &err)) {
-		bool final = r.state == QMGR_RCPT_DELIVERED || r.state == QMGR_RCPT_BOUNCED;
-		struct dsn_facts f = {&env, &r, qid, reason, detail, delayed};
-		if (!final && wants_notice(&env, &r, delayed))
-			queue_dsn(b, &f);
-		qmgr_rcpt_free(&r);
+	struct dsn_rcpt *rcpts = mem_reallocarray(NULL, n, sizeof(*rcpts));
+	size_t count = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct dsn_rcpt *d = &rcpts[count];
+		buf_reset(&err);
+		if (!qmgr_store_get_rcpt(b->st, qid, failures[i].index, &d->r, &found, &err))
+			continue;
+		bool final = d->r.state == QMGR_RCPT_DELIVERED || d->r.state == QMGR_RCPT_BOUNCED;
+		if (final || !wants_notice(&env, &d->r, delayed)) {
+			qmgr_rcpt_free(&d->r);
+			continue;
+		}
+		d->reason = failures[i].reason;
+		d->detail = failures[i].detail;
+		count++;
 	}
+	struct dsn_facts f = {&env, qid, rcpts, count, delayed};
+	if (count > 0)
+		queue_dsn(b, &f);
+	for (size_t i = 0; i < count; i++)
+		qmgr_rcpt_free(&rcpts[i].r);
+	free(rcpts);
 	ipc_msg_free(&env);
 	buf_free(&err);
 }

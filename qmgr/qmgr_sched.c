@@ -71,11 +71,23 @@ struct job_rcpt {
 	bool answered;
 };
 
+/* A bounce waiting for the job's end, so that the recipients of one
+ * message that fail together get one DSN. */
+struct job_bounce {
+	char qid[QMGR_QID_SIZE];
+	size_t index;
+	char *reason;
+	struct ipc_msg detail; /* smtp's result frame; empty for an expiry */
+	bool has_detail;
+};
+
 struct job {
 	int64_t id;
 	struct qmgr_squeue *queue;
 	struct job_rcpt *rcpts;
 	size_t nrcpt;
+	struct job_bounce *bounces;
+	size_t nbounce;
 	struct job *next;
 };
 
@@ -270,18 +282,13 @@ static bool expired(const struct qmgr_squeue *q, int64_t received, int64_t now)
 
 /* ---- applying outcomes ------------------------------------------------------- */
 
-/* A bounce first gets its DSN queued, then the state change: a crash
- * in between may send the DSN twice, never lose it. */
-static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
-                  const struct qmgr_outcome *o)
+/* Records an outcome; the caller has queued its DSN, if any, first. */
+static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
+                          const struct qmgr_outcome *o)
 {
 	struct buf err = BUF_INIT;
 	bool changed = false;
 	int64_t now = time(NULL);
-	if (o->state == QMGR_RCPT_BOUNCED && s->bounce)
-		s->bounce(s->bounce_ctx, qid, index, o->result, o->detail, false);
-	if (o->state == QMGR_RCPT_DEFERRED && o->delay_notices > 0 && s->bounce)
-		s->bounce(s->bounce_ctx, qid, index, o->result, o->detail, true);
 	enum qmgr_store_status status = qmgr_store_apply(s->st, qid, index, o, now, &changed, &err);
 	if (status != QMGR_STORE_OK) {
 		log_error("%s: recipient %zu: cannot record the outcome: %s", qid, index, buf_cstr(&err));
@@ -307,6 +314,78 @@ static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, 
 	buf_free(&err);
 }
 
+/* A bounce first gets its DSN queued, then the state change: a crash
+ * in between may send the DSN twice, never lose it. */
+static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
+                  const struct qmgr_outcome *o)
+{
+	struct qmgr_failure f = {index, o->result, o->detail};
+	if (o->state == QMGR_RCPT_BOUNCED && s->bounce)
+		s->bounce(s->bounce_ctx, qid, &f, 1, false);
+	if (o->state == QMGR_RCPT_DEFERRED && o->delay_notices > 0 && s->bounce)
+		s->bounce(s->bounce_ctx, qid, &f, 1, true);
+	apply_outcome(s, q, qid, index, o);
+}
+
+/* Keeps a bounce (reason copied, detail taken over) for the job's end. */
+static void job_add_bounce(struct job *j, const char *qid, size_t index, const char *reason, struct ipc_msg *detail)
+{
+	j->bounces = mem_reallocarray(j->bounces, j->nbounce + 1, sizeof(*j->bounces));
+	struct job_bounce *b = &j->bounces[j->nbounce++];
+	memset(b, 0, sizeof(*b));
+	memcpy(b->qid, qid, QMGR_QID_SIZE);
+	b->index = index;
+	b->reason = reason ? mem_strdup(reason) : NULL;
+	if (detail) {
+		b->detail = *detail;
+		b->has_detail = true;
+		detail->store = NULL;
+	}
+}
+
+/* The bounces of one message (from first on, in the order they came):
+ * one DSN for all, then each state change. */
+static void flush_message_bounces(struct qmgr_sched *s, struct job *j, size_t first, bool *done)
+{
+	const char *qid = j->bounces[first].qid;
+	struct qmgr_failure *f = mem_reallocarray(NULL, j->nbounce - first, sizeof(*f));
+	size_t n = 0;
+	for (size_t i = first; i < j->nbounce; i++) {
+		struct job_bounce *b = &j->bounces[i];
+		if (done[i] || strcmp(b->qid, qid) != 0)
+			continue;
+		f[n++] = (struct qmgr_failure){b->index, b->reason, b->has_detail ? &b->detail : NULL};
+	}
+	if (s->bounce)
+		s->bounce(s->bounce_ctx, qid, f, n, false);
+	free(f);
+	for (size_t i = first; i < j->nbounce; i++) {
+		struct job_bounce *b = &j->bounces[i];
+		if (done[i] || strcmp(b->qid, qid) != 0)
+			continue;
+		done[i] = true;
+		struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, b->reason, "b", b->has_detail ? &b->detail : NULL, 0};
+		apply_outcome(s, j->queue, b->qid, b->index, &o);
+		inflight_remove(s, b->qid, b->index);
+	}
+}
+
+static void flush_bounces(struct qmgr_sched *s, struct job *j)
+{
+	bool *done = mem_zalloc(j->nbounce ? j->nbounce : 1);
+	for (size_t i = 0; i < j->nbounce; i++)
+		if (!done[i])
+			flush_message_bounces(s, j, i, done);
+	for (size_t i = 0; i < j->nbounce; i++) {
+		free(j->bounces[i].reason);
+		ipc_msg_free(&j->bounces[i].detail);
+	}
+	free(done);
+	free(j->bounces);
+	j->bounces = NULL;
+	j->nbounce = 0;
+}
+
 /* With NOTIFY=DELAY a sender hears of a delay once per
  * notify-of-delay-every the message has waited: the new count when a
  * notice is due, else 0. */
@@ -329,15 +408,15 @@ static int64_t delay_notice_due(struct qmgr_sched *s, const struct qmgr_squeue *
 	return due;
 }
 
-static void expire(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index, const char *last)
+/* Bounced at the job's end, with the message's other failures. */
+static void expire(struct job *j, const char *qid, size_t index, const char *last)
 {
 	struct buf why = BUF_INIT;
 	/* the status code after the first word, where the accounting and
 	 * the DSN look for it */
-	buf_printf(&why, "expired: 4.4.7 no delivery within %" PRId64 "s%s%s", q->bounce_after,
+	buf_printf(&why, "expired: 4.4.7 no delivery within %" PRId64 "s%s%s", j->queue->bounce_after,
 	           last ? "; last attempt: " : "", last ? last : "");
-	struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, buf_cstr(&why), "b", NULL, 0};
-	apply(s, q, qid, index, &o);
+	job_add_bounce(j, qid, index, buf_cstr(&why), NULL);
 	buf_free(&why);
 }
 
@@ -357,7 +436,7 @@ static struct job_rcpt *job_rcpt_find(struct job *j, const char *qid, size_t ind
 	return NULL;
 }
 
-void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m)
+void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 {
 	struct job *j = job_find(s, job_id);
 	const char *qid = ipc_msg_str(m, IPC_ATTR_QUEUE_ID);
@@ -377,11 +456,10 @@ void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, const struct ipc_ms
 		o.state = QMGR_RCPT_DELIVERED;
 		o.rtype = "d";
 	} else if (strcmp(outcome, "bounced") == 0) {
-		o.state = QMGR_RCPT_BOUNCED;
-		o.rtype = "b";
+		job_add_bounce(j, qid, index, reason, m); /* m's strings go with it */
+		return;
 	} else if (expired(j->queue, r->received, now)) {
-		expire(s, j->queue, qid, index, reason);
-		inflight_remove(s, qid, index);
+		expire(j, qid, index, reason);
 		return;
 	} else {
 		/* Without a connection the queue as a whole failed: the
@@ -404,6 +482,7 @@ static void job_free(struct qmgr_sched *s, struct job *j)
 	while (*p != j)
 		p = &(*p)->next;
 	*p = j->next;
+	flush_bounces(s, j);
 	for (size_t i = 0; i < j->nrcpt; i++)
 		if (!j->rcpts[i].answered)
 			inflight_remove(s, j->rcpts[i].qid, j->rcpts[i].index);
@@ -568,11 +647,11 @@ static void expire_unsent(struct qmgr_sched *s, struct job *j)
 				qmgr_rcpt_free(&rc);
 			}
 			buf_free(&err);
-			expire(s, j->queue, r->qid, r->index, last);
+			expire(j, r->qid, r->index, last);
 			free(last);
-			inflight_remove(s, r->qid, r->index);
 		}
 	}
+	flush_bounces(s, j);
 }
 
 /* Starts one job for the queue; false when nothing was due. */

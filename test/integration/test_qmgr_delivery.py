@@ -336,3 +336,27 @@ def test_notify_delay_sends_a_delay_notice_per_interval(setup):
     # none for the recipient without NOTIFY=DELAY, and no second one within the interval
     time.sleep(0.5)
     assert all("plain@" not in m["data"] for m in sink.records("message") if m["mail_from"] == "")
+
+
+def test_recipients_failing_together_get_one_dsn_listing_them(setup):
+    import email
+    q, sink = setup(ROUTE + "</domain>\n<domain example.org>\n  smtp-hosts [127.0.0.1]:PORT\n",
+                    "--rcpt", "^(x|y|z|n)@=550 5.1.1 no such user")
+    qid = q.enqueue("sender@example.org", ["x@example.net", "y@example.net", "z@example.net",
+                                           ("n@example.net", {"notify": "NEVER"})])
+    wait_for(lambda: [m for m in sink.records("message") if m["mail_from"] == ""], 20, what="the DSN")
+    time.sleep(1.5)
+    dsns = [m for m in sink.records("message") if m["mail_from"] == ""]
+    assert len(dsns) == 1
+    msg = email.message_from_string(dsns[0]["data"])
+    assert msg.get_content_type() == "multipart/report"
+    human, status, _ = msg.get_payload()
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, *per_rcpt = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; client.tern.test"
+    assert [r["Final-Recipient"] for r in per_rcpt] == [f"rfc822; {a}@example.net" for a in "xyz"]
+    assert all(r["Action"] == "failed" and r["Status"] == "5.1.1" for r in per_rcpt)
+    assert all("no such user" in r["Diagnostic-Code"] for r in per_rcpt)
+    assert all(f"<{a}@example.net>" in human.get_payload() for a in "xyz")
+    assert "n@example.net" not in dsns[0]["data"]  # NOTIFY=NEVER
+    assert f"{qid}: DSN" in q.log()
