@@ -374,7 +374,7 @@ int ctl_show_domains(const struct ctl_options *opts, int argc, char **argv)
 
 int ctl_list(const struct ctl_options *opts, int argc, char **argv)
 {
-	static const char *const known[] = {"--queue", "--maxitems", NULL};
+	static const char *const known[] = {"--queue", "--orig", "--rcpt", "--maxitems", NULL};
 	const char *extra;
 	int status = operands(argc, argv, known, &extra, false);
 	if (status != CTL_EXIT_OK)
@@ -383,8 +383,13 @@ int ctl_list(const struct ctl_options *opts, int argc, char **argv)
 	const char *max = option(argc, argv, "--maxitems");
 	if (queue == NULL || *queue == '\0' || extra)
 		return ctl_usage_error("list needs --queue=domain/vmta");
-	struct arg args[2] = {{IPC_ATTR_QUEUE, queue, 0}};
+	struct arg args[4] = {{IPC_ATTR_QUEUE, queue, 0}};
 	size_t n = 1;
+	const char *rcpt = option(argc, argv, "--rcpt"), *orig = option(argc, argv, "--orig");
+	if (rcpt)
+		args[n++] = (struct arg){IPC_ATTR_RECIPIENT, rcpt, 0};
+	if (orig)
+		args[n++] = (struct arg){IPC_ATTR_SENDER, orig, 0};
 	if (max) {
 		char *end;
 		long long v = strtoll(max, &end, 10);

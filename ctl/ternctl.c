@@ -52,8 +52,10 @@ const struct ctl_command ctl_commands[] = {
      false},
     {"show domains", "[-c FILE] [--json] [domain]", "Shows recipients and connections per recipient domain.",
      ctl_show_domains, true, false},
-    {"list", "[-c FILE] [--json] --queue=domain/vmta [--maxitems=N]",
-     "Lists the recipients waiting in a queue (1000 unless --maxitems says otherwise).", ctl_list, true, true},
+    {"list", "[-c FILE] [--json] --queue=domain/vmta [--orig=ADDR] [--rcpt=ADDR] [--maxitems=N]",
+     "Lists the recipients waiting in a queue, those matching --orig and --rcpt when given (1000 unless "
+     "--maxitems says otherwise).",
+     ctl_list, true, true},
     {"pause queue", "[-c FILE] [--json] domain/vmta", "Stops deliveries from the queues that match.", ctl_pause_queue,
      true, false},
     {"resume queue", "[-c FILE] [--json] domain/vmta", "Lets paused queues deliver again.", ctl_resume_queue, true,

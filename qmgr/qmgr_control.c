@@ -6,7 +6,7 @@
  *   qmgr.show-queues [queue=PATTERN] [paused=1] [errors=1]   "queue" frames
  *   qmgr.show-topqueues                                     "queue" frames
  *   qmgr.show-domains                                       "domain" frames
- *   qmgr.list queue=D/V [max_items=N]                       "rcpt" frames
+ *   qmgr.list queue=D/V [recipient=] [sender=] [max_items=N]  "rcpt" frames
  *   qmgr.pause | qmgr.resume | qmgr.schedule queue=PATTERN
  *   qmgr.delete queue=PATTERN [recipient=] [sender=] [older_than=S]
  *               [no_accounting=1]
@@ -230,7 +230,7 @@ struct rcpt_walk {
 	int64_t now;
 };
 
-/* The filters of delete (--rcpt, --orig, --older-than); list takes all. */
+/* The filters of list and delete (--rcpt, --orig; delete's --older-than). */
 static bool selected(struct rcpt_walk *w, const struct qmgr_rcpt *r, const struct ipc_msg *env)
 {
 	const char *rcpt = ipc_msg_str(w->m, IPC_ATTR_RECIPIENT);
@@ -277,7 +277,7 @@ static bool visit_rcpt(void *ctx, const char *qid, size_t index, int64_t due)
 		return true;
 	}
 	if (qmgr_store_get_message(st, qid, &env, &found, &err)) {
-		if (w->out && w->left > 0) {
+		if (w->out && w->left > 0 && selected(w, &r, &env)) {
 			put_rcpt(w->out, qid, index, &r, &env);
 			w->left--;
 		} else if (!w->out && selected(w, &r, &env)) {

@@ -83,6 +83,29 @@ def test_show_pause_resume_schedule_list_delete(tern):
              what="the counts after a restart")
 
 
+def test_list_filters_by_orig_and_rcpt_patterns(tern):
+    tern.write_config(UNREACHABLE)
+    tern.start()
+    enqueue(tern, "a@example.org", ["x1@one.test", "x2@one.test", "y@one.test"])
+    enqueue(tern, "b@example.org", ["x3@one.test", "w@one.test"])
+    wait_for(lambda: queues(tern).get("one.test/{default}", {}).get("rcpts") == 5, 10, what="five recipients")
+
+    def listed(*args):
+        r = tern.ctl("list", "--queue=one.test/{default}", "--json", *args)
+        assert r.rc == 0, r.err
+        return sorted((row["orig"], row["rcpt"]) for row in r.json())
+
+    assert len(listed()) == 5
+    assert listed("--orig=b@example.org") == [("b@example.org", "w@one.test"), ("b@example.org", "x3@one.test")]
+    assert [r for _, r in listed("--rcpt=x*@ONE.test")] == ["x1@one.test", "x2@one.test", "x3@one.test"]
+    assert listed("--orig=a@*", "--rcpt=x*") == [("a@example.org", "x1@one.test"), ("a@example.org", "x2@one.test")]
+    assert len(listed("--rcpt=x*", "--maxitems=2")) == 2
+    assert listed("--orig=nobody@*") == []
+    text = tern.ctl("list", "--queue=one.test/{default}", "--orig=b@example.org")
+    assert text.rc == 0 and "2 recipients listed." in text.out, text.out + text.err
+    assert tern.ctl("list", "--queue=one.test/{default}", "--bogus=1").rc != 0
+
+
 def test_queue_recover_refuses_while_tern_runs(tern):
     tern.write_config(UNREACHABLE)
     tern.start()
