@@ -526,19 +526,24 @@ int ctl_show_status(const struct ctl_options *opts, int argc, char **argv)
 	}
 	const struct ipc_msg *m = &r.rows[0];
 	const struct ipc_msg *hour = traffic_row(&r, "hour"), *minute = traffic_row(&r, "minute");
+	const struct ipc_msg *top_hour = traffic_row(&r, "top-hour"), *top_minute = traffic_row(&r, "top-minute");
 #define N(msg, a) (msg ? ipc_msg_int(msg, IPC_ATTR_##a) : 0)
 	if (opts->json) {
 		printf("{\"traffic\":{\"total\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64
 		       "},\"out\":{\"rcp\":%" PRId64 ",\"bounced\":%" PRId64 ",\"deferred\":%" PRId64
 		       "}},\"lastHr\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64 "},\"out\":{\"rcp\":%" PRId64
 		       "}},\"lastMin\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64 "},\"out\":{\"rcp\":%" PRId64
+		       "}},\"topPerHr\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64 "},\"out\":{\"rcp\":%" PRId64
+		       "}},\"topPerMin\":{\"in\":{\"rcp\":%" PRId64 ",\"msg\":%" PRId64 "},\"out\":{\"rcp\":%" PRId64
 		       "}}},\"conn\":{\"smtpOut\":{\"cur\":%" PRId64 "}},\"queue\":{\"smtp\":{\"rcp\":%" PRId64
 		       ",\"queues\":%" PRId64 "}},\"accounting\":{\"pending\":%" PRId64 "},\"uptime\":%" PRId64
 		       ",\"status\":\"running\"}\n",
 		       N(m, RECEIVED_RCPTS), N(m, RECEIVED_MSGS), N(m, DELIVERED), N(m, BOUNCED), N(m, DEFERRED),
 		       N(hour, RECEIVED_RCPTS), N(hour, RECEIVED_MSGS), N(hour, DELIVERED), N(minute, RECEIVED_RCPTS),
-		       N(minute, RECEIVED_MSGS), N(minute, DELIVERED), N(m, CONNECTIONS), N(m, RCPTS), N(m, QUEUES),
-		       N(m, OUTBOX_PENDING), N(m, UPTIME));
+		       N(minute, RECEIVED_MSGS), N(minute, DELIVERED), N(top_hour, RECEIVED_RCPTS),
+		       N(top_hour, RECEIVED_MSGS), N(top_hour, DELIVERED), N(top_minute, RECEIVED_RCPTS),
+		       N(top_minute, RECEIVED_MSGS), N(top_minute, DELIVERED), N(m, CONNECTIONS), N(m, RCPTS),
+		       N(m, QUEUES), N(m, OUTBOX_PENDING), N(m, UPTIME));
 	} else {
 		int64_t up = N(m, UPTIME);
 		printf("  Traffic    ------------inbound------------  ------------outbound-----------\n"
@@ -547,8 +552,12 @@ int ctl_show_status(const struct ctl_options *opts, int argc, char **argv)
 		       N(m, RECEIVED_RCPTS), N(m, RECEIVED_MSGS), N(m, DELIVERED), N(m, BOUNCED), N(m, DEFERRED));
 		printf("  Last Hour %9" PRId64 " %9" PRId64 "            %11" PRId64 "\n", N(hour, RECEIVED_RCPTS),
 		       N(hour, RECEIVED_MSGS), N(hour, DELIVERED));
-		printf("  Last Min. %9" PRId64 " %9" PRId64 "            %11" PRId64 "\n\n", N(minute, RECEIVED_RCPTS),
+		printf("  Last Min. %9" PRId64 " %9" PRId64 "            %11" PRId64 "\n", N(minute, RECEIVED_RCPTS),
 		       N(minute, RECEIVED_MSGS), N(minute, DELIVERED));
+		printf("   Top/Hour %9" PRId64 " %9" PRId64 "            %11" PRId64 "\n", N(top_hour, RECEIVED_RCPTS),
+		       N(top_hour, RECEIVED_MSGS), N(top_hour, DELIVERED));
+		printf("   Top/Min. %9" PRId64 " %9" PRId64 "            %11" PRId64 "\n\n",
+		       N(top_minute, RECEIVED_RCPTS), N(top_minute, RECEIVED_MSGS), N(top_minute, DELIVERED));
 		printf(" Connections    active\n   Outbound %9" PRId64 "\n\n", N(m, CONNECTIONS));
 		printf("     Queues      rcpts    queues  Accounting  pending\n       SMTP %10" PRId64 " %9" PRId64
 		       "              %7" PRId64 "\n\n",

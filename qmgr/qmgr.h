@@ -367,6 +367,9 @@ struct qmgr_counters {
 	struct qmgr_traffic_ring last_hour;   /* by minute */
 	uint64_t delivered, bounced, deferred, queue_failures, jobs;
 	uint64_t received_msgs, received_rcpts; /* since start */
+	/* the highest traffic of any hour and of any minute since start (the
+	 * rings' sums as they stood after each count) */
+	uint64_t top_hour[QMGR_TRAFFIC_KINDS], top_minute[QMGR_TRAFFIC_KINDS];
 	int64_t started;
 };
 

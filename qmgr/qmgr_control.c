@@ -10,7 +10,8 @@
  *   qmgr.pause | qmgr.resume | qmgr.schedule queue=PATTERN
  *   qmgr.delete queue=PATTERN [recipient=] [sender=] [older_than=S]
  *               [no_accounting=1]
- *   qmgr.status                 one "status" frame, "traffic" frames
+ *   qmgr.status                 one "status" frame, "traffic" frames (hour,
+ *                               minute, top-hour, top-minute)
  *
  * PATTERN is a queue name or a shell pattern: every queue ("*" "/" "*"),
  * every queue of a domain ("domain/" "*"), of a virtual MTA.
@@ -177,18 +178,27 @@ static void show_domains(struct qmgr_control *ctl, struct buf *out)
 	free(rows);
 }
 
-/* One "traffic" frame: the last hour or minute. */
-static void put_traffic(struct buf *out, const char *period, const struct qmgr_traffic_ring *r)
+/* One "traffic" frame: counts by kind for a period. */
+static void put_traffic_counts(struct buf *out, const char *period, const uint64_t counts[QMGR_TRAFFIC_KINDS])
 {
-	int64_t now = time(NULL);
 	struct ipc_writer w;
 	ipc_write_begin(&w, out, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "traffic");
 	ipc_put_str(&w, IPC_ATTR_STATE, period);
-	ipc_put_int(&w, IPC_ATTR_RECEIVED_MSGS, (int64_t)qmgr_traffic_sum(r, now, QMGR_IN_MSGS));
-	ipc_put_int(&w, IPC_ATTR_RECEIVED_RCPTS, (int64_t)qmgr_traffic_sum(r, now, QMGR_IN_RCPTS));
-	ipc_put_int(&w, IPC_ATTR_DELIVERED, (int64_t)qmgr_traffic_sum(r, now, QMGR_OUT_RCPTS));
+	ipc_put_int(&w, IPC_ATTR_RECEIVED_MSGS, (int64_t)counts[QMGR_IN_MSGS]);
+	ipc_put_int(&w, IPC_ATTR_RECEIVED_RCPTS, (int64_t)counts[QMGR_IN_RCPTS]);
+	ipc_put_int(&w, IPC_ATTR_DELIVERED, (int64_t)counts[QMGR_OUT_RCPTS]);
 	frame_end(&w);
+}
+
+/* The last hour or minute, from its ring. */
+static void put_traffic(struct buf *out, const char *period, const struct qmgr_traffic_ring *r)
+{
+	int64_t now = time(NULL);
+	uint64_t counts[QMGR_TRAFFIC_KINDS];
+	for (int k = 0; k < QMGR_TRAFFIC_KINDS; k++)
+		counts[k] = qmgr_traffic_sum(r, now, (enum qmgr_traffic_kind)k);
+	put_traffic_counts(out, period, counts);
 }
 
 static void show_status(struct qmgr_control *ctl, struct buf *out)
@@ -216,6 +226,8 @@ static void show_status(struct qmgr_control *ctl, struct buf *out)
 	frame_end(&w);
 	put_traffic(out, "hour", &c->last_hour);
 	put_traffic(out, "minute", &c->last_minute);
+	put_traffic_counts(out, "top-hour", c->top_hour);
+	put_traffic_counts(out, "top-minute", c->top_minute);
 }
 
 /* ---- list and delete: a walk over one queue's recipients ---------------------------- */

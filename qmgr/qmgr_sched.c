@@ -755,11 +755,19 @@ uint64_t qmgr_traffic_sum(const struct qmgr_traffic_ring *r, int64_t now, enum q
 	return sum;
 }
 
+static void keep_top(uint64_t *top, uint64_t sum)
+{
+	if (sum > *top)
+		*top = sum;
+}
+
 void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_t n)
 {
 	int64_t now = time(NULL);
 	qmgr_traffic_add(&s->counters.last_minute, now, kind, n);
 	qmgr_traffic_add(&s->counters.last_hour, now, kind, n);
+	keep_top(&s->counters.top_minute[kind], qmgr_traffic_sum(&s->counters.last_minute, now, kind));
+	keep_top(&s->counters.top_hour[kind], qmgr_traffic_sum(&s->counters.last_hour, now, kind));
 	if (kind == QMGR_IN_MSGS)
 		s->counters.received_msgs += n;
 	else if (kind == QMGR_IN_RCPTS)

@@ -70,6 +70,12 @@ def test_show_pause_resume_schedule_list_delete(tern):
     assert s["traffic"]["total"]["in"]["rcp"] == 4 and s["traffic"]["total"]["in"]["msg"] == 2
     assert s["queue"]["smtp"]["rcp"] == 0
     assert s["traffic"]["lastHr"]["in"]["rcp"] == 4 and s["traffic"]["lastMin"]["in"]["msg"] == 2
+    # the highest hour and minute seen so far: all of this test's traffic
+    assert s["traffic"]["topPerHr"] == {"in": {"rcp": 4, "msg": 2}, "out": {"rcp": 0}}
+    assert s["traffic"]["topPerMin"] == {"in": {"rcp": 4, "msg": 2}, "out": {"rcp": 0}}
+    rows = {line[:11].strip(): line.split()[-3:] for line in tern.ctl("show", "status").out.splitlines()
+            if line.startswith(("   Top/", "  Last"))}
+    assert rows["Top/Hour"] == ["4", "2", "0"] and rows["Top/Min."] == ["4", "2", "0"], rows
     # acctd runs under master: every record reaches it and leaves the outbox
     wait_for(lambda: tern.ctl("show", "status", "--json").json()["accounting"]["pending"] == 0, 10,
              what="the outbox to drain")
