@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "testutil.h"
 #include "mem.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -117,39 +118,6 @@ static void assert_clean(const struct conf *conf)
 }
 
 /* ---- configurations that must load ------------------------------------------------- */
-
-/* DESIGN.md, verbatim. */
-static const char design_conf[] = "# outbound: opportunistic STARTTLS for every domain\n"
-                                  "<domain *>\n"
-                                  "    use-starttls yes\n"
-                                  "    require-starttls no\n"
-                                  "</domain>\n"
-                                  "\n"
-                                  "# outbound: a B2B partner that demands TLS and our client certificate\n"
-                                  "<domain super-secure-server.com>\n"
-                                  "    smtp-client-certificate /etc/tern/partner-client.pem \"key password\"\n"
-                                  "    use-starttls yes\n"
-                                  "    require-starttls yes          # no TLS, no delivery (4xx, retried)\n"
-                                  "</domain>\n"
-                                  "\n"
-                                  "# accounting: prove that delivery was encrypted\n"
-                                  "<acct-file /var/log/tern/acct.csv>\n"
-                                  "    records d, b\n"
-                                  "    record-fields d *, dlvTlsProtocol, dlvTlsCipher\n"
-                                  "    record-fields b *, dlvTlsProtocol, dlvTlsCipher\n"
-                                  "</acct-file>\n"
-                                  "\n"
-                                  "# inbound: implicit TLS on 465, STARTTLS elsewhere, per-source rules\n"
-                                  "smtp-listener 0/0:25\n"
-                                  "smtp-listener 1.2.3.4:465 tls=yes\n"
-                                  "smtp-server-tls-certificate /etc/tern/smtp-cert.pem \"YourPasswordHere\"\n"
-                                  "smtp-server-tls-ciphers \"HIGH:MEDIUM:!ADH:@STRENGTH\"\n"
-                                  "smtp-server-tls-ca-file /etc/tern/client-ca.pem   # verify client chains\n"
-                                  "<source 0/0>                      # matches all\n"
-                                  "    allow-starttls yes\n"
-                                  "    require-starttls-before-auth yes\n"
-                                  "    allow-unencrypted-plain-auth no\n"
-                                  "</source>\n";
 
 static void test_design_config(void **state)
 {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "testutil.h"
 
 static struct conf *load(const char *text)
 {
@@ -69,38 +70,6 @@ static void assert_source(const struct conf *conf, const char *ip_text, const ch
 }
 
 /* ---- the DESIGN.md configuration ------------------------------------------------------ */
-
-static const char design_conf[] = "# outbound: opportunistic STARTTLS for every domain\n"
-                                  "<domain *>\n"
-                                  "    use-starttls yes\n"
-                                  "    require-starttls no\n"
-                                  "</domain>\n"
-                                  "\n"
-                                  "# outbound: a B2B partner that demands TLS and our client certificate\n"
-                                  "<domain super-secure-server.com>\n"
-                                  "    smtp-client-certificate /etc/tern/partner-client.pem \"key password\"\n"
-                                  "    use-starttls yes\n"
-                                  "    require-starttls yes          # no TLS, no delivery (4xx, retried)\n"
-                                  "</domain>\n"
-                                  "\n"
-                                  "# accounting: prove that delivery was encrypted\n"
-                                  "<acct-file /var/log/tern/acct.csv>\n"
-                                  "    records d, b\n"
-                                  "    record-fields d *, dlvTlsProtocol, dlvTlsCipher\n"
-                                  "    record-fields b *, dlvTlsProtocol, dlvTlsCipher\n"
-                                  "</acct-file>\n"
-                                  "\n"
-                                  "# inbound: implicit TLS on 465, STARTTLS elsewhere, per-source rules\n"
-                                  "smtp-listener 0/0:25\n"
-                                  "smtp-listener 1.2.3.4:465 tls=yes\n"
-                                  "smtp-server-tls-certificate /etc/tern/smtp-cert.pem \"YourPasswordHere\"\n"
-                                  "smtp-server-tls-ciphers \"HIGH:MEDIUM:!ADH:@STRENGTH\"\n"
-                                  "smtp-server-tls-ca-file /etc/tern/client-ca.pem   # verify client chains\n"
-                                  "<source 0/0>                      # matches all\n"
-                                  "    allow-starttls yes\n"
-                                  "    require-starttls-before-auth yes\n"
-                                  "    allow-unencrypted-plain-auth no\n"
-                                  "</source>\n";
 
 static void test_design_partner_domain(void **state)
 {

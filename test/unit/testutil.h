@@ -16,4 +16,7 @@ char *testutil_path(const char *dir, const char *name);
  * failing assertion shows the actual message. */
 bool testutil_contains(const char *haystack, const char *needle);
 
+/* The configuration of DESIGN.md, verbatim. */
+extern const char design_conf[];
+
 #endif
