@@ -217,3 +217,15 @@ def tern(tern_dir, ternctl):
     instance = Tern(tern_dir, ternctl)
     yield instance
     instance.stop()
+
+
+def shipped_logrotate(path, logdir, spool, config):
+    """conf/tern.logrotate with a test's own directories, written to path."""
+    text = (TOP / "conf" / "tern.logrotate").read_text()
+    text = (text.replace("@localstatedir@/log/tern", str(logdir))
+                .replace("@localstatedir@/spool/tern", str(spool))
+                .replace("@sbindir@", str(TOP / "ctl"))
+                .replace("@sysconfdir@/tern/config", str(config)))
+    assert "@" not in text
+    path.write_text(text)
+    return path

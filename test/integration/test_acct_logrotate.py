@@ -10,21 +10,10 @@ import subprocess
 import threading
 import time
 
-from conftest import TOP, wait_for
+from conftest import shipped_logrotate, wait_for
 from test_qmgr_delivery import Sink
 
 MESSAGES = 300
-
-
-def snippet(tern, logs, path):
-    text = (TOP / "conf" / "tern.logrotate").read_text()
-    text = (text.replace("@localstatedir@/log/tern", str(logs))
-                .replace("@localstatedir@/spool/tern", str(tern.spool))
-                .replace("@sbindir@", str(TOP / "ctl"))
-                .replace("@sysconfdir@/tern/config", str(tern.config)))
-    assert "@" not in text
-    path.write_text(text)
-    return path
 
 
 def d_rows(logs):
@@ -51,7 +40,7 @@ def test_logrotate_forced_while_mail_flows(tern):
                           f"<domain rot.example>\n    smtp-hosts [127.0.0.1]:{sink.port}\n</domain>\n"
                           f"<acct-file {logs}/acct.csv>\n    records d\n</acct-file>\n")
         tern.start()
-        conf = snippet(tern, logs, tern.base / "logrotate.conf")
+        conf = shipped_logrotate(tern.base / "logrotate.conf", logs, tern.spool, tern.config)
         accepted = []
 
         def send():

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import TOP, wait_for
+from conftest import TOP, shipped_logrotate, wait_for
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
 DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd")
@@ -364,22 +364,10 @@ from test_acctd_records import acctd_factory  # noqa: E402,F401 (fixture)
 from test_acctd_rotate import Flow, rows_in  # noqa: E402
 
 
-def shipped_logrotate(a, path):
-    """conf/tern.logrotate with the paths of acctd's test directory."""
-    text = (TOP / "conf" / "tern.logrotate").read_text()
-    text = (text.replace("@localstatedir@/log/tern", str(a.logdir))
-                .replace("@localstatedir@/spool/tern", str(a.spool))
-                .replace("@sbindir@", str(TOP / "ctl"))
-                .replace("@sysconfdir@/tern/config", str(a.config)))
-    assert "@" not in text
-    path.write_text(text)
-    return path
-
-
 @pytest.mark.skipif(not (TOP / "acctd" / "acctd").exists(), reason="acctd is not built")
 def test_shipped_logrotate_snippet_loses_no_record(acctd_factory, tern_dir):
     a = acctd_factory(ROTATING_BLOCK.replace("max-size 64k", "max-size 0")).start()
-    conf = shipped_logrotate(a, tern_dir / "logrotate.conf")
+    conf = shipped_logrotate(tern_dir / "logrotate.conf", a.logdir, a.spool, a.config)
     flow = Flow(a, 2000, pause=0.002)
     flow.start()
     runs = 0
