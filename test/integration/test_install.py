@@ -398,12 +398,7 @@ def test_shipped_logrotate_snippet_reopens_through_ternctl(tern, tmp_path):
     tern.start()
     acct = logdir / "acct.csv"
     header = wait_for(lambda: acct.exists() and acct.read_text(), what="acct.csv with its header")
-    text = (TOP / "conf" / "tern.logrotate").read_text()
-    conf = tmp_path / "logrotate.conf"
-    conf.write_text(text.replace("@localstatedir@/log/tern", str(logdir))
-                        .replace("@localstatedir@/spool/tern", str(tmp_path / "no-spool"))
-                        .replace("@sbindir@", str(TOP / "ctl"))
-                        .replace("@sysconfdir@/tern/config", str(tern.config)))
+    conf = shipped_logrotate(tmp_path / "logrotate.conf", logdir, tmp_path / "no-spool", tern.config)
     out = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
