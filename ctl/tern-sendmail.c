@@ -362,9 +362,7 @@ static char *pickup_dir(const char *config, bool named)
 	struct conf *conf = readable ? conf_load(config) : conf_load_buffer("(defaults)", "", 0, CONF_NO_INCLUDE);
 	if (!conf_ok(conf))
 		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\"): mail not queued", config);
-	const struct conf_value *pickup = conf_get_value(conf_global(conf), "pickup");
-	char *dir = !pickup->unset && pickup->list.count > 0 ? mem_strdup(pickup->list.items[0])
-	                                                     : mem_asprintf("%s/pickup", conf_spool(conf));
+	char *dir = conf_pickup_dir(conf);
 	conf_free(conf);
 	return dir;
 }
