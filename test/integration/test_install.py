@@ -16,7 +16,7 @@ import pytest
 from conftest import TOP, shipped_logrotate, wait_for
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
-DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd")
+DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd", "pickup")
 
 
 def make(*args, timeout=300):

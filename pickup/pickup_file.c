@@ -1,0 +1,224 @@
+/* pickup_file.c: taking one file of the pickup directory.  The file is
+ * untrusted: it is opened without following links, must be a regular file
+ * with one link, no larger than max-message-size allows, and well-formed.
+ * A good file is handed to qmgr and removed only once qmgr said 250 (the
+ * message is durable); when qmgr is down or refuses for now, the file
+ * stays for the next scan.  A bad file is renamed, under its own name,
+ * into the bad directory, with one log line saying why: nothing is lost
+ * and nothing else is held up. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mem.h"
+#include "pickup.h"
+
+/* How long qmgr may take to make a message durable. */
+#define ENQUEUE_TIMEOUT_MS (120 * 1000)
+/* The envelope lines that may come before max-message-size octets of
+ * message; a bigger file is refused before it is read. */
+#define ENVELOPE_SLACK (1024 * 1024)
+
+/* A file name made safe for a log line. */
+static void safe_name(const char *name, struct buf *out)
+{
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		buf_putc(out, *p < 0x20 || *p == 0x7f ? '?' : (char)*p);
+}
+
+static enum pickup_outcome move_bad(const struct pickup_conf *c, int dir_fd, const char *name, const char *why)
+{
+	struct buf shown = BUF_INIT;
+	safe_name(name, &shown);
+	char *target = mem_asprintf("%s/%s", c->bad_dir, name);
+	if (renameat(dir_fd, name, AT_FDCWD, target) == 0)
+		log_warning("pickup file %s moved to %s: %s", buf_cstr(&shown), c->bad_dir, why);
+	else if (errno != ENOENT)
+		log_error("pickup file %s is bad (%s) but cannot be moved to %s: %s", buf_cstr(&shown), why,
+		          c->bad_dir, strerror(errno));
+	free(target);
+	buf_free(&shown);
+	return PICKUP_DONE;
+}
+
+/* ---- reading ---------------------------------------------------------------------- */
+
+/* Reads the whole file; false with the reason. */
+static bool read_file(int fd, size_t size, struct buf *out, struct buf *why)
+{
+	buf_reserve(out, size);
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		if (n == 0)
+			return true;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			buf_printf(why, "cannot read it: %s", strerror(errno));
+			return false;
+		}
+		if (out->len + (size_t)n > size + ENVELOPE_SLACK) {
+			buf_puts(why, "it grew while being read");
+			return false;
+		}
+		buf_append(out, chunk, (size_t)n);
+	}
+}
+
+/* Opens and reads the file; false with the reason when it is not one we
+ * may take.  *gone: it disappeared (another pickup took it). */
+static bool open_file(const struct pickup_conf *c, int dir_fd, const char *name, struct buf *data, uid_t *owner,
+                      bool *gone, struct buf *why)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		*gone = errno == ENOENT;
+		if (errno == ELOOP)
+			buf_puts(why, "a symbolic link, not a file");
+		else
+			buf_printf(why, "cannot open it: %s", strerror(errno));
+		return false;
+	}
+	struct stat st = {0};
+	bool ok = false;
+	if (fstat(fd, &st) < 0)
+		buf_printf(why, "cannot look at it: %s", strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		buf_puts(why, "not a regular file");
+	else if (st.st_nlink != 1)
+		buf_puts(why, "a file with more than one link");
+	else if ((uint64_t)st.st_size > c->max_message_size + ENVELOPE_SLACK)
+		buf_printf(why, "larger than max-message-size (%llu octets)", (unsigned long long)c->max_message_size);
+	else
+		ok = read_file(fd, (size_t)st.st_size, data, why);
+	*owner = st.st_uid;
+	close(fd);
+	return ok;
+}
+
+/* ---- the message ------------------------------------------------------------------- */
+
+/* Received: by HOST (tern pickup, from userid UID (NAME)); DATE */
+static void add_received(const struct pickup_conf *c, uid_t owner, struct buf *out)
+{
+	char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", localtime_r(&now, &tm));
+	const struct passwd *pw = getpwuid(owner);
+	buf_printf(out, "Received: by %s (tern pickup, from userid %lu", c->hostname, (unsigned long)owner);
+	if (pw && pw->pw_name)
+		buf_printf(out, " (%s)", pw->pw_name);
+	buf_printf(out, ");\r\n\t%s\r\n", date);
+}
+
+static bool has_8bit(const struct buf *b)
+{
+	for (size_t i = 0; i < b->len; i++)
+		if ((unsigned char)b->data[i] >= 0x80)
+			return true;
+	return false;
+}
+
+/* Checks what the configuration limits; false with the reason. */
+static bool check_limits(const struct pickup_conf *c, const struct pickup_envelope *env, size_t message_len,
+                         struct buf *why)
+{
+	if (message_len > c->max_message_size)
+		buf_printf(why, "the message is larger than max-message-size (%llu octets)",
+		           (unsigned long long)c->max_message_size);
+	else if (c->max_rcpt && env->nrcpts > c->max_rcpt)
+		buf_printf(why, "more than max-rcpt-per-message (%llu) recipients", (unsigned long long)c->max_rcpt);
+	else if (env->vmta && !pickup_conf_vmta_known(c, env->vmta))
+		buf_printf(why, "x-virtual-mta names no <virtual-mta> or <virtual-mta-pool>: %s", env->vmta);
+	return why->len == 0;
+}
+
+/* Parses and checks the file into its envelope and the message as qmgr
+ * stores it; false with the reason. */
+static bool build_message(const struct pickup_conf *c, const struct buf *data, uid_t owner,
+                          struct pickup_envelope *env, struct buf *body, struct buf *why)
+{
+	if (!pickup_parse_envelope(data->data, data->len, c->hostname, env, why))
+		return false;
+	size_t message_len = data->len - env->message_offset;
+	if (!check_limits(c, env, message_len, why))
+		return false;
+	if (c->add_received_header)
+		add_received(c, owner, body);
+	return pickup_normalize_message(data->data + env->message_offset, message_len, c->remove_dot, body, why);
+}
+
+/* ---- qmgr ---------------------------------------------------------------------------- */
+
+static enum pickup_outcome hand_over(const struct pickup_conf *c, int dir_fd, const char *name, uid_t owner,
+                                     const struct pickup_envelope *env, const struct buf *body,
+                                     struct enqueue_conn *conn)
+{
+	struct buf err = BUF_INIT, shown = BUF_INIT;
+	safe_name(name, &shown);
+	const struct enqueue_envelope e = {
+	    .sender = env->sender,
+	    .envid = env->envid,
+	    .body_type = has_8bit(body) ? "8BITMIME" : NULL,
+	    .smtputf8 = env->utf8,
+	    .src_type = "pickup",
+	    .vmta = env->vmta ? env->vmta : c->default_vmta,
+	};
+	struct enqueue_reply reply = {0};
+	enum pickup_outcome outcome = PICKUP_RETRY;
+	if (conn->fd < 0 && !enqueue_connect(conn, c->qmgr_socket, &err)) {
+		log_warning("pickup file %s waits: qmgr is not reachable: %s", buf_cstr(&shown), buf_cstr(&err));
+	} else if (!enqueue_message(conn, &e, (const char *const *)env->rcpts, env->nrcpts, body->data, body->len,
+	                            ENQUEUE_TIMEOUT_MS, &reply, &err)) {
+		log_warning("pickup file %s waits: qmgr: %s", buf_cstr(&shown), buf_cstr(&err));
+	} else if (reply.code == 250) {
+		log_info("%s: pickup file %s, from=<%s>, nrcpt=%zu, uid=%lu", reply.queue_id, buf_cstr(&shown),
+		         env->sender, env->nrcpts, (unsigned long)owner);
+		if (unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT)
+			log_error("%s: cannot remove pickup file %s (it may be queued twice): %s", reply.queue_id,
+			          buf_cstr(&shown), strerror(errno));
+		outcome = PICKUP_DONE;
+	} else if (reply.code >= 500) {
+		buf_printf(&err, "qmgr refused it: %d %s", reply.code, reply.reason ? reply.reason : "");
+		outcome = move_bad(c, dir_fd, name, buf_cstr(&err));
+	} else {
+		log_warning("pickup file %s waits: qmgr answered %d %s", buf_cstr(&shown), reply.code,
+		            reply.reason ? reply.reason : "");
+	}
+	enqueue_reply_free(&reply);
+	buf_free(&err);
+	buf_free(&shown);
+	return outcome;
+}
+
+enum pickup_outcome pickup_file_take(const struct pickup_conf *c, int dir_fd, const char *name,
+                                     struct enqueue_conn *conn)
+{
+	struct buf data = BUF_INIT, body = BUF_INIT, why = BUF_INIT;
+	struct pickup_envelope env = {0};
+	uid_t owner = (uid_t)-1;
+	bool gone = false;
+	enum pickup_outcome outcome = PICKUP_DONE;
+	if (!open_file(c, dir_fd, name, &data, &owner, &gone, &why)) {
+		if (!gone)
+			outcome = move_bad(c, dir_fd, name, buf_cstr(&why));
+	} else if (!build_message(c, &data, owner, &env, &body, &why)) {
+		outcome = move_bad(c, dir_fd, name, buf_cstr(&why));
+	} else {
+		outcome = hand_over(c, dir_fd, name, owner, &env, &body, conn);
+	}
+	pickup_envelope_free(&env);
+	buf_free(&data);
+	buf_free(&body);
+	buf_free(&why);
+	return outcome;
+}

@@ -1,0 +1,208 @@
+"""Integration tests of the pickup service and mailq: tern-sendmail queues
+into the pickup directory while tern is stopped and the message is
+delivered once tern starts; a file in PowerMTA's pickup format written by
+hand is delivered; malformed files (no x-receiver, a bad address, binary
+junk, an oversize message, a symbolic link) land in pickup-bad with a log
+line saying why while the good files around them are delivered; mailq
+(tern-sendmail -bp) lists the queue as Postfix's mailq does."""
+import os
+import pwd
+import re
+import subprocess
+
+import pytest
+
+from conftest import TOP, wait_for
+from test_qmgr_delivery import Sink
+
+SENDMAIL = TOP / "ctl" / "tern-sendmail"
+MESSAGE = b"From: a@example.org\nTo: u1@example.net\nSubject: pickup\n\nhello from cron\n"
+
+
+def sendmail(tern, *args, stdin=MESSAGE):
+    return subprocess.run([str(SENDMAIL), "-C", str(tern.config), *args], input=stdin, capture_output=True,
+                          timeout=30)
+
+
+def pickup_dirs(tern):
+    """The spool's pickup directories, made as make install makes them."""
+    pickup, bad = tern.spool / "pickup", tern.spool / "pickup-bad"
+    for d, mode in ((tern.spool, 0o755), (pickup, 0o1730), (bad, 0o700)):
+        d.mkdir(exist_ok=True)
+        os.chmod(d, mode)
+        if os.geteuid() == 0 and d != tern.spool:
+            tern_user = pwd.getpwnam("tern")
+            os.chown(d, tern_user.pw_uid, tern_user.pw_gid)
+    return pickup, bad
+
+
+def configure(tern, sink, extra=""):
+    tern.write_config(f"<domain example.net>\n  smtp-hosts [127.0.0.1]:{sink.port}\n</domain>\n" + extra)
+
+
+def drop(directory, name, data):
+    """Writes NAME.tmp and renames it to NAME.msg, as tern-sendmail does."""
+    tmp = directory / (name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    tmp.rename(directory / (name + ".msg"))
+
+
+@pytest.fixture
+def sink(tern):
+    s = Sink(tern.base)
+    yield s
+    s.stop()
+
+
+def messages(sink):
+    return [m for m in sink.records("message") if m.get("outcome") == "accepted"]
+
+
+def test_sendmail_while_stopped_is_delivered_once_tern_starts(tern, sink):
+    configure(tern, sink)
+    pickup, _ = pickup_dirs(tern)
+    r = sendmail(tern, "-f", "cron@example.org", "u1@example.net")
+    assert r.returncode == 0, r.stderr
+    assert len(list(pickup.glob("*.msg"))) == 1
+    tern.start()
+    wait_for(lambda: sink.delivered() == ["u1@example.net"], 20, what="delivery of the pickup file")
+    m = messages(sink)[0]
+    assert m["mail_from"] == "cron@example.org"
+    assert "hello from cron" in m["data"]
+    assert re.search(r"Received: by tern\.test \(tern pickup, from userid 0 \(root\)\);\r\n\t", m["data"])
+    wait_for(lambda: list(pickup.iterdir()) == [], 5, what="the pickup file removed")
+    assert re.search(r"[0-9A-F]{16}: pickup file \S+\.msg, from=<cron@example.org>, nrcpt=1", tern.log_text())
+
+
+def test_powermta_pickup_file_by_hand_is_delivered(tern, sink):
+    configure(tern, sink)
+    pickup, _ = pickup_dirs(tern)
+    tern.start()
+    drop(pickup, "by-hand", b"X-Sender: <bounces@example.org>\r\nx-receiver: u2@example.net\r\n"
+                            b"X-RECEIVER: <u3@example.net>\r\nSubject: by hand\r\n\r\nbody\r\n")
+    wait_for(lambda: sorted(sink.delivered()) == ["u2@example.net", "u3@example.net"], 20, what="delivery")
+    m = messages(sink)[0]
+    assert m["mail_from"] == "bounces@example.org"
+    assert "x-receiver" not in m["data"].lower() and "Subject: by hand\r\n\r\nbody\r\n" in m["data"]
+    assert not (pickup / "by-hand.msg").exists()
+
+
+def test_unqualified_addresses_get_the_host_name_and_dots_are_removed(tern, sink):
+    tern.write_config(f"<domain tern.test>\n  smtp-hosts [127.0.0.1]:{sink.port}\n</domain>\n"
+                      "pickup-remove-dot yes\n")
+    pickup, _ = pickup_dirs(tern)
+    drop(pickup, "local", b"x-sender: root\nx-receiver: postmaster\n\n..dotted\nplain\n")
+    tern.start()
+    wait_for(lambda: sink.delivered() == ["postmaster@tern.test"], 20, what="delivery")
+    m = messages(sink)[0]
+    assert m["mail_from"] == "root@tern.test"
+    assert "\r\n\r\n.dotted\r\nplain\r\n" in m["data"]
+
+
+BAD_FILES = {
+    "no-receiver": (b"x-sender: a@example.org\nSubject: x\n\nx\n", "no x-receiver line"),
+    "bad-address": (b"x-sender: a@example.org\nx-receiver: not an address@@\n\nx\n", "bad x-receiver address"),
+    "garbage": (bytes(range(256)) * 4, "not a pickup file"),
+    "binary-header": (b"x-sender: a@example.org\nx-receiver: u9@example.net\n\x01\x02\x03junk\x7f\n\nx\n",
+                      "binary data where the header section should be"),
+    "oversize": (b"x-sender: a@example.org\nx-receiver: u9@example.net\n\n" + b"x" * 5000 + b"\n",
+                 "larger than max-message-size"),
+}
+
+
+def test_malformed_files_go_to_the_bad_directory_and_the_rest_is_delivered(tern, sink):
+    configure(tern, sink, "<source {pickup}>\n  max-message-size 4k\n</source>\n")
+    pickup, bad = pickup_dirs(tern)
+    drop(pickup, "1-good", b"x-sender: a@example.org\nx-receiver: good1@example.net\n\nfirst\n")
+    for name, (data, _) in BAD_FILES.items():
+        drop(pickup, name, data)
+    os.symlink("/etc/passwd", pickup / "symlink.msg")
+    (pickup / "half.tmp").write_bytes(b"x-sender: a@example.org\n")  # being written: left alone
+    drop(pickup, "9-good", b"x-sender: a@example.org\nx-receiver: good2@example.net\n\nlast\n")
+    tern.start()
+    wait_for(lambda: sorted(sink.delivered()) == ["good1@example.net", "good2@example.net"], 20,
+             what="the good files delivered")
+    wanted = sorted([n + ".msg" for n in BAD_FILES] + ["symlink.msg"])
+    wait_for(lambda: sorted(p.name for p in bad.iterdir()) == wanted, 10, what="the bad files moved")
+    assert os.path.islink(bad / "symlink.msg")
+    assert (bad / "garbage.msg").read_bytes() == BAD_FILES["garbage"][0]  # kept as it was
+    assert sorted(p.name for p in pickup.iterdir()) == ["half.tmp"]
+    log = tern.log_text()
+    for name, (_, reason) in BAD_FILES.items():
+        assert re.search(rf"pickup file {name}\.msg moved to {re.escape(str(bad))}: .*{reason}", log), name
+    assert "pickup file symlink.msg moved to" in log and "a symbolic link" in log
+    assert sorted(sink.delivered()) == ["good1@example.net", "good2@example.net"]
+
+
+def test_files_wait_while_qmgr_is_down(tern, sink):
+    configure(tern, sink)
+    pickup, _ = pickup_dirs(tern)
+    tern.start()
+    # qmgr dies and cannot come back for now: the file must stay
+    (tern.libexec / "qmgr").unlink()
+    os.kill(tern.service("qmgr")["pids"][0], 9)
+    wait_for(lambda: not tern.service("qmgr")["ready"], 10, what="qmgr gone")
+    drop(pickup, "waiting", b"x-sender: a@example.org\nx-receiver: later@example.net\n\nx\n")
+    wait_for(lambda: "pickup file waiting.msg waits: qmgr" in tern.log_text(), 10, what="pickup waiting")
+    assert (pickup / "waiting.msg").exists()
+    (tern.libexec / "qmgr").symlink_to(TOP / "qmgr" / "qmgr")
+    wait_for(lambda: sink.delivered() == ["later@example.net"], 90, what="delivery after qmgr is back")
+    assert list(pickup.iterdir()) == []
+
+
+# ---- mailq -----------------------------------------------------------------------
+
+def mailq(tern, *args):
+    return subprocess.run([str(SENDMAIL), "-C", str(tern.config), "-bp", *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_mailq_empty_queue(tern, sink):
+    configure(tern, sink)
+    pickup_dirs(tern)
+    tern.start()
+    r = mailq(tern)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Mail queue is empty\n"
+
+
+def test_mailq_lists_a_deferred_recipient_with_its_reason(tern, tern_dir):
+    sink = Sink(tern_dir, "--rcpt", "later@=451 4.2.0 mailbox busy")
+    try:
+        configure(tern, sink)
+        pickup, _ = pickup_dirs(tern)
+        tern.start()
+        drop(pickup, "deferred", b"x-sender: cron@example.org\nx-receiver: later@example.net\n"
+                                 b"x-receiver: now@example.net\n\nSubject: q\n\nbody\n")
+        wait_for(lambda: sink.delivered() == ["now@example.net"], 20, what="the first recipient delivered")
+
+        def listed():
+            r = mailq(tern)
+            return r if "mailbox busy" in r.stdout else None
+        r = wait_for(listed, 20, what="the deferred recipient in mailq")
+        lines = r.stdout.splitlines()
+        assert lines[0] == "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+        assert re.match(r"^[0-9A-F]{16} +\d+ \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d  cron@example\.org$", lines[1]), lines
+        assert re.match(r"^\(451 4\.2\.0 mailbox busy.*\)$", lines[2].strip()), lines
+        assert lines[3].strip() == "later@example.net"
+        assert "now@example.net" not in r.stdout
+        assert lines[4] == ""
+        assert re.match(r"^-- \d+ Kbytes in 1 Request\.$", lines[5]), lines
+        r = subprocess.run(["mailq", "-C", str(tern.config)], capture_output=True, text=True, timeout=30,
+                           executable=str(SENDMAIL))
+        assert r.returncode == 0 and "later@example.net" in r.stdout
+    finally:
+        sink.stop()
+
+
+def test_mailq_shows_files_still_in_the_pickup_directory(tern, sink):
+    configure(tern, sink)
+    pickup, _ = pickup_dirs(tern)
+    tern.start()
+    tern.ctl("stop")  # the queue is out of reach: mailq says so, and still shows the pickup files
+    tern.master.wait(60)
+    r = sendmail(tern, "-f", "cron@example.org", "u1@example.net")
+    assert r.returncode == 0
+    r = mailq(tern)
+    assert "cron@example.org" in r.stdout and "u1@example.net" in r.stdout and "(maildrop queue)" in r.stdout
