@@ -205,4 +205,14 @@ def test_mailq_shows_files_still_in_the_pickup_directory(tern, sink):
     r = sendmail(tern, "-f", "cron@example.org", "u1@example.net")
     assert r.returncode == 0
     r = mailq(tern)
-    assert "cron@example.org" in r.stdout and "u1@example.net" in r.stdout and "(maildrop queue)" in r.stdout
+    assert r.returncode == 69 and "the queue is not available: tern is not running" in r.stderr
+    lines = r.stdout.splitlines()
+    assert re.match(r"^\d+\.\d+\.[0-9a-f]{16} +\d+ .* cron@example\.org$", lines[1]), lines
+    assert lines[2].strip() == "(maildrop queue, sender UID 0)"
+    assert lines[3].strip() == "u1@example.net"
+    assert lines[-1] == "-- 1 Kbytes in 1 Request."
+
+
+def test_mailq_unreachable_queue_is_not_called_empty(tern):
+    r = mailq(tern)
+    assert r.returncode == 69 and r.stdout == "" and "tern is not running" in r.stderr
