@@ -76,7 +76,9 @@ def test_sendmail_while_stopped_is_delivered_once_tern_starts(tern, sink):
 
 
 def test_powermta_pickup_file_by_hand_is_delivered(tern, sink):
-    configure(tern, sink)
+    import csv
+    acct = tern.base / "acct" / "acct.csv"
+    configure(tern, sink, f"<acct-file {acct}>\n  records r\n</acct-file>\n")
     pickup, _ = pickup_dirs(tern)
     tern.start()
     drop(pickup, "by-hand", b"X-Sender: <bounces@example.org>\r\nx-receiver: u2@example.net\r\n"
@@ -86,6 +88,11 @@ def test_powermta_pickup_file_by_hand_is_delivered(tern, sink):
     assert m["mail_from"] == "bounces@example.org"
     assert "x-receiver" not in m["data"].lower() and "Subject: by hand\r\n\r\nbody\r\n" in m["data"]
     assert not (pickup / "by-hand.msg").exists()
+
+    def rows():
+        return list(csv.DictReader(acct.read_text().splitlines())) if acct.exists() else []
+    got = wait_for(lambda: len(rows()) == 2 and rows(), 15, what="the r records")
+    assert {r["srcType"] for r in got} == {"pickup"} and {r["orig"] for r in got} == {"bounces@example.org"}
 
 
 def test_unqualified_addresses_get_the_host_name_and_dots_are_removed(tern, sink):
