@@ -73,11 +73,32 @@ static bool read_file(int fd, size_t size, struct buf *out, struct buf *why)
 	}
 }
 
+/* What fstat says of an opened file: false with the reason when it is
+ * not one we may take. */
+static bool check_opened(const struct pickup_conf *c, int fd, struct stat *st, struct buf *why)
+{
+	if (fstat(fd, st) < 0)
+		buf_printf(why, "cannot look at it: %s", strerror(errno));
+	else if (!S_ISREG(st->st_mode))
+		buf_puts(why, "not a regular file");
+	else if (st->st_nlink != 1)
+		buf_puts(why, "a file with more than one link");
+	else if ((uint64_t)st->st_size > c->max_message_size + ENVELOPE_SLACK)
+		buf_printf(why, "larger than max-message-size (%llu octets)", (unsigned long long)c->max_message_size);
+	return why->len == 0;
+}
+
 /* Opens and reads the file; false with the reason when it is not one we
  * may take.  *gone: it disappeared (another pickup took it). */
 static bool open_file(const struct pickup_conf *c, int dir_fd, const char *name, struct buf *data, uid_t *owner,
                       bool *gone, struct buf *why)
 {
+	struct stat st = {0};
+	/* a device or a FIFO is not even opened: opening one can have effects */
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+		buf_puts(why, "not a regular file");
+		return false;
+	}
 	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0) {
 		*gone = errno == ENOENT;
@@ -87,18 +108,7 @@ static bool open_file(const struct pickup_conf *c, int dir_fd, const char *name,
 			buf_printf(why, "cannot open it: %s", strerror(errno));
 		return false;
 	}
-	struct stat st = {0};
-	bool ok = false;
-	if (fstat(fd, &st) < 0)
-		buf_printf(why, "cannot look at it: %s", strerror(errno));
-	else if (!S_ISREG(st.st_mode))
-		buf_puts(why, "not a regular file");
-	else if (st.st_nlink != 1)
-		buf_puts(why, "a file with more than one link");
-	else if ((uint64_t)st.st_size > c->max_message_size + ENVELOPE_SLACK)
-		buf_printf(why, "larger than max-message-size (%llu octets)", (unsigned long long)c->max_message_size);
-	else
-		ok = read_file(fd, (size_t)st.st_size, data, why);
+	bool ok = check_opened(c, fd, &st, why) && read_file(fd, (size_t)st.st_size, data, why);
 	*owner = st.st_uid;
 	close(fd);
 	return ok;

@@ -2,7 +2,7 @@
 into the pickup directory while tern is stopped and the message is
 delivered once tern starts; a file in PowerMTA's pickup format written by
 hand is delivered; malformed files (no x-receiver, a bad address, binary
-junk, an oversize message, a symbolic link) land in pickup-bad with a log
+junk, an oversize message, a symbolic link, a FIFO) land in pickup-bad with a log
 line saying why while the good files around them are delivered; mailq
 (tern-sendmail -bp) lists the queue as Postfix's mailq does."""
 import os
@@ -125,12 +125,13 @@ def test_malformed_files_go_to_the_bad_directory_and_the_rest_is_delivered(tern,
     for name, (data, _) in BAD_FILES.items():
         drop(pickup, name, data)
     os.symlink("/etc/passwd", pickup / "symlink.msg")
+    os.mkfifo(pickup / "fifo.msg")
     (pickup / "half.tmp").write_bytes(b"x-sender: a@example.org\n")  # being written: left alone
     drop(pickup, "9-good", b"x-sender: a@example.org\nx-receiver: good2@example.net\n\nlast\n")
     tern.start()
     wait_for(lambda: sorted(sink.delivered()) == ["good1@example.net", "good2@example.net"], 20,
              what="the good files delivered")
-    wanted = sorted([n + ".msg" for n in BAD_FILES] + ["symlink.msg"])
+    wanted = sorted([n + ".msg" for n in BAD_FILES] + ["symlink.msg", "fifo.msg"])
     wait_for(lambda: sorted(p.name for p in bad.iterdir()) == wanted, 10, what="the bad files moved")
     assert os.path.islink(bad / "symlink.msg")
     assert (bad / "garbage.msg").read_bytes() == BAD_FILES["garbage"][0]  # kept as it was
@@ -139,6 +140,7 @@ def test_malformed_files_go_to_the_bad_directory_and_the_rest_is_delivered(tern,
     for name, (_, reason) in BAD_FILES.items():
         assert re.search(rf"pickup file {name}\.msg moved to {re.escape(str(bad))}: .*{reason}", log), name
     assert "pickup file symlink.msg moved to" in log and "a symbolic link" in log
+    assert re.search(r"pickup file fifo\.msg moved to .*: not a regular file", log)
     assert sorted(sink.delivered()) == ["good1@example.net", "good2@example.net"]
 
 
