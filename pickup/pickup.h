@@ -31,6 +31,7 @@
 #define PICKUP_LINE_MAX 1000
 #define PICKUP_ENVID_MAX 100
 #define PICKUP_VMTA_MAX 255
+#define PICKUP_JOB_MAX 255
 
 /* ---- pure parsers (pickup_parse.c) ----------------------------------------- */
 
@@ -72,6 +73,31 @@ bool pickup_parse_address(const char *text, bool allow_null, const char *hostnam
  * bare CR, or control characters in the header section. */
 bool pickup_normalize_message(const char *data, size_t len, bool remove_dot, struct buf *out, struct buf *why);
 
+/* What <source {pickup}> says about the message's header fields, as
+ * smtpd applies it to SMTP submissions. */
+struct pickup_header_rules {
+	bool process_x_vmta, retain_x_vmta; /* X-Virtual-MTA */
+	bool process_x_job, retain_x_job;   /* the job header */
+	const char *jobid_header;           /* NULL: X-Job */
+	bool drop_date;                     /* add-date-header override */
+	const char *const *remove;          /* remove-header */
+	size_t nremove;
+};
+
+/* What the header section held. */
+struct pickup_headers {
+	char *vmta, *job; /* taken from X-Virtual-MTA and the job header, NULL */
+	bool has_date, has_message_id;
+};
+
+/* Applies the rules to the header section of a normalised message (CRLF
+ * line ends), writing the message with the fields kept to out.  false
+ * with the reason when an X-Virtual-MTA or job header cannot be used
+ * (too long, or a virtual MTA name with '/'). */
+bool pickup_filter_headers(const char *msg, size_t len, const struct pickup_header_rules *rules, struct buf *out,
+                           struct pickup_headers *found, struct buf *why);
+void pickup_headers_free(struct pickup_headers *h);
+
 /* ---- the service (pickup_main.c, pickup_file.c) ------------------------------- */
 
 struct conf;
@@ -86,6 +112,9 @@ struct pickup_conf {
 	uint64_t max_message_size; /* <source {pickup}>; at most PICKUP_SIZE_MAX */
 	uint64_t max_rcpt;         /* <source {pickup}> max-rcpt-per-message; 0: none */
 	bool add_received_header;
+	bool add_message_id_header, add_date_header;
+	bool reject_invalid_vmta;
+	struct pickup_header_rules headers;
 	char *default_vmta; /* <source {pickup}> default-virtual-mta, NULL */
 };
 

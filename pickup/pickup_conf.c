@@ -24,6 +24,20 @@ static char *local_hostname(void)
 	return mem_strdup(name);
 }
 
+/* The header rules; the strings point into the configuration. */
+static void take_header_rules(struct pickup_header_rules *r, const struct conf_settings *s, bool override_date)
+{
+	r->process_x_vmta = conf_get_bool(s, "process-x-virtual-mta");
+	r->retain_x_vmta = conf_get_bool(s, "retain-x-virtual-mta");
+	r->process_x_job = conf_get_bool(s, "process-x-job");
+	r->retain_x_job = conf_get_bool(s, "retain-x-job");
+	r->jobid_header = conf_get_string(s, "jobid-header");
+	r->drop_date = override_date;
+	const struct conf_list *rm = conf_get_list(s, "remove-header");
+	r->remove = rm ? (const char *const *)rm->items : NULL;
+	r->nremove = rm ? rm->count : 0;
+}
+
 /* The settings of <source {pickup}> over the defaults of every source. */
 static void take_source(struct pickup_conf *c)
 {
@@ -34,6 +48,11 @@ static void take_source(struct pickup_conf *c)
 	c->max_message_size = max == 0 || max == VALUE_UNLIMITED || max > PICKUP_SIZE_MAX ? PICKUP_SIZE_MAX : max;
 	c->max_rcpt = conf_get_uint(s, "max-rcpt-per-message");
 	c->add_received_header = conf_get_bool(s, "add-received-header");
+	c->add_message_id_header = conf_get_bool(s, "add-message-id-header");
+	const char *date = conf_get_string(s, "add-date-header");
+	c->add_date_header = date && strcasecmp(date, "no") != 0;
+	c->reject_invalid_vmta = conf_get_bool(s, "reject-invalid-virtual-mta");
+	take_header_rules(&c->headers, s, date && strcasecmp(date, "override") == 0);
 	const char *vmta = conf_get_string(s, "default-virtual-mta");
 	/* "by-smtp-source-ip" is a rule for the delivery side, not a name */
 	if (vmta && *vmta && strcasecmp(vmta, "by-smtp-source-ip") != 0)

@@ -116,18 +116,26 @@ static bool open_file(const struct pickup_conf *c, int dir_fd, const char *name,
 
 /* ---- the message ------------------------------------------------------------------- */
 
-/* Received: by HOST (tern pickup, from userid UID (NAME)); DATE */
-static void add_received(const struct pickup_conf *c, uid_t owner, struct buf *out)
+/* The current time as RFC 5322 writes it. */
+static void put_date(struct buf *out)
 {
 	char date[64];
 	time_t now = time(NULL);
 	struct tm tm;
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", localtime_r(&now, &tm));
+	buf_puts(out, date);
+}
+
+/* Received: by HOST (tern pickup, from userid UID (NAME)); DATE */
+static void add_received(const struct pickup_conf *c, uid_t owner, struct buf *out)
+{
 	const struct passwd *pw = getpwuid(owner);
 	buf_printf(out, "Received: by %s (tern pickup, from userid %lu", c->hostname, (unsigned long)owner);
 	if (pw && pw->pw_name)
 		buf_printf(out, " (%s)", pw->pw_name);
-	buf_printf(out, ");\r\n\t%s\r\n", date);
+	buf_puts(out, ");\r\n\t");
+	put_date(out);
+	buf_puts(out, "\r\n");
 }
 
 static bool has_8bit(const struct buf *b)
@@ -136,6 +144,20 @@ static bool has_8bit(const struct buf *b)
 		if ((unsigned char)b->data[i] >= 0x80)
 			return true;
 	return false;
+}
+
+static void add_message_id(const struct pickup_conf *c, struct buf *out)
+{
+	static unsigned long counter;
+	buf_printf(out, "Message-Id: <%lld.%ld.%lu@%s>\r\n", (long long)time(NULL), (long)getpid(), ++counter,
+	           c->hostname);
+}
+
+static void add_date(struct buf *out)
+{
+	buf_puts(out, "Date: ");
+	put_date(out);
+	buf_puts(out, "\r\n");
 }
 
 /* Checks what the configuration limits; false with the reason. */
@@ -147,30 +169,71 @@ static bool check_limits(const struct pickup_conf *c, const struct pickup_envelo
 		           (unsigned long long)c->max_message_size);
 	else if (c->max_rcpt && env->nrcpts > c->max_rcpt)
 		buf_printf(why, "more than max-rcpt-per-message (%llu) recipients", (unsigned long long)c->max_rcpt);
-	else if (env->vmta && !pickup_conf_vmta_known(c, env->vmta))
-		buf_printf(why, "x-virtual-mta names no <virtual-mta> or <virtual-mta-pool>: %s", env->vmta);
 	return why->len == 0;
+}
+
+/* The virtual MTA: x-virtual-mta, else an X-Virtual-MTA header (with
+ * process-x-virtual-mta), else default-virtual-mta (env->vmta NULL).  An
+ * unknown name refuses the file with reject-invalid-virtual-mta, else it
+ * is ignored. */
+static bool choose_vmta(const struct pickup_conf *c, struct pickup_envelope *env, struct pickup_headers *found,
+                        struct buf *why)
+{
+	if (env->vmta == NULL) {
+		env->vmta = found->vmta;
+		found->vmta = NULL;
+	}
+	if (env->vmta == NULL || pickup_conf_vmta_known(c, env->vmta))
+		return true;
+	if (c->reject_invalid_vmta) {
+		buf_printf(why, "the virtual MTA %s is not configured (<virtual-mta> or <virtual-mta-pool>)", env->vmta);
+		return false;
+	}
+	free(env->vmta);
+	env->vmta = NULL;
+	return true;
+}
+
+/* The header fields pickup adds, then the message as kept. */
+static void compose(const struct pickup_conf *c, uid_t owner, const struct pickup_headers *found,
+                    const struct buf *kept, struct buf *body)
+{
+	if (c->add_received_header)
+		add_received(c, owner, body);
+	if (c->add_message_id_header && !found->has_message_id)
+		add_message_id(c, body);
+	if (c->add_date_header && !found->has_date)
+		add_date(body);
+	buf_append(body, buf_cstr(kept), kept->len);
 }
 
 /* Parses and checks the file into its envelope and the message as qmgr
  * stores it; false with the reason. */
 static bool build_message(const struct pickup_conf *c, const struct buf *data, uid_t owner,
-                          struct pickup_envelope *env, struct buf *body, struct buf *why)
+                          struct pickup_envelope *env, struct pickup_headers *found, struct buf *body,
+                          struct buf *why)
 {
-	if (!pickup_parse_envelope(data->data, data->len, c->hostname, env, why))
+	if (!pickup_parse_envelope(buf_cstr(data), data->len, c->hostname, env, why))
 		return false;
 	size_t message_len = data->len - env->message_offset;
 	if (!check_limits(c, env, message_len, why))
 		return false;
-	if (c->add_received_header)
-		add_received(c, owner, body);
-	return pickup_normalize_message(data->data + env->message_offset, message_len, c->remove_dot, body, why);
+	struct buf norm = BUF_INIT, kept = BUF_INIT;
+	bool ok = pickup_normalize_message(buf_cstr(data) + env->message_offset, message_len, c->remove_dot, &norm,
+	                                   why) &&
+	          pickup_filter_headers(buf_cstr(&norm), norm.len, &c->headers, &kept, found, why) &&
+	          choose_vmta(c, env, found, why);
+	if (ok)
+		compose(c, owner, found, &kept, body);
+	buf_free(&norm);
+	buf_free(&kept);
+	return ok;
 }
 
 /* ---- qmgr ---------------------------------------------------------------------------- */
 
 static enum pickup_outcome hand_over(const struct pickup_conf *c, int dir_fd, const char *name, uid_t owner,
-                                     const struct pickup_envelope *env, const struct buf *body,
+                                     const struct pickup_envelope *env, const char *job, const struct buf *body,
                                      struct enqueue_conn *conn)
 {
 	struct buf err = BUF_INIT, shown = BUF_INIT;
@@ -182,6 +245,7 @@ static enum pickup_outcome hand_over(const struct pickup_conf *c, int dir_fd, co
 	    .smtputf8 = env->utf8,
 	    .src_type = "pickup",
 	    .vmta = env->vmta ? env->vmta : c->default_vmta,
+	    .mail_job = job,
 	};
 	struct enqueue_reply reply = {0};
 	enum pickup_outcome outcome = PICKUP_RETRY;
@@ -215,18 +279,20 @@ enum pickup_outcome pickup_file_take(const struct pickup_conf *c, int dir_fd, co
 {
 	struct buf data = BUF_INIT, body = BUF_INIT, why = BUF_INIT;
 	struct pickup_envelope env = {0};
+	struct pickup_headers found = {0};
 	uid_t owner = (uid_t)-1;
 	bool gone = false;
 	enum pickup_outcome outcome = PICKUP_DONE;
 	if (!open_file(c, dir_fd, name, &data, &owner, &gone, &why)) {
 		if (!gone)
 			outcome = move_bad(c, dir_fd, name, buf_cstr(&why));
-	} else if (!build_message(c, &data, owner, &env, &body, &why)) {
+	} else if (!build_message(c, &data, owner, &env, &found, &body, &why)) {
 		outcome = move_bad(c, dir_fd, name, buf_cstr(&why));
 	} else {
-		outcome = hand_over(c, dir_fd, name, owner, &env, &body, conn);
+		outcome = hand_over(c, dir_fd, name, owner, &env, found.job, &body, conn);
 	}
 	pickup_envelope_free(&env);
+	pickup_headers_free(&found);
 	buf_free(&data);
 	buf_free(&body);
 	buf_free(&why);

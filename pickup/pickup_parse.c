@@ -292,3 +292,98 @@ bool pickup_normalize_message(const char *data, size_t len, bool remove_dot, str
 	}
 	return true;
 }
+
+/* ---- header fields ------------------------------------------------------------------ */
+
+static bool field_is(const char *field, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+	return len > n && field[n] == ':' && strncasecmp(field, name, n) == 0;
+}
+
+/* The value of a field, unfolded and trimmed. */
+static char *field_value(const char *field, size_t len)
+{
+	const char *colon = memchr(field, ':', len);
+	struct buf v = BUF_INIT;
+	for (const char *p = colon + 1; p < field + len; p++)
+		if (*p != '\r' && *p != '\n')
+			buf_putc(&v, *p == '\t' ? ' ' : *p);
+	const char *text = buf_cstr(&v);
+	size_t start = strspn(text, " "), n = v.len - start;
+	while (n && text[start + n - 1] == ' ')
+		n--;
+	char *out = mem_strndup(text + start, n);
+	buf_free(&v);
+	return out;
+}
+
+/* Takes the value of a field that names something (a virtual MTA, a job):
+ * the last one counts, as in smtpd. */
+static bool take_name(char **slot, const char *field, size_t len, bool vmta, struct buf *why)
+{
+	free(*slot);
+	*slot = field_value(field, len);
+	if (strlen(*slot) > (vmta ? PICKUP_VMTA_MAX : PICKUP_JOB_MAX) || (vmta && (**slot == '\0' || strchr(*slot, '/'))))
+		buf_printf(why, "unusable %s header", vmta ? "X-Virtual-MTA" : "job id");
+	return why->len == 0;
+}
+
+/* One field (with its continuation lines): true keeps it. */
+static bool filter_field(const char *f, size_t len, const struct pickup_header_rules *r, struct pickup_headers *found,
+                         struct buf *why)
+{
+	const char *job = r->jobid_header ? r->jobid_header : "X-Job";
+	if (field_is(f, len, "Message-Id"))
+		found->has_message_id = true;
+	if (r->process_x_vmta && field_is(f, len, "X-Virtual-MTA"))
+		return take_name(&found->vmta, f, len, true, why) && r->retain_x_vmta;
+	if (r->process_x_job && field_is(f, len, job))
+		return take_name(&found->job, f, len, false, why) && r->retain_x_job;
+	if (field_is(f, len, "Date")) {
+		if (r->drop_date)
+			return false;
+		found->has_date = true;
+	}
+	for (size_t i = 0; i < r->nremove; i++)
+		if (field_is(f, len, r->remove[i]))
+			return false;
+	return true;
+}
+
+/* Length of the field at f: its line and the continuation lines. */
+static size_t field_length(const char *f, size_t left)
+{
+	size_t n = 0;
+	do {
+		const char *nl = memchr(f + n, '\n', left - n);
+		n = nl ? (size_t)(nl - f) + 1 : left;
+	} while (n < left && (f[n] == ' ' || f[n] == '\t'));
+	return n;
+}
+
+bool pickup_filter_headers(const char *msg, size_t len, const struct pickup_header_rules *rules, struct buf *out,
+                           struct pickup_headers *found, struct buf *why)
+{
+	memset(found, 0, sizeof(*found));
+	size_t pos = 0;
+	/* the header section ends at the empty line (or the end) */
+	while (pos < len && !(msg[pos] == '\r' || msg[pos] == '\n')) {
+		size_t n = field_length(msg + pos, len - pos);
+		bool keep = filter_field(msg + pos, n, rules, found, why);
+		if (why->len)
+			return false;
+		if (keep)
+			buf_append(out, msg + pos, n);
+		pos += n;
+	}
+	buf_append(out, msg + pos, len - pos);
+	return true;
+}
+
+void pickup_headers_free(struct pickup_headers *h)
+{
+	free(h->vmta);
+	free(h->job);
+	memset(h, 0, sizeof(*h));
+}

@@ -225,3 +225,32 @@ def test_mailq_shows_files_still_in_the_pickup_directory(tern, sink):
 def test_mailq_unreachable_queue_is_not_called_empty(tern):
     r = mailq(tern)
     assert r.returncode == 69 and r.stdout == "" and "tern is not running" in r.stderr
+
+
+def test_source_pickup_header_rules_virtual_mta_and_job(tern, sink):
+    import csv
+    acct = tern.base / "acct" / "acct.csv"
+    configure(tern, sink, "<virtual-mta v1>\n  smtp-source-host 127.0.0.1 tern.test\n</virtual-mta>\n"
+                          "<source {pickup}>\n  process-x-virtual-mta yes\n  process-x-job yes\n"
+                          "  add-message-id-header yes\n  add-date-header yes\n  remove-header X-Secret\n</source>\n"
+                          f"<acct-file {acct}>\n  records r\n</acct-file>\n")
+    pickup, bad = pickup_dirs(tern)
+    drop(pickup, "1-plain", b"x-sender: a@example.org\nx-receiver: plain@example.net\n"
+                            b"X-Job: job-8\nX-Secret: s\nSubject: y\n\nbody\n")
+    drop(pickup, "2-vmta", b"x-sender: a@example.org\nx-receiver: viavmta@example.net\n"
+                           b"X-Virtual-MTA: v1\nX-Job: job-7\nSubject: x\n\nbody\n")
+    drop(pickup, "3-unknown", b"x-sender: a@example.org\nx-receiver: lost@example.net\nx-virtual-mta: nope\n\nbody\n")
+    tern.start()
+    wait_for(lambda: "plain@example.net" in sink.delivered(), 20, what="delivery")
+    data = next(m["data"] for m in messages(sink) if m["rcpts"][0]["address"] == "plain@example.net")
+    header = data.split("\r\n\r\n")[0]
+    assert re.search(r"^Message-Id: <\S+@tern\.test>\r?$", header, re.M) and re.search(r"^Date: ", header, re.M)
+    assert "X-Secret" not in header and "X-Job" not in header and "Subject: y" in header
+
+    def rows():
+        return list(csv.DictReader(acct.read_text().splitlines())) if acct.exists() else []
+    got = {r["rcpt"]: r for r in wait_for(lambda: len(rows()) == 2 and rows(), 15, what="the r records")}
+    assert got["plain@example.net"]["jobId"] == "job-8" and got["plain@example.net"]["vmta"] == ""
+    assert got["viavmta@example.net"]["jobId"] == "job-7" and got["viavmta@example.net"]["vmta"] == "v1"
+    wait_for(lambda: (bad / "3-unknown.msg").exists(), 10, what="the unknown virtual MTA refused")
+    assert "the virtual MTA nope is not configured" in tern.log_text()

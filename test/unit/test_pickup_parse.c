@@ -1,7 +1,8 @@
 /* test_pickup_parse.c: unit tests of pickup's pure parsers - the
  * x-sender / x-receiver envelope of a pickup file (PowerMTA's format, as
- * tern-sendmail writes it) and the message's normalisation (line ends,
- * pickup-remove-dot, the header section). */
+ * tern-sendmail writes it), the message's normalisation (line ends,
+ * pickup-remove-dot, the header section) and the <source {pickup}> header
+ * rules (X-Virtual-MTA, the job header, Date, remove-header). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -176,6 +177,77 @@ static void test_message_refusals(void **state)
 	NORMALIZE_BAD("Subject: x\n\x01garbage\n\nbody\n", "binary data");
 }
 
+/* ---- header rules ------------------------------------------------------------------ */
+
+static void filter(const char *in, const struct pickup_header_rules *r, const char *want, struct pickup_headers *found)
+{
+	struct buf out = BUF_INIT, why = BUF_INIT;
+	if (!pickup_filter_headers(in, strlen(in), r, &out, found, &why))
+		fail_msg("%s: %s", in, buf_cstr(&why));
+	assert_string_equal(buf_cstr(&out), want);
+	buf_free(&out);
+	buf_free(&why);
+}
+
+static void test_headers_virtual_mta_and_job(void **state)
+{
+	const char *in = "X-Virtual-MTA: v1\r\nX-Job:\r\n  job-7 \r\nSubject: x\r\n\r\nX-Job: body\r\n";
+	struct pickup_header_rules r = {.process_x_vmta = true, .process_x_job = true};
+	struct pickup_headers found;
+	filter(in, &r, "Subject: x\r\n\r\nX-Job: body\r\n", &found);
+	assert_string_equal(found.vmta, "v1");
+	assert_string_equal(found.job, "job-7");
+	assert_false(found.has_date);
+	pickup_headers_free(&found);
+	/* retained, or not processed at all */
+	r.retain_x_vmta = r.retain_x_job = true;
+	filter(in, &r, in, &found);
+	assert_string_equal(found.vmta, "v1");
+	pickup_headers_free(&found);
+	struct pickup_header_rules none = {0};
+	filter(in, &none, in, &found);
+	assert_null(found.vmta);
+	assert_null(found.job);
+	pickup_headers_free(&found);
+	/* another job header name */
+	struct pickup_header_rules mine = {.process_x_job = true, .jobid_header = "X-Campaign"};
+	filter("X-Campaign: c1\r\nX-Job: j\r\n\r\n", &mine, "X-Job: j\r\n\r\n", &found);
+	assert_string_equal(found.job, "c1");
+	pickup_headers_free(&found);
+}
+
+static void test_headers_date_message_id_and_removal(void **state)
+{
+	const char *remove[] = {"X-Secret"};
+	struct pickup_header_rules r = {.remove = remove, .nremove = 1};
+	struct pickup_headers found;
+	filter("Date: now\r\nMessage-ID: <a@b>\r\nx-secret: s\r\n\tmore\r\n\r\nbody\r\n", &r,
+	       "Date: now\r\nMessage-ID: <a@b>\r\n\r\nbody\r\n", &found);
+	assert_true(found.has_date);
+	assert_true(found.has_message_id);
+	pickup_headers_free(&found);
+	r.drop_date = true; /* add-date-header override */
+	filter("Date: then\r\n\r\nbody\r\n", &r, "\r\nbody\r\n", &found);
+	assert_false(found.has_date);
+	pickup_headers_free(&found);
+	/* a message without a header section is left alone */
+	filter("\r\nDate: body\r\n", &r, "\r\nDate: body\r\n", &found);
+	pickup_headers_free(&found);
+}
+
+static void test_headers_unusable(void **state)
+{
+	struct pickup_header_rules r = {.process_x_vmta = true};
+	struct pickup_headers found;
+	struct buf out = BUF_INIT, why = BUF_INIT;
+	const char *in = "X-Virtual-MTA: a/b\r\n\r\n";
+	assert_false(pickup_filter_headers(in, strlen(in), &r, &out, &found, &why));
+	assert_non_null(strstr(buf_cstr(&why), "X-Virtual-MTA"));
+	pickup_headers_free(&found);
+	buf_free(&out);
+	buf_free(&why);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -188,6 +260,9 @@ int main(void)
 	    cmocka_unit_test(test_message_remove_dot),
 	    cmocka_unit_test(test_message_without_header),
 	    cmocka_unit_test(test_message_refusals),
+	    cmocka_unit_test(test_headers_virtual_mta_and_job),
+	    cmocka_unit_test(test_headers_date_message_id_and_removal),
+	    cmocka_unit_test(test_headers_unusable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
