@@ -139,9 +139,8 @@ static bool build_frames(struct buf *out, const struct enqueue_envelope *e, cons
 	return enqueue_put_end(out, err);
 }
 
-bool enqueue_message(struct enqueue_conn *c, const struct enqueue_envelope *e, const char *const *rcpts,
-                     size_t nrcpts, const void *body, size_t len, int timeout_ms, struct enqueue_reply *reply,
-                     struct buf *err)
+bool enqueue_message(struct enqueue_conn *c, const struct enqueue_envelope *e, const char *const *rcpts, size_t nrcpts,
+                     const void *body, size_t len, int timeout_ms, struct enqueue_reply *reply, struct buf *err)
 {
 	struct buf frames = BUF_INIT, payload = BUF_INIT;
 	memset(reply, 0, sizeof(*reply));

@@ -60,8 +60,7 @@ void enqueue_close(struct enqueue_conn *c);
  * closed) when qmgr could not be reached, broke off or answered
  * nonsense: the message's fate is then unknown to qmgr's client and it
  * must be offered again later.  true with the answer in reply otherwise. */
-bool enqueue_message(struct enqueue_conn *c, const struct enqueue_envelope *e, const char *const *rcpts,
-                     size_t nrcpts, const void *body, size_t len, int timeout_ms, struct enqueue_reply *reply,
-                     struct buf *err);
+bool enqueue_message(struct enqueue_conn *c, const struct enqueue_envelope *e, const char *const *rcpts, size_t nrcpts,
+                     const void *body, size_t len, int timeout_ms, struct enqueue_reply *reply, struct buf *err);
 
 #endif

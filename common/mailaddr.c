@@ -224,8 +224,8 @@ void mail_addr_free(struct mail_addr *a)
 	memset(a, 0, sizeof(*a));
 }
 
-bool mail_addr_parse_path(const char **p, bool allow_null, bool allow_postmaster, bool allow_utf8, struct mail_addr *out,
-                      const char **why)
+bool mail_addr_parse_path(const char **p, bool allow_null, bool allow_postmaster, bool allow_utf8,
+                          struct mail_addr *out, const char **why)
 {
 	memset(out, 0, sizeof(*out));
 	struct path_parser pp = {.p = (const unsigned char *)*p, .allow_utf8 = allow_utf8};

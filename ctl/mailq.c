@@ -39,9 +39,9 @@
 #define PICKUP_HEAD_MAX (64 * 1024)
 
 static const struct ipc_spec frame_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},     {IPC_ATTR_STATUS, IPC_OPTIONAL},      {IPC_ATTR_REASON, IPC_OPTIONAL},
-    {IPC_ATTR_QUEUE_ID, IPC_OPTIONAL},    {IPC_ATTR_SENDER, IPC_OPTIONAL},      {IPC_ATTR_RECEIVED, IPC_OPTIONAL},
-    {IPC_ATTR_BODY_SIZE, IPC_OPTIONAL},   {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},   {IPC_ATTR_RCPT_STATE, IPC_OPTIONAL},
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},      {IPC_ATTR_STATUS, IPC_OPTIONAL},      {IPC_ATTR_REASON, IPC_OPTIONAL},
+    {IPC_ATTR_QUEUE_ID, IPC_OPTIONAL},     {IPC_ATTR_SENDER, IPC_OPTIONAL},      {IPC_ATTR_RECEIVED, IPC_OPTIONAL},
+    {IPC_ATTR_BODY_SIZE, IPC_OPTIONAL},    {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},   {IPC_ATTR_RCPT_STATE, IPC_OPTIONAL},
     {IPC_ATTR_NEXT_ATTEMPT, IPC_OPTIONAL}, {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL},
 };
 
@@ -58,8 +58,7 @@ static void print_heading(struct totals *t)
 		printf("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
 }
 
-static void print_message(struct totals *t, const char *id, unsigned long long size, time_t arrival,
-                          const char *sender)
+static void print_message(struct totals *t, const char *id, unsigned long long size, time_t arrival, const char *sender)
 {
 	char when[32];
 	struct tm tm;

@@ -47,9 +47,9 @@ struct pickup_envelope {
 	char *sender; /* "" for <> */
 	char **rcpts;
 	size_t nrcpts;
-	char *envid; /* NULL when absent */
-	char *vmta;  /* NULL when absent */
-	bool utf8;   /* some address holds UTF-8 */
+	char *envid;           /* NULL when absent */
+	char *vmta;            /* NULL when absent */
+	bool utf8;             /* some address holds UTF-8 */
 	size_t message_offset; /* where the message starts in the file */
 };
 

@@ -80,7 +80,8 @@ struct pickup_conf *pickup_conf_load(const char *path, struct buf *err)
 
 bool pickup_conf_vmta_known(const struct pickup_conf *c, const char *name)
 {
-	return conf_block_find(c->conf, CONF_VMTA, name) != NULL || conf_block_find(c->conf, CONF_VMTA_POOL, name) != NULL;
+	return conf_block_find(c->conf, CONF_VMTA, name) != NULL ||
+	       conf_block_find(c->conf, CONF_VMTA_POOL, name) != NULL;
 }
 
 void pickup_conf_free(struct pickup_conf *c)

@@ -41,8 +41,8 @@ static enum pickup_outcome move_bad(const struct pickup_conf *c, int dir_fd, con
 	if (renameat(dir_fd, name, AT_FDCWD, target) == 0)
 		log_warning("pickup file %s moved to %s: %s", buf_cstr(&shown), c->bad_dir, why);
 	else if (errno != ENOENT)
-		log_error("pickup file %s is bad (%s) but cannot be moved to %s: %s", buf_cstr(&shown), why,
-		          c->bad_dir, strerror(errno));
+		log_error("pickup file %s is bad (%s) but cannot be moved to %s: %s", buf_cstr(&shown), why, c->bad_dir,
+		          strerror(errno));
 	free(target);
 	buf_free(&shown);
 	return PICKUP_DONE;
@@ -186,7 +186,8 @@ static bool choose_vmta(const struct pickup_conf *c, struct pickup_envelope *env
 	if (env->vmta == NULL || pickup_conf_vmta_known(c, env->vmta))
 		return true;
 	if (c->reject_invalid_vmta) {
-		buf_printf(why, "the virtual MTA %s is not configured (<virtual-mta> or <virtual-mta-pool>)", env->vmta);
+		buf_printf(why, "the virtual MTA %s is not configured (<virtual-mta> or <virtual-mta-pool>)",
+		           env->vmta);
 		return false;
 	}
 	free(env->vmta);
@@ -209,9 +210,8 @@ static void compose(const struct pickup_conf *c, uid_t owner, const struct picku
 
 /* Parses and checks the file into its envelope and the message as qmgr
  * stores it; false with the reason. */
-static bool build_message(const struct pickup_conf *c, const struct buf *data, uid_t owner,
-                          struct pickup_envelope *env, struct pickup_headers *found, struct buf *body,
-                          struct buf *why)
+static bool build_message(const struct pickup_conf *c, const struct buf *data, uid_t owner, struct pickup_envelope *env,
+                          struct pickup_headers *found, struct buf *body, struct buf *why)
 {
 	if (!pickup_parse_envelope(buf_cstr(data), data->len, c->hostname, env, why))
 		return false;
@@ -219,10 +219,10 @@ static bool build_message(const struct pickup_conf *c, const struct buf *data, u
 	if (!check_limits(c, env, message_len, why))
 		return false;
 	struct buf norm = BUF_INIT, kept = BUF_INIT;
-	bool ok = pickup_normalize_message(buf_cstr(data) + env->message_offset, message_len, c->remove_dot, &norm,
-	                                   why) &&
-	          pickup_filter_headers(buf_cstr(&norm), norm.len, &c->headers, &kept, found, why) &&
-	          choose_vmta(c, env, found, why);
+	bool ok =
+	    pickup_normalize_message(buf_cstr(data) + env->message_offset, message_len, c->remove_dot, &norm, why) &&
+	    pickup_filter_headers(buf_cstr(&norm), norm.len, &c->headers, &kept, found, why) &&
+	    choose_vmta(c, env, found, why);
 	if (ok)
 		compose(c, owner, found, &kept, body);
 	buf_free(&norm);

@@ -71,8 +71,8 @@ bool pickup_parse_address(const char *text, bool allow_null, const char *hostnam
 	}
 	/* "root": ours, as Postfix's myorigin */
 	bool local_only = memchr(text, '@', len) == NULL;
-	char *path = local_only ? mem_asprintf("<%.*s@%s>", (int)len, text, hostname)
-	                        : mem_asprintf("<%.*s>", (int)len, text);
+	char *path =
+	    local_only ? mem_asprintf("<%.*s@%s>", (int)len, text, hostname) : mem_asprintf("<%.*s>", (int)len, text);
 	const char *p = path;
 	struct mail_addr a;
 	bool ok = mail_addr_parse_path(&p, false, false, true, &a, why);
@@ -324,7 +324,8 @@ static bool take_name(char **slot, const char *field, size_t len, bool vmta, str
 {
 	free(*slot);
 	*slot = field_value(field, len);
-	if (strlen(*slot) > (vmta ? PICKUP_VMTA_MAX : PICKUP_JOB_MAX) || (vmta && (**slot == '\0' || strchr(*slot, '/'))))
+	if (strlen(*slot) > (vmta ? PICKUP_VMTA_MAX : PICKUP_JOB_MAX) ||
+	    (vmta && (**slot == '\0' || strchr(*slot, '/'))))
 		buf_printf(why, "unusable %s header", vmta ? "X-Virtual-MTA" : "job id");
 	return why->len == 0;
 }

@@ -35,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pickup_parse_envelope(text, len, "fuzz.test", &env, &why)) {
 		if (env.message_offset > len || env.nrcpts == 0 || env.sender == NULL)
 			abort();
-		if (pickup_normalize_message(text + env.message_offset, len - env.message_offset, remove_dot, &out, &why))
+		if (pickup_normalize_message(text + env.message_offset, len - env.message_offset, remove_dot, &out,
+		                             &why))
 			check_line_ends(&out);
 	}
 	pickup_envelope_free(&env);

@@ -165,7 +165,8 @@ static void test_message_without_header(void **state)
 	/* text after headers but before a blank line starts the body */
 	normalize_ok("Subject: x\nno header here\n", false, "Subject: x\r\n\r\nno header here\r\n");
 	/* 8-bit text is allowed in the header section and the body */
-	normalize_ok("Subject: \xc3\xa9t\xc3\xa9\n\n\xc3\xa9\n", false, "Subject: \xc3\xa9t\xc3\xa9\r\n\r\n\xc3\xa9\r\n");
+	normalize_ok("Subject: \xc3\xa9t\xc3\xa9\n\n\xc3\xa9\n", false,
+	             "Subject: \xc3\xa9t\xc3\xa9\r\n\r\n\xc3\xa9\r\n");
 }
 
 static void test_message_refusals(void **state)
