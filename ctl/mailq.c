@@ -52,6 +52,16 @@ struct totals {
 
 /* ---- printing ------------------------------------------------------------------- */
 
+/* What goes to the terminal comes partly from files anyone may write and
+ * from remote servers: control characters are shown as '?'. */
+static const char *safe(const char *text, struct buf *scratch)
+{
+	buf_reset(scratch);
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		buf_putc(scratch, *p < 0x20 || *p == 0x7f ? '?' : (char)*p);
+	return buf_cstr(scratch);
+}
+
 static void print_heading(struct totals *t)
 {
 	if (t->requests == 0)
@@ -66,7 +76,10 @@ static void print_message(struct totals *t, const char *id, unsigned long long s
 	print_heading(t);
 	if (t->requests > 0)
 		printf("\n");
-	printf("%-11s %8llu %-20.20s %s\n", id, size, when, *sender ? sender : "MAILER-DAEMON");
+	struct buf a = BUF_INIT, b = BUF_INIT;
+	printf("%-11s %8llu %-20.20s %s\n", safe(id, &a), size, when, *sender ? safe(sender, &b) : "MAILER-DAEMON");
+	buf_free(&a);
+	buf_free(&b);
 	t->bytes += size;
 	t->requests++;
 }
@@ -78,12 +91,16 @@ static void print_reason(const char *reason)
 	size_t type = strspn(reason, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-");
 	if (type > 0 && reason[type] == ';')
 		reason += type + 1;
-	printf("%*s(%s)\n", 6, "", reason);
+	struct buf scratch = BUF_INIT;
+	printf("%*s(%s)\n", 6, "", safe(reason, &scratch));
+	buf_free(&scratch);
 }
 
 static void print_rcpt(const char *rcpt)
 {
-	printf("%*s%s\n", RCPT_INDENT, "", rcpt);
+	struct buf scratch = BUF_INIT;
+	printf("%*s%s\n", RCPT_INDENT, "", safe(rcpt, &scratch));
+	buf_free(&scratch);
 }
 
 static void print_totals(const struct totals *t)

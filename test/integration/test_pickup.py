@@ -254,3 +254,35 @@ def test_source_pickup_header_rules_virtual_mta_and_job(tern, sink):
     assert got["viavmta@example.net"]["jobId"] == "job-7" and got["viavmta@example.net"]["vmta"] == "v1"
     wait_for(lambda: (bad / "3-unknown.msg").exists(), 10, what="the unknown virtual MTA refused")
     assert "the virtual MTA nope is not configured" in tern.log_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run mailq as other users")
+def test_mailq_for_the_tern_group_only(tern, sink):
+    import grp
+    configure(tern, sink)
+    pickup_dirs(tern)
+    tern.config.chmod(0o644)
+    tern.start()
+    nobody = pwd.getpwnam("nobody").pw_uid
+    tern_gid = grp.getgrnam("tern").gr_gid
+
+    def run_as(groups):
+        def drop():
+            os.setgroups(groups)
+            os.setgid(65534)
+            os.setuid(nobody)
+        return subprocess.run([str(SENDMAIL), "-C", str(tern.config), "-bp"], capture_output=True, text=True,
+                              timeout=30, preexec_fn=drop)
+    r = run_as([])
+    assert r.returncode == 69 and r.stdout == ""
+    assert "only root and members of the tern group may list the queue" in r.stderr
+    r = run_as([tern_gid])
+    assert r.returncode == 0 and r.stdout == "Mail queue is empty\n", r.stderr
+
+
+def test_mailq_shows_control_characters_as_question_marks(tern):
+    pickup, _ = pickup_dirs(tern)
+    drop(pickup, "evil", b"x-sender: a\x1b[2J@example.org\nx-receiver: b\x07@example.net\n\nx\n")
+    r = mailq(tern)  # tern is not running: only the pickup directory is listed
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "a?[2J@example.org" in r.stdout and "b?@example.net" in r.stdout
