@@ -269,6 +269,8 @@ static void pickup_reload(void *ctx)
 		close_dir(p);
 		if (!make_dirs(p, &err) || !open_dir(p, &err))
 			log_error("pickup directory after reload: %s", buf_cstr(&err));
+		else
+			log_info("watching %s (bad files go to %s)", c->dir, c->bad_dir);
 	}
 	enqueue_close(&p->conn); /* the spool, and so qmgr, may have moved */
 	pickup_conf_free(old);

@@ -286,3 +286,22 @@ def test_mailq_shows_control_characters_as_question_marks(tern):
     r = mailq(tern)  # tern is not running: only the pickup directory is listed
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout
     assert "a?[2J@example.org" in r.stdout and "b?@example.net" in r.stdout
+
+
+def test_reload_moves_the_pickup_directory(tern, sink):
+    configure(tern, sink)
+    pickup_dirs(tern)
+    tern.start()
+    new, new_bad = tern.base / "drop", tern.base / "drop-bad"
+    for d in (new, new_bad):
+        d.mkdir()
+        if os.geteuid() == 0:
+            os.chown(d, pwd.getpwnam("tern").pw_uid, -1)
+    configure(tern, sink, f"pickup {new} {new_bad}\n")
+    r = tern.ctl("reload")
+    assert r.rc == 0, r.err
+    wait_for(lambda: f"watching {new} (bad files go to {new_bad})" in tern.log_text(), 10, what="pickup reloaded")
+    drop(new, "moved", b"x-sender: a@example.org\nx-receiver: moved@example.net\n\nx\n")
+    drop(new, "bad", b"garbage\n")
+    wait_for(lambda: sink.delivered() == ["moved@example.net"], 20, what="delivery from the new directory")
+    wait_for(lambda: (new_bad / "bad.msg").exists(), 10, what="the bad file in the new bad directory")
