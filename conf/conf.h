@@ -62,6 +62,11 @@ struct conf *conf_load_checked(const char *path, const char *separator, struct b
 /* The spool directory: the first spool line, or the built-in default.
  * Every program finds the others' sockets under it. */
 const char *conf_spool(const struct conf *conf);
+/* The pickup directory (tern-sendmail writes, the pickup service reads)
+ * and its bad-mail directory: the arguments of "pickup", else
+ * <spool>/pickup and <spool>/pickup-bad.  The caller frees them. */
+char *conf_pickup_dir(const struct conf *conf);
+char *conf_pickup_bad_dir(const struct conf *conf);
 
 /* ---- blocks --------------------------------------------------------------- */
 

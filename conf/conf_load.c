@@ -294,3 +294,22 @@ const char *conf_spool(const struct conf *conf)
 	const char *spool = conf_get_string(conf_global(conf), "spool");
 	return spool && *spool ? spool : TERN_LOCALSTATEDIR "/spool/tern";
 }
+
+/* The pickup directive's argument i, else <spool>/default_name. */
+static char *pickup_path(const struct conf *conf, size_t i, const char *default_name)
+{
+	const struct conf_value *pickup = conf_get_value(conf_global(conf), "pickup");
+	if (!pickup->unset && pickup->list.count > i)
+		return mem_strdup(pickup->list.items[i]);
+	return mem_asprintf("%s/%s", conf_spool(conf), default_name);
+}
+
+char *conf_pickup_dir(const struct conf *conf)
+{
+	return pickup_path(conf, 0, "pickup");
+}
+
+char *conf_pickup_bad_dir(const struct conf *conf)
+{
+	return pickup_path(conf, 1, "pickup-bad");
+}

@@ -6,6 +6,8 @@
  * daemon, so mail is queued even while tern is stopped; the pickup service
  * takes the files from there.
  *
+ * As mailq (or with -bp) it lists the queue instead (mailq.c).
+ *
  * The file appears atomically: it is written as NAME.tmp, synced and
  * renamed to NAME.msg, so a reader never sees half a message.
  *
@@ -34,6 +36,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "log.h"
+#include "mailq.h"
 #include "mem.h"
 
 #define DEFAULT_CONFIG TERN_SYSCONFDIR "/tern/config"
@@ -362,9 +365,7 @@ static char *pickup_dir(const char *config, bool named)
 	struct conf *conf = readable ? conf_load(config) : conf_load_buffer("(defaults)", "", 0, CONF_NO_INCLUDE);
 	if (!conf_ok(conf))
 		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\"): mail not queued", config);
-	const struct conf_value *pickup = conf_get_value(conf_global(conf), "pickup");
-	char *dir = !pickup->unset && pickup->list.count > 0 ? mem_strdup(pickup->list.items[0])
-	                                                     : mem_asprintf("%s/pickup", conf_spool(conf));
+	char *dir = conf_pickup_dir(conf);
 	conf_free(conf);
 	return dir;
 }
@@ -425,13 +426,30 @@ static void drop_file(const char *dir, const struct buf *envelope, const struct 
 
 /* ---- main ---------------------------------------------------------------------------- */
 
+/* mailq: with the caller's own groups only (the control socket decides
+ * by them), and the configuration read with the caller's rights. */
+static int run_mailq(const struct options *o)
+{
+	if (setresgid(getgid(), getgid(), getgid()) < 0)
+		fail(EX_OSERR, "cannot give up the drop group: %s", strerror(errno));
+	const char *config = o->config ? o->config : DEFAULT_CONFIG;
+	bool readable = access(config, R_OK) == 0;
+	if (!readable && o->config)
+		fail(EX_CONFIG, "cannot read %s: %s", config, strerror(errno));
+	struct conf *conf = readable ? conf_load(config) : conf_load_buffer("(defaults)", "", 0, CONF_NO_INCLUDE);
+	if (!conf_ok(conf))
+		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\")", config);
+	int status = mailq_run(conf);
+	conf_free(conf);
+	return status;
+}
+
 /* The modes other than delivery; returns the exit status. */
 static int run_other_mode(const struct options *o)
 {
 	switch (o->mode) {
 	case MODE_MAILQ:
-		log_error("mailq is not available yet");
-		return EX_UNAVAILABLE;
+		return run_mailq(o);
 	case MODE_NEWALIASES:
 		/* package scripts run newaliases; it must not fail them */
 		log_warning("newaliases is not available yet: aliases are not used");

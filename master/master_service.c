@@ -41,6 +41,7 @@ static const struct service_def service_defs[SERVICE_COUNT] = {
     {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1},
     {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0},
     {SERVICE_SMTP, "smtp", "smtp-processes", false, "smtp", 0},
+    {SERVICE_PICKUP, "pickup", NULL, false, NULL, 0},
 };
 
 int64_t master_now_ms(void)

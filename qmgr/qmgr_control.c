@@ -12,10 +12,13 @@
  *               [no_accounting=1]
  *   qmgr.status                 one "status" frame, "traffic" frames (hour,
  *                               minute, top-hour, top-minute)
+ *   qmgr.mailq [max_items=N]    per message still to deliver, oldest first:
+ *                               a "message" frame, then a "rcpt" frame per
+ *                               recipient not yet delivered or bounced
  *
  * PATTERN is a queue name or a shell pattern: every queue ("*" "/" "*"),
  * every queue of a domain ("domain/" "*"), of a virtual MTA.
- * A reader may only run show, list and status. */
+ * A reader may only run show, list, mailq and status. */
 #include "qmgr.h"
 
 #include <fnmatch.h>
@@ -28,6 +31,8 @@
 
 #define TOP_QUEUES 20
 #define LIST_DEFAULT_ITEMS 1000
+/* Messages mailq shows at most unless asked for more. */
+#define MAILQ_DEFAULT_ITEMS 10000
 
 struct qmgr_control {
 	struct qmgr_sched *sched;
@@ -320,6 +325,99 @@ static void list_queue(struct qmgr_control *ctl, const struct ipc_msg *m, struct
 	buf_free(&err);
 }
 
+/* ---- mailq: every message still to deliver ------------------------------------------ */
+
+struct mailq_walk {
+	struct qmgr_store *st;
+	struct buf *out;
+	int64_t left;
+	size_t skipped; /* messages beyond max_items */
+};
+
+static void put_mailq_rcpt(struct buf *out, const struct qmgr_rcpt *r)
+{
+	struct ipc_writer w;
+	ipc_write_begin(&w, out, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "rcpt");
+	ipc_put_str(&w, IPC_ATTR_RECIPIENT, r->address);
+	ipc_put_str(&w, IPC_ATTR_RCPT_STATE, qmgr_rcpt_state_name(r->state));
+	ipc_put_int(&w, IPC_ATTR_NEXT_ATTEMPT, r->next_attempt);
+	if (r->last_result)
+		ipc_put_str(&w, IPC_ATTR_LAST_RESULT, r->last_result);
+	frame_end(&w);
+}
+
+static void put_mailq_message(struct buf *out, const char *qid, const struct ipc_msg *msg)
+{
+	struct ipc_writer w;
+	ipc_write_begin(&w, out, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "message");
+	ipc_put_str(&w, IPC_ATTR_QUEUE_ID, qid);
+	ipc_put_str(&w, IPC_ATTR_SENDER, ipc_msg_str(msg, IPC_ATTR_SENDER));
+	ipc_put_int(&w, IPC_ATTR_RECEIVED, ipc_msg_int(msg, IPC_ATTR_RECEIVED));
+	ipc_put_int(&w, IPC_ATTR_BODY_SIZE, ipc_msg_int(msg, IPC_ATTR_BODY_SIZE));
+	frame_end(&w);
+}
+
+/* The message's recipients still waiting, as frames in rcpts. */
+static size_t waiting_rcpts(struct qmgr_store *st, const char *qid, const struct ipc_msg *msg, struct buf *rcpts)
+{
+	size_t n = 0, count = (size_t)ipc_msg_int(msg, IPC_ATTR_RCPT_COUNT);
+	struct buf err = BUF_INIT;
+	for (size_t i = 0; i < count; i++) {
+		struct qmgr_rcpt r;
+		bool found;
+		buf_reset(&err);
+		if (!qmgr_store_get_rcpt(st, qid, i, &r, &found, &err))
+			continue;
+		if (r.state == QMGR_RCPT_PENDING || r.state == QMGR_RCPT_DEFERRED) {
+			put_mailq_rcpt(rcpts, &r);
+			n++;
+		}
+		qmgr_rcpt_free(&r);
+	}
+	buf_free(&err);
+	return n;
+}
+
+static bool visit_mailq_message(void *ctx, const char *qid, const struct ipc_msg *msg)
+{
+	struct mailq_walk *w = ctx;
+	struct buf rcpts = BUF_INIT;
+	if (waiting_rcpts(w->st, qid, msg, &rcpts) > 0) {
+		if (w->left > 0) {
+			put_mailq_message(w->out, qid, msg);
+			buf_append(w->out, rcpts.data, rcpts.len);
+			w->left--;
+		} else {
+			w->skipped++;
+		}
+	}
+	buf_free(&rcpts);
+	return true;
+}
+
+static void mailq(struct qmgr_control *ctl, const struct ipc_msg *m, struct buf *out)
+{
+	struct buf list = BUF_INIT, err = BUF_INIT, reason = BUF_INIT;
+	struct mailq_walk w = {.st = qmgr_sched_store(ctl->sched), .out = &list, .left = MAILQ_DEFAULT_ITEMS};
+	if (ipc_msg_has(m, IPC_ATTR_MAX_ITEMS))
+		w.left = ipc_msg_int(m, IPC_ATTR_MAX_ITEMS);
+	bool ok = qmgr_store_walk_messages(w.st, visit_mailq_message, &w, &err);
+	if (!ok) {
+		log_error("mailq: %s", buf_cstr(&err));
+		put_reply(out, 1, "the queue cannot be read (see the log)");
+	} else {
+		if (w.skipped)
+			buf_printf(&reason, "%zu more message%s not shown", w.skipped, w.skipped == 1 ? "" : "s");
+		put_reply(out, 0, w.skipped ? buf_cstr(&reason) : "ok");
+		buf_append(out, list.data, list.len);
+	}
+	buf_free(&list);
+	buf_free(&err);
+	buf_free(&reason);
+}
+
 /* Deleted recipients are final (bounced, with a "b" record unless
  * no_accounting) and get no DSN: the operator chose to drop them. */
 static size_t delete_in(struct qmgr_control *ctl, struct qmgr_squeue *q, const struct ipc_msg *m)
@@ -392,7 +490,8 @@ static void act(struct qmgr_control *ctl, enum action a, const struct ipc_msg *m
 
 static bool read_only(const char *verb)
 {
-	return strncmp(verb, "show-", 5) == 0 || strcmp(verb, "list") == 0 || strcmp(verb, "status") == 0;
+	return strncmp(verb, "show-", 5) == 0 || strcmp(verb, "list") == 0 || strcmp(verb, "status") == 0 ||
+	       strcmp(verb, "mailq") == 0;
 }
 
 void qmgr_control_handle(struct qmgr_control *ctl, const char *verb, const void *payload, size_t len, struct buf *out)
@@ -415,6 +514,8 @@ void qmgr_control_handle(struct qmgr_control *ctl, const char *verb, const void 
 		show_status(ctl, out);
 	} else if (strcmp(v, "list") == 0) {
 		list_queue(ctl, &m, out);
+	} else if (strcmp(v, "mailq") == 0) {
+		mailq(ctl, &m, out);
 	} else if (strcmp(v, "pause") == 0) {
 		act(ctl, PAUSE, &m, out);
 	} else if (strcmp(v, "resume") == 0) {

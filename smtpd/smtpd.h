@@ -13,7 +13,7 @@
  *   smtpd_relay.c    who may send to which recipient
  *   smtpd_enqueue.c  handing a message to qmgr (the only file that knows
  *                    the enqueue protocol)
- *   smtpd_parse.c    pure parsers: addresses, ESMTP parameters, xtext,
+ *   smtpd_parse.c    pure parsers: ESMTP parameters, xtext,
  *                    base64, the end-of-data scanner (unit tested) */
 #ifndef TERN_SMTPD_H
 #define TERN_SMTPD_H
@@ -25,6 +25,7 @@
 
 #include "addr.h"
 #include "buf.h"
+#include "mailaddr.h"
 #include "value.h"
 
 /* ---- limits (RFC 5321 section 4.5.3.1) ------------------------------------ */
@@ -32,9 +33,7 @@
 #define SMTPD_COMMAND_LINE_MAX 512 /* octets with the CRLF */
 #define SMTPD_TEXT_LINE_MAX 1000   /* octets with the CRLF */
 #define SMTPD_AUTH_LINE_MAX 12288  /* RFC 4954 section 4 */
-#define SMTPD_LOCAL_PART_MAX 64
-#define SMTPD_DOMAIN_MAX 255
-#define SMTPD_PATH_MAX 256
+#define SMTPD_DOMAIN_MAX MAIL_DOMAIN_MAX
 #define SMTPD_ENVID_MAX 100
 /* Recipients per message when max-rcpt-per-message sets no limit: far above
  * what RFC 5321 asks (100), far below what would hurt memory. */
@@ -42,27 +41,6 @@
 #define SMTPD_NAME_MAX 255 /* virtual MTA names and job ids from headers */
 
 /* ---- pure parsers (smtpd_parse.c) ------------------------------------------- */
-
-/* A parsed reverse-path or forward-path. */
-struct smtpd_addr {
-	char *mailbox;     /* "local@domain", "" for <>, "Postmaster" */
-	char *local;       /* the local part as written (quotes kept) */
-	char *domain;      /* "" for <> and <Postmaster>; "[1.2.3.4]" for literals */
-	bool null;         /* <> */
-	bool route;        /* a source route (@a,@b:) was given and dropped */
-	bool quoted;       /* the local part is a quoted string */
-	bool literal;      /* the domain is an address literal */
-	bool trailing_dot; /* the domain was written with a final dot (dropped) */
-	bool utf8;         /* the address holds UTF-8 (needs SMTPUTF8) */
-};
-
-/* Parses "<path>" starting at *p (after "FROM:" or "TO:") and advances *p
- * past the closing ">".  allow_null accepts <>, allow_postmaster <Postmaster>,
- * allow_utf8 non-ASCII UTF-8 (SMTPUTF8).  On failure *why says what is
- * wrong. */
-bool smtpd_parse_path(const char **p, bool allow_null, bool allow_postmaster, bool allow_utf8, struct smtpd_addr *out,
-                      const char **why);
-void smtpd_addr_free(struct smtpd_addr *a);
 
 /* One ESMTP parameter keyword[=value] of MAIL or RCPT, pointing into a
  * copy of the command line. */
@@ -237,7 +215,7 @@ struct smtpd_rcpt {
 /* Per-message state, from MAIL to the end of DATA or BDAT LAST. */
 struct smtpd_txn {
 	bool active; /* MAIL was accepted */
-	struct smtpd_addr sender;
+	struct mail_addr sender;
 	uint64_t declared_size;
 	char *body_type; /* "7BIT", "8BITMIME", NULL */
 	char *envid;     /* decoded */
@@ -345,7 +323,7 @@ bool smtpd_auth_throttled(const struct smtpd_session *s);
 
 /* Relaying (smtpd_relay.c): NULL when the recipient is allowed, else the
  * reply to send. */
-const char *smtpd_relay_check(const struct smtpd_session *s, const struct smtpd_addr *rcpt);
+const char *smtpd_relay_check(const struct smtpd_session *s, const struct mail_addr *rcpt);
 
 /* ---- enqueue (smtpd_enqueue.c) ----------------------------------------------- */
 

@@ -19,7 +19,7 @@ void smtpd_txn_reset(struct smtpd_session *s)
 	struct smtpd_txn *t = &s->txn;
 	if (t->enq)
 		smtpd_enqueue_abort(t->enq);
-	smtpd_addr_free(&t->sender);
+	mail_addr_free(&t->sender);
 	free(t->body_type);
 	free(t->envid);
 	free(t->ret);
@@ -220,7 +220,7 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
 	const char *p = path, *why = NULL;
 	struct smtpd_txn *t = &s->txn;
 	smtpd_txn_reset(s);
-	if (!smtpd_parse_path(&p, true, false, s->policy.allow_smtputf8, &t->sender, &why)) {
+	if (!mail_addr_parse_path(&p, true, false, s->policy.allow_smtputf8, &t->sender, &why)) {
 		smtpd_reply(s, "501 5.1.7 Bad sender address syntax: %s", why);
 		return;
 	}
@@ -296,8 +296,8 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
 		return;
 	}
 	const char *p = path, *why = NULL;
-	struct smtpd_addr rcpt;
-	if (!smtpd_parse_path(&p, false, true, s->policy.allow_smtputf8, &rcpt, &why)) {
+	struct mail_addr rcpt;
+	if (!mail_addr_parse_path(&p, false, true, s->policy.allow_smtputf8, &rcpt, &why)) {
 		smtpd_reply(s, "501 5.1.3 Bad recipient address syntax: %s", why);
 		return;
 	}
@@ -323,12 +323,12 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
 		ok = false;
 	}
 	if (!ok) {
-		smtpd_addr_free(&rcpt);
+		mail_addr_free(&rcpt);
 		free_rcpt(r);
 		return;
 	}
 	r->mailbox = mem_strdup(rcpt.mailbox);
-	smtpd_addr_free(&rcpt);
+	mail_addr_free(&rcpt);
 	*t->rcpt_tail = r;
 	t->rcpt_tail = &r->next;
 	t->nrcpts++;

@@ -1,6 +1,7 @@
 /* smtpd_enqueue.c: handing a message to qmgr over <spool>/private/qmgr.
- * This is the only file that knows the enqueue protocol (qmgr's
- * doc/queue.md); the rest of smtpd sees open / write / finish / abort.
+ * The frames are built and read by common/enqueue (shared with pickup);
+ * this file streams them on smtpd's event loop, and the rest of smtpd sees
+ * open / write / finish / abort.
  *
  * One connection per message, in IPC frames (common/ipc.h):
  *
@@ -31,6 +32,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "enqueue.h"
 #include "ipc.h"
 #include "log.h"
 #include "mem.h"
@@ -69,41 +71,25 @@ static void enqueue_free(struct smtpd_enqueue *e)
 	free(e);
 }
 
-static void send_frame(struct smtpd_enqueue *e, struct ipc_writer *w)
+/* Queues a frame that enqueue_put_*() appended to frame (ok), or notes
+ * that a value could not be encoded (too long): refuse rather than guess. */
+static void write_frame_out(struct smtpd_enqueue *e, struct buf *frame, bool ok, struct buf *err)
 {
-	struct buf err = BUF_INIT;
-	if (!ipc_write_end(w, &err)) {
-		/* a value we cannot encode (too long): refuse rather than guess */
-		if (!e->failed)
-			buf_printf(&e->why, "cannot encode: %s", buf_cstr(&err));
-		e->failed = true;
-	}
-	buf_free(&err);
-}
-
-static void write_frame_out(struct smtpd_enqueue *e, struct buf *frame)
-{
+	if (!ok && !e->failed)
+		buf_printf(&e->why, "cannot encode: %s", buf_cstr(err));
+	e->failed = e->failed || !ok;
 	if (!e->failed && frame->len)
 		bufferevent_write(e->bev, frame->data, frame->len);
 	buf_reset(frame);
-}
-
-static void put_opt(struct ipc_writer *w, enum ipc_attr attr, const char *value)
-{
-	if (value)
-		ipc_put_str(w, attr, value);
+	buf_reset(err);
 }
 
 /* qmgr wants a domain on every recipient: <Postmaster> is ours. */
-static void put_recipient(struct ipc_writer *w, const struct smtpd_session *s, const char *mailbox)
+static char *qualified_recipient(const struct smtpd_session *s, const char *mailbox)
 {
-	if (strchr(mailbox, '@')) {
-		ipc_put_str(w, IPC_ATTR_RECIPIENT, mailbox);
-		return;
-	}
-	char *qualified = mem_asprintf("%s@%s", mailbox, s->conf->hostname);
-	ipc_put_str(w, IPC_ATTR_RECIPIENT, qualified);
-	free(qualified);
+	if (strchr(mailbox, '@'))
+		return mem_strdup(mailbox);
+	return mem_asprintf("%s@%s", mailbox, s->conf->hostname);
 }
 
 /* "by-smtp-source-ip" is a rule for the delivery side, not a name. */
@@ -117,52 +103,41 @@ static void send_envelope(struct smtpd_enqueue *e)
 {
 	const struct smtpd_session *s = e->session;
 	const struct smtpd_txn *t = &s->txn;
-	struct buf frame = BUF_INIT;
-	struct ipc_writer w;
+	struct buf frame = BUF_INIT, err = BUF_INIT;
 	e->envelope_sent = true;
-	ipc_write_begin(&w, &frame, 0);
-	ipc_put_str(&w, IPC_ATTR_REQUEST, "enqueue");
-	ipc_put_str(&w, IPC_ATTR_SENDER, t->sender.mailbox);
-	put_opt(&w, IPC_ATTR_ENVID, t->envid);
-	put_opt(&w, IPC_ATTR_RET, t->ret);
-	if (t->declared_size)
-		ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)t->declared_size);
-	put_opt(&w, IPC_ATTR_BODY_TYPE, t->body_type);
-	if (t->smtputf8)
-		ipc_put_int(&w, IPC_ATTR_SMTPUTF8, 1);
-	ipc_put_str(&w, IPC_ATTR_CLIENT_IP, s->client_text);
-	ipc_put_str(&w, IPC_ATTR_HELO, s->helo);
-	ipc_put_str(&w, IPC_ATTR_SRC_TYPE, "smtp");
-	ipc_put_str(&w, IPC_ATTR_LISTENER, s->listener->name);
-	put_opt(&w, IPC_ATTR_AUTH_USER, s->auth_user);
-	put_opt(&w, IPC_ATTR_VMTA, t->vmta ? t->vmta : default_vmta(s));
-	put_opt(&w, IPC_ATTR_MAIL_JOB, t->job_id);
-	send_frame(e, &w);
-	write_frame_out(e, &frame);
+	const struct enqueue_envelope env = {
+	    .sender = t->sender.mailbox,
+	    .envid = t->envid,
+	    .ret = t->ret,
+	    .declared_size = t->declared_size,
+	    .body_type = t->body_type,
+	    .smtputf8 = t->smtputf8,
+	    .client_ip = s->client_text,
+	    .helo = s->helo,
+	    .src_type = "smtp",
+	    .listener = s->listener->name,
+	    .auth_user = s->auth_user,
+	    .vmta = t->vmta ? t->vmta : default_vmta(s),
+	    .mail_job = t->job_id,
+	};
+	write_frame_out(e, &frame, enqueue_put_envelope(&frame, &env, &err), &err);
 	for (const struct smtpd_rcpt *r = t->rcpts; r; r = r->next) {
-		ipc_write_begin(&w, &frame, 0);
-		ipc_put_str(&w, IPC_ATTR_REQUEST, "rcpt");
-		put_recipient(&w, s, r->mailbox);
-		put_opt(&w, IPC_ATTR_ORCPT, r->orcpt);
-		put_opt(&w, IPC_ATTR_NOTIFY, r->notify);
-		send_frame(e, &w);
-		write_frame_out(e, &frame);
+		char *rcpt = qualified_recipient(s, r->mailbox);
+		write_frame_out(e, &frame, enqueue_put_rcpt(&frame, rcpt, r->orcpt, r->notify, &err), &err);
+		free(rcpt);
 	}
 	buf_free(&frame);
+	buf_free(&err);
 }
 
 static void flush_chunk(struct smtpd_enqueue *e)
 {
 	if (e->chunk.len == 0)
 		return;
-	struct buf frame = BUF_INIT;
-	struct ipc_writer w;
-	ipc_write_begin(&w, &frame, 0);
-	ipc_put_str(&w, IPC_ATTR_REQUEST, "data");
-	ipc_put_data(&w, IPC_ATTR_DATA, e->chunk.data, e->chunk.len);
-	send_frame(e, &w);
-	write_frame_out(e, &frame);
+	struct buf frame = BUF_INIT, err = BUF_INIT;
+	write_frame_out(e, &frame, enqueue_put_data(&frame, e->chunk.data, e->chunk.len, &err), &err);
 	buf_free(&frame);
+	buf_free(&err);
 	e->sent += e->chunk.len;
 	buf_reset(&e->chunk);
 }
@@ -266,29 +241,19 @@ static void on_reply(struct bufferevent *bev, void *arg)
 		buf_free(&err);
 		return;
 	}
-	static const struct ipc_spec spec[] = {
-	    {IPC_ATTR_STATUS, IPC_REQUIRED},
-	    {IPC_ATTR_QUEUE_ID, IPC_OPTIONAL},
-	    {IPC_ATTR_REASON, IPC_OPTIONAL},
-	};
 	evbuffer_drain(in, IPC_FRAME_HEADER);
 	unsigned char *payload = mem_alloc(len);
 	evbuffer_remove(in, payload, len);
-	struct ipc_msg msg;
-	bool ok = ipc_decode(payload, len, spec, IPC_SPEC_COUNT(spec), &msg, &err);
+	struct enqueue_reply reply;
+	bool ok = enqueue_reply_decode(payload, len, &reply, &err);
 	free(payload);
 	if (!ok) {
 		buf_puts(&err, " (answer from qmgr)");
 		fail_now(e, buf_cstr(&err));
 	} else {
-		int code = (int)ipc_msg_int(&msg, IPC_ATTR_STATUS);
-		const char *qid = ipc_msg_str(&msg, IPC_ATTR_QUEUE_ID);
-		if (code == 250 && (qid == NULL || *qid == '\0'))
-			fail_now(e, "qmgr accepted without a queue ID");
-		else
-			finish(e, code, qid, ipc_msg_str(&msg, IPC_ATTR_REASON));
+		finish(e, reply.code, reply.queue_id, reply.reason);
 	}
-	ipc_msg_free(&msg);
+	enqueue_reply_free(&reply);
 	buf_free(&err);
 }
 
@@ -364,13 +329,10 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 	if (!e->envelope_sent)
 		send_envelope(e);
 	flush_chunk(e);
-	struct buf frame = BUF_INIT;
-	struct ipc_writer w;
-	ipc_write_begin(&w, &frame, 0);
-	ipc_put_str(&w, IPC_ATTR_REQUEST, "end");
-	send_frame(e, &w);
-	write_frame_out(e, &frame);
+	struct buf frame = BUF_INIT, err = BUF_INIT;
+	write_frame_out(e, &frame, enqueue_put_end(&frame, &err), &err);
 	buf_free(&frame);
+	buf_free(&err);
 	e->done = done;
 	struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
 	bufferevent_set_timeouts(e->bev, &tv, &tv);

@@ -55,12 +55,12 @@ static bool listed_address(const struct conf_settings *g, const char *mailbox)
 }
 
 /* Forms some MTAs read as routing instructions. */
-static bool routing_form(const struct smtpd_addr *a)
+static bool routing_form(const struct mail_addr *a)
 {
 	return a->route || a->trailing_dot || strpbrk(a->local, "%!@") != NULL;
 }
 
-const char *smtpd_relay_check(const struct smtpd_session *s, const struct smtpd_addr *rcpt)
+const char *smtpd_relay_check(const struct smtpd_session *s, const struct mail_addr *rcpt)
 {
 	if (s->policy.always_allow_relaying || s->auth_user)
 		return NULL;

@@ -16,10 +16,10 @@
 static void fuzz_path(const char *text)
 {
 	const char *p = text, *why = NULL;
-	struct smtpd_addr addr;
+	struct mail_addr addr;
 	memset(&addr, 0, sizeof(addr));
-	if (smtpd_parse_path(&p, true, true, true, &addr, &why))
-		smtpd_addr_free(&addr);
+	if (mail_addr_parse_path(&p, true, true, true, &addr, &why))
+		mail_addr_free(&addr);
 }
 
 static void fuzz_params(const char *text)

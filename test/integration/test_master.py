@@ -58,14 +58,14 @@ def test_master_is_root_and_workers_are_tern(tern):
     tern_uid = pwd.getpwnam("tern").pw_uid
     assert proc_uids(tern.master.pid) == (0, 0, 0)
     workers = [p for s in tern.status()["services"] for p in s["pids"]]
-    assert len(workers) == 5
+    assert len(workers) == 6
     for pid in workers:
         assert proc_uids(pid) == (tern_uid, tern_uid, tern_uid), pid
 
 
 def test_killed_worker_is_back_within_a_second(tern):
     tern.start()
-    for name in ("smtpd", "qmgr", "smtp", "acctd"):
+    for name in ("smtpd", "qmgr", "smtp", "acctd", "pickup"):
         victim = tern.service(name)["pids"][0]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
@@ -144,7 +144,7 @@ def test_reload_by_sighup(tern):
 def test_stop_leaves_nothing_behind(tern):
     tern.start()
     workers = tern.worker_pids()
-    assert len(workers) == 5
+    assert len(workers) == 6
     r = tern.ctl("stop")
     assert r.rc == 0, r.err
     assert "tern stopped." in r.out

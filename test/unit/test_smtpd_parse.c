@@ -19,21 +19,21 @@
 
 static void assert_path(const char *text, bool null_ok, bool pm_ok, bool utf8_ok, const char *mailbox, const char *rest)
 {
-	struct smtpd_addr a;
+	struct mail_addr a;
 	const char *p = text, *why = NULL;
-	if (!smtpd_parse_path(&p, null_ok, pm_ok, utf8_ok, &a, &why))
+	if (!mail_addr_parse_path(&p, null_ok, pm_ok, utf8_ok, &a, &why))
 		fail_msg("%s: %s", text, why);
 	assert_string_equal(a.mailbox, mailbox);
 	assert_string_equal(p, rest);
-	smtpd_addr_free(&a);
+	mail_addr_free(&a);
 }
 
 static void assert_bad_path(const char *text, bool utf8_ok)
 {
-	struct smtpd_addr a;
+	struct mail_addr a;
 	const char *p = text, *why = NULL;
-	if (smtpd_parse_path(&p, true, true, utf8_ok, &a, &why)) {
-		smtpd_addr_free(&a);
+	if (mail_addr_parse_path(&p, true, true, utf8_ok, &a, &why)) {
+		mail_addr_free(&a);
 		fail_msg("accepted %s", text);
 	}
 	assert_non_null(why);
@@ -54,17 +54,17 @@ static void test_good_paths(void **state)
 	assert_path("<j\xc3\xb6rg@b\xc3\xbc\x63her.example>", false, false, true,
 	            "j\xc3\xb6rg@b\xc3\xbc\x63her.example", "");
 	/* a source route is parsed and dropped (RFC 5321 section 4.1.2), and noted */
-	struct smtpd_addr a;
+	struct mail_addr a;
 	const char *p = "<@x.org,@y.org:a@example.com>", *why = NULL;
-	assert_true(smtpd_parse_path(&p, false, false, false, &a, &why));
+	assert_true(mail_addr_parse_path(&p, false, false, false, &a, &why));
 	assert_true(a.route);
 	assert_string_equal(a.mailbox, "a@example.com");
-	smtpd_addr_free(&a);
+	mail_addr_free(&a);
 	p = "<a@example.com.>";
-	assert_true(smtpd_parse_path(&p, false, false, false, &a, &why));
+	assert_true(mail_addr_parse_path(&p, false, false, false, &a, &why));
 	assert_true(a.trailing_dot);
 	assert_string_equal(a.domain, "example.com");
-	smtpd_addr_free(&a);
+	mail_addr_free(&a);
 }
 
 static void test_bad_paths(void **state)
@@ -100,18 +100,18 @@ static void test_bad_paths(void **state)
 	    "<a@example.com>>",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct smtpd_addr a;
+		struct mail_addr a;
 		const char *p = bad[i], *why = NULL;
-		bool ok = smtpd_parse_path(&p, true, true, false, &a, &why);
+		bool ok = mail_addr_parse_path(&p, true, true, false, &a, &why);
 		/* "<a@example.com>>" parses the path and leaves ">" for the
 		 * parameter parser, which refuses it */
 		if (ok && strcmp(bad[i], "<a@example.com>>") == 0) {
 			assert_string_equal(p, ">");
-			smtpd_addr_free(&a);
+			mail_addr_free(&a);
 			continue;
 		}
 		if (ok) {
-			smtpd_addr_free(&a);
+			mail_addr_free(&a);
 			fail_msg("accepted %s", bad[i]);
 		}
 	}
@@ -126,8 +126,8 @@ static void test_path_ending_inside_the_local_part(void **state)
 	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
 		char *line = mem_strdup(inputs[i]); /* exact-size heap copy for ASan */
 		const char *p = line, *why = NULL;
-		struct smtpd_addr addr;
-		assert_false(smtpd_parse_path(&p, true, true, true, &addr, &why));
+		struct mail_addr addr;
+		assert_false(mail_addr_parse_path(&p, true, true, true, &addr, &why));
 		assert_non_null(why);
 		free(line);
 	}
@@ -155,13 +155,13 @@ static void test_path_limits(void **state)
 	snprintf(text, sizeof(text), "<a@%s.org>", label);
 	assert_bad_path(text, false);
 	/* null path refused when not allowed; UTF-8 refused without SMTPUTF8 */
-	struct smtpd_addr a;
+	struct mail_addr a;
 	const char *p = "<>", *why;
-	assert_false(smtpd_parse_path(&p, false, false, false, &a, &why));
+	assert_false(mail_addr_parse_path(&p, false, false, false, &a, &why));
 	p = "<j\xc3\xb6rg@x.org>";
-	assert_false(smtpd_parse_path(&p, false, false, false, &a, &why));
+	assert_false(mail_addr_parse_path(&p, false, false, false, &a, &why));
 	p = "<j\xc3@x.org>"; /* truncated UTF-8 */
-	assert_false(smtpd_parse_path(&p, false, false, true, &a, &why));
+	assert_false(mail_addr_parse_path(&p, false, false, true, &a, &why));
 }
 
 /* ---- parameters -------------------------------------------------------------------- */
