@@ -31,6 +31,7 @@
 
 #include <bsd/stdlib.h>
 
+#include "alias.h"
 #include "buf.h"
 #include "conf.h"
 #include "log.h"
@@ -425,6 +426,41 @@ static void drop_file(const char *dir, const struct buf *envelope, const struct 
 
 /* ---- main ---------------------------------------------------------------------------- */
 
+/* newaliases, -bi: compiles alias-file (default /etc/aliases) into
+ * alias-file.db for the local agent.  Runs with the caller's own rights
+ * (the drop group is given up first): only who may write the directory
+ * of the aliases file can replace its database. */
+static int newaliases(const struct options *o)
+{
+	if (setresgid(getgid(), getgid(), getgid()) < 0)
+		fail(EX_OSERR, "cannot give up the drop group: %s", strerror(errno));
+	const char *config = o->config ? o->config : DEFAULT_CONFIG;
+	bool readable = access(config, R_OK) == 0;
+	if (!readable && o->config)
+		fail(EX_CONFIG, "cannot read %s: %s", config, strerror(errno));
+	struct conf *conf = readable ? conf_load(config) : conf_load_buffer("(defaults)", "", 0, CONF_NO_INCLUDE);
+	if (!conf_ok(conf))
+		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\"): aliases not compiled", config);
+	char *src = mem_strdup(conf_get_string(conf_global(conf), "alias-file"));
+	conf_free(conf);
+	if (access(src, F_OK) < 0 && errno == ENOENT) {
+		/* package scripts run newaliases; no file is nothing to do */
+		log_warning("%s does not exist: no aliases", src);
+		free(src);
+		return EX_OK;
+	}
+	char *dst = mem_asprintf("%s.db", src);
+	struct buf err = BUF_INIT;
+	size_t count = 0;
+	if (!alias_compile(src, dst, &count, &err))
+		fail(EX_DATAERR, "%s", buf_cstr(&err));
+	printf("%s: %zu aliases\n", dst, count);
+	buf_free(&err);
+	free(src);
+	free(dst);
+	return EX_OK;
+}
+
 /* The modes other than delivery; returns the exit status. */
 static int run_other_mode(const struct options *o)
 {
@@ -433,9 +469,7 @@ static int run_other_mode(const struct options *o)
 		log_error("mailq is not available yet");
 		return EX_UNAVAILABLE;
 	case MODE_NEWALIASES:
-		/* package scripts run newaliases; it must not fail them */
-		log_warning("newaliases is not available yet: aliases are not used");
-		return EX_OK;
+		return newaliases(o);
 	case MODE_FLUSH:
 		return EX_OK; /* tern retries deferred mail by itself */
 	default:
