@@ -16,7 +16,7 @@ import pytest
 from conftest import TOP, shipped_logrotate, wait_for
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
-DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd")
+DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd", "local")
 
 
 def make(*args, timeout=300):
@@ -312,8 +312,14 @@ def test_mailq_newaliases_and_q_by_name(pickup, tmp_path):
     for name in ("mailq", "newaliases"):
         (tmp_path / name).symlink_to(SENDMAIL)
     assert sendmail(pickup.config, argv0=str(tmp_path / "mailq")).returncode == 69
-    r = sendmail(pickup.config, argv0=str(tmp_path / "newaliases"))
-    assert r.returncode == 0 and b"newaliases is not available yet" in r.stderr
+    config = tmp_path / "aliases.conf"
+    config.write_text(f"alias-file {tmp_path / 'aliases'}\n")
+    r = sendmail(config, argv0=str(tmp_path / "newaliases"))
+    assert r.returncode == 0 and b"does not exist: no aliases" in r.stderr
+    (tmp_path / "aliases").write_text("postmaster: root\n")
+    r = sendmail(config, argv0=str(tmp_path / "newaliases"))
+    assert r.returncode == 0 and b"1 aliases" in r.stdout, r.stderr
+    assert (tmp_path / "aliases.db").exists()
     assert sendmail(pickup.config, "-q").returncode == 0
     assert sendmail(pickup.config, "-q1h").returncode == 0
     assert list(pickup.iterdir()) == []
