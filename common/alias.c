@@ -225,12 +225,14 @@ bool alias_split(const char *value, struct alias_targets *out, struct buf *err)
 	struct buf tok = BUF_INIT;
 	bool in_quote = false, quoted = false, ok = true, line_start = true;
 	for (const char *s = value; ok && *s; s++) {
+		if (!in_quote && tok.len == 0 && (*s == ' ' || *s == '\t'))
+			continue; /* leading blanks: trimmed anyway, and a comment may follow */
 		if (line_start && !in_quote && tok.len == 0 && *s == '#') {
 			while (s[1] && s[1] != '\n')
 				s++;
 			continue;
 		}
-		line_start = *s == '\n' || (line_start && (*s == ' ' || *s == '\t'));
+		line_start = *s == '\n';
 		if (in_quote && *s == '\\' && s[1]) {
 			buf_putc(&tok, *++s);
 		} else if (*s == '"') {
