@@ -148,7 +148,7 @@ def test_reload_by_sighup(tern):
 def test_stop_leaves_nothing_behind(tern):
     tern.start()
     workers = tern.worker_pids()
-    assert len(workers) == 5
+    assert len(workers) == 6  # 2 smtpd, qmgr, smtp, acctd, local
     r = tern.ctl("stop")
     assert r.rc == 0, r.err
     assert "tern stopped." in r.out
