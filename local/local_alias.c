@@ -179,7 +179,10 @@ static char *base_name(const char *name)
 	return plus && plus != name ? mem_strndup(name, (size_t)(plus - name)) : NULL;
 }
 
-static void expand_value(struct expand *e, const char *value, const struct local_ident *privs, const char *via);
+/* owner: who owns the file that named the targets (the database or an
+ * :include: file); files are written, and nested :include: files read,
+ * with that owner's identity (nobody for root). */
+static void expand_value(struct expand *e, const char *value, uid_t owner, const char *via);
 
 static bool add_user(struct expand *e, const char *name, const char *folded, const char *via)
 {
@@ -195,10 +198,8 @@ static bool add_user(struct expand *e, const char *name, const char *folded, con
 /* An alias's value, with the name on the chain. */
 static void expand_alias(struct expand *e, const char *folded, const char *value)
 {
-	struct local_ident privs;
-	local_priv_for_owner(aliases.st.st_uid, &privs);
 	e->chain[e->depth++] = folded;
-	expand_value(e, value, &privs, folded);
+	expand_value(e, value, aliases.st.st_uid, folded);
 	e->depth--;
 }
 
@@ -278,22 +279,36 @@ static bool read_include(const char *path, struct buf *text, struct stat *st, st
 	return ok;
 }
 
-static void expand_include(struct expand *e, const char *path, const char *via)
+/* An include file named by a file a user owns is read as that user, so
+ * that it cannot name a file only root may read (its lines would come
+ * back in bounces); named by root's files, it is read as root. */
+static bool read_include_as(uid_t owner, const char *path, struct buf *text, struct stat *st, struct buf *err)
+{
+	if (owner == 0 || !local_priv_root())
+		return read_include(path, text, st, err);
+	struct local_ident id;
+	local_priv_for_owner(owner, &id);
+	if (!local_priv_become(&id, err))
+		return false;
+	bool ok = read_include(path, text, st, err);
+	local_priv_restore();
+	return ok;
+}
+
+static void expand_include(struct expand *e, const char *path, uid_t owner, const char *via)
 {
 	struct buf text = BUF_INIT, err = BUF_INIT;
 	struct stat st;
 	char *key = mem_asprintf(":include:%s", path);
 	if (in_chain(e, key)) {
 		log_info("include loop through %s ended", path);
-	} else if (!read_include(path, &text, &st, &err)) {
+	} else if (!read_include_as(owner, path, &text, &st, &err)) {
 		fail(e, path, via, LOCAL_DEFERRED, "4.3.0", "%s", buf_cstr(&err));
 	} else if (memchr(text.data ? text.data : "", '\0', text.len)) {
 		fail(e, path, via, LOCAL_BOUNCED, "5.3.5", "the include file %s holds a NUL byte", path);
 	} else {
-		struct local_ident privs;
-		local_priv_for_owner(st.st_uid, &privs);
 		e->chain[e->depth++] = key;
-		expand_value(e, text.data ? text.data : "", &privs, via);
+		expand_value(e, text.data ? text.data : "", st.st_uid, via);
 		e->depth--;
 	}
 	free(key);
@@ -301,8 +316,7 @@ static void expand_include(struct expand *e, const char *path, const char *via)
 	buf_free(&err);
 }
 
-static void expand_target(struct expand *e, const struct alias_target *t, const struct local_ident *privs,
-                          const char *via)
+static void expand_target(struct expand *e, const struct alias_target *t, uid_t owner, const char *via)
 {
 	struct local_dest *d;
 	switch (t->kind) {
@@ -311,7 +325,7 @@ static void expand_target(struct expand *e, const struct alias_target *t, const 
 		break;
 	case ALIAS_FILE:
 		if ((d = push(e, LOCAL_DEST_FILE, t->text, via)) != NULL)
-			d->ident = *privs;
+			local_priv_for_owner(owner, &d->ident);
 		break;
 	case ALIAS_COMMAND:
 		fail(e, t->text, via, LOCAL_BOUNCED, "5.7.1",
@@ -321,19 +335,19 @@ static void expand_target(struct expand *e, const struct alias_target *t, const 
 		if (e->depth > MAX_DEPTH)
 			fail(e, t->text, via, LOCAL_BOUNCED, "5.4.6", "alias expansion is too deep at %s", t->text);
 		else
-			expand_include(e, t->text, via);
+			expand_include(e, t->text, owner, via);
 		break;
 	}
 }
 
-static void expand_value(struct expand *e, const char *value, const struct local_ident *privs, const char *via)
+static void expand_value(struct expand *e, const char *value, uid_t owner, const char *via)
 {
 	struct alias_targets targets = {0};
 	struct buf err = BUF_INIT;
 	if (!alias_split(value, &targets, &err))
 		fail(e, via, via, LOCAL_DEFERRED, "4.3.0", "alias %s: %s", via, buf_cstr(&err));
 	for (size_t i = 0; i < targets.count && !e->overflow; i++)
-		expand_target(e, &targets.items[i], privs, via);
+		expand_target(e, &targets.items[i], owner, via);
 	alias_targets_free(&targets);
 	buf_free(&err);
 }

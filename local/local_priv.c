@@ -43,13 +43,10 @@ bool local_priv_user(const char *name, struct local_ident *id)
 	struct passwd *pw = getpwnam(name);
 	if (pw == NULL)
 		return false;
-	if (as_root) {
-		id->uid = pw->pw_uid;
-		id->gid = pw->pw_gid;
-		snprintf(id->name, sizeof(id->name), "%s", pw->pw_name);
-	} else {
-		self(id);
-	}
+	/* not root: the user's name (for $user), our own identity */
+	id->uid = as_root ? pw->pw_uid : geteuid();
+	id->gid = as_root ? pw->pw_gid : getegid();
+	snprintf(id->name, sizeof(id->name), "%s", pw->pw_name);
 	id->check_owner = true;
 	return true;
 }
