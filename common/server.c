@@ -292,7 +292,9 @@ int server_main(const struct server_daemon *daemon, int argc, char **argv, char 
 
 	if (daemon->pre_init && !daemon->pre_init(daemon->ctx, &opts, &err))
 		log_fatal("start-up failed: %s", buf_cstr(&err));
-	if (opts.stay_root && running_as_root())
+	if (opts.stay_root && running_as_root() && daemon->keeps_root)
+		log_info("keeping root privileges to act for each user");
+	else if (opts.stay_root && running_as_root())
 		log_warning("keeping root privileges (run-as-root)");
 	else if (!server_drop_privileges(opts.user, &err))
 		log_fatal("%s", buf_cstr(&err));

@@ -52,6 +52,9 @@ struct server_daemon {
 	bool drains;
 	/* SIGHUP; may be NULL. */
 	void (*reload)(void *ctx);
+	/* The daemon needs root to do its work (the local agent switches its
+	 * effective identity per delivery): -R is expected, not warned about. */
+	bool keeps_root;
 };
 
 /* Runs the daemon; returns the process exit status (0 after a stop, 2 on

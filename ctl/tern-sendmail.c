@@ -33,6 +33,7 @@
 
 #include <bsd/stdlib.h>
 
+#include "alias.h"
 #include "buf.h"
 #include "conf.h"
 #include "log.h"
@@ -426,9 +427,12 @@ static void drop_file(const char *dir, const struct buf *envelope, const struct 
 
 /* ---- main ---------------------------------------------------------------------------- */
 
-/* mailq: with the caller's own groups only (the control socket decides
- * by them), and the configuration read with the caller's rights. */
-static int run_mailq(const struct options *o)
+/* The configuration for mailq and newaliases: the drop group is given up
+ * first, so both run with the caller's own rights (the control socket
+ * decides by the caller's groups; only who may write the directory of the
+ * aliases file can replace its database).  An unreadable default
+ * configuration means the defaults. */
+static struct conf *load_config_as_caller(const struct options *o, const char *consequence)
 {
 	if (setresgid(getgid(), getgid(), getgid()) < 0)
 		fail(EX_OSERR, "cannot give up the drop group: %s", strerror(errno));
@@ -438,10 +442,41 @@ static int run_mailq(const struct options *o)
 		fail(EX_CONFIG, "cannot read %s: %s", config, strerror(errno));
 	struct conf *conf = readable ? conf_load(config) : conf_load_buffer("(defaults)", "", 0, CONF_NO_INCLUDE);
 	if (!conf_ok(conf))
-		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\")", config);
+		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\")%s", config, consequence);
+	return conf;
+}
+
+static int run_mailq(const struct options *o)
+{
+	struct conf *conf = load_config_as_caller(o, "");
 	int status = mailq_run(conf);
 	conf_free(conf);
 	return status;
+}
+
+/* newaliases, -bi: compiles alias-file (default /etc/aliases) into
+ * alias-file.db for the local agent. */
+static int newaliases(const struct options *o)
+{
+	struct conf *conf = load_config_as_caller(o, ": aliases not compiled");
+	char *src = mem_strdup(conf_get_string(conf_global(conf), "alias-file"));
+	conf_free(conf);
+	if (access(src, F_OK) < 0 && errno == ENOENT) {
+		/* package scripts run newaliases; no file is nothing to do */
+		log_warning("%s does not exist: no aliases", src);
+		free(src);
+		return EX_OK;
+	}
+	char *dst = mem_asprintf("%s.db", src);
+	struct buf err = BUF_INIT;
+	size_t count = 0;
+	if (!alias_compile(src, dst, &count, &err))
+		fail(EX_DATAERR, "%s", buf_cstr(&err));
+	printf("%s: %zu aliases\n", dst, count);
+	buf_free(&err);
+	free(src);
+	free(dst);
+	return EX_OK;
 }
 
 /* The modes other than delivery; returns the exit status. */
@@ -451,9 +486,7 @@ static int run_other_mode(const struct options *o)
 	case MODE_MAILQ:
 		return run_mailq(o);
 	case MODE_NEWALIASES:
-		/* package scripts run newaliases; it must not fail them */
-		log_warning("newaliases is not available yet: aliases are not used");
-		return EX_OK;
+		return newaliases(o);
 	case MODE_FLUSH:
 		return EX_OK; /* tern retries deferred mail by itself */
 	default:

@@ -64,7 +64,15 @@ size_t master_listeners_fd_count(const struct master_listeners *l);
 
 /* ---- services and workers (master_service.c) --------------------------------- */
 
-enum master_service_id { SERVICE_ACCTD, SERVICE_QMGR, SERVICE_SMTPD, SERVICE_SMTP, SERVICE_PICKUP, SERVICE_COUNT };
+enum master_service_id {
+	SERVICE_ACCTD,
+	SERVICE_QMGR,
+	SERVICE_SMTPD,
+	SERVICE_SMTP,
+	SERVICE_LOCAL,
+	SERVICE_PICKUP,
+	SERVICE_COUNT
+};
 
 struct master_worker {
 	pid_t pid; /* 0: the slot is empty */

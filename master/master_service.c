@@ -34,14 +34,17 @@ struct service_def {
 	const char *private_socket;
 	/* Stop order (see MASTER_STOP_PHASES). */
 	int stop_phase;
+	/* Keeps root (-R): the local agent writes each mailbox as its user. */
+	bool keeps_root;
 };
 
 static const struct service_def service_defs[SERVICE_COUNT] = {
-    {SERVICE_ACCTD, "acctd", NULL, false, NULL, 2},
-    {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1},
-    {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0},
-    {SERVICE_SMTP, "smtp", "smtp-processes", false, "smtp", 0},
-    {SERVICE_PICKUP, "pickup", NULL, false, NULL, 0},
+    {SERVICE_ACCTD, "acctd", NULL, false, NULL, 2, false},
+    {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1, false},
+    {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0, false},
+    {SERVICE_SMTP, "smtp", "smtp-processes", false, "smtp", 0, false},
+    {SERVICE_LOCAL, "local", NULL, false, "local", 0, true},
+    {SERVICE_PICKUP, "pickup", NULL, false, NULL, 0, false},
 };
 
 int64_t master_now_ms(void)
@@ -190,7 +193,7 @@ static void exec_worker(const struct master *m, const struct master_service *s, 
 	argv[argc++] = m->user;
 	if (m->foreground)
 		argv[argc++] = "-f";
-	if (m->run_as_root)
+	if (m->run_as_root || def->keeps_root)
 		argv[argc++] = "-R";
 	const char *log_file = conf_get_string(conf_global(m->conf), "log-file");
 	if (!m->foreground && log_file && *log_file) {

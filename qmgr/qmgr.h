@@ -6,7 +6,8 @@
  *   qmgr_flush.c     group commit: the thread that makes commits durable
  *   qmgr_enqueue.c   the enqueue server on <spool>/private/qmgr
  *   qmgr_sched.c     the scheduler: when a queue gets a job, applying results
- *   qmgr_smtp.c      the client of smtp's job protocol
+ *   qmgr_smtp.c      the client of the job protocol (smtp, local)
+ *   qmgr_local.c     which agent a queue's jobs go to (type file: local)
  *   qmgr_bounce.c    DSNs and bounce categories
  *   qmgr_outbox.c    the client that hands accounting records to acctd
  *   qmgr_control.c   control requests relayed by master (ternctl)
@@ -338,6 +339,7 @@ struct qmgr_squeue {
 	int64_t retry_rcpt;
 	int64_t bounce_after;
 	int64_t delay_every; /* notify-of-delay-every, VALUE_NEVER for none */
+	bool local;          /* type file: jobs go to the local agent */
 	/* running */
 	uint64_t jobs;    /* connections in use */
 	int64_t next_due; /* cached earliest due time; 0 unknown, INT64_MAX none */
@@ -412,7 +414,8 @@ void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
  * at its end, so a message gets one DSN for all of them. */
 void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m);
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
-void qmgr_sched_lost(struct qmgr_sched *s);
+struct qmgr_smtp;
+void qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent);
 
 /* ---- the smtp client (qmgr_smtp.c) ----------------------------------------- */
 
@@ -420,6 +423,9 @@ struct qmgr_smtp;
 struct qmgr_job_builder;
 
 struct qmgr_smtp *qmgr_smtp_new(struct event_base *base, const char *spool, struct qmgr_sched *sched);
+/* The same protocol with another agent, on <spool>/private/NAME. */
+struct qmgr_smtp *qmgr_smtp_new_agent(struct event_base *base, const char *spool, const char *name,
+                                      struct qmgr_sched *sched);
 void qmgr_smtp_free(struct qmgr_smtp *c);
 /* Connected, or a connection attempt may be made now. */
 bool qmgr_smtp_available(struct qmgr_smtp *c);
@@ -431,6 +437,14 @@ bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const st
 bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
 void qmgr_smtp_end_message(struct qmgr_job_builder *b);
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
+
+/* ---- the local agent (qmgr_local.c) ----------------------------------------- */
+
+struct conf_settings;
+/* Do a queue's jobs (resolved settings cs) go to the local agent? */
+bool qmgr_local_queue(const struct conf_settings *cs);
+/* The connection to <spool>/private/local. */
+struct qmgr_smtp *qmgr_local_new(struct event_base *base, const char *spool, struct qmgr_sched *sched);
 
 /* ---- bounces (qmgr_bounce.c) ------------------------------------------------ */
 

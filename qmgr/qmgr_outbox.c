@@ -96,6 +96,7 @@ static const struct field_map fields[] = {
     {IPC_ATTR_TLS_CIPHER, IPC_ATTR_ACCT_DLV_TLS_CIPHER},
     {IPC_ATTR_CLIENT_IP, IPC_ATTR_ACCT_RCV_SOURCE_IP},
     {IPC_ATTR_AUTH_USER, IPC_ATTR_ACCT_RCV_SMTP_USER},
+    {IPC_ATTR_ACCT_DLV_TYPE, IPC_ATTR_ACCT_DLV_TYPE},
 };
 
 /* An MTA as PowerMTA names it: "mx.example.net (192.0.2.1)", the name
@@ -169,7 +170,7 @@ static void put_record(const struct qmgr_outbox *o, struct buf *out, uint64_t se
 		ipc_put_str(&w, IPC_ATTR_ACCT_BOUNCE_CAT, buf_cstr(&cat));
 		buf_free(&cat);
 	}
-	if (type[0] != 'r' && ipc_msg_has(rec, IPC_ATTR_REMOTE_IP))
+	if (type[0] != 'r' && ipc_msg_has(rec, IPC_ATTR_REMOTE_IP) && !ipc_msg_has(rec, IPC_ATTR_ACCT_DLV_TYPE))
 		ipc_put_str(&w, IPC_ATTR_ACCT_DLV_TYPE, "smtp");
 	if (!ipc_write_end(&w, &err))
 		log_error("outbox record %" PRIu64 " cannot be encoded for acctd: %s", seq, buf_cstr(&err));

@@ -53,6 +53,7 @@ static const struct ipc_spec outbox_spec[] = {
     {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},   {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},
     {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},     {IPC_ATTR_ESMTP, IPC_OPTIONAL},       {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL},
     {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},   {IPC_ATTR_BODY_SIZE, IPC_OPTIONAL},   {IPC_ATTR_RECEIVED, IPC_OPTIONAL},
+    {IPC_ATTR_ACCT_DLV_TYPE, IPC_OPTIONAL}, /* from the local agent: "file" */
     QMGR_ENVELOPE_ATTRS(QMGR_STORED_ENTRY)};
 
 /* ---- queue IDs and names ------------------------------------------------- */
@@ -317,7 +318,7 @@ bool qmgr_record_queue_decode(const void *v, size_t len, struct qmgr_queue_state
  * go into the accounting record as they came. */
 static const enum ipc_attr detail_attrs[] = {
     IPC_ATTR_DSN_STATUS, IPC_ATTR_REMOTE_HOST,  IPC_ATTR_REMOTE_IP,  IPC_ATTR_LOCAL_IP,
-    IPC_ATTR_ESMTP,      IPC_ATTR_TLS_PROTOCOL, IPC_ATTR_TLS_CIPHER,
+    IPC_ATTR_ESMTP,      IPC_ATTR_TLS_PROTOCOL, IPC_ATTR_TLS_CIPHER, IPC_ATTR_ACCT_DLV_TYPE,
 };
 
 void qmgr_record_outbox(struct buf *out, const char *type, const char *qid, size_t index, int64_t when,

@@ -39,6 +39,7 @@ struct qmgr_sched {
 	struct qmgr_store *st;
 	const struct conf *conf;
 	struct qmgr_smtp *smtp;
+	struct qmgr_smtp *local; /* the local agent, for type file queues */
 	struct event *tick;
 	/* the queues found at start whose recipients are still to count */
 	struct qmgr_squeue **to_count;
@@ -84,6 +85,7 @@ struct job_bounce {
 struct job {
 	int64_t id;
 	struct qmgr_squeue *queue;
+	struct qmgr_smtp *agent; /* the connection it went to */
 	struct job_rcpt *rcpts;
 	size_t nrcpt;
 	struct job_bounce *bounces;
@@ -149,6 +151,7 @@ static void queue_configure(struct qmgr_sched *s, struct qmgr_squeue *q)
 	if (cs == NULL)
 		cs = conf_resolve_domain(s->conf, domain, NULL);
 	q->max_out = conf_get_uint(cs, "max-smtp-out");
+	q->local = qmgr_local_queue(cs);
 	q->priority = conf_get_uint(cs, "queue-priority");
 	q->rate = conf_get_rate(cs, "max-msg-rate");
 	q->retry_rcpt = conf_get_interval(cs, "retry-recipients-after");
@@ -526,10 +529,13 @@ void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg 
 	qmgr_sched_kick(s);
 }
 
-void qmgr_sched_lost(struct qmgr_sched *s)
+void qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent)
 {
-	while (s->jobs)
-		qmgr_sched_done(s, s->jobs->id, NULL);
+	for (struct job *j = s->jobs, *next; j; j = next) {
+		next = j->next;
+		if (j->agent == agent)
+			qmgr_sched_done(s, j->id, NULL);
+	}
 }
 
 /* ---- building jobs --------------------------------------------------------- */
@@ -661,7 +667,8 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	j->id = ++s->next_job_id;
 	j->queue = q;
 	struct collect c = {.s = s, .q = q, .job = j, .now = now, .rate_left = rate_left(q, now)};
-	c.builder = qmgr_smtp_begin(s->smtp, j->id, q->name);
+	j->agent = q->local ? s->local : s->smtp;
+	c.builder = qmgr_smtp_begin(j->agent, j->id, q->name);
 	struct buf err = BUF_INIT;
 	if (!qmgr_store_walk_due(s->st, q->name, now, collect_rcpt, &c, &err))
 		log_error("queue %s: %s", q->name, buf_cstr(&err));
@@ -702,9 +709,9 @@ static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now
 static void schedule(struct qmgr_sched *s)
 {
 	int64_t now = time(NULL);
-	if (!qmgr_smtp_available(s->smtp))
-		return;
 	for (struct qmgr_squeue *q = s->queues; q && s->jobs_running < s->total_max_out; q = q->next) {
+		if (!qmgr_smtp_available(q->local ? s->local : s->smtp))
+			continue;
 		while (q->jobs < q->max_out && s->jobs_running < s->total_max_out && queue_ready(s, q, now)) {
 			if (!start_job(s, q, now)) {
 				/* All its due recipients are in flight (or
@@ -866,6 +873,7 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 		return NULL;
 	}
 	s->smtp = qmgr_smtp_new(base, spool, s);
+	s->local = qmgr_local_new(base, spool, s);
 	s->tick = evtimer_new(base, on_tick, s);
 	s->count_ev = evtimer_new(base, count_slice, s);
 	struct timeval zero = {0, 0};
@@ -880,6 +888,8 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 		return;
 	qmgr_smtp_free(s->smtp);
 	s->smtp = NULL;
+	qmgr_smtp_free(s->local);
+	s->local = NULL;
 	while (s->jobs)
 		job_free(s, s->jobs);
 	event_free(s->tick);

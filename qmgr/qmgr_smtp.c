@@ -26,6 +26,7 @@
 struct qmgr_smtp {
 	struct event_base *base;
 	struct qmgr_sched *sched;
+	char *name; /* the agent: "smtp", "local" */
 	char *path;
 	struct bufferevent *bev;
 	int64_t next_connect;
@@ -48,6 +49,7 @@ static const struct ipc_spec result_spec[] = {
     {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},  {IPC_ATTR_REASON, IPC_OPTIONAL},       {IPC_ATTR_SIZE, IPC_OPTIONAL},
     {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},    {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},
     {IPC_ATTR_ESMTP, IPC_OPTIONAL},       {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL}, {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},
+    {IPC_ATTR_ACCT_DLV_TYPE, IPC_OPTIONAL},
 };
 static const struct ipc_spec done_spec[] = {
     {IPC_ATTR_REQUEST, IPC_REQUIRED}, {IPC_ATTR_JOB_ID, IPC_REQUIRED},      {IPC_ATTR_OUTCOME, IPC_REQUIRED},
@@ -65,11 +67,11 @@ static void disconnect(struct qmgr_smtp *c, const char *why)
 {
 	if (c->bev == NULL)
 		return;
-	log_warning("smtp connection lost: %s; jobs in flight are retried", why);
+	log_warning("%s connection lost: %s; jobs in flight are retried", c->name, why);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	c->next_connect = time(NULL) + RECONNECT_SECS;
-	qmgr_sched_lost(c->sched);
+	qmgr_sched_lost(c->sched, c);
 }
 
 static void handle_frame(struct qmgr_smtp *c)
@@ -91,7 +93,7 @@ static void handle_frame(struct qmgr_smtp *c)
 	} else if (ok && strcmp(v, "error") == 0) {
 		ok = ipc_decode(c->payload.data, c->payload.len, error_spec, IPC_SPEC_COUNT(error_spec), &m, &err);
 		if (ok)
-			log_error("smtp reports a protocol error: %s", ipc_msg_str(&m, IPC_ATTR_REASON));
+			log_error("%s reports a protocol error: %s", c->name, ipc_msg_str(&m, IPC_ATTR_REASON));
 		ipc_msg_free(&m);
 		ok = false;
 	} else if (ok) {
@@ -133,7 +135,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct qmgr_smtp *c = arg;
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		disconnect(c, (what & BEV_EVENT_EOF) ? "smtp closed the connection" : strerror(EVUTIL_SOCKET_ERROR()));
+		disconnect(c, (what & BEV_EVENT_EOF) ? "the agent closed the connection" : strerror(EVUTIL_SOCKET_ERROR()));
 }
 
 static bool connect_smtp(struct qmgr_smtp *c)
@@ -146,7 +148,7 @@ static bool connect_smtp(struct qmgr_smtp *c)
 	int fd = ipc_connect(c->path, &err);
 	if (fd < 0) {
 		if (!c->warned)
-			log_warning("cannot reach smtp: %s; deliveries wait", buf_cstr(&err));
+			log_warning("cannot reach %s: %s; deliveries wait", c->name, buf_cstr(&err));
 		c->warned = true;
 		c->next_connect = time(NULL) + RECONNECT_SECS;
 		buf_free(&err);
@@ -159,7 +161,7 @@ static bool connect_smtp(struct qmgr_smtp *c)
 	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	if (c->warned)
-		log_info("connected to smtp");
+		log_info("connected to %s", c->name);
 	c->warned = false;
 	return true;
 }
@@ -290,10 +292,17 @@ bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send)
 
 struct qmgr_smtp *qmgr_smtp_new(struct event_base *base, const char *spool, struct qmgr_sched *sched)
 {
+	return qmgr_smtp_new_agent(base, spool, "smtp", sched);
+}
+
+struct qmgr_smtp *qmgr_smtp_new_agent(struct event_base *base, const char *spool, const char *name,
+                                      struct qmgr_sched *sched)
+{
 	struct qmgr_smtp *c = mem_zalloc(sizeof(*c));
 	c->base = base;
 	c->sched = sched;
-	c->path = mem_asprintf("%s/private/smtp", spool);
+	c->name = mem_strdup(name);
+	c->path = mem_asprintf("%s/private/%s", spool, name);
 	c->builder = mem_zalloc(sizeof(*c->builder));
 	c->builder->c = c;
 	return c;
@@ -309,5 +318,6 @@ void qmgr_smtp_free(struct qmgr_smtp *c)
 	free(c->builder);
 	buf_free(&c->payload);
 	free(c->path);
+	free(c->name);
 	free(c);
 }

@@ -19,6 +19,7 @@
 #include <event2/listener.h>
 
 #include "ipc.h"
+#include "job_proto.h"
 #include "log.h"
 #include "mem.h"
 
@@ -31,36 +32,6 @@ struct smtp_client {
 
 static struct evconnlistener *listener;
 static struct smtp_client *clients;
-
-/* ---- specs ------------------------------------------------------------------------ */
-
-static const struct ipc_spec job_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},
-    {IPC_ATTR_JOB_ID, IPC_REQUIRED},
-    {IPC_ATTR_QUEUE, IPC_REQUIRED},
-};
-
-static const struct ipc_spec message_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},   {IPC_ATTR_JOB_ID, IPC_REQUIRED},   {IPC_ATTR_QUEUE_ID, IPC_REQUIRED},
-    {IPC_ATTR_SENDER, IPC_REQUIRED},    {IPC_ATTR_ENVID, IPC_OPTIONAL},    {IPC_ATTR_RET, IPC_OPTIONAL},
-    {IPC_ATTR_BODY_TYPE, IPC_OPTIONAL}, {IPC_ATTR_SMTPUTF8, IPC_OPTIONAL}, {IPC_ATTR_SIZE, IPC_OPTIONAL},
-};
-
-static const struct ipc_spec recipient_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},   {IPC_ATTR_JOB_ID, IPC_REQUIRED}, {IPC_ATTR_RCPT_INDEX, IPC_REQUIRED},
-    {IPC_ATTR_RECIPIENT, IPC_REQUIRED}, {IPC_ATTR_ORCPT, IPC_OPTIONAL},  {IPC_ATTR_NOTIFY, IPC_OPTIONAL},
-};
-
-static const struct ipc_spec data_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},
-    {IPC_ATTR_JOB_ID, IPC_REQUIRED},
-    {IPC_ATTR_DATA, IPC_REQUIRED},
-};
-
-static const struct ipc_spec run_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},
-    {IPC_ATTR_JOB_ID, IPC_REQUIRED},
-};
 
 /* ---- sending ---------------------------------------------------------------------- */
 
@@ -85,19 +56,6 @@ static const char *status_name(enum smtp_rcpt_status status)
 	}
 }
 
-/* Server text can be anything; the frame must not fail for it. */
-static void put_str_clipped(struct ipc_writer *w, enum ipc_attr attr, const char *value)
-{
-	size_t max = ipc_attr_max(attr);
-	if (strlen(value) <= max) {
-		ipc_put_str(w, attr, value);
-		return;
-	}
-	char *clipped = mem_strndup(value, max);
-	ipc_put_str(w, attr, clipped);
-	free(clipped);
-}
-
 void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct smtp_rcpt *rcpt,
                      enum smtp_rcpt_status status, const char *enhanced, const char *diagnostic,
                      const struct smtp_peer *peer)
@@ -117,15 +75,15 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 	ipc_put_str(&w, IPC_ATTR_RECIPIENT, rcpt->address);
 	ipc_put_str(&w, IPC_ATTR_OUTCOME, status_name(status));
 	ipc_put_str(&w, IPC_ATTR_DSN_STATUS, enhanced);
-	put_str_clipped(&w, IPC_ATTR_REASON, diagnostic);
+	job_proto_put_clipped(&w, IPC_ATTR_REASON, diagnostic);
 	ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)msg->size);
 	if (peer && peer->target) {
 		char ip[ADDR_IP_STRLEN];
 		addr_ip_format(&peer->target->ip, ip);
-		put_str_clipped(&w, IPC_ATTR_REMOTE_HOST, peer->target->mx);
+		job_proto_put_clipped(&w, IPC_ATTR_REMOTE_HOST, peer->target->mx);
 		ipc_put_str(&w, IPC_ATTR_REMOTE_IP, ip);
 		ipc_put_str(&w, IPC_ATTR_LOCAL_IP, peer->local_ip);
-		put_str_clipped(&w, IPC_ATTR_ESMTP, peer->esmtp);
+		job_proto_put_clipped(&w, IPC_ATTR_ESMTP, peer->esmtp);
 		ipc_put_str(&w, IPC_ATTR_TLS_PROTOCOL, peer->tls_protocol);
 		ipc_put_str(&w, IPC_ATTR_TLS_CIPHER, peer->tls_cipher);
 	}
@@ -153,7 +111,7 @@ static void send_error(struct smtp_client *client, int64_t job_id, const char *r
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "error");
 	if (job_id >= 0)
 		ipc_put_int(&w, IPC_ATTR_JOB_ID, job_id);
-	put_str_clipped(&w, IPC_ATTR_REASON, reason);
+	job_proto_put_clipped(&w, IPC_ATTR_REASON, reason);
 	send_frame(client, &w, &frame);
 	buf_free(&frame);
 }
@@ -220,7 +178,7 @@ void smtp_job_finish(struct smtp_job *job, const char *outcome, const char *reas
 		ipc_put_int(&w, IPC_ATTR_JOB_ID, job->id);
 		ipc_put_str(&w, IPC_ATTR_OUTCOME, outcome);
 		if (reason)
-			put_str_clipped(&w, IPC_ATTR_REASON, reason);
+			job_proto_put_clipped(&w, IPC_ATTR_REASON, reason);
 		if (retry_after > 0)
 			ipc_put_int(&w, IPC_ATTR_RETRY_AFTER, retry_after);
 		send_frame(job->client, &w, &frame);
@@ -395,38 +353,16 @@ static bool on_run(struct smtp_client *client, const struct ipc_msg *m, struct b
 	return true;
 }
 
-struct verb {
-	const char *name;
-	const struct ipc_spec *spec;
-	size_t nspec;
-	bool (*handle)(struct smtp_client *client, const struct ipc_msg *m, struct buf *err);
-};
-
-static const struct verb verbs[] = {
-    {"job", job_spec, IPC_SPEC_COUNT(job_spec), on_job},
-    {"message", message_spec, IPC_SPEC_COUNT(message_spec), on_message},
-    {"recipient", recipient_spec, IPC_SPEC_COUNT(recipient_spec), on_recipient},
-    {"data", data_spec, IPC_SPEC_COUNT(data_spec), on_data},
-    {"run", run_spec, IPC_SPEC_COUNT(run_spec), on_run},
+static bool (*const handlers[JOB_VERB_COUNT])(struct smtp_client *client, const struct ipc_msg *m, struct buf *err) = {
+    [JOB_VERB_JOB] = on_job,   [JOB_VERB_MESSAGE] = on_message, [JOB_VERB_RECIPIENT] = on_recipient,
+    [JOB_VERB_DATA] = on_data, [JOB_VERB_RUN] = on_run,
 };
 
 static bool handle_frame(struct smtp_client *client, const struct buf *payload, struct buf *err)
 {
-	struct buf verb = BUF_INIT;
-	bool ok = ipc_peek_request(payload->data, payload->len, &verb, err);
-	const struct verb *v = NULL;
-	for (size_t i = 0; ok && i < sizeof verbs / sizeof verbs[0]; i++)
-		if (strcmp(verbs[i].name, buf_cstr(&verb)) == 0)
-			v = &verbs[i];
-	if (ok && v == NULL) {
-		buf_printf(err, "unknown request \"%s\"", buf_cstr(&verb));
-		ok = false;
-	}
-	buf_free(&verb);
-	if (!ok)
-		return false;
+	enum job_verb verb;
 	struct ipc_msg m;
-	ok = ipc_decode(payload->data, payload->len, v->spec, v->nspec, &m, err) && v->handle(client, &m, err);
+	bool ok = job_proto_decode(payload->data, payload->len, &verb, &m, err) && handlers[verb](client, &m, err);
 	ipc_msg_free(&m);
 	return ok;
 }

@@ -76,7 +76,7 @@ import socket
 import tempfile
 import time
 
-DAEMONS = ("master", "acctd", "qmgr", "smtpd", "smtp", "pickup")
+DAEMONS = ("master", "acctd", "qmgr", "smtpd", "smtp", "pickup", "local")
 
 
 def free_port(host="127.0.0.1"):

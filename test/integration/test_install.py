@@ -16,7 +16,7 @@ import pytest
 from conftest import TOP, shipped_logrotate, wait_for
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
-DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd", "pickup")
+DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd", "pickup", "local")
 
 
 def make(*args, timeout=300):
@@ -313,8 +313,14 @@ def test_mailq_newaliases_and_q_by_name(pickup, tmp_path):
         (tmp_path / name).symlink_to(SENDMAIL)
     r = sendmail(pickup.config, argv0=str(tmp_path / "mailq"))  # no tern running on that spool
     assert r.returncode == 69 and b"tern is not running" in r.stderr
-    r = sendmail(pickup.config, argv0=str(tmp_path / "newaliases"))
-    assert r.returncode == 0 and b"newaliases is not available yet" in r.stderr
+    config = tmp_path / "aliases.conf"
+    config.write_text(f"alias-file {tmp_path / 'aliases'}\n")
+    r = sendmail(config, argv0=str(tmp_path / "newaliases"))
+    assert r.returncode == 0 and b"does not exist: no aliases" in r.stderr
+    (tmp_path / "aliases").write_text("postmaster: root\n")
+    r = sendmail(config, argv0=str(tmp_path / "newaliases"))
+    assert r.returncode == 0 and b"1 aliases" in r.stdout, r.stderr
+    assert (tmp_path / "aliases.db").exists()
     assert sendmail(pickup.config, "-q").returncode == 0
     assert sendmail(pickup.config, "-q1h").returncode == 0
     assert list(pickup.iterdir()) == []

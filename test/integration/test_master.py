@@ -57,15 +57,19 @@ def test_master_is_root_and_workers_are_tern(tern):
     tern.start()
     tern_uid = pwd.getpwnam("tern").pw_uid
     assert proc_uids(tern.master.pid) == (0, 0, 0)
-    workers = [p for s in tern.status()["services"] for p in s["pids"]]
+    services = tern.status()["services"]
+    workers = [p for s in services if s["name"] != "local" for p in s["pids"]]
     assert len(workers) == 6
     for pid in workers:
         assert proc_uids(pid) == (tern_uid, tern_uid, tern_uid), pid
+    # the local agent keeps root to write each mailbox as its user
+    local = [p for s in services if s["name"] == "local" for p in s["pids"]]
+    assert len(local) == 1 and proc_uids(local[0]) == (0, 0, 0)
 
 
 def test_killed_worker_is_back_within_a_second(tern):
     tern.start()
-    for name in ("smtpd", "qmgr", "smtp", "acctd", "pickup"):
+    for name in ("smtpd", "qmgr", "smtp", "acctd", "pickup", "local"):
         victim = tern.service(name)["pids"][0]
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
@@ -144,7 +148,7 @@ def test_reload_by_sighup(tern):
 def test_stop_leaves_nothing_behind(tern):
     tern.start()
     workers = tern.worker_pids()
-    assert len(workers) == 6
+    assert len(workers) == 7  # 2 smtpd, qmgr, smtp, acctd, pickup, local
     r = tern.ctl("stop")
     assert r.rc == 0, r.err
     assert "tern stopped." in r.out
