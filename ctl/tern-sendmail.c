@@ -39,10 +39,11 @@
 #include "log.h"
 #include "mailq.h"
 #include "mem.h"
+#include "sendmail.h"
 
 #define DEFAULT_CONFIG TERN_SYSCONFDIR "/tern/config"
 
-enum mode { MODE_DELIVER, MODE_MAILQ, MODE_NEWALIASES, MODE_FLUSH, MODE_UNSUPPORTED };
+enum mode { MODE_DELIVER, MODE_SMTP, MODE_MAILQ, MODE_NEWALIASES, MODE_FLUSH, MODE_UNSUPPORTED };
 
 struct addresses {
 	size_t count;
@@ -110,6 +111,9 @@ static void take_mode(struct options *o, const char *arg, const char *value)
 		return;
 	case 'i':
 		o->mode = MODE_NEWALIASES;
+		return;
+	case 's':
+		o->mode = MODE_SMTP;
 		return;
 	default:
 		o->mode = MODE_UNSUPPORTED;
@@ -355,10 +359,11 @@ static void add_from(struct buf *env, const char *sender, const char *full_name,
 /* ---- the pickup directory --------------------------------------------------------- */
 
 /* The pickup directory: the first argument of "pickup" in the
- * configuration, else <spool>/pickup.  The file is read with the caller's
- * own rights; a configuration the caller may not read (0640 root:tern, as
- * installed) means the defaults. */
-static char *pickup_dir(const char *config, bool named)
+ * configuration, else <spool>/pickup; and host-name (for -bs), else the
+ * system's name.  The file is read with the caller's own rights; a
+ * configuration the caller may not read (0640 root:tern, as installed)
+ * means the defaults. */
+static char *pickup_dir(const char *config, bool named, char **host_name)
 {
 	bool readable = access(config, R_OK) == 0;
 	if (!readable && named)
@@ -367,21 +372,27 @@ static char *pickup_dir(const char *config, bool named)
 	if (!conf_ok(conf))
 		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\"): mail not queued", config);
 	char *dir = conf_pickup_dir(conf);
+	const char *configured = conf_get_string(conf_global(conf), "host-name");
+	char system_name[256] = "localhost";
+	if ((configured == NULL || *configured == '\0') && gethostname(system_name, sizeof system_name) == 0)
+		system_name[sizeof system_name - 1] = '\0';
+	*host_name = mem_strdup(configured && *configured ? configured : system_name);
 	conf_free(conf);
 	return dir;
 }
 
-static void write_all(int fd, const char *data, size_t len, const char *path)
+static bool write_all(int fd, const char *data, size_t len)
 {
 	while (len > 0) {
 		ssize_t n = write(fd, data, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			fail(EX_TEMPFAIL, "cannot write %s: %s", path, strerror(errno));
+			return false;
 		data += n;
 		len -= (size_t)n;
 	}
+	return true;
 }
 
 /* Best effort: a 1730 directory cannot be opened for reading by the drop
@@ -397,32 +408,38 @@ static void sync_dir(const char *dir)
 
 /* Writes NAME.tmp, syncs it and renames it to NAME.msg.  The name holds
  * the time, the pid and 64 random bits, so that no one guesses it. */
-static void drop_file(const char *dir, const struct buf *envelope, const struct buf *msg)
+bool sendmail_drop_file(const char *dir, const struct buf *envelope, const struct buf *msg, struct buf *err)
 {
 	uint64_t rnd = ((uint64_t)arc4random() << 32) | arc4random();
 	char *base =
 	    mem_asprintf("%s/%lld.%ld.%016llx", dir, (long long)time(NULL), (long)getpid(), (unsigned long long)rnd);
 	char *tmp = mem_asprintf("%s.tmp", base), *final = mem_asprintf("%s.msg", base);
+	bool ok = false;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0)
-		fail(EX_TEMPFAIL, "cannot create a file in the pickup directory %s: %s", dir, strerror(errno));
+	if (fd < 0) {
+		buf_printf(err, "cannot create a file in the pickup directory %s: %s", dir, strerror(errno));
+		goto out;
+	}
 	/* The pickup service reads it as the tern user, whatever our umask. */
-	if (fchmod(fd, 0644) < 0)
-		fail(EX_TEMPFAIL, "cannot set the mode of %s: %s", tmp, strerror(errno));
-	write_all(fd, buf_cstr(envelope), envelope->len, tmp);
-	write_all(fd, buf_cstr(msg), msg->len, tmp);
-	if (fsync(fd) < 0 || close(fd) < 0) {
+	bool written = fchmod(fd, 0644) == 0 && write_all(fd, buf_cstr(envelope), envelope->len) &&
+	               write_all(fd, buf_cstr(msg), msg->len) && fsync(fd) == 0;
+	if (close(fd) < 0 || !written) {
+		buf_printf(err, "cannot write %s: %s", tmp, strerror(errno));
 		unlink(tmp);
-		fail(EX_TEMPFAIL, "cannot write %s: %s", tmp, strerror(errno));
+		goto out;
 	}
 	if (rename(tmp, final) < 0) {
+		buf_printf(err, "cannot rename %s: %s", tmp, strerror(errno));
 		unlink(tmp);
-		fail(EX_TEMPFAIL, "cannot rename %s: %s", tmp, strerror(errno));
+		goto out;
 	}
 	sync_dir(dir);
+	ok = true;
+out:
 	free(base);
 	free(tmp);
 	free(final);
+	return ok;
 }
 
 /* ---- main ---------------------------------------------------------------------------- */
@@ -490,17 +507,17 @@ static int run_other_mode(const struct options *o)
 	case MODE_FLUSH:
 		return EX_OK; /* tern retries deferred mail by itself */
 	default:
-		log_error("%s is not supported in this version (-bs: submit the message on standard input instead)",
+		log_error("%s is not supported: tern-sendmail queues a message, or speaks SMTP on standard input (-bs)",
 		          o->unsupported);
 		return EX_UNAVAILABLE;
 	}
 }
 
-static void build_envelope(const char *sender, const struct addresses *rcpts, struct buf *env)
+void sendmail_build_envelope(const char *sender, const char *const *rcpts, size_t count, struct buf *env)
 {
 	buf_printf(env, "x-sender: %s\n", *sender ? sender : "<>");
-	for (size_t i = 0; i < rcpts->count; i++)
-		buf_printf(env, "x-receiver: %s\n", rcpts->items[i]);
+	for (size_t i = 0; i < count; i++)
+		buf_printf(env, "x-receiver: %s\n", rcpts[i]);
 }
 
 int main(int argc, char **argv)
@@ -508,7 +525,7 @@ int main(int argc, char **argv)
 	log_open("tern-sendmail", LOG_TO_STDERR, NULL);
 	struct options o = {.mode = MODE_DELIVER, .dot_ends = true};
 	parse_options(&o, argc, argv);
-	if (o.mode != MODE_DELIVER)
+	if (o.mode != MODE_DELIVER && o.mode != MODE_SMTP)
 		return run_other_mode(&o);
 
 	/* The configuration is read without the drop group; another one than
@@ -518,9 +535,18 @@ int main(int argc, char **argv)
 		fail(EX_OSERR, "cannot give up the drop group: %s", strerror(errno));
 	if (setegid(getgid()) < 0)
 		fail(EX_OSERR, "cannot give up the drop group: %s", strerror(errno));
-	char *dir = pickup_dir(o.config ? o.config : DEFAULT_CONFIG, o.config != NULL);
+	char *host_name;
+	char *dir = pickup_dir(o.config ? o.config : DEFAULT_CONFIG, o.config != NULL, &host_name);
 	if (!o.config && setegid(drop_gid) < 0)
 		fail(EX_OSERR, "cannot take the drop group back: %s", strerror(errno));
+	if (o.mode == MODE_SMTP) {
+		int status = sendmail_smtp_session(dir, host_name);
+		free(dir);
+		free(host_name);
+		addresses_free(&o.rcpts);
+		return status;
+	}
+	free(host_name);
 
 	const char *sender = o.sender ? o.sender : login_name();
 	if (strcmp(sender, "<>") == 0)
@@ -539,10 +565,13 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < o.rcpts.count; i++)
 		check_address(o.rcpts.items[i], "a recipient");
 
-	build_envelope(sender, &o.rcpts, &env);
+	sendmail_build_envelope(sender, (const char *const *)o.rcpts.items, o.rcpts.count, &env);
 	if (!has_from && *sender)
 		add_from(&env, sender, o.full_name, !has_headers && msg.len > 0 && buf_cstr(&msg)[0] != '\n');
-	drop_file(dir, &env, &msg);
+	struct buf err = BUF_INIT;
+	if (!sendmail_drop_file(dir, &env, &msg, &err))
+		fail(EX_TEMPFAIL, "%s", buf_cstr(&err));
+	buf_free(&err);
 
 	free(dir);
 	buf_free(&in);
