@@ -294,7 +294,6 @@ def test_sendmail_pickup_defaults_to_the_spool(tmp_path):
 
 
 @pytest.mark.parametrize("args,status,words", [
-    (["-bs"], 69, "not supported"),
     (["-bd"], 69, "not supported"),
     (["-bp"], 69, "the queue is not available: tern is not running"),
     ([], 64, "no recipients"),
