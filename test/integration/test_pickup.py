@@ -305,3 +305,21 @@ def test_reload_moves_the_pickup_directory(tern, sink):
     drop(new, "bad", b"garbage\n")
     wait_for(lambda: sink.delivered() == ["moved@example.net"], 20, what="delivery from the new directory")
     wait_for(lambda: (new_bad / "bad.msg").exists(), 10, what="the bad file in the new bad directory")
+
+
+def test_a_file_written_in_place_is_taken_once_complete(tern, sink):
+    configure(tern, sink)
+    pickup, _ = pickup_dirs(tern)
+    tern.start()
+    with open(pickup / "inplace.msg", "wb") as f:
+        f.write(b"x-sender: a@example.org\nx-receiver: inplace@example.net\n\nSubject: half")
+        f.flush()
+        os.fchmod(f.fileno(), 0o644)
+        # another file makes pickup scan the directory meanwhile
+        drop(pickup, "other", b"x-sender: a@example.org\nx-receiver: other@example.net\n\nx\n")
+        wait_for(lambda: sink.delivered() == ["other@example.net"], 20, what="the other file")
+        assert (pickup / "inplace.msg").exists()
+        f.write(b" and the rest\n\nbody\n")
+    wait_for(lambda: "inplace@example.net" in sink.delivered(), 20, what="the file written in place")
+    data = next(m["data"] for m in messages(sink) if m["rcpts"][0]["address"] == "inplace@example.net")
+    assert "Subject: half and the rest\r\n\r\nbody\r\n" in data
