@@ -220,6 +220,11 @@ def test_mailq_shows_files_still_in_the_pickup_directory(tern, sink):
     assert lines[2].strip() == "(maildrop queue, sender UID 0)"
     assert lines[3].strip() == "u1@example.net"
     assert lines[-1] == "-- 1 Kbytes in 1 Request."
+    # PowerMTA does not fix the order of the envelope lines
+    drop(pickup, "zz-receiver-first", b"X-Receiver: second@example.net\nX-Sender: <>\n\nx\n")
+    lines = mailq(tern).stdout.splitlines()
+    assert re.match(r"^zz-receiver-first +\d+ .* MAILER-DAEMON$", lines[5]), lines
+    assert lines[7].strip() == "second@example.net" and lines[-1] == "-- 1 Kbytes in 2 Requests."
 
 
 def test_mailq_unreachable_queue_is_not_called_empty(tern):
