@@ -209,6 +209,40 @@ static const char *pseudo_value(const char *line, const char *name)
 	return line;
 }
 
+/* The envelope lines of a pickup file, in whatever order they come. */
+struct pickup_head {
+	char *sender; /* NULL: none seen */
+	char **rcpts;
+	size_t nrcpts;
+};
+
+static void read_head(FILE *f, struct pickup_head *h)
+{
+	char line[1024];
+	for (size_t read = 0; read < PICKUP_HEAD_MAX && fgets(line, sizeof(line), f);) {
+		read += strlen(line);
+		line[strcspn(line, "\r\n")] = '\0';
+		const char *v;
+		if ((v = pseudo_value(line, "x-sender")) != NULL) {
+			free(h->sender);
+			h->sender = mem_strdup(strcmp(v, "<>") ? v : "");
+		} else if ((v = pseudo_value(line, "x-receiver")) != NULL) {
+			h->rcpts = mem_reallocarray(h->rcpts, h->nrcpts + 1, sizeof(char *));
+			h->rcpts[h->nrcpts++] = mem_strdup(v);
+		} else if (!pseudo_value(line, "x-envid") && !pseudo_value(line, "x-virtual-mta")) {
+			break;
+		}
+	}
+}
+
+static void free_head(struct pickup_head *h)
+{
+	for (size_t i = 0; i < h->nrcpts; i++)
+		free(h->rcpts[i]);
+	free(h->rcpts);
+	free(h->sender);
+}
+
 /* Prints one waiting file from its envelope lines. */
 static void print_pickup_file(int dir_fd, const char *name, struct totals *t)
 {
@@ -222,24 +256,18 @@ static void print_pickup_file(int dir_fd, const char *name, struct totals *t)
 			close(fd);
 		return;
 	}
-	char line[1024], id[256];
-	snprintf(id, sizeof(id), "%.*s", (int)(strlen(name) - 4), name);
-	bool started = false;
-	for (size_t read = 0; read < PICKUP_HEAD_MAX && fgets(line, sizeof(line), f);) {
-		read += strlen(line);
-		line[strcspn(line, "\r\n")] = '\0';
-		const char *v;
-		if (!started && (v = pseudo_value(line, "x-sender")) != NULL) {
-			print_message(t, id, (unsigned long long)st.st_size, st.st_mtime, strcmp(v, "<>") ? v : "");
-			printf("%*s(maildrop queue, sender UID %lu)\n", 6, "", (unsigned long)st.st_uid);
-			started = true;
-		} else if (started && (v = pseudo_value(line, "x-receiver")) != NULL) {
-			print_rcpt(v);
-		} else if (!pseudo_value(line, "x-envid") && !pseudo_value(line, "x-virtual-mta")) {
-			break;
-		}
-	}
+	struct pickup_head h = {0};
+	read_head(f, &h);
 	fclose(f);
+	if (h.sender) {
+		char id[256];
+		snprintf(id, sizeof(id), "%.*s", (int)(strlen(name) - 4), name);
+		print_message(t, id, (unsigned long long)st.st_size, st.st_mtime, h.sender);
+		printf("%*s(maildrop queue, sender UID %lu)\n", 6, "", (unsigned long)st.st_uid);
+		for (size_t i = 0; i < h.nrcpts; i++)
+			print_rcpt(h.rcpts[i]);
+	}
+	free_head(&h);
 }
 
 static int compare_names(const void *a, const void *b)

@@ -3,7 +3,12 @@
  * NAME.msg, an other writer may just close it), and the rescans: one at
  * start, so that files dropped while tern was stopped are taken, one
  * every PICKUP_RESCAN_SECONDS in case an event was missed, and retries
- * with a growing pause while qmgr cannot take mail. */
+ * with a growing pause while qmgr cannot take mail.
+ *
+ * A file is complete when an event said so (renamed into the directory,
+ * or closed after writing).  One a scan finds without such an event may
+ * still be being written in place: it is taken only once it has not
+ * changed for PICKUP_SETTLE_SECONDS, so no message leaves half written. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +18,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -28,6 +34,10 @@
 #define PICKUP_RETRY_MAX_MS (30 * 1000)
 /* Files taken per turn of the event loop, so a stop is not held up. */
 #define PICKUP_BATCH 100
+/* Quiet time of a file no event announced before it is taken. */
+#define PICKUP_SETTLE_SECONDS 2
+/* Names announced by events and not yet taken, at most. */
+#define PICKUP_ANNOUNCED_MAX 10000
 
 struct pickup {
 	struct event_base *base;
@@ -40,7 +50,9 @@ struct pickup {
 	struct event *inotify_ev;
 	struct event *scan_ev;
 	struct enqueue_conn conn;
-	int retry_ms; /* 0 while qmgr takes mail */
+	int retry_ms;     /* 0 while qmgr takes mail */
+	char **announced; /* names events reported complete */
+	size_t nannounced;
 };
 
 static struct pickup pickup = {.dir_fd = -1, .inotify_fd = -1, .conn = {.fd = -1}};
@@ -130,15 +142,55 @@ static void free_names(char **names, size_t n)
 	free(names);
 }
 
-/* Takes up to a batch of files; schedules what comes next. */
-static void scan(struct pickup *p)
+/* ---- complete files ---------------------------------------------------------------- */
+
+static void announce(struct pickup *p, const char *name)
 {
-	char **names;
-	size_t n = list_files(p, &names), taken = 0;
-	bool retry = false;
-	for (; taken < n && taken < PICKUP_BATCH && !retry; taken++)
-		retry = pickup_file_take(p->conf, p->dir_fd, names[taken], &p->conn) == PICKUP_RETRY;
-	free_names(names, n);
+	for (size_t i = 0; i < p->nannounced; i++)
+		if (strcmp(p->announced[i], name) == 0)
+			return;
+	if (p->nannounced >= PICKUP_ANNOUNCED_MAX)
+		return; /* taken once settled */
+	p->announced = mem_reallocarray(p->announced, p->nannounced + 1, sizeof(char *));
+	p->announced[p->nannounced++] = mem_strdup(name);
+}
+
+/* True (and forgotten) when an event announced the name. */
+static bool take_announced(struct pickup *p, const char *name)
+{
+	for (size_t i = 0; i < p->nannounced; i++) {
+		if (strcmp(p->announced[i], name) != 0)
+			continue;
+		free(p->announced[i]);
+		p->announced[i] = p->announced[--p->nannounced];
+		return true;
+	}
+	return false;
+}
+
+static void forget_announced(struct pickup *p)
+{
+	free_names(p->announced, p->nannounced);
+	p->announced = NULL;
+	p->nannounced = 0;
+}
+
+/* A file no event announced: unchanged for the settle time. */
+static bool settled(const struct pickup *p, const char *name)
+{
+	struct stat st;
+	time_t now = time(NULL);
+	if (fstatat(p->dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return true; /* pickup_file_take says what is wrong */
+	return st.st_ctime > now || now - st.st_ctime >= PICKUP_SETTLE_SECONDS;
+}
+
+/* ---- scanning, continued ---------------------------------------------------------- */
+
+/* What comes after a scan: a retry while qmgr cannot take mail, the next
+ * batch, a look at files still settling, or the periodic rescan. */
+static void scan_done(struct pickup *p, bool retry, bool more, bool settling)
+{
 	if (retry) {
 		p->retry_ms = p->retry_ms ? p->retry_ms * 2 : PICKUP_RETRY_FIRST_MS;
 		if (p->retry_ms > PICKUP_RETRY_MAX_MS)
@@ -147,10 +199,33 @@ static void scan(struct pickup *p)
 		return;
 	}
 	p->retry_ms = 0;
-	schedule_scan(p, taken < n ? 0 : PICKUP_RESCAN_SECONDS * 1000);
+	if (more) {
+		schedule_scan(p, 0);
+		return;
+	}
+	/* every file listed was seen: what is still announced is gone */
+	forget_announced(p);
+	schedule_scan(p, settling ? PICKUP_SETTLE_SECONDS * 1000 : PICKUP_RESCAN_SECONDS * 1000);
 	/* idle connections to qmgr are not kept between scans */
-	if (taken == n)
-		enqueue_close(&p->conn);
+	enqueue_close(&p->conn);
+}
+
+/* Takes up to a batch of files; schedules what comes next. */
+static void scan(struct pickup *p)
+{
+	char **names;
+	size_t n = list_files(p, &names), seen = 0, taken = 0;
+	bool retry = false, settling = false;
+	for (; seen < n && taken < PICKUP_BATCH && !retry; seen++) {
+		if (!take_announced(p, names[seen]) && !settled(p, names[seen])) {
+			settling = true;
+			continue;
+		}
+		retry = pickup_file_take(p->conf, p->dir_fd, names[seen], &p->conn) == PICKUP_RETRY;
+		taken++;
+	}
+	free_names(names, n);
+	scan_done(p, retry, seen < n, settling);
 }
 
 static void on_scan(evutil_socket_t fd, short what, void *arg)
@@ -168,7 +243,10 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
 	while ((n = read(fd, events, sizeof(events))) > 0)
 		for (char *e = events; e < events + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)e;
-			wanted = wanted || (ev->len > 0 && is_message_name(ev->name)) || (ev->mask & IN_Q_OVERFLOW);
+			bool message = ev->len > 0 && is_message_name(ev->name);
+			if (message)
+				announce(p, ev->name);
+			wanted = wanted || message || (ev->mask & IN_Q_OVERFLOW);
 			e += sizeof(struct inotify_event) + ev->len;
 		}
 	if (wanted && p->retry_ms == 0)
@@ -292,6 +370,7 @@ int main(int argc, char **argv, char **envp)
 	};
 	int rc = server_main(&daemon, argc, argv, envp);
 	close_dir(&pickup);
+	forget_announced(&pickup);
 	pickup_conf_free(pickup.conf);
 	free(pickup.config_path);
 	return rc;

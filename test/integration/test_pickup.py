@@ -220,6 +220,11 @@ def test_mailq_shows_files_still_in_the_pickup_directory(tern, sink):
     assert lines[2].strip() == "(maildrop queue, sender UID 0)"
     assert lines[3].strip() == "u1@example.net"
     assert lines[-1] == "-- 1 Kbytes in 1 Request."
+    # PowerMTA does not fix the order of the envelope lines
+    drop(pickup, "zz-receiver-first", b"X-Receiver: second@example.net\nX-Sender: <>\n\nx\n")
+    lines = mailq(tern).stdout.splitlines()
+    assert re.match(r"^zz-receiver-first +\d+ .* MAILER-DAEMON$", lines[5]), lines
+    assert lines[7].strip() == "second@example.net" and lines[-1] == "-- 1 Kbytes in 2 Requests."
 
 
 def test_mailq_unreachable_queue_is_not_called_empty(tern):
@@ -305,3 +310,21 @@ def test_reload_moves_the_pickup_directory(tern, sink):
     drop(new, "bad", b"garbage\n")
     wait_for(lambda: sink.delivered() == ["moved@example.net"], 20, what="delivery from the new directory")
     wait_for(lambda: (new_bad / "bad.msg").exists(), 10, what="the bad file in the new bad directory")
+
+
+def test_a_file_written_in_place_is_taken_once_complete(tern, sink):
+    configure(tern, sink)
+    pickup, _ = pickup_dirs(tern)
+    tern.start()
+    with open(pickup / "inplace.msg", "wb") as f:
+        f.write(b"x-sender: a@example.org\nx-receiver: inplace@example.net\n\nSubject: half")
+        f.flush()
+        os.fchmod(f.fileno(), 0o644)
+        # another file makes pickup scan the directory meanwhile
+        drop(pickup, "other", b"x-sender: a@example.org\nx-receiver: other@example.net\n\nx\n")
+        wait_for(lambda: sink.delivered() == ["other@example.net"], 20, what="the other file")
+        assert (pickup / "inplace.msg").exists()
+        f.write(b" and the rest\n\nbody\n")
+    wait_for(lambda: "inplace@example.net" in sink.delivered(), 20, what="the file written in place")
+    data = next(m["data"] for m in messages(sink) if m["rcpts"][0]["address"] == "inplace@example.net")
+    assert "Subject: half and the rest\r\n\r\nbody\r\n" in data
