@@ -283,3 +283,36 @@ def test_newaliases_reports_errors_with_file_and_line(tern):
     assert r.returncode != 0
     assert f"{tern.base / 'aliases'}:2:" in r.stderr
     assert not (tern.base / "aliases.db").exists()
+
+
+def test_missing_then_stale_alias_database_is_logged(tern, sink, users):
+    maildir = configure(tern, sink)
+    tern.start()
+    for n in (1, 2):
+        send(tern, [f"{users[0]}@local.test"], f"Subject: n{n}\r\n\r\nx\r\n".encode())
+    mbox(maildir, users[0], 2)
+    assert tern.log_text().count(f"no aliases: {tern.base / 'aliases.db'} does not exist") == 1
+    compile_aliases(tern, f"again: {users[0]}\n")
+    later = os.stat(tern.base / "aliases.db").st_mtime + 60
+    os.utime(tern.base / "aliases", (later, later))
+    send(tern, ["again@local.test"], b"Subject: stale\r\n\r\nx\r\n")
+    assert "Delivered-To: again@local.test" in mbox(maildir, users[0], 3)  # still used
+    wait_for(lambda: "is older than" in tern.log_text(), 10, what="the stale database warning")
+
+
+@pytest.mark.skipif(not ROOT, reason="identities need root")
+def test_nested_include_is_read_with_its_owners_identity(tern, sink, users):
+    maildir = configure(tern, sink)
+    u1, u2 = users
+    outer, secret = tern.base / "outer.txt", tern.base / "secret.txt"
+    secret.write_text(f"{u2}\n")
+    os.chmod(secret, 0o600)  # root's: u1 may not read it
+    outer.write_text(f":include:{secret}\n")
+    os.chown(outer, pwd.getpwnam(u1).pw_uid, -1)
+    compile_aliases(tern, f"list: :include:{outer}\ndirect: :include:{secret}\n")
+    tern.start()
+    send(tern, ["direct@local.test"], b"Subject: direct\r\n\r\nx\r\n")
+    assert "Subject: direct" in mbox(maildir, u2)  # named by root's database: read as root
+    send(tern, ["list@local.test"], b"Subject: nested\r\n\r\nx\r\n")
+    wait_for(lambda: f"cannot open the include file {secret}" in tern.log_text(), 20, what="the refused include")
+    assert "Subject: nested" not in (maildir / u2).read_text()
