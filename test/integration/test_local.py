@@ -60,7 +60,8 @@ def configure(tern, sink, extra=""):
     base = tern.base
     maildir = base / "mail"
     maildir.mkdir()
-    os.chown(maildir, 0 if ROOT else os.geteuid(), mail_group())
+    if ROOT:
+        os.chown(maildir, 0, mail_group())
     os.chmod(maildir, 0o2775)
     tern.write_config(
         f"alias-file {base / 'aliases'}\n"
