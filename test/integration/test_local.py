@@ -91,7 +91,8 @@ def mbox(maildir, user, count=1):
         if not path.exists():
             return None
         text = path.read_text()
-        return text if text.count("\nReturn-Path: ") + text.startswith("Return-Path: ") >= count else None
+        whole = text.endswith("\n\n")  # not in the middle of an append
+        return text if whole and text.count("\nReturn-Path: ") >= count else None
     return wait_for(ready, 20, what=f"{count} message(s) in {path}")
 
 
@@ -199,14 +200,14 @@ def test_newfile_plain_and_pickup_write_one_file_per_message(tern, sink, users):
     send(tern, [f"{user}@plain.test"], body)
     send(tern, [f"{user}@plain.test"], body)
     send(tern, [f"{user}@pickup.test"], body, sender="")
-    files = wait_for(lambda: sorted(p for p in plain.iterdir()) if len(list(plain.iterdir())) == 2 else None, 20,
-                     what="two plain files")
+    def whole():  # a file being written is hidden (.NAME.tmp) until its rename
+        return sorted(p for p in plain.iterdir() if not p.name.startswith("."))
+    files = wait_for(lambda: len(whole()) == 2 and whole(), 20, what="two plain files")
     for f in files:
-        assert not f.name.startswith(".")
         data = f.read_bytes()
         assert data.endswith(body) and b">From" not in data
         assert os.stat(f).st_uid == pwd.getpwnam(user).pw_uid
-    [p] = wait_for(lambda: list(pickup.iterdir()), 20, what="the pickup file")
+    [p] = wait_for(lambda: [f for f in pickup.iterdir() if not f.name.startswith(".")], 20, what="the pickup file")
     data = p.read_bytes()
     assert data.startswith(b"x-sender: <>\nx-receiver: " + f"{user}@pickup.test".encode() + b"\n")
     assert data.endswith(body)
