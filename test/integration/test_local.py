@@ -318,3 +318,12 @@ def test_nested_include_is_read_with_its_owners_identity(tern, sink, users):
     send(tern, ["list@local.test"], b"Subject: nested\r\n\r\nx\r\n")
     wait_for(lambda: f"cannot open the include file {secret}" in tern.log_text(), 20, what="the refused include")
     assert "Subject: nested" not in (maildir / u2).read_text()
+
+
+def test_alias_loop_without_a_user_bounces(tern, sink, users):
+    configure(tern, sink)
+    compile_aliases(tern, "ping: pong\npong: ping\n")
+    tern.start()
+    send(tern, ["ping@local.test"], b"Subject: ping\r\n\r\nx\r\n")
+    dsn = wait_for(lambda: dsns(sink), 20, what="the loop DSN")
+    assert "5.4.6" in dsn[0]["data"] and "gives no destination" in dsn[0]["data"]
