@@ -309,13 +309,14 @@ static bool sync_file(const char *path, struct buf *err)
 	return ok;
 }
 
-bool alias_compile(const char *src, const char *dst, size_t *count, struct buf *err)
+enum alias_compile_status alias_compile(const char *src, const char *dst, size_t *count, struct buf *err)
 {
 	struct buf text = BUF_INIT;
 	if (!read_file(src, &text, err)) {
 		buf_free(&text);
-		return false;
+		return ALIAS_IO_ERROR;
 	}
+	bool bad_entry = false;
 	char *tmp = mem_asprintf("%s.tmp.%ld", dst, (long)getpid());
 	unlink(tmp);
 	struct alias_db adb = {0};
@@ -326,7 +327,7 @@ bool alias_compile(const char *src, const char *dst, size_t *count, struct buf *
 	if (!ok)
 		buf_printf(err, "cannot create %s: %s", tmp, db_strerror(rc));
 	if (ok)
-		ok = alias_parse_text(text.data ? text.data : "", text.len, src, put_entry, &adb, err);
+		bad_entry = !(ok = alias_parse_text(text.data ? text.data : "", text.len, src, put_entry, &adb, err));
 	DB_HASH_STAT *st = NULL;
 	if (ok && adb.db->stat(adb.db, NULL, &st, 0) == 0) {
 		*count = st->hash_nkeys;
@@ -336,8 +337,12 @@ bool alias_compile(const char *src, const char *dst, size_t *count, struct buf *
 		buf_printf(err, "cannot write %s: %s", tmp, db_strerror(rc));
 		ok = false;
 	}
+	if (ok && chmod(tmp, 0644) < 0) {
+		buf_printf(err, "cannot set the mode of %s: %s", tmp, strerror(errno));
+		ok = false;
+	}
 	if (ok)
-		ok = chmod(tmp, 0644) == 0 && sync_file(tmp, err);
+		ok = sync_file(tmp, err);
 	if (ok && rename(tmp, dst) < 0) {
 		buf_printf(err, "cannot rename %s to %s: %s", tmp, dst, strerror(errno));
 		ok = false;
@@ -346,7 +351,7 @@ bool alias_compile(const char *src, const char *dst, size_t *count, struct buf *
 		unlink(tmp);
 	free(tmp);
 	buf_free(&text);
-	return ok;
+	return ok ? ALIAS_COMPILED : bad_entry ? ALIAS_BAD_ENTRY : ALIAS_IO_ERROR;
 }
 
 struct alias_db *alias_db_open(const char *path, bool *missing, struct buf *err)

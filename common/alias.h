@@ -62,11 +62,16 @@ void alias_fold(char *name);
 
 /* ---- the compiled database ----------------------------------------------------- */
 
+enum alias_compile_status {
+	ALIAS_COMPILED,
+	ALIAS_BAD_ENTRY, /* the file has an error: "FILE:LINE: reason" */
+	ALIAS_IO_ERROR,  /* src could not be read or dst written */
+};
+
 /* Compiles the aliases file src into dst (a Berkeley DB hash), through
  * a temporary file renamed into place.  *count gets the entries written.
- * false with the reason (FILE:LINE for a bad entry) in err; dst is then
- * left as it was. */
-bool alias_compile(const char *src, const char *dst, size_t *count, struct buf *err);
+ * On failure err says why and dst is left as it was. */
+enum alias_compile_status alias_compile(const char *src, const char *dst, size_t *count, struct buf *err);
 
 struct alias_db;
 /* Opens dst read-only; NULL with the reason in err (*missing true when

@@ -456,6 +456,11 @@ static void on_directive(struct parser *p, const struct conf_line *line, const c
 	}
 	if (!(d->flags & CONF_SUPPORTED))
 		conf_warning(p->conf, file, lineno, "\"%s\" is recognised, not yet supported", d->name);
+	/* only smtp and file have a delivery agent so far */
+	if (strcmp(d->name, "type") == 0 && value.string && strcmp(value.string, "smtp") != 0 &&
+	    strcmp(value.string, "file") != 0)
+		conf_warning(p->conf, file, lineno, "\"type %s\" is recognised, not yet supported: its mail goes by smtp",
+		             value.string);
 	if (d->type == CONF_T_INCLUDE || d->type == CONF_T_MACRO) {
 		if (d->type == CONF_T_INCLUDE)
 			on_include(p, &value, file, lineno);

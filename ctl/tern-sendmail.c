@@ -487,8 +487,11 @@ static int newaliases(const struct options *o)
 	char *dst = mem_asprintf("%s.db", src);
 	struct buf err = BUF_INIT;
 	size_t count = 0;
-	if (!alias_compile(src, dst, &count, &err))
+	enum alias_compile_status status = alias_compile(src, dst, &count, &err);
+	if (status == ALIAS_BAD_ENTRY)
 		fail(EX_DATAERR, "%s", buf_cstr(&err));
+	if (status == ALIAS_IO_ERROR)
+		fail(EX_CANTCREAT, "%s", buf_cstr(&err));
 	printf("%s: %zu aliases\n", dst, count);
 	buf_free(&err);
 	free(src);

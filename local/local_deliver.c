@@ -148,7 +148,10 @@ void local_deliver_rcpt(const struct local_context *ctx, const struct local_sett
 			local_result_free(&one);
 		}
 		forward_remote(ctx, msg, &dests, address, r, &delivered);
-		if (delivered > 1 && r->status == LOCAL_DELIVERED)
+		if (delivered == 0 && r->status == LOCAL_DELIVERED)
+			local_result_set(r, LOCAL_BOUNCED, "5.4.6", "alias expansion of %s gives no destination (a loop)",
+			                 local);
+		else if (delivered > 1 && r->status == LOCAL_DELIVERED)
 			local_result_set(r, LOCAL_DELIVERED, "2.0.0", "delivered to %zu destinations", delivered);
 		local_dests_free(&dests);
 	}

@@ -60,7 +60,8 @@ def configure(tern, sink, extra=""):
     base = tern.base
     maildir = base / "mail"
     maildir.mkdir()
-    os.chown(maildir, 0 if ROOT else os.geteuid(), mail_group())
+    if ROOT:
+        os.chown(maildir, 0, mail_group())
     os.chmod(maildir, 0o2775)
     tern.write_config(
         f"alias-file {base / 'aliases'}\n"
@@ -90,7 +91,8 @@ def mbox(maildir, user, count=1):
         if not path.exists():
             return None
         text = path.read_text()
-        return text if text.count("\nReturn-Path: ") + text.startswith("Return-Path: ") >= count else None
+        whole = text.endswith("\n\n")  # not in the middle of an append
+        return text if whole and text.count("\nReturn-Path: ") >= count else None
     return wait_for(ready, 20, what=f"{count} message(s) in {path}")
 
 
@@ -198,14 +200,14 @@ def test_newfile_plain_and_pickup_write_one_file_per_message(tern, sink, users):
     send(tern, [f"{user}@plain.test"], body)
     send(tern, [f"{user}@plain.test"], body)
     send(tern, [f"{user}@pickup.test"], body, sender="")
-    files = wait_for(lambda: sorted(p for p in plain.iterdir()) if len(list(plain.iterdir())) == 2 else None, 20,
-                     what="two plain files")
+    def whole():  # a file being written is hidden (.NAME.tmp) until its rename
+        return sorted(p for p in plain.iterdir() if not p.name.startswith("."))
+    files = wait_for(lambda: len(whole()) == 2 and whole(), 20, what="two plain files")
     for f in files:
-        assert not f.name.startswith(".")
         data = f.read_bytes()
         assert data.endswith(body) and b">From" not in data
         assert os.stat(f).st_uid == pwd.getpwnam(user).pw_uid
-    [p] = wait_for(lambda: list(pickup.iterdir()), 20, what="the pickup file")
+    [p] = wait_for(lambda: [f for f in pickup.iterdir() if not f.name.startswith(".")], 20, what="the pickup file")
     data = p.read_bytes()
     assert data.startswith(b"x-sender: <>\nx-receiver: " + f"{user}@pickup.test".encode() + b"\n")
     assert data.endswith(body)
@@ -283,3 +285,45 @@ def test_newaliases_reports_errors_with_file_and_line(tern):
     assert r.returncode != 0
     assert f"{tern.base / 'aliases'}:2:" in r.stderr
     assert not (tern.base / "aliases.db").exists()
+
+
+def test_missing_then_stale_alias_database_is_logged(tern, sink, users):
+    maildir = configure(tern, sink)
+    tern.start()
+    for n in (1, 2):
+        send(tern, [f"{users[0]}@local.test"], f"Subject: n{n}\r\n\r\nx\r\n".encode())
+    mbox(maildir, users[0], 2)
+    assert tern.log_text().count(f"no aliases: {tern.base / 'aliases.db'} does not exist") == 1
+    compile_aliases(tern, f"again: {users[0]}\n")
+    later = os.stat(tern.base / "aliases.db").st_mtime + 60
+    os.utime(tern.base / "aliases", (later, later))
+    send(tern, ["again@local.test"], b"Subject: stale\r\n\r\nx\r\n")
+    assert "Delivered-To: again@local.test" in mbox(maildir, users[0], 3)  # still used
+    wait_for(lambda: "is older than" in tern.log_text(), 10, what="the stale database warning")
+
+
+@pytest.mark.skipif(not ROOT, reason="identities need root")
+def test_nested_include_is_read_with_its_owners_identity(tern, sink, users):
+    maildir = configure(tern, sink)
+    u1, u2 = users
+    outer, secret = tern.base / "outer.txt", tern.base / "secret.txt"
+    secret.write_text(f"{u2}\n")
+    os.chmod(secret, 0o600)  # root's: u1 may not read it
+    outer.write_text(f":include:{secret}\n")
+    os.chown(outer, pwd.getpwnam(u1).pw_uid, -1)
+    compile_aliases(tern, f"list: :include:{outer}\ndirect: :include:{secret}\n")
+    tern.start()
+    send(tern, ["direct@local.test"], b"Subject: direct\r\n\r\nx\r\n")
+    assert "Subject: direct" in mbox(maildir, u2)  # named by root's database: read as root
+    send(tern, ["list@local.test"], b"Subject: nested\r\n\r\nx\r\n")
+    wait_for(lambda: f"cannot open the include file {secret}" in tern.log_text(), 20, what="the refused include")
+    assert "Subject: nested" not in (maildir / u2).read_text()
+
+
+def test_alias_loop_without_a_user_bounces(tern, sink, users):
+    configure(tern, sink)
+    compile_aliases(tern, "ping: pong\npong: ping\n")
+    tern.start()
+    send(tern, ["ping@local.test"], b"Subject: ping\r\n\r\nx\r\n")
+    dsn = wait_for(lambda: dsns(sink), 20, what="the loop DSN")
+    assert "5.4.6" in dsn[0]["data"] and "gives no destination" in dsn[0]["data"]

@@ -134,7 +134,7 @@ static void test_compile_and_lookup(void **state)
 	write_text(src, "PostMaster: root\nteam: a, b,\n  c\n");
 	struct buf err = BUF_INIT, value = BUF_INIT;
 	size_t count = 0;
-	assert_true(alias_compile(src, dst, &count, &err));
+	assert_int_equal(alias_compile(src, dst, &count, &err), ALIAS_COMPILED);
 	assert_int_equal(count, 2);
 	bool missing;
 	struct alias_db *db = alias_db_open(dst, &missing, &err);
@@ -147,7 +147,7 @@ static void test_compile_and_lookup(void **state)
 	alias_db_close(db);
 	/* a bad file leaves the old database alone and no temporary file */
 	write_text(src, "x: y\nx: z\n");
-	assert_false(alias_compile(src, dst, &count, &err));
+	assert_int_equal(alias_compile(src, dst, &count, &err), ALIAS_BAD_ENTRY);
 	assert_non_null(strstr(buf_cstr(&err), ":2: duplicate alias"));
 	db = alias_db_open(dst, &missing, &err);
 	assert_non_null(db);
@@ -158,6 +158,9 @@ static void test_compile_and_lookup(void **state)
 	assert_int_equal(system(cmd), 0);
 	assert_null(alias_db_open(dst, &missing, &err));
 	assert_true(missing);
+	/* a source that cannot be read, a database that cannot be written */
+	assert_int_equal(alias_compile("/nonexistent/aliases", dst, &count, &err), ALIAS_IO_ERROR);
+	assert_int_equal(alias_compile("/dev/null", "/nonexistent/aliases.db", &count, &err), ALIAS_IO_ERROR);
 	buf_free(&err);
 	buf_free(&value);
 }

@@ -608,6 +608,20 @@ static void test_opaque_blocks(void **state)
 	conf_free(conf);
 }
 
+static void test_delivery_types(void **state)
+{
+	(void)state;
+	struct conf *conf = load("<domain localhost>\n    type file\n    file-format append-mbox\n"
+	                         "    file-destination /var/mail/$user\n</domain>\n");
+	assert_clean(conf);
+	assert_int_equal(conf_diag_count(conf), 0);
+	conf_free(conf);
+	conf = load("<domain a.example>\n    type pipe\n</domain>\n");
+	assert_clean(conf);
+	assert_diag(conf, "test.conf:2: warning: \"type pipe\" is recognised, not yet supported: its mail goes by smtp");
+	conf_free(conf);
+}
+
 /* ---- includes ------------------------------------------------------------------------- */
 
 static void test_include_glob_relative(void **state)
@@ -723,6 +737,7 @@ int main(void)
 	    cmocka_unit_test(test_undefined_references),
 	    cmocka_unit_test(test_macros),
 	    cmocka_unit_test(test_opaque_blocks),
+	    cmocka_unit_test(test_delivery_types),
 	    cmocka_unit_test(test_include_glob_relative),
 	    cmocka_unit_test(test_include_errors),
     cmocka_unit_test(test_name_server_takes_an_address_with_or_without_port),
