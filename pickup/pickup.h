@@ -126,7 +126,9 @@ bool pickup_conf_vmta_known(const struct pickup_conf *c, const char *name);
 
 enum pickup_outcome {
 	PICKUP_DONE,  /* queued and removed, moved to the bad directory, or gone */
-	PICKUP_RETRY, /* qmgr could not take it now: the file stays */
+	PICKUP_HELD,  /* qmgr did not take it now (4xx, broke off): the file
+	               * stays, the other files may go on */
+	PICKUP_RETRY, /* qmgr cannot be reached: the file stays, and so do all */
 };
 
 /* Takes one file NAME of the pickup directory (dir_fd). conn is the

@@ -232,6 +232,84 @@ static bool build_message(const struct pickup_conf *c, const struct buf *data, u
 
 /* ---- qmgr ---------------------------------------------------------------------------- */
 
+/* A file qmgr broke off on this many times in a row, without answering,
+ * is taken for one qmgr cannot swallow (it would otherwise be offered
+ * forever): it goes to the bad directory. */
+#define STRIKES_MAX 5
+#define STRIKES_TRACKED 64
+
+static struct strike {
+	char *name;
+	unsigned count;
+} strikes[STRIKES_TRACKED];
+
+/* Counts one more failure of the file; returns how many so far. */
+static unsigned strike(const char *name)
+{
+	struct strike *free_slot = NULL;
+	for (size_t i = 0; i < STRIKES_TRACKED; i++) {
+		if (strikes[i].name && strcmp(strikes[i].name, name) == 0)
+			return ++strikes[i].count;
+		if (!strikes[i].name && !free_slot)
+			free_slot = &strikes[i];
+	}
+	if (free_slot) {
+		free_slot->name = mem_strdup(name);
+		free_slot->count = 1;
+	}
+	return 1;
+}
+
+static void forgive(const char *name)
+{
+	for (size_t i = 0; i < STRIKES_TRACKED; i++) {
+		if (strikes[i].name && strcmp(strikes[i].name, name) == 0) {
+			free(strikes[i].name);
+			strikes[i].name = NULL;
+		}
+	}
+}
+
+/* What qmgr's answer means for the file. */
+static enum pickup_outcome answered(const struct pickup_conf *c, int dir_fd, const char *name, const char *shown,
+                                    uid_t owner, const struct pickup_envelope *env, const struct enqueue_reply *reply)
+{
+	const char *reason = reply->reason ? reply->reason : "";
+	if (reply->code == 250) {
+		log_info("%s: pickup file %s, from=<%s>, nrcpt=%zu, uid=%lu", reply->queue_id, shown, env->sender,
+		         env->nrcpts, (unsigned long)owner);
+		if (unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT)
+			log_error("%s: cannot remove pickup file %s (it may be queued twice): %s", reply->queue_id,
+			          shown, strerror(errno));
+		return PICKUP_DONE;
+	}
+	if (reply->code >= 500) {
+		struct buf why = BUF_INIT;
+		buf_printf(&why, "qmgr refused it: %d %s", reply->code, reason);
+		move_bad(c, dir_fd, name, buf_cstr(&why));
+		buf_free(&why);
+		return PICKUP_DONE;
+	}
+	log_warning("pickup file %s waits: qmgr answered %d %s", shown, reply->code, reason);
+	return PICKUP_HELD;
+}
+
+/* qmgr took the message but broke off before answering. */
+static enum pickup_outcome broke_off(const struct pickup_conf *c, int dir_fd, const char *name, const char *shown,
+                                     const char *err)
+{
+	unsigned n = strike(name);
+	if (n < STRIKES_MAX) {
+		log_warning("pickup file %s waits: qmgr: %s", shown, err);
+		return PICKUP_HELD;
+	}
+	struct buf why = BUF_INIT;
+	buf_printf(&why, "qmgr broke off %u times in a row while taking it (last: %s)", n, err);
+	move_bad(c, dir_fd, name, buf_cstr(&why));
+	buf_free(&why);
+	return PICKUP_DONE;
+}
+
 static enum pickup_outcome hand_over(const struct pickup_conf *c, int dir_fd, const char *name, uid_t owner,
                                      const struct pickup_envelope *env, const char *job, const struct buf *body,
                                      struct enqueue_conn *conn)
@@ -249,25 +327,15 @@ static enum pickup_outcome hand_over(const struct pickup_conf *c, int dir_fd, co
 	};
 	struct enqueue_reply reply = {0};
 	enum pickup_outcome outcome = PICKUP_RETRY;
-	if (conn->fd < 0 && !enqueue_connect(conn, c->qmgr_socket, &err)) {
+	if (conn->fd < 0 && !enqueue_connect(conn, c->qmgr_socket, &err))
 		log_warning("pickup file %s waits: qmgr is not reachable: %s", buf_cstr(&shown), buf_cstr(&err));
-	} else if (!enqueue_message(conn, &e, (const char *const *)env->rcpts, env->nrcpts, body->data, body->len,
-	                            ENQUEUE_TIMEOUT_MS, &reply, &err)) {
-		log_warning("pickup file %s waits: qmgr: %s", buf_cstr(&shown), buf_cstr(&err));
-	} else if (reply.code == 250) {
-		log_info("%s: pickup file %s, from=<%s>, nrcpt=%zu, uid=%lu", reply.queue_id, buf_cstr(&shown),
-		         env->sender, env->nrcpts, (unsigned long)owner);
-		if (unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT)
-			log_error("%s: cannot remove pickup file %s (it may be queued twice): %s", reply.queue_id,
-			          buf_cstr(&shown), strerror(errno));
-		outcome = PICKUP_DONE;
-	} else if (reply.code >= 500) {
-		buf_printf(&err, "qmgr refused it: %d %s", reply.code, reply.reason ? reply.reason : "");
-		outcome = move_bad(c, dir_fd, name, buf_cstr(&err));
-	} else {
-		log_warning("pickup file %s waits: qmgr answered %d %s", buf_cstr(&shown), reply.code,
-		            reply.reason ? reply.reason : "");
-	}
+	else if (!enqueue_message(conn, &e, (const char *const *)env->rcpts, env->nrcpts, body->data, body->len,
+	                          ENQUEUE_TIMEOUT_MS, &reply, &err))
+		outcome = broke_off(c, dir_fd, name, buf_cstr(&shown), buf_cstr(&err));
+	else
+		outcome = answered(c, dir_fd, name, buf_cstr(&shown), owner, env, &reply);
+	if (outcome == PICKUP_DONE)
+		forgive(name);
 	enqueue_reply_free(&reply);
 	buf_free(&err);
 	buf_free(&shown);

@@ -187,8 +187,9 @@ static bool settled(const struct pickup *p, const char *name)
 
 /* ---- scanning, continued ---------------------------------------------------------- */
 
-/* What comes after a scan: a retry while qmgr cannot take mail, the next
- * batch, a look at files still settling, or the periodic rescan. */
+/* What comes after a scan: a retry while qmgr cannot take mail (or held
+ * some file back), the next batch, a look at files still settling, or the
+ * periodic rescan. */
 static void scan_done(struct pickup *p, bool retry, bool more, bool settling)
 {
 	if (retry) {
@@ -215,17 +216,21 @@ static void scan(struct pickup *p)
 {
 	char **names;
 	size_t n = list_files(p, &names), seen = 0, taken = 0;
-	bool retry = false, settling = false;
-	for (; seen < n && taken < PICKUP_BATCH && !retry; seen++) {
+	bool unreachable = false, held = false, settling = false;
+	for (; seen < n && taken < PICKUP_BATCH && !unreachable; seen++) {
 		if (!take_announced(p, names[seen]) && !settled(p, names[seen])) {
 			settling = true;
 			continue;
 		}
-		retry = pickup_file_take(p->conf, p->dir_fd, names[seen], &p->conn) == PICKUP_RETRY;
+		enum pickup_outcome o = pickup_file_take(p->conf, p->dir_fd, names[seen], &p->conn);
+		if (o != PICKUP_DONE)
+			announce(p, names[seen]); /* it was complete: no settling next time */
+		unreachable = o == PICKUP_RETRY;
+		held = held || o == PICKUP_HELD;
 		taken++;
 	}
 	free_names(names, n);
-	scan_done(p, retry, seen < n, settling);
+	scan_done(p, unreachable || held, seen < n, settling);
 }
 
 static void on_scan(evutil_socket_t fd, short what, void *arg)

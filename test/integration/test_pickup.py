@@ -328,3 +328,52 @@ def test_a_file_written_in_place_is_taken_once_complete(tern, sink):
     wait_for(lambda: "inplace@example.net" in sink.delivered(), 20, what="the file written in place")
     data = next(m["data"] for m in messages(sink) if m["rcpts"][0]["address"] == "inplace@example.net")
     assert "Subject: half and the rest\r\n\r\nbody\r\n" in data
+
+
+def test_a_file_qmgr_keeps_breaking_off_on_goes_to_the_bad_directory(tern, sink):
+    """A qmgr that takes the message and hangs up without answering, five
+    times in a row: the file is put aside instead of blocking forever."""
+    import socket
+    import threading
+    configure(tern, sink)
+    pickup, bad = pickup_dirs(tern)
+    tern.start()
+    (tern.libexec / "qmgr").unlink()
+    os.kill(tern.service("qmgr")["pids"][0], 9)
+    wait_for(lambda: not tern.service("qmgr")["ready"], 10, what="qmgr gone")
+    path = tern.spool / "private" / "qmgr"
+    if path.exists():
+        path.unlink()
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(str(path))
+    os.chmod(path, 0o777)
+    fake.listen(8)
+    stop = threading.Event()
+
+    def hang_up():
+        fake.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = fake.accept()
+            except OSError:
+                continue
+            conn.settimeout(1)
+            try:
+                conn.recv(65536)
+            except OSError:
+                pass
+            conn.close()
+    t = threading.Thread(target=hang_up)
+    t.start()
+    try:
+        drop(pickup, "poison", b"x-sender: a@example.org\nx-receiver: poison@example.net\n\nx\n")
+        wait_for(lambda: (bad / "poison.msg").exists(), 30, what="the file put aside")
+        assert re.search(r"pickup file poison\.msg moved to .*: qmgr broke off 5 times in a row", tern.log_text())
+    finally:
+        stop.set()
+        t.join()
+        fake.close()
+    path.unlink()
+    (tern.libexec / "qmgr").symlink_to(TOP / "qmgr" / "qmgr")
+    drop(pickup, "after", b"x-sender: a@example.org\nx-receiver: after@example.net\n\nx\n")
+    wait_for(lambda: sink.delivered() == ["after@example.net"], 90, what="delivery once qmgr is back")
