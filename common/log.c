@@ -62,6 +62,13 @@ int log_reopen(void)
 	return 0;
 }
 
+int log_chown(uid_t uid, gid_t gid)
+{
+	if (log_state.target != LOG_TO_FILE || log_state.fd < 0)
+		return 0;
+	return fchown(log_state.fd, uid, gid);
+}
+
 void log_close(void)
 {
 	if (log_state.target == LOG_TO_FILE && log_state.fd >= 0)

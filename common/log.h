@@ -8,6 +8,7 @@
 #define TERN_LOG_H
 
 #include <stdarg.h>
+#include <sys/types.h>
 
 enum log_level { LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_ERROR, LOG_LEVEL_FATAL, LOG_LEVEL_PANIC };
 enum log_target { LOG_TO_SYSLOG, LOG_TO_STDERR, LOG_TO_FILE };
@@ -18,6 +19,9 @@ enum log_target { LOG_TO_SYSLOG, LOG_TO_STDERR, LOG_TO_FILE };
 int log_open(const char *ident, enum log_target target, const char *path);
 /* Closes and reopens the log file (after logrotate moved it). */
 int log_reopen(void);
+/* Gives the open log file to UID:GID, so that workers running as that user
+ * can reopen it after a rotation; 0 when the target is not a file. */
+int log_chown(uid_t uid, gid_t gid);
 void log_close(void);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

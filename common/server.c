@@ -199,7 +199,7 @@ static void notify_ready(void)
 struct server_run {
 	const struct server_daemon *daemon;
 	struct event_base *base;
-	struct event *on_term, *on_int, *on_hup;
+	struct event *on_term, *on_int, *on_hup, *on_usr2;
 };
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -223,6 +223,15 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 	run->daemon->reload(run->daemon->ctx);
 }
 
+/* SIGUSR2: master has reopened the log file after a rotation. */
+static void on_log_reopen_signal(evutil_socket_t sig, short what, void *arg)
+{
+	if (log_reopen() < 0)
+		log_warning("cannot reopen the log file, still writing to the old one: %s", strerror(errno));
+	else
+		log_info("log file reopened");
+}
+
 static struct event *add_signal(struct server_run *run, int sig, event_callback_fn fn)
 {
 	struct event *ev = evsignal_new(run->base, sig, fn, run);
@@ -239,6 +248,7 @@ static int run_loop(const struct server_daemon *daemon)
 	run.on_term = add_signal(&run, SIGTERM, on_stop_signal);
 	run.on_int = add_signal(&run, SIGINT, on_stop_signal);
 	run.on_hup = add_signal(&run, SIGHUP, on_reload_signal);
+	run.on_usr2 = add_signal(&run, SIGUSR2, on_log_reopen_signal);
 
 	struct buf err = BUF_INIT;
 	if (daemon->init && !daemon->init(daemon->ctx, run.base, &err))
@@ -251,6 +261,7 @@ static int run_loop(const struct server_daemon *daemon)
 	event_free(run.on_term);
 	event_free(run.on_int);
 	event_free(run.on_hup);
+	event_free(run.on_usr2);
 	event_base_free(run.base);
 	if (rc < 0)
 		log_fatal("event loop failed");

@@ -155,6 +155,7 @@ enum conf_type {
 	CONF_T_CIDR,             /* cidr */
 	CONF_T_IP,               /* cidr with a full prefix */
 	CONF_T_ENDPOINT,         /* endpoint */
+	CONF_T_NAME_SERVER,      /* string: IP or IP:PORT of one address */
 	CONF_T_CERT,             /* string = file, secret = password or NULL */
 	CONF_T_HOST_NAME,        /* cidr + string (smtp-source-host IP HOSTNAME) */
 	CONF_T_CIDR_COUNT,       /* cidr + number (ip-connection-limit CIDR N) */

@@ -265,7 +265,7 @@ const struct conf_directive conf_directives[] = {
     {.name = "move-interval", .type = CONF_T_INTERVAL, .scopes = A, .def = "1d", .flags = CONF_SUPPORTED},
     {.name = "move-to", .type = CONF_T_PATH, .scopes = A, .flags = CONF_SUPPORTED},
     {.name = "mx-connection-limit", .type = CONF_T_PATTERN_COUNT, .scopes = G, .flags = CONF_PENDING | CONF_MULTI},
-    {.name = "name-server", .type = CONF_T_STRING, .scopes = G | DNS, .flags = CONF_SUPPORTED | CONF_MULTI},
+    {.name = "name-server", .type = CONF_T_NAME_SERVER, .scopes = G | DNS, .flags = CONF_SUPPORTED | CONF_MULTI},
     {.name = "notify-of-delay-every", .type = CONF_T_INTERVAL_NEVER, .scopes = D, .def = "4h", .flags = CONF_SUPPORTED},
     {.name = "password", .type = CONF_T_SECRET, .scopes = U, .flags = CONF_SUPPORTED},
     {.name = "pattern-list", .type = CONF_T_STRING, .scopes = S, .flags = CONF_PENDING},

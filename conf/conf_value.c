@@ -124,9 +124,22 @@ static const char *type_description(enum conf_type type)
 	case CONF_T_ENDPOINT:
 	case CONF_T_LISTEN:
 		return "IP:PORT";
+	case CONF_T_NAME_SERVER:
+		return "IP or IP:PORT";
 	default:
 		return "a value";
 	}
+}
+
+/* One address, with or without a port: "192.0.2.53", "[::1]:5353". */
+static bool is_one_address(const char *text)
+{
+	struct addr_ip ip;
+	struct addr_endpoint ep;
+	if (addr_parse_ip(text, &ip, NULL))
+		return true;
+	return addr_parse_endpoint(text, &ep, NULL) &&
+	       ep.range.prefix == (ep.range.ip.family == AF_INET ? 32u : 128u);
 }
 
 /* "NAME" expects WHAT, got "TEXT"; the parser's reason is added when it
@@ -275,6 +288,11 @@ static bool parse_scalar(const struct conf_directive *d, const char *text, struc
 	case CONF_T_ENDPOINT:
 		if (!addr_parse_endpoint(text, &out->endpoint, &why))
 			return expected(d, type_description(d->type), text, why, err);
+		return true;
+	case CONF_T_NAME_SERVER:
+		if (!is_one_address(text))
+			return expected(d, type_description(d->type), text, NULL, err);
+		out->string = mem_strdup(text);
 		return true;
 	default: /* string, secret, path, include */
 		if (d->type == CONF_T_SECRET)

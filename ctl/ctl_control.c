@@ -311,23 +311,24 @@ static void print_result_json(bool ok, const char *message)
 	buf_free(&out);
 }
 
-int ctl_reload(const struct ctl_options *opts, int argc, char **argv)
+/* Sends master a request it answers itself (reload, reopen-log); REFUSED,
+ * when not NULL, follows the reason of a refusal on its own line. */
+static int master_request(const struct ctl_options *opts, const char *verb, const char *refused)
 {
-	if (argc != 0)
-		return ctl_usage_error("reload takes no arguments");
 	char *path = ctl_control_socket_path(opts);
 	struct control_reply r;
 	struct buf err = BUF_INIT;
 	bool not_running;
 	int status = CTL_EXIT_OK;
-	if (!control_request(path, "reload", &r, &not_running, &err)) {
+	if (!control_request(path, verb, &r, &not_running, &err)) {
 		status = not_running ? ctl_fail("tern is not running (no master on %s)", path)
 		                     : ctl_fail("%s", buf_cstr(&err));
 	} else if (r.status != 0) {
-		/* Every FILE:LINE error of the refused file, one per line. */
 		if (opts->json)
 			print_result_json(false, r.reason);
-		fprintf(stderr, "%s\nternctl: reload refused; the running configuration stays in force\n", r.reason);
+		fprintf(stderr, "%s\n", r.reason);
+		if (refused)
+			fprintf(stderr, "ternctl: %s\n", refused);
 		status = CTL_EXIT_FAIL;
 	} else if (opts->json) {
 		print_result_json(true, r.reason);
@@ -338,6 +339,21 @@ int ctl_reload(const struct ctl_options *opts, int argc, char **argv)
 	buf_free(&err);
 	free(path);
 	return status;
+}
+
+int ctl_reload(const struct ctl_options *opts, int argc, char **argv)
+{
+	if (argc != 0)
+		return ctl_usage_error("reload takes no arguments");
+	/* Every FILE:LINE error of the refused file comes one per line. */
+	return master_request(opts, "reload", "reload refused; the running configuration stays in force");
+}
+
+int ctl_reopen_log(const struct ctl_options *opts, int argc, char **argv)
+{
+	if (argc != 0)
+		return ctl_usage_error("reopen log takes no arguments");
+	return master_request(opts, "reopen-log", NULL);
 }
 
 /* ---- stop -------------------------------------------------------------------------------- */

@@ -44,6 +44,7 @@ char *ctl_control_socket_path(const struct ctl_options *opts);
 int ctl_start(const struct ctl_options *opts, int argc, char **argv);
 int ctl_stop(const struct ctl_options *opts, int argc, char **argv);
 int ctl_reload(const struct ctl_options *opts, int argc, char **argv);
+int ctl_reopen_log(const struct ctl_options *opts, int argc, char **argv);
 int ctl_status(const struct ctl_options *opts, int argc, char **argv);
 int ctl_show_version(const struct ctl_options *opts, int argc, char **argv);
 

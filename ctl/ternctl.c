@@ -73,6 +73,9 @@ const struct ctl_command ctl_commands[] = {
      "Makes acctd close and reopen its accounting files, after logrotate moved them.  No record is lost or split: "
      "every new file begins with the header line.",
      ctl_reopen_acct, true, false},
+    {"reopen log", "[-c FILE] [--json]",
+     "Makes master and every worker reopen log-file, after logrotate moved it (master creates the new file).",
+     ctl_reopen_log, true, false},
     {"rotate acct", "[-c FILE] [--json] [FILE]",
      "Rotates an accounting file (or all of them) now, as move-interval and max-size do by themselves.",
      ctl_rotate_acct, true, false},

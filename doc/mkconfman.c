@@ -55,6 +55,8 @@ static const char *type_words(enum conf_type type)
 		return "IP";
 	case CONF_T_ENDPOINT:
 		return "IP:PORT";
+	case CONF_T_NAME_SERVER:
+		return "IP[:PORT]";
 	case CONF_T_CERT:
 		return "FILE [PASSWORD]";
 	case CONF_T_HOST_NAME:

@@ -128,6 +128,9 @@ void master_services_replace(struct master *m, enum master_service_id id);
 void master_services_signal_service(struct master *m, enum master_service_id id, int sig);
 /* Sends sig to every worker (and to the draining ones). */
 void master_services_signal(struct master *m, int sig);
+/* Signals the workers that finished starting up (a signal a worker
+ * handles only once its event loop runs). */
+void master_services_signal_ready(struct master *m, int sig);
 /* The same for the services of one stop phase: 0 for the front ends
  * (smtpd, smtp), 1 for the queue (qmgr), which stops once nothing feeds
  * it, 2 for accounting (acctd), which takes the queue's last records. */
@@ -148,6 +151,9 @@ unsigned master_service_ready(const struct master_service *s);
 /* Re-reads the configuration; on error keeps the old one and puts every
  * error line in err. */
 bool master_reload(struct master *m, struct buf *err);
+/* Reopens log-file after a rotation, in master and then in every worker
+ * (SIGUSR2).  False, with the reason, when master cannot open it. */
+bool master_reopen_log(struct master *m, struct buf *err);
 void master_begin_stop(struct master *m);
 
 /* ---- the control socket (master_control.c) ------------------------------------- */

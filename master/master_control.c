@@ -163,7 +163,8 @@ static void reply_status(struct control_client *c)
 static void handle_request(struct control_client *c, const char *verb)
 {
 	struct master *m = c->master;
-	bool changes_state = strcmp(verb, "reload") == 0 || strcmp(verb, "stop") == 0;
+	bool changes_state =
+	    strcmp(verb, "reload") == 0 || strcmp(verb, "stop") == 0 || strcmp(verb, "reopen-log") == 0;
 	if (changes_state && c->role != ROLE_ADMIN) {
 		log_warning("control: refused \"%s\" from an unprivileged user", verb);
 		reply_simple(c, CONTROL_REFUSED, "permission denied: only root and the tern user may do that");
@@ -177,6 +178,13 @@ static void handle_request(struct control_client *c, const char *verb)
 		struct buf err = BUF_INIT;
 		if (master_reload(m, &err))
 			reply_simple(c, CONTROL_OK, "Configuration reloaded.");
+		else
+			reply_simple(c, CONTROL_FAILED, buf_cstr(&err));
+		buf_free(&err);
+	} else if (strcmp(verb, "reopen-log") == 0) {
+		struct buf err = BUF_INIT;
+		if (master_reopen_log(m, &err))
+			reply_simple(c, CONTROL_OK, "Log file reopened.");
 		else
 			reply_simple(c, CONTROL_FAILED, buf_cstr(&err));
 		buf_free(&err);

@@ -141,6 +141,14 @@ static struct pidfh *take_pid_file(const struct master *m)
 	return pfh;
 }
 
+/* The workers run as the tern user and reopen the file by name after a
+ * rotation, so the file master creates must be theirs to open. */
+static void give_log_to_user(const struct master *m)
+{
+	if (geteuid() == 0 && log_chown(m->user_uid, m->user_gid) < 0)
+		log_warning("cannot give the log file to %s: %s", m->user, strerror(errno));
+}
+
 static void open_log(const struct master *m)
 {
 	const char *log_file = conf_get_string(conf_global(m->conf), "log-file");
@@ -149,9 +157,30 @@ static void open_log(const struct master *m)
 	if (log_file && *log_file) {
 		if (log_open("tern/master", LOG_TO_FILE, log_file) < 0)
 			log_fatal("cannot open log file %s: %s", log_file, strerror(errno));
+		give_log_to_user(m);
 	} else {
 		log_open("tern/master", LOG_TO_SYSLOG, NULL);
 	}
+}
+
+/* ---- log rotation ---------------------------------------------------------------- */
+
+bool master_reopen_log(struct master *m, struct buf *err)
+{
+	const char *log_file = conf_get_string(conf_global(m->conf), "log-file");
+	if (m->foreground || log_file == NULL || *log_file == '\0') {
+		buf_puts(err, "tern does not write a log file (it logs to the journal or syslog)");
+		return false;
+	}
+	if (log_reopen() < 0) {
+		buf_printf(err, "cannot reopen %s: %s", log_file, strerror(errno));
+		log_error("%s", buf_cstr(err));
+		return false;
+	}
+	give_log_to_user(m);
+	log_info("log file reopened");
+	master_services_signal_ready(m, SIGUSR2);
+	return true;
 }
 
 /* ---- reload --------------------------------------------------------------------- */
@@ -235,6 +264,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	case SIGHUP:
 		master_reload(m, &err);
 		break;
+	case SIGUSR2:
+		master_reopen_log(m, &err);
+		break;
 	default:
 		master_begin_stop(m);
 	}
@@ -275,7 +307,7 @@ int main(int argc, char **argv, char **envp)
 	if ((m.base = event_base_new()) == NULL)
 		log_fatal("cannot create the event loop");
 	struct event *signals[] = {watch_signal(&m, SIGCHLD), watch_signal(&m, SIGHUP), watch_signal(&m, SIGTERM),
-	                           watch_signal(&m, SIGINT)};
+	                           watch_signal(&m, SIGINT), watch_signal(&m, SIGUSR2)};
 	if (!master_control_open(&m, &err))
 		log_fatal("%s", buf_cstr(&err));
 	m.started = time(NULL);

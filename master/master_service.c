@@ -392,6 +392,18 @@ void master_services_signal_phase(struct master *m, int phase, int sig)
 			kill(w->pid, sig);
 }
 
+void master_services_signal_ready(struct master *m, int sig)
+{
+	for (int i = 0; i < SERVICE_COUNT; i++) {
+		struct master_service *s = &m->services[i];
+		for (unsigned j = 0; j < s->wanted; j++)
+			if (s->workers[j].pid && s->workers[j].ready)
+				kill(s->workers[j].pid, sig);
+	}
+	for (struct master_worker *w = m->draining; w; w = w->next_draining)
+		kill(w->pid, sig);
+}
+
 void master_services_signal(struct master *m, int sig)
 {
 	master_services_signal_phase(m, -1, sig);

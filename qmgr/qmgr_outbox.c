@@ -83,9 +83,7 @@ static const struct field_map fields[] = {
     {IPC_ATTR_ORCPT, IPC_ATTR_ORCPT},
     {IPC_ATTR_DSN_STATUS, IPC_ATTR_ACCT_DSN_STATUS},
     {IPC_ATTR_LAST_RESULT, IPC_ATTR_ACCT_DSN_DIAG},
-    {IPC_ATTR_REMOTE_HOST, IPC_ATTR_ACCT_DSN_MTA},
     {IPC_ATTR_SRC_TYPE, IPC_ATTR_ACCT_SRC_TYPE},
-    {IPC_ATTR_HELO, IPC_ATTR_ACCT_SRC_MTA},
     {IPC_ATTR_LOCAL_IP, IPC_ATTR_ACCT_DLV_SOURCE_IP},
     {IPC_ATTR_REMOTE_IP, IPC_ATTR_ACCT_DLV_DESTINATION_IP},
     {IPC_ATTR_ESMTP, IPC_ATTR_ACCT_DLV_ESMTP_AVAILABLE},
@@ -100,6 +98,24 @@ static const struct field_map fields[] = {
     {IPC_ATTR_AUTH_USER, IPC_ATTR_ACCT_RCV_SMTP_USER},
     {IPC_ATTR_ACCT_DLV_TYPE, IPC_ATTR_ACCT_DLV_TYPE},
 };
+
+/* An MTA as PowerMTA names it: "mx.example.net (192.0.2.1)", the name
+ * alone or the address alone when only one is known. */
+static void put_mta(struct ipc_writer *w, enum ipc_attr to, const struct ipc_msg *rec, enum ipc_attr name_attr,
+                    enum ipc_attr ip_attr)
+{
+	const char *name = ipc_msg_has(rec, name_attr) ? ipc_msg_str(rec, name_attr) : "";
+	const char *ip = ipc_msg_has(rec, ip_attr) ? ipc_msg_str(rec, ip_attr) : "";
+	if (*name == '\0' && *ip == '\0')
+		return;
+	struct buf mta = BUF_INIT;
+	if (*name && *ip)
+		buf_printf(&mta, "%s (%s)", name, ip);
+	else
+		buf_puts(&mta, *name ? name : ip);
+	ipc_put_str(w, to, buf_cstr(&mta));
+	buf_free(&mta);
+}
 
 /* The enhanced status code at the start of a diagnostic, when smtp gave
  * none ("smtp;550 5.1.1 ..." or an expiry). */
@@ -137,6 +153,8 @@ static void put_record(const struct qmgr_outbox *o, struct buf *out, uint64_t se
 		else
 			ipc_put_str(&w, fields[i].to, ipc_msg_str(rec, fields[i].from));
 	}
+	put_mta(&w, IPC_ATTR_ACCT_DSN_MTA, rec, IPC_ATTR_REMOTE_HOST, IPC_ATTR_REMOTE_IP);
+	put_mta(&w, IPC_ATTR_ACCT_SRC_MTA, rec, IPC_ATTR_HELO, IPC_ATTR_CLIENT_IP);
 	const char *action = dsn_action(type);
 	if (action)
 		ipc_put_str(&w, IPC_ATTR_ACCT_DSN_ACTION, action);

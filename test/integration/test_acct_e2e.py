@@ -144,6 +144,9 @@ def test_design_acct_file_over_tls_and_plain(tern, sinks, cert):
     for row in rows:
         assert row["orig"] == "a@example.org"
         assert row["dsnAction"] == "relayed", row
+        # PowerMTA's "name (ip)": the remote MTA, and the client by its EHLO name
+        assert row["dsnMta"] == "127.0.0.1 (127.0.0.1)", row
+        assert row["srcMta"].endswith(" (127.0.0.1)") and len(row["srcMta"]) > len(" (127.0.0.1)"), row
 
 
 MAX_MESSAGES = 800

@@ -70,3 +70,56 @@ def test_logrotate_forced_while_mail_flows(tern):
         print(f"logrotate: {rotations} forced rotations, {len(rows)} d lines over {len(os.listdir(logs))} files")
     finally:
         sink.stop()
+
+
+def log_has(path, text):
+    return path.exists() and text in path.read_text(errors="replace")
+
+
+def test_log_file_rotated_with_the_shipped_snippet(tern):
+    """master and the workers write log-file when started as a daemon;
+    logrotate's postrotate (ternctl reopen log) makes every one of them
+    move to the new file, which master creates for the tern user."""
+    logs = tern.base / "log"
+    logs.mkdir()
+    log = logs / "tern.log"
+    sink = Sink(tern.base)
+    try:
+        tern.write_config("<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
+                          f"<domain rot.example>\n    smtp-hosts [127.0.0.1]:{sink.port}\n</domain>\n"
+                          f"log-file {log}\n")
+        r = tern.ctl("start", "-d", tern.libexec)
+        assert r.rc == 0, r.err
+        pid = tern.status()["pid"]
+        wait_for(lambda: log_has(log, "tern/qmgr") and log_has(log, "tern/smtpd"), 30, what="the workers' log lines")
+        if os.geteuid() == 0:
+            assert log.stat().st_uid == pwd.getpwnam("tern").pw_uid
+        conf = shipped_logrotate(tern.base / "logrotate.conf", logs, tern.spool, tern.config)
+        r = subprocess.run(["logrotate", "-f", "-s", str(tern.base / "logrotate.state"), str(conf)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert (logs / "tern.log.1").exists(), os.listdir(logs)
+        wait_for(lambda: log_has(log, "tern/master") and log_has(log, "log file reopened"), 10,
+                 what="master's first line in the new file")
+        with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
+            s.sendmail("a@tern.test", ["after@rot.example"], b"Subject: after\r\n\r\nhello\r\n")
+        wait_for(lambda: log_has(log, "after@rot.example"), 30, what="the delivery logged in the new file")
+        for role in ("qmgr", "smtpd", "smtp", "acctd"):
+            assert log_has(log, f"tern/{role}"), (role, log.read_text())
+        assert not log_has(logs / "tern.log.1", "after@rot.example")
+        if os.geteuid() == 0:
+            assert log.stat().st_uid == pwd.getpwnam("tern").pw_uid
+        r = tern.ctl("reopen", "log")
+        assert r.rc == 0 and "Log file reopened." in r.out, r.err
+    finally:
+        tern.ctl("stop")
+        sink.stop()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+             30, what="master to exit")
+
+
+def test_reopen_log_without_a_log_file_says_so(tern):
+    tern.start()  # in the foreground: the log goes to stderr
+    r = tern.ctl("reopen", "log")
+    assert r.rc == 1
+    assert "does not write a log file" in r.err

@@ -171,5 +171,5 @@ def test_bad_name_server_stops_start_up(agent):
     except AssertionError:
         pass
     assert agent.proc.wait(timeout=30) != 0
-    assert 'name-server "10.0.0.1:99999": expected IP or IP:PORT' in agent.log_text()
+    assert '"name-server" expects IP or IP:PORT, got "10.0.0.1:99999"' in agent.log_text()
     agent.proc = None  # it exited, as it should

@@ -421,6 +421,21 @@ static void test_unknown_directive(void **state)
 	                                                     "<virtual-mta>?");
 }
 
+static void test_name_server_takes_an_address_with_or_without_port(void **state)
+{
+	(void)state;
+	struct conf *conf = load("name-server 192.0.2.53\nname-server 127.0.0.1:5353\n"
+	                         "<dns>\n    name-server [::1]:53\n</dns>\n");
+	print_diags(conf);
+	assert_int_equal(count(conf, CONF_ERROR), 0);
+	const struct conf_setting *s = conf_get_setting(conf_global(conf), "name-server");
+	assert_non_null(s);
+	assert_string_equal(s->value.string, "192.0.2.53");
+	assert_non_null(s->next);
+	assert_string_equal(s->next->value.string, "127.0.0.1:5353");
+	conf_free(conf);
+}
+
 static void test_bad_values(void **state)
 {
 	(void)state;
@@ -436,6 +451,10 @@ static void test_bad_values(void **state)
 	assert_only_error("<domain *>\n    bounce-after never\n</domain>\n",
 	                  "test.conf:2: \"bounce-after\" expects a time interval such as 10m, got \"never\" (\"never\" "
 	                  "is not allowed here)");
+	assert_only_error("name-server ns1.example.net\n",
+	                  "test.conf:1: \"name-server\" expects IP or IP:PORT, got \"ns1.example.net\"");
+	assert_only_error("name-server 192.0.2.0/24\n",
+	                  "test.conf:1: \"name-server\" expects IP or IP:PORT, got \"192.0.2.0/24\"");
 	assert_only_error("<domain *>\n    max-msg-rate 100/fortnight\n</domain>\n",
 	                  "test.conf:2: \"max-msg-rate\" expects a rate such as 100/h, got \"100/fortnight\"");
 	assert_only_error("<domain *>\n    queue-priority 200\n</domain>\n",
@@ -721,6 +740,7 @@ int main(void)
 	    cmocka_unit_test(test_delivery_types),
 	    cmocka_unit_test(test_include_glob_relative),
 	    cmocka_unit_test(test_include_errors),
+    cmocka_unit_test(test_name_server_takes_an_address_with_or_without_port),
 	    cmocka_unit_test(test_blocks_must_close_in_their_file),
 	};
 	return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
