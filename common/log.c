@@ -23,9 +23,11 @@ static struct {
 	int fd;
 } log_state = {LOG_TO_STDERR, "tern", "", -1};
 
+/* No symlinks: master and the local agent reopen the file as root in a
+ * directory the tern user owns. */
 static int open_log_file(const char *path)
 {
-	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 }
 
 int log_open(const char *ident, enum log_target target, const char *path)
