@@ -208,6 +208,10 @@ const struct conf_directive conf_directives[] = {
     {.name = "ignore-dsn", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_SUPPORTED},
     {.name = "ignore-pipelining", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_SUPPORTED},
     {.name = "immediate-tls", .type = CONF_T_BOOL, .scopes = L, .def = "no", .flags = CONF_SUPPORTED},
+    /* tern: how long qmgr holds the recipients of a job it handed to smtp
+     * before it lost track of it (a restart, a broken connection) before
+     * sending them again; longer than smtp's longest transaction */
+    {.name = "in-flight-grace", .type = CONF_T_INTERVAL, .scopes = G, .def = "20m", .flags = CONF_SUPPORTED},
     {.name = "include", .type = CONF_T_INCLUDE, .scopes = G | S | D | V | SPL, .flags = CONF_SUPPORTED | CONF_MULTI},
     {.name = "include-headers-from", .type = CONF_T_LIST, .scopes = V | P, .flags = CONF_PENDING},
     {.name = "ip-connection-limit", .type = CONF_T_CIDR_COUNT, .scopes = G, .flags = CONF_PENDING | CONF_MULTI},

@@ -74,6 +74,7 @@ struct qmgr_rcpt {
 	int64_t next_attempt;  /* unix seconds; the due time while pending or deferred */
 	char *last_result;     /* NULL until the first attempt */
 	int64_t delay_notices; /* delay DSNs sent (NOTIFY=DELAY) */
+	int64_t in_flight;     /* the job it was handed to, 0 when none */
 };
 
 void qmgr_rcpt_free(struct qmgr_rcpt *r);
@@ -217,6 +218,9 @@ struct qmgr_outcome {
 	const char *rtype;            /* "d", "b", "t" or NULL for no record */
 	const struct ipc_msg *detail; /* smtp's result frame, or NULL */
 	int64_t delay_notices;        /* deferred: the new count, 0 to keep it */
+	int64_t job_id;               /* a replayed result: applied only while the
+	                               * recipient is in flight for this job */
+	bool not_attempted;           /* smtp gave it back unsent: no attempt counted */
 };
 
 /* Like qmgr_store_update_rcpt with an outcome.  A recipient already
@@ -226,6 +230,22 @@ struct qmgr_outcome {
  * transaction. */
 enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, size_t index,
                                         const struct qmgr_outcome *o, int64_t now, bool *changed, struct buf *err);
+
+/* A recipient by its message and index. */
+struct qmgr_rcpt_ref {
+	char qid[QMGR_QID_SIZE];
+	size_t index;
+};
+
+/* Marks recipients as handed to job_id, in one transaction (not
+ * flushed): their due time becomes until, so that after a crash they
+ * wait for smtp's replayed results until then rather than being sent
+ * twice.  Final recipients are left alone. */
+enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
+                                                 int64_t job_id, int64_t until, int64_t now, struct buf *err);
+/* Counts one more start of qmgr and returns the count: job IDs made
+ * from it are unique across restarts. */
+enum qmgr_store_status qmgr_store_next_job_gen(struct qmgr_store *st, uint64_t *gen, struct buf *err);
 
 /* Writes a queue's state, and a "tq" accounting record about it when
  * detail is given (a queue-level failure), in one transaction. */
@@ -413,6 +433,9 @@ void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
 void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m);
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
 void qmgr_sched_lost(struct qmgr_sched *s);
+/* A result smtp replays (on the enqueue socket) for a job it ran before
+ * qmgr restarted or lost the connection. */
+void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m);
 
 /* ---- the smtp client (qmgr_smtp.c) ----------------------------------------- */
 
@@ -431,6 +454,8 @@ bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const st
 bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
 void qmgr_smtp_end_message(struct qmgr_job_builder *b);
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
+/* Decodes smtp's "result" frame (strict). */
+bool qmgr_smtp_decode_result(const void *payload, size_t len, struct ipc_msg *m, struct buf *err);
 
 /* ---- bounces (qmgr_bounce.c) ------------------------------------------------ */
 

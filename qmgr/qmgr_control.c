@@ -330,8 +330,9 @@ static size_t delete_in(struct qmgr_control *ctl, struct qmgr_squeue *q, const s
 	if (!qmgr_store_walk_queue(st, q->name, visit_rcpt, &w, &err))
 		log_error("delete in %s: %s", q->name, buf_cstr(&err));
 	bool accounting = ipc_msg_int(m, IPC_ATTR_NO_ACCOUNTING) == 0;
-	struct qmgr_outcome o = {QMGR_RCPT_BOUNCED,       0,    "deleted: 5.0.0 deleted by the operator",
-	                         accounting ? "b" : NULL, NULL, 0};
+	struct qmgr_outcome o = {.state = QMGR_RCPT_BOUNCED,
+	                         .result = "deleted: 5.0.0 deleted by the operator",
+	                         .rtype = accounting ? "b" : NULL};
 	size_t deleted = 0, step = QMGR_QID_SIZE + sizeof(size_t);
 	for (size_t i = 0; i < w.chosen; i++) {
 		const char *qid = w.keys.data + i * step;

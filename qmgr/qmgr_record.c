@@ -36,6 +36,7 @@ static const struct ipc_spec rcpt_spec[] = {
     {IPC_ATTR_RECIPIENT, IPC_REQUIRED},    {IPC_ATTR_ORCPT, IPC_OPTIONAL},       {IPC_ATTR_NOTIFY, IPC_OPTIONAL},
     {IPC_ATTR_QUEUE, IPC_REQUIRED},        {IPC_ATTR_RCPT_STATE, IPC_REQUIRED},  {IPC_ATTR_ATTEMPTS, IPC_REQUIRED},
     {IPC_ATTR_NEXT_ATTEMPT, IPC_REQUIRED}, {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL}, {IPC_ATTR_DELAY_NOTICES, IPC_OPTIONAL},
+    {IPC_ATTR_IN_FLIGHT, IPC_OPTIONAL},
 };
 
 static const struct ipc_spec queue_spec[] = {
@@ -254,6 +255,8 @@ void qmgr_record_rcpt(struct buf *out, const struct qmgr_rcpt *r)
 	put_opt_str(&w, IPC_ATTR_LAST_RESULT, r->last_result);
 	if (r->delay_notices > 0)
 		ipc_put_int(&w, IPC_ATTR_DELAY_NOTICES, r->delay_notices);
+	if (r->in_flight != 0)
+		ipc_put_int(&w, IPC_ATTR_IN_FLIGHT, r->in_flight);
 	record_end(&w, out);
 }
 
@@ -275,6 +278,7 @@ bool qmgr_record_rcpt_decode(const void *v, size_t len, struct qmgr_rcpt *r, str
 		r->next_attempt = ipc_msg_int(&m, IPC_ATTR_NEXT_ATTEMPT);
 		r->last_result = dup_opt(&m, IPC_ATTR_LAST_RESULT);
 		r->delay_notices = ipc_msg_int(&m, IPC_ATTR_DELAY_NOTICES);
+		r->in_flight = ipc_msg_int(&m, IPC_ATTR_IN_FLIGHT);
 	}
 	ipc_msg_free(&m);
 	return ok;

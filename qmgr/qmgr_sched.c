@@ -10,9 +10,13 @@
  * Every result is applied in one transaction with its accounting record
  * (qmgr_store_apply).  A recipient is delivered at most once by qmgr's
  * choice: it is never in two jobs at once, and a final state is never
- * changed.  The one window left is a crash of qmgr between smtp's
- * delivery and the commit of its result: that recipient is still pending
- * at restart and is sent again (at least once, never lost). */
+ * changed.  Before a job goes to smtp its recipients are marked in flight
+ * (job ID, and a due time in-flight-grace ahead) in the database, so a
+ * qmgr that restarts, or loses its smtp connection, does not send them
+ * again while smtp may still be delivering them: smtp replays its results
+ * (qmgr_sched_replay), which count while the recipient is still in flight
+ * for that job.  Only a recipient whose smtp died mid-transaction is sent
+ * again, once the grace period is over. */
 #include "qmgr.h"
 
 #include <inttypes.h>
@@ -49,6 +53,7 @@ struct qmgr_sched {
 	struct inflight *inflight[HASH_BUCKETS];   /* recipients in jobs */
 	struct job *jobs;
 	int64_t next_job_id;
+	int64_t grace; /* in-flight-grace */
 	uint64_t total_max_out;
 	uint64_t jobs_running;
 	struct qmgr_counters counters;
@@ -364,7 +369,10 @@ static void flush_message_bounces(struct qmgr_sched *s, struct job *j, size_t fi
 		if (done[i] || strcmp(b->qid, qid) != 0)
 			continue;
 		done[i] = true;
-		struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, b->reason, "b", b->has_detail ? &b->detail : NULL, 0};
+		struct qmgr_outcome o = {.state = QMGR_RCPT_BOUNCED,
+		                         .result = b->reason,
+		                         .rtype = "b",
+		                         .detail = b->has_detail ? &b->detail : NULL};
 		apply_outcome(s, j->queue, b->qid, b->index, &o);
 		inflight_remove(s, b->qid, b->index);
 	}
@@ -436,6 +444,38 @@ static struct job_rcpt *job_rcpt_find(struct job *j, const char *qid, size_t ind
 	return NULL;
 }
 
+/* What smtp's result frame means for the recipient.  "returned": smtp
+ * gave the recipient back unsent (its qmgr went away); it is due again
+ * now, in the state it had (current), with no attempt counted. */
+static void result_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const struct ipc_msg *m, int64_t now,
+                           enum qmgr_rcpt_state current, struct qmgr_outcome *o)
+{
+	const char *outcome = ipc_msg_str(m, IPC_ATTR_OUTCOME);
+	memset(o, 0, sizeof(*o));
+	o->result = ipc_msg_str(m, IPC_ATTR_REASON);
+	o->detail = m;
+	if (strcmp(outcome, "delivered") == 0) {
+		o->state = QMGR_RCPT_DELIVERED;
+		o->rtype = "d";
+	} else if (strcmp(outcome, "bounced") == 0) {
+		o->state = QMGR_RCPT_BOUNCED;
+		o->rtype = "b";
+	} else if (strcmp(outcome, "returned") == 0) {
+		o->state = current == QMGR_RCPT_DEFERRED ? QMGR_RCPT_DEFERRED : QMGR_RCPT_PENDING;
+		o->next_attempt = now;
+		o->not_attempted = true;
+		o->detail = NULL;
+	} else {
+		/* Without a connection the queue as a whole failed: the
+		 * recipient waits for the queue's next retry.  A 4xx from a
+		 * server waits retry-recipients-after. */
+		bool connected = ipc_msg_has(m, IPC_ATTR_REMOTE_IP);
+		o->state = QMGR_RCPT_DEFERRED;
+		o->rtype = "t";
+		o->next_attempt = now + (connected ? q->retry_rcpt : retry_interval(q, q->failures + 1));
+	}
+}
+
 void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 {
 	struct job *j = job_find(s, job_id);
@@ -451,29 +491,58 @@ void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 	const char *outcome = ipc_msg_str(m, IPC_ATTR_OUTCOME);
 	const char *reason = ipc_msg_str(m, IPC_ATTR_REASON);
 	int64_t now = time(NULL);
-	struct qmgr_outcome o = {.result = reason, .detail = m};
-	if (strcmp(outcome, "delivered") == 0) {
-		o.state = QMGR_RCPT_DELIVERED;
-		o.rtype = "d";
-	} else if (strcmp(outcome, "bounced") == 0) {
+	if (strcmp(outcome, "bounced") == 0) {
 		job_add_bounce(j, qid, index, reason, m); /* m's strings go with it */
 		return;
-	} else if (expired(j->queue, r->received, now)) {
+	}
+	if (strcmp(outcome, "deferred") == 0 && expired(j->queue, r->received, now)) {
 		expire(j, qid, index, reason);
 		return;
-	} else {
-		/* Without a connection the queue as a whole failed: the
-		 * recipient waits for the queue's next retry.  A 4xx from a
-		 * server waits retry-recipients-after. */
-		bool connected = ipc_msg_has(m, IPC_ATTR_REMOTE_IP);
-		o.state = QMGR_RCPT_DEFERRED;
-		o.rtype = "t";
-		o.next_attempt =
-		    now + (connected ? j->queue->retry_rcpt : retry_interval(j->queue, j->queue->failures + 1));
-		o.delay_notices = delay_notice_due(s, j->queue, qid, index, r->received, now);
 	}
+	struct qmgr_outcome o;
+	result_outcome(s, j->queue, m, now, QMGR_RCPT_PENDING, &o);
+	if (o.state == QMGR_RCPT_DEFERRED && !o.not_attempted)
+		o.delay_notices = delay_notice_due(s, j->queue, qid, index, r->received, now);
 	apply(s, j->queue, qid, index, &o);
 	inflight_remove(s, qid, index);
+}
+
+/* A replayed result: the recipient's job is from before a restart or a
+ * lost connection.  It counts only while the recipient is still in
+ * flight for that job (qmgr_store_apply checks it in its transaction);
+ * otherwise it was applied already. */
+void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m)
+{
+	int64_t job_id = ipc_msg_int(m, IPC_ATTR_JOB_ID);
+	if (job_find(s, job_id)) {
+		qmgr_sched_result(s, job_id, m);
+		return;
+	}
+	const char *qid = ipc_msg_str(m, IPC_ATTR_QUEUE_ID);
+	size_t index = (size_t)ipc_msg_int(m, IPC_ATTR_RCPT_INDEX);
+	struct qmgr_rcpt r;
+	bool found = false;
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_get_rcpt(s->st, qid, index, &r, &found, &err)) {
+		if (found)
+			log_error("%s: recipient %zu: replayed result not applied: %s", qid, index, buf_cstr(&err));
+		buf_free(&err);
+		return;
+	}
+	buf_free(&err);
+	if (r.in_flight == job_id) {
+		struct qmgr_squeue *q = qmgr_sched_find(s, r.queue);
+		if (q == NULL) {
+			struct qmgr_queue_state fresh = {0};
+			q = queue_add(s, r.queue, &fresh);
+		}
+		struct qmgr_outcome o;
+		result_outcome(s, q, m, time(NULL), r.state, &o);
+		o.job_id = job_id;
+		log_info("%s: recipient %zu: result of job %" PRId64 " replayed by smtp", qid, index, job_id);
+		apply(s, q, qid, index, &o);
+	}
+	qmgr_rcpt_free(&r);
 }
 
 static void job_free(struct qmgr_sched *s, struct job *j)
@@ -654,6 +723,27 @@ static void expire_unsent(struct qmgr_sched *s, struct job *j)
 	flush_bounces(s, j);
 }
 
+/* The job's recipients are in flight in the database before smtp may
+ * see them; false (the job is not sent) when that cannot be written. */
+static bool mark_in_flight(struct qmgr_sched *s, struct job *j, int64_t now)
+{
+	struct qmgr_rcpt_ref *refs = mem_reallocarray(NULL, j->nrcpt ? j->nrcpt : 1, sizeof(*refs));
+	size_t n = 0;
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		if (j->rcpts[i].answered)
+			continue;
+		memcpy(refs[n].qid, j->rcpts[i].qid, QMGR_QID_SIZE);
+		refs[n++].index = j->rcpts[i].index;
+	}
+	struct buf err = BUF_INIT;
+	enum qmgr_store_status status = qmgr_store_mark_in_flight(s->st, refs, n, j->id, now + s->grace, now, &err);
+	if (status != QMGR_STORE_OK)
+		log_error("queue %s: job %" PRId64 " not started: %s", j->queue->name, j->id, buf_cstr(&err));
+	buf_free(&err);
+	free(refs);
+	return status == QMGR_STORE_OK;
+}
+
 /* Starts one job for the queue; false when nothing was due. */
 static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 {
@@ -675,7 +765,7 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	q->jobs++;
 	s->jobs_running++;
 	expire_unsent(s, j);
-	bool sent = qmgr_smtp_run(c.builder, c.messages > 0);
+	bool sent = c.messages > 0 && mark_in_flight(s, j, now) && qmgr_smtp_run(c.builder, true);
 	if (!sent || c.messages == 0) {
 		job_free(s, j);
 		return false;
@@ -829,6 +919,7 @@ void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf)
 {
 	s->conf = conf;
 	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
+	s->grace = conf_get_interval(conf_global(conf), "in-flight-grace");
 	for (struct qmgr_squeue *q = s->queues; q; q = q->next)
 		queue_configure(s, q);
 	qmgr_sched_kick(s);
@@ -865,6 +956,15 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 		free(s);
 		return NULL;
 	}
+	uint64_t gen = 0;
+	if (qmgr_store_next_job_gen(st, &gen, err) != QMGR_STORE_OK) {
+		free_queues(s);
+		free(s);
+		return NULL;
+	}
+	/* job IDs: this start's number, then a count */
+	s->next_job_id = (int64_t)((gen & 0x7fffffu) << 32);
+	s->grace = conf_get_interval(conf_global(conf), "in-flight-grace");
 	s->smtp = qmgr_smtp_new(base, spool, s);
 	s->tick = evtimer_new(base, on_tick, s);
 	s->count_ev = evtimer_new(base, count_slice, s);

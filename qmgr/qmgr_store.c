@@ -44,6 +44,7 @@ static const char *const table_files[QMGR_TABLE_COUNT] = {
 static const char META_SCHEMA[] = "schema";
 static const char META_LAST_QID[] = "last_qid";
 static const char META_OUTBOX_NEXT[] = "outbox_next";
+static const char META_JOB_GEN[] = "job_gen";
 
 struct qmgr_store {
 	DB_ENV *env;
@@ -855,7 +856,9 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 		buf_printf(err, "%s: no recipient %zu in the queue", qid, index);
 	if (ret != 0)
 		return ret;
-	if (final_state(r.state)) {
+	/* A final state never changes; a replayed result counts only while
+	 * the recipient is still in flight for the job it names. */
+	if (final_state(r.state) || (o->job_id != 0 && r.in_flight != o->job_id)) {
 		qmgr_rcpt_free(&r);
 		ipc_msg_free(&envelope);
 		return 0;
@@ -864,7 +867,9 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	qmgr_key_due(&w->key, r.queue, r.next_attempt, qid, index);
 	ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
 	r.state = o->state;
-	r.attempts++;
+	if (!o->not_attempted)
+		r.attempts++;
+	r.in_flight = 0;
 	r.next_attempt = due_state(o->state) ? o->next_attempt : 0;
 	free(r.last_result);
 	r.last_result = o->result ? mem_strdup(o->result) : NULL;
@@ -894,12 +899,72 @@ enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, 
 	return status;
 }
 
+/* Holds one recipient for a job: its due entry moves to until, so that
+ * after a crash it waits for smtp's replayed result instead of being
+ * sent again at once. */
+static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, int64_t job_id, int64_t until,
+                    struct buf *err)
+{
+	struct qmgr_rcpt r;
+	qmgr_key_rcpt(&w->key, ref->qid, ref->index);
+	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	if (ret != 0)
+		return ret == DB_NOTFOUND ? 0 : ret;
+	if (due_state(r.state)) {
+		qmgr_key_due(&w->key, r.queue, r.next_attempt, ref->qid, ref->index);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+		r.next_attempt = until;
+		r.in_flight = job_id;
+		if (ret == 0)
+			ret = put_rcpt(w, ref->qid, ref->index, &r);
+	}
+	qmgr_rcpt_free(&r);
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
+                                                 int64_t job_id, int64_t until, int64_t now, struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	int ret = 0;
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = mark_one(&w, &refs[i], job_id, until, err);
+	status = finish(&w, ret, err);
+	write_ctx_free(&w);
+	return status;
+}
+
+enum qmgr_store_status qmgr_store_next_job_gen(struct qmgr_store *st, uint64_t *gen, struct buf *err)
+{
+	DB_TXN *txn;
+	int ret = st->env->txn_begin(st->env, NULL, &txn, 0);
+	if (ret != 0)
+		return db_fail(st, ret, err, "cannot begin a queue transaction");
+	bool found;
+	ret = meta_get(st, txn, META_JOB_GEN, gen, &found, err);
+	if (ret == 0)
+		ret = meta_put(st, txn, META_JOB_GEN, ++*gen);
+	if (ret != 0) {
+		if (err->len == 0)
+			buf_printf(err, "cannot count the job generation: %s", db_strerror(ret));
+		txn->abort(txn);
+		return db_status(st, ret);
+	}
+	ret = txn->commit(txn, 0);
+	if (ret != 0)
+		return db_fail(st, ret, err, "queue commit failed");
+	return QMGR_STORE_OK;
+}
+
 enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char *qid, size_t index,
                                               enum qmgr_rcpt_state state, int64_t next_attempt, const char *result,
                                               char rtype, int64_t now, struct buf *err)
 {
 	char type[2] = {rtype, '\0'};
-	struct qmgr_outcome o = {state, next_attempt, result, rtype ? type : NULL, NULL, 0};
+	struct qmgr_outcome o = {.state = state, .next_attempt = next_attempt, .result = result, .rtype = rtype ? type : NULL};
 	bool changed;
 	return qmgr_store_apply(st, qid, index, &o, now, &changed, err);
 }
