@@ -8,6 +8,7 @@
  *   qmgr_sched.c     the scheduler: when a queue gets a job, applying results
  *   qmgr_smtp.c      the client of smtp's job protocol
  *   qmgr_bounce.c    DSNs and bounce categories
+ *   qmgr_backoff.c   backoff mode: smtp-pattern-list, backoff-* settings
  *   qmgr_outbox.c    the client that hands accounting records to acctd
  *   qmgr_control.c   control requests relayed by master (ternctl)
  *   qmgr_main.c      the daemon and its offline modes (-C, -L, -B)
@@ -125,7 +126,8 @@ struct qmgr_queue_state {
 	bool paused;
 	bool backoff; /* mode: backoff instead of normal */
 	int64_t connections;
-	int64_t next_retry;
+	int64_t next_retry;    /* after a queue-level failure: no job before then */
+	int64_t backoff_until; /* backoff mode ends then; 0: not by time */
 };
 
 void qmgr_record_queue(struct buf *out, const struct qmgr_queue_state *q);
@@ -344,6 +346,32 @@ void qmgr_enqueue_stop(struct qmgr_enqueue *eq);
 
 struct qmgr_sched;
 
+/* ---- backoff mode (qmgr_backoff.c) --------------------------------------- */
+
+enum qmgr_mode_action { QMGR_MODE_NONE, QMGR_MODE_BACKOFF, QMGR_MODE_NORMAL };
+
+struct qmgr_patterns;     /* every <smtp-pattern-list>, compiled */
+struct qmgr_pattern_list; /* one of them */
+
+/* What replaces a queue's settings in backoff mode. */
+struct qmgr_backoff_settings {
+	uint64_t max_out;                 /* backoff-max-smtp-out */
+	struct value_rate rate;           /* backoff-max-msg-rate (else max-msg-rate) */
+	struct value_interval_list retry; /* backoff-retry-after */
+	int64_t to_normal_after;          /* backoff-to-normal-after, VALUE_NEVER */
+	bool to_normal_on_delivery;       /* backoff-to-normal-after-delivery */
+	char *notify;                     /* backoff-notify, comma-separated; NULL none */
+	const struct qmgr_pattern_list *patterns; /* smtp-pattern-list */
+};
+
+struct qmgr_patterns *qmgr_patterns_load(const struct conf *conf);
+void qmgr_patterns_free(struct qmgr_patterns *p);
+const struct qmgr_pattern_list *qmgr_patterns_find(const struct qmgr_patterns *p, const char *name);
+/* The mode action of the first rule matching a reply ("smtp;" stripped);
+ * *to_normal_after: the rule's backoff-to-normal-after, else -1. */
+enum qmgr_mode_action qmgr_patterns_match(const struct qmgr_pattern_list *l, const char *reply,
+                                          int64_t *to_normal_after);
+
 /* A queue as the scheduler holds it: state and resolved settings. */
 struct qmgr_squeue {
 	char *name; /* domain/vmta */
@@ -358,6 +386,7 @@ struct qmgr_squeue {
 	int64_t retry_rcpt;
 	int64_t bounce_after;
 	int64_t delay_every; /* notify-of-delay-every, VALUE_NEVER for none */
+	struct qmgr_backoff_settings backoff;
 	/* running */
 	uint64_t jobs;    /* connections in use */
 	int64_t next_due; /* cached earliest due time; 0 unknown, INT64_MAX none */
@@ -367,6 +396,18 @@ struct qmgr_squeue {
 	uint64_t delivered, bounced, deferred;
 	struct qmgr_squeue *next, *hash_next;
 };
+
+struct conf_settings;
+/* The backoff-* settings and the pattern list, from the queue's <domain>
+ * settings (after its normal ones). */
+void qmgr_backoff_configure(struct qmgr_squeue *q, const struct conf_settings *cs, const struct qmgr_patterns *p);
+/* The settings in force in the queue's mode. */
+uint64_t qmgr_backoff_max_out(const struct qmgr_squeue *q);
+const struct value_rate *qmgr_backoff_rate(const struct qmgr_squeue *q);
+const struct value_interval_list *qmgr_backoff_retry(const struct qmgr_squeue *q);
+struct qmgr_sched;
+/* Mails backoff-notify that the queue entered or left backoff mode. */
+void qmgr_backoff_notify(struct qmgr_sched *s, const struct conf *conf, const struct qmgr_squeue *q, const char *why);
 
 /* Traffic over the last 60 units (seconds or minutes): a ring of
  * buckets, each stamped with the unit it counts. */
@@ -421,6 +462,8 @@ struct qmgr_squeue *qmgr_sched_find(struct qmgr_sched *s, const char *name);
 struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s);
 bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused);
 bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q);
+/* Backoff or normal mode, by hand (ternctl set queue --mode). */
+bool qmgr_sched_set_mode(struct qmgr_sched *s, struct qmgr_squeue *q, bool backoff, const char *why);
 struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s);
 /* Counts traffic in the totals and the last minute and hour. */
 void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_t n);

@@ -44,6 +44,7 @@ static const struct ipc_spec queue_spec[] = {
     {IPC_ATTR_PAUSED, IPC_REQUIRED},
     {IPC_ATTR_CONNECTIONS, IPC_REQUIRED},
     {IPC_ATTR_NEXT_RETRY, IPC_REQUIRED},
+    {IPC_ATTR_BACKOFF_UNTIL, IPC_OPTIONAL},
 };
 
 static const struct ipc_spec outbox_spec[] = {
@@ -294,6 +295,8 @@ void qmgr_record_queue(struct buf *out, const struct qmgr_queue_state *q)
 	ipc_put_int(&w, IPC_ATTR_PAUSED, q->paused);
 	ipc_put_int(&w, IPC_ATTR_CONNECTIONS, q->connections);
 	ipc_put_int(&w, IPC_ATTR_NEXT_RETRY, q->next_retry);
+	if (q->backoff_until)
+		ipc_put_int(&w, IPC_ATTR_BACKOFF_UNTIL, q->backoff_until);
 	record_end(&w, out);
 }
 
@@ -311,6 +314,7 @@ bool qmgr_record_queue_decode(const void *v, size_t len, struct qmgr_queue_state
 	q->paused = ipc_msg_int(&m, IPC_ATTR_PAUSED) != 0;
 	q->connections = ipc_msg_int(&m, IPC_ATTR_CONNECTIONS);
 	q->next_retry = ipc_msg_int(&m, IPC_ATTR_NEXT_RETRY);
+	q->backoff_until = ipc_msg_int(&m, IPC_ATTR_BACKOFF_UNTIL);
 	ipc_msg_free(&m);
 	return ok;
 }

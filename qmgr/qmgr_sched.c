@@ -54,6 +54,7 @@ struct qmgr_sched {
 	struct job *jobs;
 	int64_t next_job_id;
 	int64_t grace; /* in-flight-grace */
+	struct qmgr_patterns *patterns; /* <smtp-pattern-list> blocks */
 	uint64_t total_max_out;
 	uint64_t jobs_running;
 	struct qmgr_counters counters;
@@ -165,6 +166,7 @@ static void queue_configure(struct qmgr_sched *s, struct qmgr_squeue *q)
 		q->retry.count = 1;
 		q->retry.seconds[0] = 600;
 	}
+	qmgr_backoff_configure(q, cs, s->patterns);
 	conf_settings_free(cs);
 	free(domain);
 }
@@ -274,10 +276,65 @@ static bool save_queue(struct qmgr_sched *s, struct qmgr_squeue *q, const struct
  * interval, and the last one repeats. */
 static int64_t retry_interval(const struct qmgr_squeue *q, uint64_t failures)
 {
+	const struct value_interval_list *retry = qmgr_backoff_retry(q);
 	size_t i = failures == 0 ? 0 : failures - 1;
-	if (i >= q->retry.count)
-		i = q->retry.count - 1;
-	return q->retry.seconds[i];
+	if (i >= retry->count)
+		i = retry->count - 1;
+	return retry->seconds[i];
+}
+
+/* ---- mode ------------------------------------------------------------------- */
+
+static bool save_queue(struct qmgr_sched *s, struct qmgr_squeue *q, const struct ipc_msg *detail, const char *reason);
+
+/* Enters or leaves backoff mode; to_normal_after (seconds, -1 for the
+ * queue's backoff-to-normal-after) bounds a backoff. */
+static bool set_mode(struct qmgr_sched *s, struct qmgr_squeue *q, bool backoff, int64_t to_normal_after,
+                     const char *why)
+{
+	if (to_normal_after < 0)
+		to_normal_after = q->backoff.to_normal_after;
+	int64_t until = backoff && to_normal_after != VALUE_NEVER ? time(NULL) + to_normal_after : 0;
+	if (q->state.backoff == backoff && q->state.backoff_until == until)
+		return true;
+	bool changed = q->state.backoff != backoff;
+	q->state.backoff = backoff;
+	q->state.backoff_until = until;
+	if (changed) {
+		log_info("queue %s: %s backoff mode%s%s", q->name, backoff ? "enters" : "leaves", why ? ": " : "",
+		         why ? why : "");
+		qmgr_backoff_notify(s, s->conf, q, why);
+	}
+	q->next_due = 0;
+	qmgr_sched_kick(s);
+	return save_queue(s, q, NULL, NULL);
+}
+
+/* A reply smtp reported for the queue: its smtp-pattern-list may switch
+ * the mode; a delivery ends backoff with
+ * backoff-to-normal-after-delivery. */
+static void observe_reply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *reply, bool delivered)
+{
+	int64_t after;
+	enum qmgr_mode_action a = qmgr_patterns_match(q->backoff.patterns, reply, &after);
+	if (a == QMGR_MODE_BACKOFF)
+		set_mode(s, q, true, after, reply);
+	else if (a == QMGR_MODE_NORMAL && q->state.backoff)
+		set_mode(s, q, false, -1, reply);
+	else if (delivered && q->state.backoff && q->backoff.to_normal_on_delivery)
+		set_mode(s, q, false, -1, "a delivery (backoff-to-normal-after-delivery)");
+}
+
+/* backoff-to-normal-after has passed. */
+static void check_backoff_end(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+{
+	if (q->state.backoff && q->state.backoff_until && now >= q->state.backoff_until)
+		set_mode(s, q, false, -1, "backoff-to-normal-after");
+}
+
+bool qmgr_sched_set_mode(struct qmgr_sched *s, struct qmgr_squeue *q, bool backoff, const char *why)
+{
+	return set_mode(s, q, backoff, -1, why);
 }
 
 static bool expired(const struct qmgr_squeue *q, int64_t received, int64_t now)
@@ -472,7 +529,10 @@ static void result_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const st
 		bool connected = ipc_msg_has(m, IPC_ATTR_REMOTE_IP);
 		o->state = QMGR_RCPT_DEFERRED;
 		o->rtype = "t";
-		o->next_attempt = now + (connected ? q->retry_rcpt : retry_interval(q, q->failures + 1));
+		int64_t wait = connected ? q->retry_rcpt : retry_interval(q, q->failures + 1);
+		if (connected && q->state.backoff)
+			wait = retry_interval(q, 1);
+		o->next_attempt = now + wait;
 	}
 }
 
@@ -491,6 +551,7 @@ void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 	const char *outcome = ipc_msg_str(m, IPC_ATTR_OUTCOME);
 	const char *reason = ipc_msg_str(m, IPC_ATTR_REASON);
 	int64_t now = time(NULL);
+	observe_reply(s, j->queue, reason, strcmp(outcome, "delivered") == 0);
 	if (strcmp(outcome, "bounced") == 0) {
 		job_add_bounce(j, qid, index, reason, m); /* m's strings go with it */
 		return;
@@ -539,6 +600,7 @@ void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m)
 		struct qmgr_outcome o;
 		result_outcome(s, q, m, time(NULL), r.state, &o);
 		o.job_id = job_id;
+		observe_reply(s, q, o.result, o.state == QMGR_RCPT_DELIVERED);
 		log_info("%s: recipient %zu: result of job %" PRId64 " replayed by smtp", qid, index, job_id);
 		apply(s, q, qid, index, &o);
 	}
@@ -570,18 +632,18 @@ void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg 
 	const char *outcome = m ? ipc_msg_str(m, IPC_ATTR_OUTCOME) : "lost";
 	int64_t now = time(NULL);
 	if (strcmp(outcome, "done") == 0 || strcmp(outcome, "bounced") == 0) {
-		if (q->failures || q->state.backoff) {
+		if (q->failures || q->state.next_retry) {
 			q->failures = 0;
-			q->state.backoff = false;
 			q->state.next_retry = 0;
 			save_queue(s, q, NULL, NULL);
 		}
 	} else if (strcmp(outcome, "connect-failed") == 0 || strcmp(outcome, "dns-failed") == 0) {
+		if (m && ipc_msg_has(m, IPC_ATTR_REASON))
+			observe_reply(s, q, ipc_msg_str(m, IPC_ATTR_REASON), false);
 		q->failures++;
 		int64_t wait = retry_interval(q, q->failures);
 		if (m && ipc_msg_has(m, IPC_ATTR_RETRY_AFTER))
 			wait = ipc_msg_int(m, IPC_ATTR_RETRY_AFTER);
-		q->state.backoff = true;
 		q->state.next_retry = now + wait;
 		const char *reason = m && ipc_msg_has(m, IPC_ATTR_REASON) ? ipc_msg_str(m, IPC_ATTR_REASON) : outcome;
 		free(q->last_error);
@@ -693,13 +755,14 @@ static bool collect_rcpt(void *ctx, const char *qid, size_t index, int64_t due)
 /* The messages a queue may still start under max-msg-rate. */
 static uint64_t rate_left(struct qmgr_squeue *q, int64_t now)
 {
-	if (q->rate.count == VALUE_UNLIMITED || q->rate.count == 0 || q->rate.per_seconds <= 0)
+	const struct value_rate *rate = qmgr_backoff_rate(q);
+	if (rate->count == VALUE_UNLIMITED || rate->count == 0 || rate->per_seconds <= 0)
 		return VALUE_UNLIMITED;
-	if (now - q->rate_window >= q->rate.per_seconds) {
+	if (now - q->rate_window >= rate->per_seconds) {
 		q->rate_window = now;
 		q->rate_used = 0;
 	}
-	return q->rate.count > q->rate_used ? q->rate.count - q->rate_used : 0;
+	return rate->count > q->rate_used ? rate->count - q->rate_used : 0;
 }
 
 static void expire_unsent(struct qmgr_sched *s, struct job *j)
@@ -758,7 +821,7 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	buf_free(&err);
 	if (c.open)
 		qmgr_smtp_end_message(c.builder);
-	if (q->rate.count != VALUE_UNLIMITED)
+	if (qmgr_backoff_rate(q)->count != VALUE_UNLIMITED)
 		q->rate_used += c.messages;
 	j->next = s->jobs;
 	s->jobs = j;
@@ -775,7 +838,8 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 
 static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 {
-	if (q->state.paused || q->jobs >= q->max_out || (q->state.backoff && now < q->state.next_retry))
+	check_backoff_end(s, q, now);
+	if (q->state.paused || q->jobs >= qmgr_backoff_max_out(q) || (q->state.next_retry && now < q->state.next_retry))
 		return false;
 	if (q->next_due == 0) {
 		bool found;
@@ -795,7 +859,7 @@ static void schedule(struct qmgr_sched *s)
 	if (!qmgr_smtp_available(s->smtp))
 		return;
 	for (struct qmgr_squeue *q = s->queues; q && s->jobs_running < s->total_max_out; q = q->next) {
-		while (q->jobs < q->max_out && s->jobs_running < s->total_max_out && queue_ready(s, q, now)) {
+		while (q->jobs < qmgr_backoff_max_out(q) && s->jobs_running < s->total_max_out && queue_ready(s, q, now)) {
 			if (!start_job(s, q, now)) {
 				/* All its due recipients are in flight (or
 				 * unreadable): look again once jobs end. */
@@ -883,7 +947,6 @@ bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q)
 	if (qmgr_store_reschedule(s->st, q->name, time(NULL), &moved, &err) != QMGR_STORE_OK)
 		log_error("queue %s: cannot reschedule: %s", q->name, buf_cstr(&err));
 	buf_free(&err);
-	q->state.backoff = false;
 	q->state.next_retry = 0;
 	q->failures = 0;
 	q->next_due = 0;
@@ -917,11 +980,14 @@ void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx)
  * replaces the old configuration (the caller frees that one). */
 void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf)
 {
+	struct qmgr_patterns *old = s->patterns;
 	s->conf = conf;
+	s->patterns = qmgr_patterns_load(conf);
 	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
 	s->grace = conf_get_interval(conf_global(conf), "in-flight-grace");
 	for (struct qmgr_squeue *q = s->queues; q; q = q->next)
 		queue_configure(s, q);
+	qmgr_patterns_free(old);
 	qmgr_sched_kick(s);
 }
 
@@ -936,6 +1002,7 @@ static void free_queues(struct qmgr_sched *s)
 		s->queues = q->next;
 		free(q->name);
 		free(q->last_error);
+		free(q->backoff.notify);
 		free(q);
 	}
 }
@@ -951,14 +1018,17 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 	s->counters.started = time(NULL);
 	s->counters.last_minute.unit = 1;
 	s->counters.last_hour.unit = 60;
+	s->patterns = qmgr_patterns_load(conf);
 	if (!qmgr_store_walk_queues(st, load_queue, s, err)) {
 		free_queues(s);
+		qmgr_patterns_free(s->patterns);
 		free(s);
 		return NULL;
 	}
 	uint64_t gen = 0;
 	if (qmgr_store_next_job_gen(st, &gen, err) != QMGR_STORE_OK) {
 		free_queues(s);
+		qmgr_patterns_free(s->patterns);
 		free(s);
 		return NULL;
 	}
@@ -985,5 +1055,6 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 	event_free(s->tick);
 	event_free(s->count_ev);
 	free_queues(s);
+	qmgr_patterns_free(s->patterns);
 	free(s);
 }
