@@ -76,6 +76,9 @@ struct qmgr_rcpt {
 	char *last_result;     /* NULL until the first attempt */
 	int64_t delay_notices; /* delay DSNs sent (NOTIFY=DELAY) */
 	int64_t in_flight;     /* the job it was handed to, 0 when none */
+	bool dsn_pending;      /* bounced; its DSN is not queued yet */
+	char *dsn_status;      /* bounced: the status and the server for */
+	char *remote_host;     /* its DSN (NULL when unknown) */
 };
 
 void qmgr_rcpt_free(struct qmgr_rcpt *r);
@@ -223,6 +226,8 @@ struct qmgr_outcome {
 	int64_t job_id;               /* a replayed result: applied only while the
 	                               * recipient is in flight for this job */
 	bool not_attempted;           /* smtp gave it back unsent: no attempt counted */
+	bool dsn;                     /* bounced: a DSN is due; it stays pending (with
+	                               * the message) until qmgr_store_dsn_sent */
 };
 
 /* Like qmgr_store_update_rcpt with an outcome.  A recipient already
@@ -248,6 +253,18 @@ enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const st
 /* Counts one more start of qmgr and returns the count: job IDs made
  * from it are unique across restarts. */
 enum qmgr_store_status qmgr_store_next_job_gen(struct qmgr_store *st, uint64_t *gen, struct buf *err);
+
+/* The DSN for a message's pending bounces is queued (dsn, or NULL when
+ * none is wanted: a null sender, NOTIFY): in one transaction the DSN is
+ * added as a new message (its ID in dsn_qid), the recipients' pending
+ * marks are cleared and the message is removed when it is done. */
+enum qmgr_store_status qmgr_store_dsn_sent(struct qmgr_store *st, const char *qid, const struct qmgr_incoming *dsn,
+                                           int64_t now, char dsn_qid[QMGR_QID_SIZE], struct buf *err);
+/* The messages with a pending DSN, and when their first bounce was. */
+typedef bool (*qmgr_dsn_fn)(void *ctx, const char *qid, int64_t since);
+bool qmgr_store_walk_dsns(struct qmgr_store *st, qmgr_dsn_fn fn, void *ctx, struct buf *err);
+/* Whether every recipient of the message is delivered or bounced. */
+bool qmgr_store_message_final(struct qmgr_store *st, const char *qid, bool *final, struct buf *err);
 
 /* Writes a queue's state, and a "tq" accounting record about it when
  * detail is given (a queue-level failure), in one transaction. */
@@ -301,6 +318,7 @@ enum qmgr_table {
 	QMGR_TABLE_DUE,
 	QMGR_TABLE_QUEUES,
 	QMGR_TABLE_OUTBOX,
+	QMGR_TABLE_DSNS,
 	QMGR_TABLE_COUNT
 };
 
@@ -442,10 +460,12 @@ struct qmgr_failure {
 	const struct ipc_msg *detail; /* smtp's result frame, or NULL */
 };
 
-/* Called before recipients of one message are marked bounced, to queue
- * one DSN listing them all; with delayed true, for a delay notice
- * (NOTIFY=DELAY). */
+/* Called before recipients of one message are deferred with a delay
+ * notice due (NOTIFY=DELAY), to queue one notice listing them all
+ * (delayed true). */
 typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, const struct qmgr_failure *failures, size_t n, bool delayed);
+/* Queues the one DSN for a message's pending bounces. */
+typedef void (*qmgr_dsn_flush_fn)(void *ctx, const char *qid);
 
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
                                     const char *spool, struct buf *err);
@@ -468,11 +488,12 @@ struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s);
 /* Counts traffic in the totals and the last minute and hour. */
 void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_t n);
 struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s);
-void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
+void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, qmgr_dsn_flush_fn flush, void *ctx);
 /* From the smtp client: a recipient's result, a job's end (m NULL: the
  * connection was lost), every job lost at once.  A bounce's result frame
  * is taken over (m left empty): the job's bounces are applied together
- * at its end, so a message gets one DSN for all of them. */
+ * at its end; their DSNs wait in the queue for the message's other
+ * failures (qmgr_bounce_flush). */
 void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m);
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
 void qmgr_sched_lost(struct qmgr_sched *s);
@@ -508,6 +529,8 @@ struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sc
 void qmgr_bounce_free(struct qmgr_bounce *b);
 /* A reload: categories and host name from conf. */
 void qmgr_bounce_reload(struct qmgr_bounce *b, const struct conf *conf);
+/* Queues the DSN for the message's pending bounces (qmgr_store_dsn_sent). */
+void qmgr_bounce_flush(struct qmgr_bounce *b, const char *qid);
 /* bounceCat of a failure: the first rule matching the status or the
  * diagnostic. */
 void qmgr_bounce_category(const struct qmgr_bounce *b, const char *status, const char *diag, struct buf *out);

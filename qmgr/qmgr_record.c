@@ -36,7 +36,8 @@ static const struct ipc_spec rcpt_spec[] = {
     {IPC_ATTR_RECIPIENT, IPC_REQUIRED},    {IPC_ATTR_ORCPT, IPC_OPTIONAL},       {IPC_ATTR_NOTIFY, IPC_OPTIONAL},
     {IPC_ATTR_QUEUE, IPC_REQUIRED},        {IPC_ATTR_RCPT_STATE, IPC_REQUIRED},  {IPC_ATTR_ATTEMPTS, IPC_REQUIRED},
     {IPC_ATTR_NEXT_ATTEMPT, IPC_REQUIRED}, {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL}, {IPC_ATTR_DELAY_NOTICES, IPC_OPTIONAL},
-    {IPC_ATTR_IN_FLIGHT, IPC_OPTIONAL},
+    {IPC_ATTR_IN_FLIGHT, IPC_OPTIONAL},    {IPC_ATTR_DSN_PENDING, IPC_OPTIONAL}, {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},
+    {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL},
 };
 
 static const struct ipc_spec queue_spec[] = {
@@ -108,6 +109,8 @@ void qmgr_rcpt_free(struct qmgr_rcpt *r)
 	free(r->notify);
 	free(r->queue);
 	free(r->last_result);
+	free(r->dsn_status);
+	free(r->remote_host);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -258,6 +261,10 @@ void qmgr_record_rcpt(struct buf *out, const struct qmgr_rcpt *r)
 		ipc_put_int(&w, IPC_ATTR_DELAY_NOTICES, r->delay_notices);
 	if (r->in_flight != 0)
 		ipc_put_int(&w, IPC_ATTR_IN_FLIGHT, r->in_flight);
+	if (r->dsn_pending)
+		ipc_put_int(&w, IPC_ATTR_DSN_PENDING, 1);
+	put_opt_str(&w, IPC_ATTR_DSN_STATUS, r->dsn_status);
+	put_opt_str(&w, IPC_ATTR_REMOTE_HOST, r->remote_host);
 	record_end(&w, out);
 }
 
@@ -280,6 +287,9 @@ bool qmgr_record_rcpt_decode(const void *v, size_t len, struct qmgr_rcpt *r, str
 		r->last_result = dup_opt(&m, IPC_ATTR_LAST_RESULT);
 		r->delay_notices = ipc_msg_int(&m, IPC_ATTR_DELAY_NOTICES);
 		r->in_flight = ipc_msg_int(&m, IPC_ATTR_IN_FLIGHT);
+		r->dsn_pending = ipc_msg_int(&m, IPC_ATTR_DSN_PENDING) != 0;
+		r->dsn_status = dup_opt(&m, IPC_ATTR_DSN_STATUS);
+		r->remote_host = dup_opt(&m, IPC_ATTR_REMOTE_HOST);
 	}
 	ipc_msg_free(&m);
 	return ok;

@@ -37,6 +37,9 @@
 #define JOB_MAX_MSGS 100
 #define JOB_MAX_BYTES (16u * 1024 * 1024)
 #define HASH_BUCKETS 4096
+/* The bounces of a message that come within this long of its first one
+ * share one DSN (sooner when no recipient of it is left waiting). */
+#define DSN_GROUP_SECS 10
 
 struct qmgr_sched {
 	struct event_base *base;
@@ -59,7 +62,9 @@ struct qmgr_sched {
 	uint64_t jobs_running;
 	struct qmgr_counters counters;
 	qmgr_bounce_fn bounce;
+	qmgr_dsn_flush_fn dsn_flush;
 	void *bounce_ctx;
+	struct dsn_wait *dsn_waits; /* messages with a pending DSN */
 	bool loaded;
 };
 
@@ -70,6 +75,13 @@ struct inflight {
 	struct inflight *next;
 };
 
+/* A message whose bounces wait for their DSN (dsns.db in the database). */
+struct dsn_wait {
+	char qid[QMGR_QID_SIZE];
+	int64_t since;
+	struct dsn_wait *next;
+};
+
 struct job_rcpt {
 	char qid[QMGR_QID_SIZE];
 	size_t index;
@@ -77,8 +89,8 @@ struct job_rcpt {
 	bool answered;
 };
 
-/* A bounce waiting for the job's end, so that the recipients of one
- * message that fail together get one DSN. */
+/* A bounce waiting for the job's end (or the end of a scheduler pass,
+ * for expiries), applied with the job's other bounces. */
 struct job_bounce {
 	char qid[QMGR_QID_SIZE];
 	size_t index;
@@ -344,7 +356,56 @@ static bool expired(const struct qmgr_squeue *q, int64_t received, int64_t now)
 
 /* ---- applying outcomes ------------------------------------------------------- */
 
-/* Records an outcome; the caller has queued its DSN, if any, first. */
+/* ---- DSNs waiting for their message's other failures ------------------------- */
+
+static void dsn_wait_add(struct qmgr_sched *s, const char *qid, int64_t since)
+{
+	for (struct dsn_wait *w = s->dsn_waits; w; w = w->next)
+		if (strcmp(w->qid, qid) == 0)
+			return;
+	struct dsn_wait *w = mem_zalloc(sizeof(*w));
+	memcpy(w->qid, qid, QMGR_QID_SIZE);
+	w->since = since;
+	w->next = s->dsn_waits;
+	s->dsn_waits = w;
+}
+
+static bool dsn_ready(struct qmgr_sched *s, const struct dsn_wait *w, int64_t now)
+{
+	if (now - w->since >= DSN_GROUP_SECS)
+		return true;
+	bool final = false;
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_message_final(s->st, w->qid, &final, &err))
+		log_error("%s: %s", w->qid, buf_cstr(&err));
+	buf_free(&err);
+	return final;
+}
+
+/* Queues the DSNs whose messages have no recipient left waiting, or
+ * whose first bounce is DSN_GROUP_SECS old. */
+static void dsn_flush_due(struct qmgr_sched *s, int64_t now)
+{
+	for (struct dsn_wait **p = &s->dsn_waits; *p;) {
+		struct dsn_wait *w = *p;
+		if (!dsn_ready(s, w, now)) {
+			p = &w->next;
+			continue;
+		}
+		*p = w->next;
+		if (s->dsn_flush)
+			s->dsn_flush(s->bounce_ctx, w->qid);
+		free(w);
+	}
+}
+
+static bool load_dsn_wait(void *ctx, const char *qid, int64_t since)
+{
+	dsn_wait_add(ctx, qid, since);
+	return true;
+}
+
+/* Records an outcome; a bounce's DSN becomes pending with it. */
 static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
                           const struct qmgr_outcome *o)
 {
@@ -366,6 +427,8 @@ static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const cha
 		} else if (o->state == QMGR_RCPT_BOUNCED) {
 			s->counters.bounced++;
 			q->bounced++;
+			if (o->dsn)
+				dsn_wait_add(s, qid, now);
 		} else {
 			s->counters.deferred++;
 			q->deferred++;
@@ -376,17 +439,19 @@ static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const cha
 	buf_free(&err);
 }
 
-/* A bounce first gets its DSN queued, then the state change: a crash
- * in between may send the DSN twice, never lose it. */
+/* A bounce's DSN is pending in the same transaction as the bounce
+ * (queued later with the message's other failures: dsn_flush_due).  A
+ * delay notice is queued first, then the deferral: a crash in between
+ * may send it twice, never lose it. */
 static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
                   const struct qmgr_outcome *o)
 {
 	struct qmgr_failure f = {index, o->result, o->detail};
-	if (o->state == QMGR_RCPT_BOUNCED && s->bounce)
-		s->bounce(s->bounce_ctx, qid, &f, 1, false);
+	struct qmgr_outcome with_dsn = *o;
+	with_dsn.dsn = o->state == QMGR_RCPT_BOUNCED;
 	if (o->state == QMGR_RCPT_DEFERRED && o->delay_notices > 0 && s->bounce)
 		s->bounce(s->bounce_ctx, qid, &f, 1, true);
-	apply_outcome(s, q, qid, index, o);
+	apply_outcome(s, q, qid, index, &with_dsn);
 }
 
 /* Keeps a bounce (reason copied, detail taken over) for the job's end. */
@@ -405,22 +470,11 @@ static void job_add_bounce(struct job *j, const char *qid, size_t index, const c
 	}
 }
 
-/* The bounces of one message (from first on, in the order they came):
- * one DSN for all, then each state change. */
+/* The bounces of one message (from first on, in the order they came),
+ * each with its DSN pending. */
 static void flush_message_bounces(struct qmgr_sched *s, struct job *j, size_t first, bool *done)
 {
 	const char *qid = j->bounces[first].qid;
-	struct qmgr_failure *f = mem_reallocarray(NULL, j->nbounce - first, sizeof(*f));
-	size_t n = 0;
-	for (size_t i = first; i < j->nbounce; i++) {
-		struct job_bounce *b = &j->bounces[i];
-		if (done[i] || strcmp(b->qid, qid) != 0)
-			continue;
-		f[n++] = (struct qmgr_failure){b->index, b->reason, b->has_detail ? &b->detail : NULL};
-	}
-	if (s->bounce)
-		s->bounce(s->bounce_ctx, qid, f, n, false);
-	free(f);
 	for (size_t i = first; i < j->nbounce; i++) {
 		struct job_bounce *b = &j->bounces[i];
 		if (done[i] || strcmp(b->qid, qid) != 0)
@@ -429,7 +483,8 @@ static void flush_message_bounces(struct qmgr_sched *s, struct job *j, size_t fi
 		struct qmgr_outcome o = {.state = QMGR_RCPT_BOUNCED,
 		                         .result = b->reason,
 		                         .rtype = "b",
-		                         .detail = b->has_detail ? &b->detail : NULL};
+		                         .detail = b->has_detail ? &b->detail : NULL,
+		                         .dsn = true};
 		apply_outcome(s, j->queue, b->qid, b->index, &o);
 		inflight_remove(s, b->qid, b->index);
 	}
@@ -873,6 +928,7 @@ static void schedule(struct qmgr_sched *s)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct qmgr_sched *s = arg;
+	dsn_flush_due(s, time(NULL));
 	schedule(s);
 	struct timeval tv = {TICK_SECS, 0};
 	evtimer_add(s->tick, &tv);
@@ -970,9 +1026,10 @@ struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s)
 	return s->st;
 }
 
-void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx)
+void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, qmgr_dsn_flush_fn flush, void *ctx)
 {
 	s->bounce = fn;
+	s->dsn_flush = flush;
 	s->bounce_ctx = ctx;
 }
 
@@ -1035,6 +1092,12 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 	/* job IDs: this start's number, then a count */
 	s->next_job_id = (int64_t)((gen & 0x7fffffu) << 32);
 	s->grace = conf_get_interval(conf_global(conf), "in-flight-grace");
+	if (!qmgr_store_walk_dsns(st, load_dsn_wait, s, err)) {
+		free_queues(s);
+		qmgr_patterns_free(s->patterns);
+		free(s);
+		return NULL;
+	}
 	s->smtp = qmgr_smtp_new(base, spool, s);
 	s->tick = evtimer_new(base, on_tick, s);
 	s->count_ev = evtimer_new(base, count_slice, s);
@@ -1056,5 +1119,10 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 	event_free(s->count_ev);
 	free_queues(s);
 	qmgr_patterns_free(s->patterns);
+	while (s->dsn_waits) {
+		struct dsn_wait *w = s->dsn_waits;
+		s->dsn_waits = w->next;
+		free(w);
+	}
 	free(s);
 }
