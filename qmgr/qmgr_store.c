@@ -1160,7 +1160,8 @@ static int make_due_now(struct write_ctx *w, const struct due_entry *e, struct b
 	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
 	if (ret != 0)
 		return ret == DB_NOTFOUND ? 0 : ret;
-	if (due_state(r.state)) {
+	/* a recipient in flight waits for its result, or in-flight-grace */
+	if (due_state(r.state) && r.in_flight == 0) {
 		qmgr_key_due(&w->key, r.queue, r.next_attempt, e->qid, e->index);
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
 		r.next_attempt = w->now;
