@@ -518,6 +518,8 @@ bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const st
 bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
 void qmgr_smtp_end_message(struct qmgr_job_builder *b);
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
+/* The job was built without error and smtp is connected. */
+bool qmgr_smtp_can_run(const struct qmgr_job_builder *b);
 /* Decodes smtp's "result" frame (strict). */
 bool qmgr_smtp_decode_result(const void *payload, size_t len, struct ipc_msg *m, struct buf *err);
 

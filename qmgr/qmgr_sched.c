@@ -58,6 +58,7 @@ struct qmgr_sched {
 	int64_t next_job_id;
 	int64_t grace; /* in-flight-grace */
 	struct qmgr_patterns *patterns; /* <smtp-pattern-list> blocks */
+	uint64_t mark_jobs, mark_rcpts, mark_us; /* what marking in flight cost */
 	uint64_t total_max_out;
 	uint64_t jobs_running;
 	struct qmgr_counters counters;
@@ -854,7 +855,13 @@ static bool mark_in_flight(struct qmgr_sched *s, struct job *j, int64_t now)
 		refs[n++].index = j->rcpts[i].index;
 	}
 	struct buf err = BUF_INIT;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	enum qmgr_store_status status = qmgr_store_mark_in_flight(s->st, refs, n, j->id, now + s->grace, now, &err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s->mark_jobs++;
+	s->mark_rcpts += n;
+	s->mark_us += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
 	if (status != QMGR_STORE_OK)
 		log_error("queue %s: job %" PRId64 " not started: %s", j->queue->name, j->id, buf_cstr(&err));
 	buf_free(&err);
@@ -883,7 +890,8 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	q->jobs++;
 	s->jobs_running++;
 	expire_unsent(s, j);
-	bool sent = c.messages > 0 && mark_in_flight(s, j, now) && qmgr_smtp_run(c.builder, true);
+	bool sent = c.messages > 0 && qmgr_smtp_can_run(c.builder) && mark_in_flight(s, j, now) &&
+	            qmgr_smtp_run(c.builder, true);
 	if (!sent || c.messages == 0) {
 		job_free(s, j);
 		return false;
@@ -1111,6 +1119,9 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 {
 	if (s == NULL)
 		return;
+	if (s->mark_jobs)
+		log_info("in-flight marks: %" PRIu64 " jobs, %" PRIu64 " recipients, %.1f ms (%.1f us per job)", s->mark_jobs,
+		         s->mark_rcpts, (double)s->mark_us / 1000, (double)s->mark_us / (double)s->mark_jobs);
 	qmgr_smtp_free(s->smtp);
 	s->smtp = NULL;
 	while (s->jobs)

@@ -299,6 +299,11 @@ void qmgr_smtp_end_message(struct qmgr_job_builder *b)
 	buf_free(&err);
 }
 
+bool qmgr_smtp_can_run(const struct qmgr_job_builder *b)
+{
+	return !b->failed && b->c->bev != NULL;
+}
+
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send)
 {
 	struct qmgr_smtp *c = b->c;
