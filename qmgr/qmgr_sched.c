@@ -1119,6 +1119,8 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 {
 	if (s == NULL)
 		return;
+	/* stopping: what is pending goes now rather than after a restart */
+	dsn_flush_due(s, INT64_MAX);
 	if (s->mark_jobs)
 		log_info("in-flight marks: %" PRIu64 " jobs, %" PRIu64 " recipients, %.1f ms (%.1f us per job)", s->mark_jobs,
 		         s->mark_rcpts, (double)s->mark_us / 1000, (double)s->mark_us / (double)s->mark_jobs);
