@@ -421,3 +421,27 @@ def test_a_pending_dsn_survives_a_kill_9_of_qmgr(setup):
     assert len(dsns) == 1
     status = email.message_from_string(dsns[0]["data"]).get_payload()[1]
     assert [r["Final-Recipient"] for r in status.get_payload()[1:]] == ["rfc822; x@example.net"]
+
+
+def test_qmgr_killed_mid_job_smtp_replays_and_nothing_goes_twice(setup, base):
+    """qmgr is killed while smtp is in the middle of a slow session: smtp
+    ends the transaction under way, gives back what it had not begun and
+    replays every result to the restarted qmgr, which sends the rest once.
+    in-flight-grace is an hour: only the replay can release them."""
+    q, sink = setup("in-flight-grace 1h\n" + ROUTE, "--delay", "0.4")
+    rcpts = ["a1@example.net", "a2@example.net", "b1@example.net", "c1@example.net"]
+    q.enqueue("a@example.org", rcpts[:2])
+    q.enqueue("a@example.org", rcpts[2:3])
+    q.enqueue("a@example.org", rcpts[3:])
+    time.sleep(1.5)  # connected, somewhere in the first transaction
+    q.kill()
+    q.proc = None
+    q.start()
+    wait_for(lambda: sorted(set(sink.delivered())) == sorted(rcpts), 30, what="every recipient delivered")
+    time.sleep(2)
+    assert sorted(sink.delivered()) == sorted(rcpts)  # once each
+    smtp_log = (base / "smtp.log").read_text(errors="replace")
+    assert "goes on without qmgr" in smtp_log
+    wait_for(lambda: "replayed by smtp" in q.log(), 10, what="the replay applied")
+    q.stop()
+    assert "message\t" not in q.offline("-L").decode()
