@@ -5,6 +5,8 @@ queue --mode=backoff`; the backoff-* settings then replace the normal ones
 returns to normal on `set queue --mode=normal`, after
 backoff-to-normal-after, or after a delivery with
 backoff-to-normal-after-delivery, and backoff-notify hears of it."""
+import os
+import signal
 import time
 
 import pytest
@@ -102,3 +104,17 @@ def test_a_delivery_ends_backoff_and_notify_hears_of_it(tern, sink):
     subjects = sorted(line for m in notices for line in m["data"].splitlines() if line.startswith("Subject:"))
     assert subjects == [f"Subject: queue {QUEUE} entered backoff mode", f"Subject: queue {QUEUE} left backoff mode"]
     assert all([r["address"] for r in m["rcpts"]] == ["postmaster@example.org"] for m in notices)
+
+
+def test_the_mode_survives_a_restart_of_qmgr(tern, sink):
+    tern.write_config(config(sink.port))
+    tern.start()
+    enqueue(tern, "a@example.org", ["first@example.net"])
+    wait_for(lambda: sink.delivered() == ["first@example.net"], 15, what="a queue to set")
+    assert tern.ctl("set", "queue", "--mode=backoff", "*/*").rc == 0
+    time.sleep(1.3)  # master counts a death within 1 s of starting as a failed start
+    old = tern.service("qmgr")["pids"]
+    os.kill(old[0], signal.SIGKILL)
+    wait_for(lambda: (lambda s: s["ready"] == 1 and s["pids"] and s["pids"] != old)(tern.service("qmgr")), 15,
+             what="master restarting qmgr")
+    wait_for(lambda: mode(tern) == "backoff", 10, what="the queue back in backoff mode")
