@@ -373,12 +373,12 @@ struct qmgr_pattern_list; /* one of them */
 
 /* What replaces a queue's settings in backoff mode. */
 struct qmgr_backoff_settings {
-	uint64_t max_out;                 /* backoff-max-smtp-out */
-	struct value_rate rate;           /* backoff-max-msg-rate (else max-msg-rate) */
-	struct value_interval_list retry; /* backoff-retry-after */
-	int64_t to_normal_after;          /* backoff-to-normal-after, VALUE_NEVER */
-	bool to_normal_on_delivery;       /* backoff-to-normal-after-delivery */
-	char *notify;                     /* backoff-notify, comma-separated; NULL none */
+	uint64_t max_out;                         /* backoff-max-smtp-out */
+	struct value_rate rate;                   /* backoff-max-msg-rate (else max-msg-rate) */
+	struct value_interval_list retry;         /* backoff-retry-after */
+	int64_t to_normal_after;                  /* backoff-to-normal-after, VALUE_NEVER */
+	bool to_normal_on_delivery;               /* backoff-to-normal-after-delivery */
+	char *notify;                             /* backoff-notify, comma-separated; NULL none */
 	const struct qmgr_pattern_list *patterns; /* smtp-pattern-list */
 };
 

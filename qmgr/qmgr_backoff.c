@@ -55,7 +55,8 @@ static bool rule_actions(const struct conf_list *actions, struct pattern_rule *r
 			r->action = QMGR_MODE_BACKOFF;
 		else if (strcasecmp(a, "mode=normal") == 0)
 			r->action = QMGR_MODE_NORMAL;
-		else if (strncasecmp(a, "backoff-to-normal-after=", 24) == 0 && value_parse_interval(a + 24, &secs, NULL))
+		else if (strncasecmp(a, "backoff-to-normal-after=", 24) == 0 &&
+		         value_parse_interval(a + 24, &secs, NULL))
 			r->to_normal_after = secs;
 		else
 			log_warning("smtp-pattern-list action \"%s\" is not supported yet: ignored", a);
@@ -75,7 +76,8 @@ static void add_rule(struct qmgr_pattern_list *l, const struct conf_value *v)
 		flags &= ~REG_ICASE;
 	}
 	if (regcomp(&r.re, re, flags) != 0) {
-		log_warning("<smtp-pattern-list %s>: /%s/ is not a valid regular expression: ignored", l->name, v->regex);
+		log_warning("<smtp-pattern-list %s>: /%s/ is not a valid regular expression: ignored", l->name,
+		            v->regex);
 		return;
 	}
 	l->rules = mem_reallocarray(l->rules, l->nrules + 1, sizeof(*l->rules));

@@ -36,9 +36,9 @@ struct qmgr_control {
 };
 
 static const struct ipc_spec request_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},       {IPC_ATTR_ROLE, IPC_OPTIONAL},   {IPC_ATTR_QUEUE, IPC_OPTIONAL},
-    {IPC_ATTR_PAUSED, IPC_OPTIONAL},        {IPC_ATTR_ERRORS, IPC_OPTIONAL}, {IPC_ATTR_MAX_ITEMS, IPC_OPTIONAL},
-    {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},     {IPC_ATTR_SENDER, IPC_OPTIONAL}, {IPC_ATTR_OLDER_THAN, IPC_OPTIONAL},
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},       {IPC_ATTR_ROLE, IPC_OPTIONAL},       {IPC_ATTR_QUEUE, IPC_OPTIONAL},
+    {IPC_ATTR_PAUSED, IPC_OPTIONAL},        {IPC_ATTR_ERRORS, IPC_OPTIONAL},     {IPC_ATTR_MAX_ITEMS, IPC_OPTIONAL},
+    {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},     {IPC_ATTR_SENDER, IPC_OPTIONAL},     {IPC_ATTR_OLDER_THAN, IPC_OPTIONAL},
     {IPC_ATTR_NO_ACCOUNTING, IPC_OPTIONAL}, {IPC_ATTR_QUEUE_MODE, IPC_OPTIONAL},
 };
 
@@ -381,7 +381,8 @@ static void act(struct qmgr_control *ctl, enum action a, const struct ipc_msg *m
 		else if (a == SCHEDULE)
 			ok = qmgr_sched_retry_now(ctl->sched, q) && ok;
 		else if (a == SET_MODE)
-			ok = qmgr_sched_set_mode(ctl->sched, q, strcmp(mode, "backoff") == 0, "set by the operator") && ok;
+			ok = qmgr_sched_set_mode(ctl->sched, q, strcmp(mode, "backoff") == 0, "set by the operator") &&
+			     ok;
 		else
 			rcpts += delete_in(ctl, q, m);
 	}

@@ -41,11 +41,8 @@ static const struct ipc_spec rcpt_spec[] = {
 };
 
 static const struct ipc_spec queue_spec[] = {
-    {IPC_ATTR_QUEUE_MODE, IPC_REQUIRED},
-    {IPC_ATTR_PAUSED, IPC_REQUIRED},
-    {IPC_ATTR_CONNECTIONS, IPC_REQUIRED},
-    {IPC_ATTR_NEXT_RETRY, IPC_REQUIRED},
-    {IPC_ATTR_BACKOFF_UNTIL, IPC_OPTIONAL},
+    {IPC_ATTR_QUEUE_MODE, IPC_REQUIRED}, {IPC_ATTR_PAUSED, IPC_REQUIRED},        {IPC_ATTR_CONNECTIONS, IPC_REQUIRED},
+    {IPC_ATTR_NEXT_RETRY, IPC_REQUIRED}, {IPC_ATTR_BACKOFF_UNTIL, IPC_OPTIONAL},
 };
 
 static const struct ipc_spec outbox_spec[] = {

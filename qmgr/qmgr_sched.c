@@ -56,8 +56,8 @@ struct qmgr_sched {
 	struct inflight *inflight[HASH_BUCKETS];   /* recipients in jobs */
 	struct job *jobs;
 	int64_t next_job_id;
-	int64_t grace; /* in-flight-grace */
-	struct qmgr_patterns *patterns; /* <smtp-pattern-list> blocks */
+	int64_t grace;                           /* in-flight-grace */
+	struct qmgr_patterns *patterns;          /* <smtp-pattern-list> blocks */
 	uint64_t mark_jobs, mark_rcpts, mark_us; /* what marking in flight cost */
 	uint64_t total_max_out;
 	uint64_t jobs_running;
@@ -922,7 +922,8 @@ static void schedule(struct qmgr_sched *s)
 	if (!qmgr_smtp_available(s->smtp))
 		return;
 	for (struct qmgr_squeue *q = s->queues; q && s->jobs_running < s->total_max_out; q = q->next) {
-		while (q->jobs < qmgr_backoff_max_out(q) && s->jobs_running < s->total_max_out && queue_ready(s, q, now)) {
+		while (q->jobs < qmgr_backoff_max_out(q) && s->jobs_running < s->total_max_out &&
+		       queue_ready(s, q, now)) {
 			if (!start_job(s, q, now)) {
 				/* All its due recipients are in flight (or
 				 * unreadable): look again once jobs end. */
@@ -1122,8 +1123,9 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 	/* stopping: what is pending goes now rather than after a restart */
 	dsn_flush_due(s, INT64_MAX);
 	if (s->mark_jobs)
-		log_info("in-flight marks: %" PRIu64 " jobs, %" PRIu64 " recipients, %.1f ms (%.1f us per job)", s->mark_jobs,
-		         s->mark_rcpts, (double)s->mark_us / 1000, (double)s->mark_us / (double)s->mark_jobs);
+		log_info("in-flight marks: %" PRIu64 " jobs, %" PRIu64 " recipients, %.1f ms (%.1f us per job)",
+		         s->mark_jobs, s->mark_rcpts, (double)s->mark_us / 1000,
+		         (double)s->mark_us / (double)s->mark_jobs);
 	qmgr_smtp_free(s->smtp);
 	s->smtp = NULL;
 	while (s->jobs)

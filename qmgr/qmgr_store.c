@@ -1104,7 +1104,8 @@ enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char 
                                               char rtype, int64_t now, struct buf *err)
 {
 	char type[2] = {rtype, '\0'};
-	struct qmgr_outcome o = {.state = state, .next_attempt = next_attempt, .result = result, .rtype = rtype ? type : NULL};
+	struct qmgr_outcome o = {
+	    .state = state, .next_attempt = next_attempt, .result = result, .rtype = rtype ? type : NULL};
 	bool changed;
 	return qmgr_store_apply(st, qid, index, &o, now, &changed, err);
 }

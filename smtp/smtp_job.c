@@ -161,8 +161,7 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 
 void smtp_job_return_rest(struct smtp_job *job)
 {
-	smtp_job_fail_pending(job, SMTP_RCPT_RETURNED, "4.3.0", "not attempted: the connection to qmgr was lost",
-	                      NULL);
+	smtp_job_fail_pending(job, SMTP_RCPT_RETURNED, "4.3.0", "not attempted: the connection to qmgr was lost", NULL);
 	smtp_job_finish(job, "failed", "the connection to qmgr was lost", 0);
 }
 

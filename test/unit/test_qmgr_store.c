@@ -337,7 +337,8 @@ static void test_in_flight_and_replay(void **state)
 	mine.job_id = job;
 	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &mine, NOW, &changed, &err), QMGR_STORE_OK);
 	assert_true(changed);
-	struct qmgr_outcome back = {.state = QMGR_RCPT_PENDING, .next_attempt = NOW, .job_id = job, .not_attempted = true};
+	struct qmgr_outcome back = {
+	    .state = QMGR_RCPT_PENDING, .next_attempt = NOW, .job_id = job, .not_attempted = true};
 	assert_int_equal(qmgr_store_apply(f->st, qid, 1, &back, NOW, &changed, &err), QMGR_STORE_OK);
 	assert_true(changed);
 	assert_int_equal(qmgr_store_apply(f->st, qid, 1, &back, NOW, &changed, &err), QMGR_STORE_OK);
