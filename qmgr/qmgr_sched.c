@@ -65,7 +65,8 @@ struct qmgr_sched {
 	qmgr_bounce_fn bounce;
 	qmgr_dsn_flush_fn dsn_flush;
 	void *bounce_ctx;
-	struct dsn_wait *dsn_waits; /* messages with a pending DSN */
+	struct dsn_wait *dsn_waits;              /* messages with a pending DSN */
+	struct dsn_wait *dsn_hash[HASH_BUCKETS]; /* the same, by queue ID */
 	bool loaded;
 };
 
@@ -80,7 +81,7 @@ struct inflight {
 struct dsn_wait {
 	char qid[QMGR_QID_SIZE];
 	int64_t since;
-	struct dsn_wait *next;
+	struct dsn_wait *next, *hash_next;
 };
 
 struct job_rcpt {
@@ -359,16 +360,32 @@ static bool expired(const struct qmgr_squeue *q, int64_t received, int64_t now)
 
 /* ---- DSNs waiting for their message's other failures ------------------------- */
 
+static struct dsn_wait **dsn_wait_slot(struct qmgr_sched *s, const char *qid)
+{
+	struct dsn_wait **p = &s->dsn_hash[hash_str(qid, 0)];
+	while (*p && strcmp((*p)->qid, qid) != 0)
+		p = &(*p)->hash_next;
+	return p;
+}
+
 static void dsn_wait_add(struct qmgr_sched *s, const char *qid, int64_t since)
 {
-	for (struct dsn_wait *w = s->dsn_waits; w; w = w->next)
-		if (strcmp(w->qid, qid) == 0)
-			return;
+	struct dsn_wait **slot = dsn_wait_slot(s, qid);
+	if (*slot)
+		return;
 	struct dsn_wait *w = mem_zalloc(sizeof(*w));
 	memcpy(w->qid, qid, QMGR_QID_SIZE);
 	w->since = since;
 	w->next = s->dsn_waits;
 	s->dsn_waits = w;
+	*slot = w;
+}
+
+static void dsn_wait_unhash(struct qmgr_sched *s, struct dsn_wait *w)
+{
+	struct dsn_wait **slot = dsn_wait_slot(s, w->qid);
+	if (*slot == w)
+		*slot = w->hash_next;
 }
 
 static bool dsn_ready(struct qmgr_sched *s, const struct dsn_wait *w, int64_t now)
@@ -394,6 +411,7 @@ static void dsn_flush_due(struct qmgr_sched *s, int64_t now)
 			continue;
 		}
 		*p = w->next;
+		dsn_wait_unhash(s, w);
 		if (s->dsn_flush)
 			s->dsn_flush(s->bounce_ctx, w->qid);
 		free(w);
