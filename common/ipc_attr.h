@@ -148,7 +148,13 @@ enum ipc_type {
 	X(OUTBOX_PENDING, "outbox_pending", IPC_TYPE_INT, 8)                                                           \
 	X(PRIORITY, "priority", IPC_TYPE_INT, 8)                                                                       \
 	/* a recipient's record: delay notices sent so far (NOTIFY=DELAY) */                                           \
-	X(DELAY_NOTICES, "delay_notices", IPC_TYPE_INT, 8)
+	X(DELAY_NOTICES, "delay_notices", IPC_TYPE_INT, 8)                                                             \
+	/* a recipient's record: the job it was handed to and not yet answered */                                      \
+	X(IN_FLIGHT, "in_flight", IPC_TYPE_INT, 8)                                                                     \
+	/* a queue's record: when its backoff mode ends (0: not by time) */                                            \
+	X(BACKOFF_UNTIL, "backoff_until", IPC_TYPE_INT, 8)                                                             \
+	/* a recipient's record: bounced, its DSN not yet queued */                                                    \
+	X(DSN_PENDING, "dsn_pending", IPC_TYPE_INT, 8)
 
 enum ipc_attr {
 #define IPC_ATTR_ENUM(id, name, type, max) IPC_ATTR_##id,

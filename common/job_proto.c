@@ -32,7 +32,8 @@ static const struct ipc_spec data_spec[] = {
     {IPC_ATTR_DATA, IPC_REQUIRED},
 };
 
-static const struct ipc_spec run_spec[] = {
+/* run and ack: the job alone */
+static const struct ipc_spec job_id_spec[] = {
     {IPC_ATTR_REQUEST, IPC_REQUIRED},
     {IPC_ATTR_JOB_ID, IPC_REQUIRED},
 };
@@ -46,7 +47,8 @@ static const struct {
     [JOB_VERB_MESSAGE] = {"message", message_spec, IPC_SPEC_COUNT(message_spec)},
     [JOB_VERB_RECIPIENT] = {"recipient", recipient_spec, IPC_SPEC_COUNT(recipient_spec)},
     [JOB_VERB_DATA] = {"data", data_spec, IPC_SPEC_COUNT(data_spec)},
-    [JOB_VERB_RUN] = {"run", run_spec, IPC_SPEC_COUNT(run_spec)},
+    [JOB_VERB_RUN] = {"run", job_id_spec, IPC_SPEC_COUNT(job_id_spec)},
+    [JOB_VERB_ACK] = {"ack", job_id_spec, IPC_SPEC_COUNT(job_id_spec)},
 };
 
 const char *job_proto_verb_name(enum job_verb verb)

@@ -1,7 +1,8 @@
 /* job_proto.h: the job protocol between qmgr and its delivery agents
  * (smtp, local), doc/delivery.md.  Both agents serve the same frames:
  *   job ; message ; recipient... ; data... ; [message ...] ; run
- * and answer with one "result" per recipient and one "done" per job.
+ * and answer with one "result" per recipient and one "done" per job;
+ * qmgr confirms each "done" with "ack" once the results are committed.
  * The strict specs and the answer encoders live here once, so the agents
  * cannot disagree about an attribute. */
 #ifndef TERN_JOB_PROTO_H
@@ -14,7 +15,15 @@
 #include "buf.h"
 #include "ipc.h"
 
-enum job_verb { JOB_VERB_JOB, JOB_VERB_MESSAGE, JOB_VERB_RECIPIENT, JOB_VERB_DATA, JOB_VERB_RUN, JOB_VERB_COUNT };
+enum job_verb {
+	JOB_VERB_JOB,
+	JOB_VERB_MESSAGE,
+	JOB_VERB_RECIPIENT,
+	JOB_VERB_DATA,
+	JOB_VERB_RUN,
+	JOB_VERB_ACK, /* qmgr has committed a job's results: they need not be kept */
+	JOB_VERB_COUNT
+};
 
 /* The verb's wire name and its strict spec. */
 const char *job_proto_verb_name(enum job_verb verb);

@@ -57,6 +57,7 @@ int ctl_list(const struct ctl_options *opts, int argc, char **argv);
 int ctl_pause_queue(const struct ctl_options *opts, int argc, char **argv);
 int ctl_resume_queue(const struct ctl_options *opts, int argc, char **argv);
 int ctl_schedule(const struct ctl_options *opts, int argc, char **argv);
+int ctl_set_queue(const struct ctl_options *opts, int argc, char **argv);
 int ctl_delete(const struct ctl_options *opts, int argc, char **argv);
 int ctl_queue_recover(const struct ctl_options *opts, int argc, char **argv);
 

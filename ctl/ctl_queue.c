@@ -461,6 +461,26 @@ int ctl_resume_queue(const struct ctl_options *opts, int argc, char **argv)
 	return queue_action(opts, "resume", argc, argv);
 }
 
+/* set queue --mode=backoff|normal domain/vmta */
+int ctl_set_queue(const struct ctl_options *opts, int argc, char **argv)
+{
+	static const char *const known[] = {"--mode", NULL};
+	const char *queue;
+	int status = operands(argc, argv, known, &queue, true);
+	if (status != CTL_EXIT_OK)
+		return status;
+	const char *mode = option(argc, argv, "--mode");
+	if (mode == NULL || (strcmp(mode, "backoff") != 0 && strcmp(mode, "normal") != 0))
+		return ctl_usage_error("--mode=backoff or --mode=normal is needed");
+	struct arg args[2] = {{IPC_ATTR_QUEUE, queue, 0}, {IPC_ATTR_QUEUE_MODE, mode, 0}};
+	struct reply r;
+	if ((status = request(opts, "set-mode", args, 2, &r)) != CTL_EXIT_OK)
+		return status;
+	status = print_done(opts, &r);
+	reply_free(&r);
+	return status;
+}
+
 int ctl_schedule(const struct ctl_options *opts, int argc, char **argv)
 {
 	return queue_action(opts, "schedule", argc, argv);

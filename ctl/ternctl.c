@@ -45,7 +45,7 @@ const struct ctl_command ctl_commands[] = {
      "accounting records waiting for acctd.",
      ctl_show_status, true, false},
     {"show queues", "[-c FILE] [--json] [--paused] [--errors] [domain/vmta]",
-     "Shows the queues with recipients: #rcpt, connections, state (pa paused, bo backoff), next retry and the "
+     "Shows the queues with recipients: #rcpt, connections, state (pa paused, bo backoff mode), next retry and the "
      "last error.  The queue may be a pattern: */*, domain/*.",
      ctl_show_queues, true, true},
     {"show topqueues", "[-c FILE] [--json]", "Shows the 20 queues with the most recipients.", ctl_show_topqueues, true,
@@ -60,6 +60,9 @@ const struct ctl_command ctl_commands[] = {
      true, false},
     {"resume queue", "[-c FILE] [--json] domain/vmta", "Lets paused queues deliver again.", ctl_resume_queue, true,
      false},
+    {"set queue", "[-c FILE] [--json] --mode=backoff|normal domain/vmta",
+     "Puts the matching queues into backoff mode (the backoff-* settings apply) or back into normal mode.",
+     ctl_set_queue, true, true},
     {"schedule", "[-c FILE] [--json] domain/vmta",
      "Retries the queues now: their back-off ends and deferred recipients are due at once.", ctl_schedule, true, false},
     {"delete", "[-c FILE] [--json] --queue=domain/vmta [--rcpt=ADDR] [--orig=ADDR] [--older-than=T] [--no-accounting]",

@@ -282,9 +282,17 @@ static bool on_run(struct local_client *c, const struct ipc_msg *m, struct buf *
 	return true;
 }
 
+/* qmgr committed the job's results.  The local agent keeps none: each
+ * result was sent once its file was on disk, and a result lost with qmgr
+ * leaves the recipient in flight until in-flight-grace (doc/queue.md). */
+static bool on_ack(struct local_client *c, const struct ipc_msg *m, struct buf *err)
+{
+	return true;
+}
+
 static bool (*const handlers[JOB_VERB_COUNT])(struct local_client *c, const struct ipc_msg *m, struct buf *err) = {
     [JOB_VERB_JOB] = on_job,   [JOB_VERB_MESSAGE] = on_message, [JOB_VERB_RECIPIENT] = on_recipient,
-    [JOB_VERB_DATA] = on_data, [JOB_VERB_RUN] = on_run,
+    [JOB_VERB_DATA] = on_data, [JOB_VERB_RUN] = on_run,         [JOB_VERB_ACK] = on_ack,
 };
 
 /* ---- connections ------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
  *   qmgr_smtp.c      the client of the job protocol (smtp, local)
  *   qmgr_local.c     which agent a queue's jobs go to (type file: local)
  *   qmgr_bounce.c    DSNs and bounce categories
+ *   qmgr_backoff.c   backoff mode: smtp-pattern-list, backoff-* settings
  *   qmgr_outbox.c    the client that hands accounting records to acctd
  *   qmgr_control.c   control requests relayed by master (ternctl)
  *   qmgr_main.c      the daemon and its offline modes (-C, -L, -B)
@@ -75,6 +76,10 @@ struct qmgr_rcpt {
 	int64_t next_attempt;  /* unix seconds; the due time while pending or deferred */
 	char *last_result;     /* NULL until the first attempt */
 	int64_t delay_notices; /* delay DSNs sent (NOTIFY=DELAY) */
+	int64_t in_flight;     /* the job it was handed to, 0 when none */
+	bool dsn_pending;      /* bounced; its DSN is not queued yet */
+	char *dsn_status;      /* bounced: the status and the server for */
+	char *remote_host;     /* its DSN (NULL when unknown) */
 };
 
 void qmgr_rcpt_free(struct qmgr_rcpt *r);
@@ -125,7 +130,8 @@ struct qmgr_queue_state {
 	bool paused;
 	bool backoff; /* mode: backoff instead of normal */
 	int64_t connections;
-	int64_t next_retry;
+	int64_t next_retry;    /* after a queue-level failure: no job before then */
+	int64_t backoff_until; /* backoff mode ends then; 0: not by time */
 };
 
 void qmgr_record_queue(struct buf *out, const struct qmgr_queue_state *q);
@@ -218,6 +224,11 @@ struct qmgr_outcome {
 	const char *rtype;            /* "d", "b", "t" or NULL for no record */
 	const struct ipc_msg *detail; /* smtp's result frame, or NULL */
 	int64_t delay_notices;        /* deferred: the new count, 0 to keep it */
+	int64_t job_id;               /* a replayed result: applied only while the
+	                               * recipient is in flight for this job */
+	bool not_attempted;           /* smtp gave it back unsent: no attempt counted */
+	bool dsn;                     /* bounced: a DSN is due; it stays pending (with
+	                               * the message) until qmgr_store_dsn_sent */
 };
 
 /* Like qmgr_store_update_rcpt with an outcome.  A recipient already
@@ -227,6 +238,34 @@ struct qmgr_outcome {
  * transaction. */
 enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, size_t index,
                                         const struct qmgr_outcome *o, int64_t now, bool *changed, struct buf *err);
+
+/* A recipient by its message and index. */
+struct qmgr_rcpt_ref {
+	char qid[QMGR_QID_SIZE];
+	size_t index;
+};
+
+/* Marks recipients as handed to job_id, in one transaction (not
+ * flushed): their due time becomes until, so that after a crash they
+ * wait for smtp's replayed results until then rather than being sent
+ * twice.  Final recipients are left alone. */
+enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
+                                                 int64_t job_id, int64_t until, int64_t now, struct buf *err);
+/* Counts one more start of qmgr and returns the count: job IDs made
+ * from it are unique across restarts. */
+enum qmgr_store_status qmgr_store_next_job_gen(struct qmgr_store *st, uint64_t *gen, struct buf *err);
+
+/* The DSN for a message's pending bounces is queued (dsn, or NULL when
+ * none is wanted: a null sender, NOTIFY): in one transaction the DSN is
+ * added as a new message (its ID in dsn_qid), the recipients' pending
+ * marks are cleared and the message is removed when it is done. */
+enum qmgr_store_status qmgr_store_dsn_sent(struct qmgr_store *st, const char *qid, const struct qmgr_incoming *dsn,
+                                           int64_t now, char dsn_qid[QMGR_QID_SIZE], struct buf *err);
+/* The messages with a pending DSN, and when their first bounce was. */
+typedef bool (*qmgr_dsn_fn)(void *ctx, const char *qid, int64_t since);
+bool qmgr_store_walk_dsns(struct qmgr_store *st, qmgr_dsn_fn fn, void *ctx, struct buf *err);
+/* Whether every recipient of the message is delivered or bounced. */
+bool qmgr_store_message_final(struct qmgr_store *st, const char *qid, bool *final, struct buf *err);
 
 /* Writes a queue's state, and a "tq" accounting record about it when
  * detail is given (a queue-level failure), in one transaction. */
@@ -280,6 +319,7 @@ enum qmgr_table {
 	QMGR_TABLE_DUE,
 	QMGR_TABLE_QUEUES,
 	QMGR_TABLE_OUTBOX,
+	QMGR_TABLE_DSNS,
 	QMGR_TABLE_COUNT
 };
 
@@ -325,6 +365,32 @@ void qmgr_enqueue_stop(struct qmgr_enqueue *eq);
 
 struct qmgr_sched;
 
+/* ---- backoff mode (qmgr_backoff.c) --------------------------------------- */
+
+enum qmgr_mode_action { QMGR_MODE_NONE, QMGR_MODE_BACKOFF, QMGR_MODE_NORMAL };
+
+struct qmgr_patterns;     /* every <smtp-pattern-list>, compiled */
+struct qmgr_pattern_list; /* one of them */
+
+/* What replaces a queue's settings in backoff mode. */
+struct qmgr_backoff_settings {
+	uint64_t max_out;                         /* backoff-max-smtp-out */
+	struct value_rate rate;                   /* backoff-max-msg-rate (else max-msg-rate) */
+	struct value_interval_list retry;         /* backoff-retry-after */
+	int64_t to_normal_after;                  /* backoff-to-normal-after, VALUE_NEVER */
+	bool to_normal_on_delivery;               /* backoff-to-normal-after-delivery */
+	char *notify;                             /* backoff-notify, comma-separated; NULL none */
+	const struct qmgr_pattern_list *patterns; /* smtp-pattern-list */
+};
+
+struct qmgr_patterns *qmgr_patterns_load(const struct conf *conf);
+void qmgr_patterns_free(struct qmgr_patterns *p);
+const struct qmgr_pattern_list *qmgr_patterns_find(const struct qmgr_patterns *p, const char *name);
+/* The mode action of the first rule matching a reply ("smtp;" stripped);
+ * *to_normal_after: the rule's backoff-to-normal-after, else -1. */
+enum qmgr_mode_action qmgr_patterns_match(const struct qmgr_pattern_list *l, const char *reply,
+                                          int64_t *to_normal_after);
+
 /* A queue as the scheduler holds it: state and resolved settings. */
 struct qmgr_squeue {
 	char *name; /* domain/vmta */
@@ -340,6 +406,7 @@ struct qmgr_squeue {
 	int64_t bounce_after;
 	int64_t delay_every; /* notify-of-delay-every, VALUE_NEVER for none */
 	bool local;          /* type file: jobs go to the local agent */
+	struct qmgr_backoff_settings backoff;
 	/* running */
 	uint64_t jobs;    /* connections in use */
 	int64_t next_due; /* cached earliest due time; 0 unknown, INT64_MAX none */
@@ -349,6 +416,18 @@ struct qmgr_squeue {
 	uint64_t delivered, bounced, deferred;
 	struct qmgr_squeue *next, *hash_next;
 };
+
+struct conf_settings;
+/* The backoff-* settings and the pattern list, from the queue's <domain>
+ * settings (after its normal ones). */
+void qmgr_backoff_configure(struct qmgr_squeue *q, const struct conf_settings *cs, const struct qmgr_patterns *p);
+/* The settings in force in the queue's mode. */
+uint64_t qmgr_backoff_max_out(const struct qmgr_squeue *q);
+const struct value_rate *qmgr_backoff_rate(const struct qmgr_squeue *q);
+const struct value_interval_list *qmgr_backoff_retry(const struct qmgr_squeue *q);
+struct qmgr_sched;
+/* Mails backoff-notify that the queue entered or left backoff mode. */
+void qmgr_backoff_notify(struct qmgr_sched *s, const struct conf *conf, const struct qmgr_squeue *q, const char *why);
 
 /* Traffic over the last 60 units (seconds or minutes): a ring of
  * buckets, each stamped with the unit it counts. */
@@ -383,10 +462,12 @@ struct qmgr_failure {
 	const struct ipc_msg *detail; /* smtp's result frame, or NULL */
 };
 
-/* Called before recipients of one message are marked bounced, to queue
- * one DSN listing them all; with delayed true, for a delay notice
- * (NOTIFY=DELAY). */
+/* Called before recipients of one message are deferred with a delay
+ * notice due (NOTIFY=DELAY), to queue one notice listing them all
+ * (delayed true). */
 typedef void (*qmgr_bounce_fn)(void *ctx, const char *qid, const struct qmgr_failure *failures, size_t n, bool delayed);
+/* Queues the one DSN for a message's pending bounces. */
+typedef void (*qmgr_dsn_flush_fn)(void *ctx, const char *qid);
 
 struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *st, const struct conf *conf,
                                     const char *spool, struct buf *err);
@@ -403,19 +484,25 @@ struct qmgr_squeue *qmgr_sched_find(struct qmgr_sched *s, const char *name);
 struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s);
 bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused);
 bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q);
+/* Backoff or normal mode, by hand (ternctl set queue --mode). */
+bool qmgr_sched_set_mode(struct qmgr_sched *s, struct qmgr_squeue *q, bool backoff, const char *why);
 struct qmgr_counters *qmgr_sched_counters(struct qmgr_sched *s);
 /* Counts traffic in the totals and the last minute and hour. */
 void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_t n);
 struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s);
-void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx);
+void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, qmgr_dsn_flush_fn flush, void *ctx);
 /* From the smtp client: a recipient's result, a job's end (m NULL: the
  * connection was lost), every job lost at once.  A bounce's result frame
  * is taken over (m left empty): the job's bounces are applied together
- * at its end, so a message gets one DSN for all of them. */
+ * at its end; their DSNs wait in the queue for the message's other
+ * failures (qmgr_bounce_flush). */
 void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m);
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
 struct qmgr_smtp;
 void qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent);
+/* A result smtp replays (on the enqueue socket) for a job it ran before
+ * qmgr restarted or lost the connection. */
+void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m);
 
 /* ---- the smtp client (qmgr_smtp.c) ----------------------------------------- */
 
@@ -437,6 +524,10 @@ bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const st
 bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
 void qmgr_smtp_end_message(struct qmgr_job_builder *b);
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
+/* The job was built without error and smtp is connected. */
+bool qmgr_smtp_can_run(const struct qmgr_job_builder *b);
+/* Decodes smtp's "result" frame (strict). */
+bool qmgr_smtp_decode_result(const void *payload, size_t len, struct ipc_msg *m, struct buf *err);
 
 /* ---- the local agent (qmgr_local.c) ----------------------------------------- */
 
@@ -454,6 +545,8 @@ struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sc
 void qmgr_bounce_free(struct qmgr_bounce *b);
 /* A reload: categories and host name from conf. */
 void qmgr_bounce_reload(struct qmgr_bounce *b, const struct conf *conf);
+/* Queues the DSN for the message's pending bounces (qmgr_store_dsn_sent). */
+void qmgr_bounce_flush(struct qmgr_bounce *b, const char *qid);
 /* bounceCat of a failure: the first rule matching the status or the
  * diagnostic. */
 void qmgr_bounce_category(const struct qmgr_bounce *b, const char *status, const char *diag, struct buf *out);

@@ -7,9 +7,11 @@
  *   human part, message/delivery-status and the original headers or the
  *   whole message (RET, else dsn-return-default of the message's source).
  *   Never for a null sender; NOTIFY=NEVER, or a NOTIFY without FAILURE,
- *   means none.  One DSN lists every recipient of a message that failed
- *   together (a job's results, a scheduler pass).  A DSN is queued as a new message with a null sender, so
- *   it can never cause another one. */
+ *   means none.  One DSN lists every pending bounce of a message
+ *   (qmgr_bounce_flush, when the scheduler says the message's failures
+ *   are in), and is queued in the transaction that clears them.  A DSN
+ *   is a new message with a null sender, so it can never cause another
+ *   one.  Delay notices (NOTIFY=DELAY) are queued at once (on_bounce). */
 #include "qmgr.h"
 
 #include <regex.h>
@@ -150,10 +152,10 @@ static void rfc5322_date(time_t t, struct buf *out)
 
 /* The status code: smtp's, or the one at the start of a local reason
  * ("expired: 4.4.7 ..."), or 5.0.0. */
-static void failure_status(const char *reason, const struct ipc_msg *detail, struct buf *out)
+static void failure_status(const char *reason, const char *status, struct buf *out)
 {
-	if (detail && ipc_msg_has(detail, IPC_ATTR_DSN_STATUS)) {
-		buf_puts(out, ipc_msg_str(detail, IPC_ATTR_DSN_STATUS));
+	if (status) {
+		buf_puts(out, status);
 		return;
 	}
 	const char *p = reason ? strchr(reason, ' ') : NULL;
@@ -167,7 +169,8 @@ static void failure_status(const char *reason, const struct ipc_msg *detail, str
 struct dsn_rcpt {
 	struct qmgr_rcpt r;
 	const char *reason;
-	const struct ipc_msg *detail;
+	const char *status;      /* smtp's, or NULL */
+	const char *remote_host; /* the server that refused, or NULL */
 };
 
 struct dsn_facts {
@@ -190,11 +193,11 @@ static void per_recipient(const struct dsn_rcpt *d, bool delayed, struct buf *ou
 			buf_printf(out, "Original-Recipient: rfc822; %s\r\n", d->r.orcpt);
 	}
 	struct buf status = BUF_INIT;
-	failure_status(d->reason, d->detail, &status);
+	failure_status(d->reason, d->status, &status);
 	buf_printf(out, "Action: %s\r\nStatus: %s\r\n", delayed ? "delayed" : "failed", buf_cstr(&status));
 	buf_free(&status);
-	if (d->detail && ipc_msg_has(d->detail, IPC_ATTR_REMOTE_HOST))
-		buf_printf(out, "Remote-MTA: dns; %s\r\n", ipc_msg_str(d->detail, IPC_ATTR_REMOTE_HOST));
+	if (d->remote_host)
+		buf_printf(out, "Remote-MTA: dns; %s\r\n", d->remote_host);
 	if (d->reason && strncmp(d->reason, "smtp;", 5) == 0)
 		buf_printf(out, "Diagnostic-Code: smtp; %s\r\n", d->reason + 5);
 	else if (d->reason)
@@ -276,6 +279,85 @@ static void log_queued(const struct dsn_facts *f, const char *dsn_qid, const cha
 	buf_free(&list);
 }
 
+/* The DSN as a message from <> to the sender; false (err) when it
+ * cannot be built. */
+static bool make_dsn(struct qmgr_bounce *b, const struct dsn_facts *f, struct qmgr_incoming *in, struct buf *err)
+{
+	struct buf original = BUF_INIT, frame = BUF_INIT;
+	memset(in, 0, sizeof(*in));
+	if (!qmgr_store_read_body(b->st, f->qid, &original, err)) {
+		buf_free(&original);
+		return false;
+	}
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "enqueue");
+	ipc_put_str(&w, IPC_ATTR_SENDER, "");
+	ipc_put_str(&w, IPC_ATTR_SRC_TYPE, "dsn");
+	bool ok = ipc_write_end(&w, err) &&
+	          qmgr_envelope_decode(frame.data + IPC_FRAME_HEADER, frame.len - IPC_FRAME_HEADER, &in->envelope, err);
+	in->rcpts = mem_zalloc(sizeof(*in->rcpts));
+	in->rcpts[0].address = mem_strdup(ipc_msg_str(f->env, IPC_ATTR_SENDER));
+	in->nrcpt = 1;
+	build_dsn(b, f, &original, return_full(b, f->env), &in->body);
+	buf_free(&frame);
+	buf_free(&original);
+	return ok;
+}
+
+/* The message's pending bounces get their DSN: one for all of them (those
+ * whose NOTIFY and sender want one), queued in the transaction that
+ * clears their marks. */
+void qmgr_bounce_flush(struct qmgr_bounce *b, const char *qid)
+{
+	struct ipc_msg env;
+	bool found;
+	struct buf err = BUF_INIT, queue = BUF_INIT;
+	char dsn_qid[QMGR_QID_SIZE];
+	if (!qmgr_store_get_message(b->st, qid, &env, &found, &err)) {
+		if (!found && qmgr_store_dsn_sent(b->st, qid, NULL, time(NULL), dsn_qid, &err) != QMGR_STORE_OK)
+			log_error("%s: %s", qid, buf_cstr(&err));
+		buf_free(&err);
+		return;
+	}
+	int64_t count = ipc_msg_int(&env, IPC_ATTR_RCPT_COUNT);
+	struct dsn_rcpt *rcpts = mem_reallocarray(NULL, count > 0 ? (size_t)count : 1, sizeof(*rcpts));
+	size_t n = 0;
+	for (int64_t i = 0; i < count; i++) {
+		struct dsn_rcpt *d = &rcpts[n];
+		if (!qmgr_store_get_rcpt(b->st, qid, (size_t)i, &d->r, &found, &err))
+			continue;
+		if (!d->r.dsn_pending || !wants_notice(&env, &d->r, false)) {
+			qmgr_rcpt_free(&d->r);
+			continue;
+		}
+		d->reason = d->r.last_result;
+		d->status = d->r.dsn_status;
+		d->remote_host = d->r.remote_host;
+		n++;
+	}
+	buf_reset(&err);
+	struct dsn_facts f = {&env, qid, rcpts, n, false};
+	struct qmgr_incoming in = {0};
+	const char *sender = ipc_msg_str(&env, IPC_ATTR_SENDER);
+	bool ok = n == 0 || (make_dsn(b, &f, &in, &err) && qmgr_queue_name(sender, NULL, &queue, &err));
+	if (ok && qmgr_store_dsn_sent(b->st, qid, n ? &in : NULL, time(NULL), dsn_qid, &err) == QMGR_STORE_OK) {
+		if (n > 0) {
+			log_queued(&f, dsn_qid, sender);
+			qmgr_sched_queued(b->sched, buf_cstr(&queue), 1);
+		}
+	} else {
+		log_error("%s: cannot queue the DSN to <%s>: %s", qid, sender, buf_cstr(&err));
+	}
+	qmgr_incoming_free(&in);
+	for (size_t i = 0; i < n; i++)
+		qmgr_rcpt_free(&rcpts[i].r);
+	free(rcpts);
+	ipc_msg_free(&env);
+	buf_free(&err);
+	buf_free(&queue);
+}
+
 static void queue_dsn(struct qmgr_bounce *b, const struct dsn_facts *f)
 {
 	struct buf original = BUF_INIT, err = BUF_INIT;
@@ -341,7 +423,8 @@ static void on_bounce(void *ctx, const char *qid, const struct qmgr_failure *fai
 			continue;
 		}
 		d->reason = failures[i].reason;
-		d->detail = failures[i].detail;
+		d->status = failures[i].detail ? ipc_msg_str(failures[i].detail, IPC_ATTR_DSN_STATUS) : NULL;
+		d->remote_host = failures[i].detail ? ipc_msg_str(failures[i].detail, IPC_ATTR_REMOTE_HOST) : NULL;
 		count++;
 	}
 	struct dsn_facts f = {&env, qid, rcpts, count, delayed};
@@ -352,6 +435,11 @@ static void on_bounce(void *ctx, const char *qid, const struct qmgr_failure *fai
 	free(rcpts);
 	ipc_msg_free(&env);
 	buf_free(&err);
+}
+
+static void on_flush(void *ctx, const char *qid)
+{
+	qmgr_bounce_flush(ctx, qid);
 }
 
 static void free_rules(struct qmgr_bounce *b)
@@ -394,7 +482,7 @@ struct qmgr_bounce *qmgr_bounce_new(struct qmgr_store *st, struct qmgr_sched *sc
 	load_rules(b);
 	load_host(b);
 	if (sched)
-		qmgr_sched_set_bounce(sched, on_bounce, b);
+		qmgr_sched_set_bounce(sched, on_bounce, on_flush, b);
 	return b;
 }
 

@@ -8,6 +8,7 @@
  *   qmgr.show-domains                                       "domain" frames
  *   qmgr.list queue=D/V [recipient=] [sender=] [max_items=N]  "rcpt" frames
  *   qmgr.pause | qmgr.resume | qmgr.schedule queue=PATTERN
+ *   qmgr.set-mode queue=PATTERN queue_mode=backoff|normal
  *   qmgr.delete queue=PATTERN [recipient=] [sender=] [older_than=S]
  *               [no_accounting=1]
  *   qmgr.status                 one "status" frame, "traffic" frames (hour,
@@ -40,10 +41,10 @@ struct qmgr_control {
 };
 
 static const struct ipc_spec request_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},       {IPC_ATTR_ROLE, IPC_OPTIONAL},   {IPC_ATTR_QUEUE, IPC_OPTIONAL},
-    {IPC_ATTR_PAUSED, IPC_OPTIONAL},        {IPC_ATTR_ERRORS, IPC_OPTIONAL}, {IPC_ATTR_MAX_ITEMS, IPC_OPTIONAL},
-    {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},     {IPC_ATTR_SENDER, IPC_OPTIONAL}, {IPC_ATTR_OLDER_THAN, IPC_OPTIONAL},
-    {IPC_ATTR_NO_ACCOUNTING, IPC_OPTIONAL},
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},       {IPC_ATTR_ROLE, IPC_OPTIONAL},       {IPC_ATTR_QUEUE, IPC_OPTIONAL},
+    {IPC_ATTR_PAUSED, IPC_OPTIONAL},        {IPC_ATTR_ERRORS, IPC_OPTIONAL},     {IPC_ATTR_MAX_ITEMS, IPC_OPTIONAL},
+    {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},     {IPC_ATTR_SENDER, IPC_OPTIONAL},     {IPC_ATTR_OLDER_THAN, IPC_OPTIONAL},
+    {IPC_ATTR_NO_ACCOUNTING, IPC_OPTIONAL}, {IPC_ATTR_QUEUE_MODE, IPC_OPTIONAL},
 };
 
 /* ---- frames ---------------------------------------------------------------------- */
@@ -84,12 +85,12 @@ static void put_queue(struct buf *out, const struct qmgr_squeue *q)
 	ipc_put_int(&w, IPC_ATTR_PAUSED, q->state.paused);
 	ipc_put_str(&w, IPC_ATTR_QUEUE_MODE, q->state.backoff ? "backoff" : "normal");
 	ipc_put_int(&w, IPC_ATTR_CONNECTIONS, (int64_t)q->jobs);
-	ipc_put_int(&w, IPC_ATTR_NEXT_RETRY, q->state.backoff ? q->state.next_retry : 0);
+	ipc_put_int(&w, IPC_ATTR_NEXT_RETRY, q->state.next_retry);
 	ipc_put_int(&w, IPC_ATTR_DELIVERED, (int64_t)q->delivered);
 	ipc_put_int(&w, IPC_ATTR_BOUNCED, (int64_t)q->bounced);
 	ipc_put_int(&w, IPC_ATTR_DEFERRED, (int64_t)q->deferred);
 	ipc_put_int(&w, IPC_ATTR_PRIORITY, (int64_t)q->priority);
-	if (q->last_error && q->state.backoff)
+	if (q->last_error && q->state.next_retry)
 		ipc_put_str(&w, IPC_ATTR_REASON, q->last_error);
 	frame_end(&w);
 }
@@ -109,7 +110,7 @@ static void show_queues(struct qmgr_control *ctl, const struct ipc_msg *m, struc
 	put_reply(out, 0, "ok");
 	for (struct qmgr_squeue *q = qmgr_sched_first(ctl->sched); q; q = q->next) {
 		if (!matches(pattern, q->name) || (paused_only && !q->state.paused) ||
-		    (errors_only && !q->state.backoff))
+		    (errors_only && !q->state.next_retry))
 			continue;
 		/* an empty, quiet queue is not worth a line unless named */
 		if (pattern == NULL && q->rcpts == 0 && q->jobs == 0 && !q->state.paused)
@@ -428,8 +429,9 @@ static size_t delete_in(struct qmgr_control *ctl, struct qmgr_squeue *q, const s
 	if (!qmgr_store_walk_queue(st, q->name, visit_rcpt, &w, &err))
 		log_error("delete in %s: %s", q->name, buf_cstr(&err));
 	bool accounting = ipc_msg_int(m, IPC_ATTR_NO_ACCOUNTING) == 0;
-	struct qmgr_outcome o = {QMGR_RCPT_BOUNCED,       0,    "deleted: 5.0.0 deleted by the operator",
-	                         accounting ? "b" : NULL, NULL, 0};
+	struct qmgr_outcome o = {.state = QMGR_RCPT_BOUNCED,
+	                         .result = "deleted: 5.0.0 deleted by the operator",
+	                         .rtype = accounting ? "b" : NULL};
 	size_t deleted = 0, step = QMGR_QID_SIZE + sizeof(size_t);
 	for (size_t i = 0; i < w.chosen; i++) {
 		const char *qid = w.keys.data + i * step;
@@ -452,13 +454,18 @@ static size_t delete_in(struct qmgr_control *ctl, struct qmgr_squeue *q, const s
 
 /* ---- pause, resume, schedule, delete ---------------------------------------------- */
 
-enum action { PAUSE, RESUME, SCHEDULE, DELETE };
+enum action { PAUSE, RESUME, SCHEDULE, DELETE, SET_MODE };
 
 static void act(struct qmgr_control *ctl, enum action a, const struct ipc_msg *m, struct buf *out)
 {
 	const char *pattern = ipc_msg_str(m, IPC_ATTR_QUEUE);
 	if (pattern == NULL) {
 		put_reply(out, 1, "which queue? (domain/vmta, */*, domain/*)");
+		return;
+	}
+	const char *mode = ipc_msg_str(m, IPC_ATTR_QUEUE_MODE);
+	if (a == SET_MODE && (mode == NULL || (strcmp(mode, "backoff") != 0 && strcmp(mode, "normal") != 0))) {
+		put_reply(out, 1, "which mode? (--mode=backoff or --mode=normal)");
 		return;
 	}
 	size_t queues = 0, rcpts = 0;
@@ -471,17 +478,21 @@ static void act(struct qmgr_control *ctl, enum action a, const struct ipc_msg *m
 			ok = qmgr_sched_set_paused(ctl->sched, q, a == PAUSE) && ok;
 		else if (a == SCHEDULE)
 			ok = qmgr_sched_retry_now(ctl->sched, q) && ok;
+		else if (a == SET_MODE)
+			ok = qmgr_sched_set_mode(ctl->sched, q, strcmp(mode, "backoff") == 0, "set by the operator") &&
+			     ok;
 		else
 			rcpts += delete_in(ctl, q, m);
 	}
 	struct buf reason = BUF_INIT;
-	static const char *const done[] = {"paused", "resumed", "scheduled", "searched"};
+	static const char *const done[] = {"paused", "resumed", "scheduled", "searched", "set to "};
 	if (queues == 0)
 		buf_printf(&reason, "no queue matches %s", pattern);
 	else if (a == DELETE)
 		buf_printf(&reason, "%zu recipients deleted", rcpts);
 	else
-		buf_printf(&reason, "%zu queue%s %s", queues, queues == 1 ? "" : "s", done[a]);
+		buf_printf(&reason, "%zu queue%s %s%s", queues, queues == 1 ? "" : "s", done[a],
+		           a == SET_MODE ? mode : "");
 	put_reply(out, queues == 0 || !ok ? 1 : 0, buf_cstr(&reason));
 	buf_free(&reason);
 }
@@ -524,6 +535,8 @@ void qmgr_control_handle(struct qmgr_control *ctl, const char *verb, const void 
 		act(ctl, SCHEDULE, &m, out);
 	} else if (strcmp(v, "delete") == 0) {
 		act(ctl, DELETE, &m, out);
+	} else if (strcmp(v, "set-mode") == 0) {
+		act(ctl, SET_MODE, &m, out);
 	} else {
 		buf_printf(&err, "qmgr has no request \"%s\"", v);
 		put_reply(out, 1, buf_cstr(&err));

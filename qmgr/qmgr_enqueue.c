@@ -163,6 +163,16 @@ static void reply_ok(struct client *c)
 	buf_free(&frame);
 }
 
+static void reply_status(struct client *c, int status)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_int(&w, IPC_ATTR_STATUS, status);
+	send_frame(c, &w, &frame);
+	buf_free(&frame);
+}
+
 static void reply_error(struct client *c, int status, const char *reason)
 {
 	struct buf frame = BUF_INIT;
@@ -282,6 +292,7 @@ static bool on_data(struct client *c, struct buf *err)
 }
 
 static void on_durable(void *ctx, bool ok, const char *reason);
+static void process_input(struct client *c);
 
 /* The scheduler learns of the queues a new message went to. */
 static void announce_queues(struct client *c)
@@ -378,6 +389,45 @@ void qmgr_enqueue_set_control(struct qmgr_enqueue *eq, struct qmgr_control *ctl)
 	eq->control = ctl;
 }
 
+/* smtp replays results of jobs it ran while qmgr was away: "result"
+ * frames, then "replay-end", answered with status 250 once they are
+ * durable (smtp keeps them until then; applying one twice is harmless). */
+static bool on_replay_result(struct client *c, struct buf *err)
+{
+	struct ipc_msg m;
+	bool ok = qmgr_smtp_decode_result(c->payload.data, c->payload.len, &m, err);
+	if (ok && c->eq->sched)
+		qmgr_sched_replay(c->eq->sched, &m);
+	ipc_msg_free(&m);
+	return ok;
+}
+
+static void on_replay_durable(void *ctx, bool ok, const char *reason)
+{
+	struct client *c = ctx;
+	c->state = WANT_ENVELOPE;
+	if (ok)
+		reply_status(c, 250);
+	else
+		reply_error(c, 451, "4.3.0 Queue write failed, try again later");
+	if (c->bev == NULL) {
+		client_free(c);
+		return;
+	}
+	if (!c->processing)
+		process_input(c);
+}
+
+static bool on_replay_end(struct client *c)
+{
+	c->state = WANT_FLUSH;
+	if (c->eq->flusher)
+		qmgr_flusher_wait(c->eq->flusher, on_replay_durable, c);
+	else
+		on_replay_durable(c, true, NULL);
+	return true;
+}
+
 /* Which verbs each state accepts. */
 static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 {
@@ -387,6 +437,10 @@ static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 			return on_envelope(c, err);
 		if (strncmp(verb, "qmgr.", 5) == 0 && c->eq->control)
 			return on_control(c, verb);
+		if (strcmp(verb, "result") == 0)
+			return on_replay_result(c, err);
+		if (strcmp(verb, "replay-end") == 0)
+			return on_replay_end(c);
 		break;
 	case WANT_RCPT:
 		if (strcmp(verb, "rcpt") == 0)

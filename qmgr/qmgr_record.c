@@ -36,13 +36,13 @@ static const struct ipc_spec rcpt_spec[] = {
     {IPC_ATTR_RECIPIENT, IPC_REQUIRED},    {IPC_ATTR_ORCPT, IPC_OPTIONAL},       {IPC_ATTR_NOTIFY, IPC_OPTIONAL},
     {IPC_ATTR_QUEUE, IPC_REQUIRED},        {IPC_ATTR_RCPT_STATE, IPC_REQUIRED},  {IPC_ATTR_ATTEMPTS, IPC_REQUIRED},
     {IPC_ATTR_NEXT_ATTEMPT, IPC_REQUIRED}, {IPC_ATTR_LAST_RESULT, IPC_OPTIONAL}, {IPC_ATTR_DELAY_NOTICES, IPC_OPTIONAL},
+    {IPC_ATTR_IN_FLIGHT, IPC_OPTIONAL},    {IPC_ATTR_DSN_PENDING, IPC_OPTIONAL}, {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},
+    {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL},
 };
 
 static const struct ipc_spec queue_spec[] = {
-    {IPC_ATTR_QUEUE_MODE, IPC_REQUIRED},
-    {IPC_ATTR_PAUSED, IPC_REQUIRED},
-    {IPC_ATTR_CONNECTIONS, IPC_REQUIRED},
-    {IPC_ATTR_NEXT_RETRY, IPC_REQUIRED},
+    {IPC_ATTR_QUEUE_MODE, IPC_REQUIRED}, {IPC_ATTR_PAUSED, IPC_REQUIRED},        {IPC_ATTR_CONNECTIONS, IPC_REQUIRED},
+    {IPC_ATTR_NEXT_RETRY, IPC_REQUIRED}, {IPC_ATTR_BACKOFF_UNTIL, IPC_OPTIONAL},
 };
 
 static const struct ipc_spec outbox_spec[] = {
@@ -107,6 +107,8 @@ void qmgr_rcpt_free(struct qmgr_rcpt *r)
 	free(r->notify);
 	free(r->queue);
 	free(r->last_result);
+	free(r->dsn_status);
+	free(r->remote_host);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -255,6 +257,12 @@ void qmgr_record_rcpt(struct buf *out, const struct qmgr_rcpt *r)
 	put_opt_str(&w, IPC_ATTR_LAST_RESULT, r->last_result);
 	if (r->delay_notices > 0)
 		ipc_put_int(&w, IPC_ATTR_DELAY_NOTICES, r->delay_notices);
+	if (r->in_flight != 0)
+		ipc_put_int(&w, IPC_ATTR_IN_FLIGHT, r->in_flight);
+	if (r->dsn_pending)
+		ipc_put_int(&w, IPC_ATTR_DSN_PENDING, 1);
+	put_opt_str(&w, IPC_ATTR_DSN_STATUS, r->dsn_status);
+	put_opt_str(&w, IPC_ATTR_REMOTE_HOST, r->remote_host);
 	record_end(&w, out);
 }
 
@@ -276,6 +284,10 @@ bool qmgr_record_rcpt_decode(const void *v, size_t len, struct qmgr_rcpt *r, str
 		r->next_attempt = ipc_msg_int(&m, IPC_ATTR_NEXT_ATTEMPT);
 		r->last_result = dup_opt(&m, IPC_ATTR_LAST_RESULT);
 		r->delay_notices = ipc_msg_int(&m, IPC_ATTR_DELAY_NOTICES);
+		r->in_flight = ipc_msg_int(&m, IPC_ATTR_IN_FLIGHT);
+		r->dsn_pending = ipc_msg_int(&m, IPC_ATTR_DSN_PENDING) != 0;
+		r->dsn_status = dup_opt(&m, IPC_ATTR_DSN_STATUS);
+		r->remote_host = dup_opt(&m, IPC_ATTR_REMOTE_HOST);
 	}
 	ipc_msg_free(&m);
 	return ok;
@@ -291,6 +303,8 @@ void qmgr_record_queue(struct buf *out, const struct qmgr_queue_state *q)
 	ipc_put_int(&w, IPC_ATTR_PAUSED, q->paused);
 	ipc_put_int(&w, IPC_ATTR_CONNECTIONS, q->connections);
 	ipc_put_int(&w, IPC_ATTR_NEXT_RETRY, q->next_retry);
+	if (q->backoff_until)
+		ipc_put_int(&w, IPC_ATTR_BACKOFF_UNTIL, q->backoff_until);
 	record_end(&w, out);
 }
 
@@ -308,6 +322,7 @@ bool qmgr_record_queue_decode(const void *v, size_t len, struct qmgr_queue_state
 	q->paused = ipc_msg_int(&m, IPC_ATTR_PAUSED) != 0;
 	q->connections = ipc_msg_int(&m, IPC_ATTR_CONNECTIONS);
 	q->next_retry = ipc_msg_int(&m, IPC_ATTR_NEXT_RETRY);
+	q->backoff_until = ipc_msg_int(&m, IPC_ATTR_BACKOFF_UNTIL);
 	ipc_msg_free(&m);
 	return ok;
 }

@@ -10,9 +10,13 @@
  * Every result is applied in one transaction with its accounting record
  * (qmgr_store_apply).  A recipient is delivered at most once by qmgr's
  * choice: it is never in two jobs at once, and a final state is never
- * changed.  The one window left is a crash of qmgr between smtp's
- * delivery and the commit of its result: that recipient is still pending
- * at restart and is sent again (at least once, never lost). */
+ * changed.  Before a job goes to smtp its recipients are marked in flight
+ * (job ID, and a due time in-flight-grace ahead) in the database, so a
+ * qmgr that restarts, or loses its smtp connection, does not send them
+ * again while smtp may still be delivering them: smtp replays its results
+ * (qmgr_sched_replay), which count while the recipient is still in flight
+ * for that job.  Only a recipient whose smtp died mid-transaction is sent
+ * again, once the grace period is over. */
 #include "qmgr.h"
 
 #include <inttypes.h>
@@ -33,6 +37,9 @@
 #define JOB_MAX_MSGS 100
 #define JOB_MAX_BYTES (16u * 1024 * 1024)
 #define HASH_BUCKETS 4096
+/* The bounces of a message that come within this long of its first one
+ * share one DSN (sooner when no recipient of it is left waiting). */
+#define DSN_GROUP_SECS 10
 
 struct qmgr_sched {
 	struct event_base *base;
@@ -50,11 +57,17 @@ struct qmgr_sched {
 	struct inflight *inflight[HASH_BUCKETS];   /* recipients in jobs */
 	struct job *jobs;
 	int64_t next_job_id;
+	int64_t grace;                           /* in-flight-grace */
+	struct qmgr_patterns *patterns;          /* <smtp-pattern-list> blocks */
+	uint64_t mark_jobs, mark_rcpts, mark_us; /* what marking in flight cost */
 	uint64_t total_max_out;
 	uint64_t jobs_running;
 	struct qmgr_counters counters;
 	qmgr_bounce_fn bounce;
+	qmgr_dsn_flush_fn dsn_flush;
 	void *bounce_ctx;
+	struct dsn_wait *dsn_waits;              /* messages with a pending DSN */
+	struct dsn_wait *dsn_hash[HASH_BUCKETS]; /* the same, by queue ID */
 	bool loaded;
 };
 
@@ -65,6 +78,13 @@ struct inflight {
 	struct inflight *next;
 };
 
+/* A message whose bounces wait for their DSN (dsns.db in the database). */
+struct dsn_wait {
+	char qid[QMGR_QID_SIZE];
+	int64_t since;
+	struct dsn_wait *next, *hash_next;
+};
+
 struct job_rcpt {
 	char qid[QMGR_QID_SIZE];
 	size_t index;
@@ -72,8 +92,8 @@ struct job_rcpt {
 	bool answered;
 };
 
-/* A bounce waiting for the job's end, so that the recipients of one
- * message that fail together get one DSN. */
+/* A bounce waiting for the job's end (or the end of a scheduler pass,
+ * for expiries), applied with the job's other bounces. */
 struct job_bounce {
 	char qid[QMGR_QID_SIZE];
 	size_t index;
@@ -163,6 +183,7 @@ static void queue_configure(struct qmgr_sched *s, struct qmgr_squeue *q)
 		q->retry.count = 1;
 		q->retry.seconds[0] = 600;
 	}
+	qmgr_backoff_configure(q, cs, s->patterns);
 	conf_settings_free(cs);
 	free(domain);
 }
@@ -272,10 +293,65 @@ static bool save_queue(struct qmgr_sched *s, struct qmgr_squeue *q, const struct
  * interval, and the last one repeats. */
 static int64_t retry_interval(const struct qmgr_squeue *q, uint64_t failures)
 {
+	const struct value_interval_list *retry = qmgr_backoff_retry(q);
 	size_t i = failures == 0 ? 0 : failures - 1;
-	if (i >= q->retry.count)
-		i = q->retry.count - 1;
-	return q->retry.seconds[i];
+	if (i >= retry->count)
+		i = retry->count - 1;
+	return retry->seconds[i];
+}
+
+/* ---- mode ------------------------------------------------------------------- */
+
+static bool save_queue(struct qmgr_sched *s, struct qmgr_squeue *q, const struct ipc_msg *detail, const char *reason);
+
+/* Enters or leaves backoff mode; to_normal_after (seconds, -1 for the
+ * queue's backoff-to-normal-after) bounds a backoff. */
+static bool set_mode(struct qmgr_sched *s, struct qmgr_squeue *q, bool backoff, int64_t to_normal_after,
+                     const char *why)
+{
+	if (to_normal_after < 0)
+		to_normal_after = q->backoff.to_normal_after;
+	int64_t until = backoff && to_normal_after != VALUE_NEVER ? time(NULL) + to_normal_after : 0;
+	if (q->state.backoff == backoff && q->state.backoff_until == until)
+		return true;
+	bool changed = q->state.backoff != backoff;
+	q->state.backoff = backoff;
+	q->state.backoff_until = until;
+	if (changed) {
+		log_info("queue %s: %s backoff mode%s%s", q->name, backoff ? "enters" : "leaves", why ? ": " : "",
+		         why ? why : "");
+		qmgr_backoff_notify(s, s->conf, q, why);
+	}
+	q->next_due = 0;
+	qmgr_sched_kick(s);
+	return save_queue(s, q, NULL, NULL);
+}
+
+/* A reply smtp reported for the queue: its smtp-pattern-list may switch
+ * the mode; a delivery ends backoff with
+ * backoff-to-normal-after-delivery. */
+static void observe_reply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *reply, bool delivered)
+{
+	int64_t after;
+	enum qmgr_mode_action a = qmgr_patterns_match(q->backoff.patterns, reply, &after);
+	if (a == QMGR_MODE_BACKOFF)
+		set_mode(s, q, true, after, reply);
+	else if (a == QMGR_MODE_NORMAL && q->state.backoff)
+		set_mode(s, q, false, -1, reply);
+	else if (delivered && q->state.backoff && q->backoff.to_normal_on_delivery)
+		set_mode(s, q, false, -1, "a delivery (backoff-to-normal-after-delivery)");
+}
+
+/* backoff-to-normal-after has passed. */
+static void check_backoff_end(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+{
+	if (q->state.backoff && q->state.backoff_until && now >= q->state.backoff_until)
+		set_mode(s, q, false, -1, "backoff-to-normal-after");
+}
+
+bool qmgr_sched_set_mode(struct qmgr_sched *s, struct qmgr_squeue *q, bool backoff, const char *why)
+{
+	return set_mode(s, q, backoff, -1, why);
 }
 
 static bool expired(const struct qmgr_squeue *q, int64_t received, int64_t now)
@@ -285,7 +361,73 @@ static bool expired(const struct qmgr_squeue *q, int64_t received, int64_t now)
 
 /* ---- applying outcomes ------------------------------------------------------- */
 
-/* Records an outcome; the caller has queued its DSN, if any, first. */
+/* ---- DSNs waiting for their message's other failures ------------------------- */
+
+static struct dsn_wait **dsn_wait_slot(struct qmgr_sched *s, const char *qid)
+{
+	struct dsn_wait **p = &s->dsn_hash[hash_str(qid, 0)];
+	while (*p && strcmp((*p)->qid, qid) != 0)
+		p = &(*p)->hash_next;
+	return p;
+}
+
+static void dsn_wait_add(struct qmgr_sched *s, const char *qid, int64_t since)
+{
+	struct dsn_wait **slot = dsn_wait_slot(s, qid);
+	if (*slot)
+		return;
+	struct dsn_wait *w = mem_zalloc(sizeof(*w));
+	memcpy(w->qid, qid, QMGR_QID_SIZE);
+	w->since = since;
+	w->next = s->dsn_waits;
+	s->dsn_waits = w;
+	*slot = w;
+}
+
+static void dsn_wait_unhash(struct qmgr_sched *s, struct dsn_wait *w)
+{
+	struct dsn_wait **slot = dsn_wait_slot(s, w->qid);
+	if (*slot == w)
+		*slot = w->hash_next;
+}
+
+static bool dsn_ready(struct qmgr_sched *s, const struct dsn_wait *w, int64_t now)
+{
+	if (now - w->since >= DSN_GROUP_SECS)
+		return true;
+	bool final = false;
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_message_final(s->st, w->qid, &final, &err))
+		log_error("%s: %s", w->qid, buf_cstr(&err));
+	buf_free(&err);
+	return final;
+}
+
+/* Queues the DSNs whose messages have no recipient left waiting, or
+ * whose first bounce is DSN_GROUP_SECS old. */
+static void dsn_flush_due(struct qmgr_sched *s, int64_t now)
+{
+	for (struct dsn_wait **p = &s->dsn_waits; *p;) {
+		struct dsn_wait *w = *p;
+		if (!dsn_ready(s, w, now)) {
+			p = &w->next;
+			continue;
+		}
+		*p = w->next;
+		dsn_wait_unhash(s, w);
+		if (s->dsn_flush)
+			s->dsn_flush(s->bounce_ctx, w->qid);
+		free(w);
+	}
+}
+
+static bool load_dsn_wait(void *ctx, const char *qid, int64_t since)
+{
+	dsn_wait_add(ctx, qid, since);
+	return true;
+}
+
+/* Records an outcome; a bounce's DSN becomes pending with it. */
 static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
                           const struct qmgr_outcome *o)
 {
@@ -307,6 +449,8 @@ static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const cha
 		} else if (o->state == QMGR_RCPT_BOUNCED) {
 			s->counters.bounced++;
 			q->bounced++;
+			if (o->dsn)
+				dsn_wait_add(s, qid, now);
 		} else {
 			s->counters.deferred++;
 			q->deferred++;
@@ -317,17 +461,19 @@ static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const cha
 	buf_free(&err);
 }
 
-/* A bounce first gets its DSN queued, then the state change: a crash
- * in between may send the DSN twice, never lose it. */
+/* A bounce's DSN is pending in the same transaction as the bounce
+ * (queued later with the message's other failures: dsn_flush_due).  A
+ * delay notice is queued first, then the deferral: a crash in between
+ * may send it twice, never lose it. */
 static void apply(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
                   const struct qmgr_outcome *o)
 {
 	struct qmgr_failure f = {index, o->result, o->detail};
-	if (o->state == QMGR_RCPT_BOUNCED && s->bounce)
-		s->bounce(s->bounce_ctx, qid, &f, 1, false);
+	struct qmgr_outcome with_dsn = *o;
+	with_dsn.dsn = o->state == QMGR_RCPT_BOUNCED;
 	if (o->state == QMGR_RCPT_DEFERRED && o->delay_notices > 0 && s->bounce)
 		s->bounce(s->bounce_ctx, qid, &f, 1, true);
-	apply_outcome(s, q, qid, index, o);
+	apply_outcome(s, q, qid, index, &with_dsn);
 }
 
 /* Keeps a bounce (reason copied, detail taken over) for the job's end. */
@@ -346,28 +492,21 @@ static void job_add_bounce(struct job *j, const char *qid, size_t index, const c
 	}
 }
 
-/* The bounces of one message (from first on, in the order they came):
- * one DSN for all, then each state change. */
+/* The bounces of one message (from first on, in the order they came),
+ * each with its DSN pending. */
 static void flush_message_bounces(struct qmgr_sched *s, struct job *j, size_t first, bool *done)
 {
 	const char *qid = j->bounces[first].qid;
-	struct qmgr_failure *f = mem_reallocarray(NULL, j->nbounce - first, sizeof(*f));
-	size_t n = 0;
-	for (size_t i = first; i < j->nbounce; i++) {
-		struct job_bounce *b = &j->bounces[i];
-		if (done[i] || strcmp(b->qid, qid) != 0)
-			continue;
-		f[n++] = (struct qmgr_failure){b->index, b->reason, b->has_detail ? &b->detail : NULL};
-	}
-	if (s->bounce)
-		s->bounce(s->bounce_ctx, qid, f, n, false);
-	free(f);
 	for (size_t i = first; i < j->nbounce; i++) {
 		struct job_bounce *b = &j->bounces[i];
 		if (done[i] || strcmp(b->qid, qid) != 0)
 			continue;
 		done[i] = true;
-		struct qmgr_outcome o = {QMGR_RCPT_BOUNCED, 0, b->reason, "b", b->has_detail ? &b->detail : NULL, 0};
+		struct qmgr_outcome o = {.state = QMGR_RCPT_BOUNCED,
+		                         .result = b->reason,
+		                         .rtype = "b",
+		                         .detail = b->has_detail ? &b->detail : NULL,
+		                         .dsn = true};
 		apply_outcome(s, j->queue, b->qid, b->index, &o);
 		inflight_remove(s, b->qid, b->index);
 	}
@@ -439,6 +578,41 @@ static struct job_rcpt *job_rcpt_find(struct job *j, const char *qid, size_t ind
 	return NULL;
 }
 
+/* What smtp's result frame means for the recipient.  "returned": smtp
+ * gave the recipient back unsent (its qmgr went away); it is due again
+ * now, in the state it had (current), with no attempt counted. */
+static void result_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const struct ipc_msg *m, int64_t now,
+                           enum qmgr_rcpt_state current, struct qmgr_outcome *o)
+{
+	const char *outcome = ipc_msg_str(m, IPC_ATTR_OUTCOME);
+	memset(o, 0, sizeof(*o));
+	o->result = ipc_msg_str(m, IPC_ATTR_REASON);
+	o->detail = m;
+	if (strcmp(outcome, "delivered") == 0) {
+		o->state = QMGR_RCPT_DELIVERED;
+		o->rtype = "d";
+	} else if (strcmp(outcome, "bounced") == 0) {
+		o->state = QMGR_RCPT_BOUNCED;
+		o->rtype = "b";
+	} else if (strcmp(outcome, "returned") == 0) {
+		o->state = current == QMGR_RCPT_DEFERRED ? QMGR_RCPT_DEFERRED : QMGR_RCPT_PENDING;
+		o->next_attempt = now;
+		o->not_attempted = true;
+		o->detail = NULL;
+	} else {
+		/* Without a connection the queue as a whole failed: the
+		 * recipient waits for the queue's next retry.  A 4xx from a
+		 * server waits retry-recipients-after. */
+		bool connected = ipc_msg_has(m, IPC_ATTR_REMOTE_IP);
+		o->state = QMGR_RCPT_DEFERRED;
+		o->rtype = "t";
+		int64_t wait = connected ? q->retry_rcpt : retry_interval(q, q->failures + 1);
+		if (connected && q->state.backoff)
+			wait = retry_interval(q, 1);
+		o->next_attempt = now + wait;
+	}
+}
+
 void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 {
 	struct job *j = job_find(s, job_id);
@@ -454,29 +628,60 @@ void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 	const char *outcome = ipc_msg_str(m, IPC_ATTR_OUTCOME);
 	const char *reason = ipc_msg_str(m, IPC_ATTR_REASON);
 	int64_t now = time(NULL);
-	struct qmgr_outcome o = {.result = reason, .detail = m};
-	if (strcmp(outcome, "delivered") == 0) {
-		o.state = QMGR_RCPT_DELIVERED;
-		o.rtype = "d";
-	} else if (strcmp(outcome, "bounced") == 0) {
+	observe_reply(s, j->queue, reason, strcmp(outcome, "delivered") == 0);
+	if (strcmp(outcome, "bounced") == 0) {
 		job_add_bounce(j, qid, index, reason, m); /* m's strings go with it */
 		return;
-	} else if (expired(j->queue, r->received, now)) {
+	}
+	if (strcmp(outcome, "deferred") == 0 && expired(j->queue, r->received, now)) {
 		expire(j, qid, index, reason);
 		return;
-	} else {
-		/* Without a connection the queue as a whole failed: the
-		 * recipient waits for the queue's next retry.  A 4xx from a
-		 * server waits retry-recipients-after. */
-		bool connected = ipc_msg_has(m, IPC_ATTR_REMOTE_IP);
-		o.state = QMGR_RCPT_DEFERRED;
-		o.rtype = "t";
-		o.next_attempt =
-		    now + (connected ? j->queue->retry_rcpt : retry_interval(j->queue, j->queue->failures + 1));
-		o.delay_notices = delay_notice_due(s, j->queue, qid, index, r->received, now);
 	}
+	struct qmgr_outcome o;
+	result_outcome(s, j->queue, m, now, QMGR_RCPT_PENDING, &o);
+	if (o.state == QMGR_RCPT_DEFERRED && !o.not_attempted)
+		o.delay_notices = delay_notice_due(s, j->queue, qid, index, r->received, now);
 	apply(s, j->queue, qid, index, &o);
 	inflight_remove(s, qid, index);
+}
+
+/* A replayed result: the recipient's job is from before a restart or a
+ * lost connection.  It counts only while the recipient is still in
+ * flight for that job (qmgr_store_apply checks it in its transaction);
+ * otherwise it was applied already. */
+void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m)
+{
+	int64_t job_id = ipc_msg_int(m, IPC_ATTR_JOB_ID);
+	if (job_find(s, job_id)) {
+		qmgr_sched_result(s, job_id, m);
+		return;
+	}
+	const char *qid = ipc_msg_str(m, IPC_ATTR_QUEUE_ID);
+	size_t index = (size_t)ipc_msg_int(m, IPC_ATTR_RCPT_INDEX);
+	struct qmgr_rcpt r;
+	bool found = false;
+	struct buf err = BUF_INIT;
+	if (!qmgr_store_get_rcpt(s->st, qid, index, &r, &found, &err)) {
+		if (found)
+			log_error("%s: recipient %zu: replayed result not applied: %s", qid, index, buf_cstr(&err));
+		buf_free(&err);
+		return;
+	}
+	buf_free(&err);
+	if (r.in_flight == job_id) {
+		struct qmgr_squeue *q = qmgr_sched_find(s, r.queue);
+		if (q == NULL) {
+			struct qmgr_queue_state fresh = {0};
+			q = queue_add(s, r.queue, &fresh);
+		}
+		struct qmgr_outcome o;
+		result_outcome(s, q, m, time(NULL), r.state, &o);
+		o.job_id = job_id;
+		observe_reply(s, q, o.result, o.state == QMGR_RCPT_DELIVERED);
+		log_info("%s: recipient %zu: result of job %" PRId64 " replayed by smtp", qid, index, job_id);
+		apply(s, q, qid, index, &o);
+	}
+	qmgr_rcpt_free(&r);
 }
 
 static void job_free(struct qmgr_sched *s, struct job *j)
@@ -504,18 +709,18 @@ void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg 
 	const char *outcome = m ? ipc_msg_str(m, IPC_ATTR_OUTCOME) : "lost";
 	int64_t now = time(NULL);
 	if (strcmp(outcome, "done") == 0 || strcmp(outcome, "bounced") == 0) {
-		if (q->failures || q->state.backoff) {
+		if (q->failures || q->state.next_retry) {
 			q->failures = 0;
-			q->state.backoff = false;
 			q->state.next_retry = 0;
 			save_queue(s, q, NULL, NULL);
 		}
 	} else if (strcmp(outcome, "connect-failed") == 0 || strcmp(outcome, "dns-failed") == 0) {
+		if (m && ipc_msg_has(m, IPC_ATTR_REASON))
+			observe_reply(s, q, ipc_msg_str(m, IPC_ATTR_REASON), false);
 		q->failures++;
 		int64_t wait = retry_interval(q, q->failures);
 		if (m && ipc_msg_has(m, IPC_ATTR_RETRY_AFTER))
 			wait = ipc_msg_int(m, IPC_ATTR_RETRY_AFTER);
-		q->state.backoff = true;
 		q->state.next_retry = now + wait;
 		const char *reason = m && ipc_msg_has(m, IPC_ATTR_REASON) ? ipc_msg_str(m, IPC_ATTR_REASON) : outcome;
 		free(q->last_error);
@@ -630,13 +835,14 @@ static bool collect_rcpt(void *ctx, const char *qid, size_t index, int64_t due)
 /* The messages a queue may still start under max-msg-rate. */
 static uint64_t rate_left(struct qmgr_squeue *q, int64_t now)
 {
-	if (q->rate.count == VALUE_UNLIMITED || q->rate.count == 0 || q->rate.per_seconds <= 0)
+	const struct value_rate *rate = qmgr_backoff_rate(q);
+	if (rate->count == VALUE_UNLIMITED || rate->count == 0 || rate->per_seconds <= 0)
 		return VALUE_UNLIMITED;
-	if (now - q->rate_window >= q->rate.per_seconds) {
+	if (now - q->rate_window >= rate->per_seconds) {
 		q->rate_window = now;
 		q->rate_used = 0;
 	}
-	return q->rate.count > q->rate_used ? q->rate.count - q->rate_used : 0;
+	return rate->count > q->rate_used ? rate->count - q->rate_used : 0;
 }
 
 static void expire_unsent(struct qmgr_sched *s, struct job *j)
@@ -660,6 +866,33 @@ static void expire_unsent(struct qmgr_sched *s, struct job *j)
 	flush_bounces(s, j);
 }
 
+/* The job's recipients are in flight in the database before smtp may
+ * see them; false (the job is not sent) when that cannot be written. */
+static bool mark_in_flight(struct qmgr_sched *s, struct job *j, int64_t now)
+{
+	struct qmgr_rcpt_ref *refs = mem_reallocarray(NULL, j->nrcpt ? j->nrcpt : 1, sizeof(*refs));
+	size_t n = 0;
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		if (j->rcpts[i].answered)
+			continue;
+		memcpy(refs[n].qid, j->rcpts[i].qid, QMGR_QID_SIZE);
+		refs[n++].index = j->rcpts[i].index;
+	}
+	struct buf err = BUF_INIT;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	enum qmgr_store_status status = qmgr_store_mark_in_flight(s->st, refs, n, j->id, now + s->grace, now, &err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s->mark_jobs++;
+	s->mark_rcpts += n;
+	s->mark_us += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+	if (status != QMGR_STORE_OK)
+		log_error("queue %s: job %" PRId64 " not started: %s", j->queue->name, j->id, buf_cstr(&err));
+	buf_free(&err);
+	free(refs);
+	return status == QMGR_STORE_OK;
+}
+
 /* Starts one job for the queue; false when nothing was due. */
 static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 {
@@ -675,14 +908,15 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	buf_free(&err);
 	if (c.open)
 		qmgr_smtp_end_message(c.builder);
-	if (q->rate.count != VALUE_UNLIMITED)
+	if (qmgr_backoff_rate(q)->count != VALUE_UNLIMITED)
 		q->rate_used += c.messages;
 	j->next = s->jobs;
 	s->jobs = j;
 	q->jobs++;
 	s->jobs_running++;
 	expire_unsent(s, j);
-	bool sent = qmgr_smtp_run(c.builder, c.messages > 0);
+	bool sent = c.messages > 0 && qmgr_smtp_can_run(c.builder) && mark_in_flight(s, j, now) &&
+	            qmgr_smtp_run(c.builder, true);
 	if (!sent || c.messages == 0) {
 		job_free(s, j);
 		return false;
@@ -692,7 +926,8 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 
 static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 {
-	if (q->state.paused || q->jobs >= q->max_out || (q->state.backoff && now < q->state.next_retry))
+	check_backoff_end(s, q, now);
+	if (q->state.paused || q->jobs >= qmgr_backoff_max_out(q) || (q->state.next_retry && now < q->state.next_retry))
 		return false;
 	if (q->next_due == 0) {
 		bool found;
@@ -712,7 +947,8 @@ static void schedule(struct qmgr_sched *s)
 	for (struct qmgr_squeue *q = s->queues; q && s->jobs_running < s->total_max_out; q = q->next) {
 		if (!qmgr_smtp_available(q->local ? s->local : s->smtp))
 			continue;
-		while (q->jobs < q->max_out && s->jobs_running < s->total_max_out && queue_ready(s, q, now)) {
+		while (q->jobs < qmgr_backoff_max_out(q) && s->jobs_running < s->total_max_out &&
+		       queue_ready(s, q, now)) {
 			if (!start_job(s, q, now)) {
 				/* All its due recipients are in flight (or
 				 * unreadable): look again once jobs end. */
@@ -726,6 +962,7 @@ static void schedule(struct qmgr_sched *s)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct qmgr_sched *s = arg;
+	dsn_flush_due(s, time(NULL));
 	schedule(s);
 	struct timeval tv = {TICK_SECS, 0};
 	evtimer_add(s->tick, &tv);
@@ -800,7 +1037,6 @@ bool qmgr_sched_retry_now(struct qmgr_sched *s, struct qmgr_squeue *q)
 	if (qmgr_store_reschedule(s->st, q->name, time(NULL), &moved, &err) != QMGR_STORE_OK)
 		log_error("queue %s: cannot reschedule: %s", q->name, buf_cstr(&err));
 	buf_free(&err);
-	q->state.backoff = false;
 	q->state.next_retry = 0;
 	q->failures = 0;
 	q->next_due = 0;
@@ -824,9 +1060,10 @@ struct qmgr_store *qmgr_sched_store(struct qmgr_sched *s)
 	return s->st;
 }
 
-void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx)
+void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, qmgr_dsn_flush_fn flush, void *ctx)
 {
 	s->bounce = fn;
+	s->dsn_flush = flush;
 	s->bounce_ctx = ctx;
 }
 
@@ -834,10 +1071,14 @@ void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, void *ctx)
  * replaces the old configuration (the caller frees that one). */
 void qmgr_sched_reload(struct qmgr_sched *s, const struct conf *conf)
 {
+	struct qmgr_patterns *old = s->patterns;
 	s->conf = conf;
+	s->patterns = qmgr_patterns_load(conf);
 	s->total_max_out = conf_get_uint(conf_global(conf), "total-max-smtp-out");
+	s->grace = conf_get_interval(conf_global(conf), "in-flight-grace");
 	for (struct qmgr_squeue *q = s->queues; q; q = q->next)
 		queue_configure(s, q);
+	qmgr_patterns_free(old);
 	qmgr_sched_kick(s);
 }
 
@@ -852,6 +1093,7 @@ static void free_queues(struct qmgr_sched *s)
 		s->queues = q->next;
 		free(q->name);
 		free(q->last_error);
+		free(q->backoff.notify);
 		free(q);
 	}
 }
@@ -867,8 +1109,26 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 	s->counters.started = time(NULL);
 	s->counters.last_minute.unit = 1;
 	s->counters.last_hour.unit = 60;
+	s->patterns = qmgr_patterns_load(conf);
 	if (!qmgr_store_walk_queues(st, load_queue, s, err)) {
 		free_queues(s);
+		qmgr_patterns_free(s->patterns);
+		free(s);
+		return NULL;
+	}
+	uint64_t gen = 0;
+	if (qmgr_store_next_job_gen(st, &gen, err) != QMGR_STORE_OK) {
+		free_queues(s);
+		qmgr_patterns_free(s->patterns);
+		free(s);
+		return NULL;
+	}
+	/* job IDs: this start's number, then a count */
+	s->next_job_id = (int64_t)((gen & 0x7fffffu) << 32);
+	s->grace = conf_get_interval(conf_global(conf), "in-flight-grace");
+	if (!qmgr_store_walk_dsns(st, load_dsn_wait, s, err)) {
+		free_queues(s);
+		qmgr_patterns_free(s->patterns);
 		free(s);
 		return NULL;
 	}
@@ -886,6 +1146,12 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 {
 	if (s == NULL)
 		return;
+	/* stopping: what is pending goes now rather than after a restart */
+	dsn_flush_due(s, INT64_MAX);
+	if (s->mark_jobs)
+		log_info("in-flight marks: %" PRIu64 " jobs, %" PRIu64 " recipients, %.1f ms (%.1f us per job)",
+		         s->mark_jobs, s->mark_rcpts, (double)s->mark_us / 1000,
+		         (double)s->mark_us / (double)s->mark_jobs);
 	qmgr_smtp_free(s->smtp);
 	s->smtp = NULL;
 	qmgr_smtp_free(s->local);
@@ -895,5 +1161,11 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 	event_free(s->tick);
 	event_free(s->count_ev);
 	free_queues(s);
+	qmgr_patterns_free(s->patterns);
+	while (s->dsn_waits) {
+		struct dsn_wait *w = s->dsn_waits;
+		s->dsn_waits = w->next;
+		free(w);
+	}
 	free(s);
 }

@@ -1,9 +1,12 @@
 /* qmgr_smtp.c: qmgr's side of smtp's job protocol (doc/delivery.md).
  * One connection to <spool>/private/smtp carries every job at once, each
  * named by its job_id; results come back per recipient and are handed to
- * the scheduler, which owns all state.  When smtp is down or the
- * connection breaks, the jobs in flight are abandoned (their recipients
- * stay due) and the connection is tried again a second later. */
+ * the scheduler, which owns all state.  Once a job's "done" is applied,
+ * qmgr answers "ack": smtp may forget the job's results.  When smtp is
+ * down or the connection breaks, the jobs in flight are dropped from
+ * memory (their recipients stay in flight in the database, and smtp
+ * replays what it learns of them on the enqueue socket) and the
+ * connection is tried again a second later. */
 #include "qmgr.h"
 
 #include <errno.h>
@@ -61,6 +64,11 @@ static const struct ipc_spec error_spec[] = {
     {IPC_ATTR_JOB_ID, IPC_OPTIONAL},
 };
 
+bool qmgr_smtp_decode_result(const void *payload, size_t len, struct ipc_msg *m, struct buf *err)
+{
+	return ipc_decode(payload, len, result_spec, IPC_SPEC_COUNT(result_spec), m, err);
+}
+
 /* ---- the connection ------------------------------------------------------------ */
 
 static void disconnect(struct qmgr_smtp *c, const char *why)
@@ -72,6 +80,25 @@ static void disconnect(struct qmgr_smtp *c, const char *why)
 	c->bev = NULL;
 	c->next_connect = time(NULL) + RECONNECT_SECS;
 	qmgr_sched_lost(c->sched, c);
+}
+
+/* The job's results and its end are applied (committed): smtp may drop
+ * what it kept of them for a replay. */
+static void send_ack(struct qmgr_smtp *c, int64_t job_id)
+{
+	if (c->bev == NULL)
+		return;
+	struct buf frame = BUF_INIT, err = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_str(&w, IPC_ATTR_REQUEST, "ack");
+	ipc_put_int(&w, IPC_ATTR_JOB_ID, job_id);
+	if (ipc_write_end(&w, &err))
+		bufferevent_write(c->bev, frame.data, frame.len);
+	else
+		log_error("job %" PRId64 ": %s", job_id, buf_cstr(&err));
+	buf_free(&frame);
+	buf_free(&err);
 }
 
 static void handle_frame(struct qmgr_smtp *c)
@@ -87,8 +114,11 @@ static void handle_frame(struct qmgr_smtp *c)
 		ipc_msg_free(&m);
 	} else if (ok && strcmp(v, "done") == 0) {
 		ok = ipc_decode(c->payload.data, c->payload.len, done_spec, IPC_SPEC_COUNT(done_spec), &m, &err);
-		if (ok)
-			qmgr_sched_done(c->sched, ipc_msg_int(&m, IPC_ATTR_JOB_ID), &m);
+		if (ok) {
+			int64_t job_id = ipc_msg_int(&m, IPC_ATTR_JOB_ID);
+			qmgr_sched_done(c->sched, job_id, &m);
+			send_ack(c, job_id);
+		}
 		ipc_msg_free(&m);
 	} else if (ok && strcmp(v, "error") == 0) {
 		ok = ipc_decode(c->payload.data, c->payload.len, error_spec, IPC_SPEC_COUNT(error_spec), &m, &err);
@@ -271,6 +301,11 @@ void qmgr_smtp_end_message(struct qmgr_job_builder *b)
 	buf_free(&err);
 }
 
+bool qmgr_smtp_can_run(const struct qmgr_job_builder *b)
+{
+	return !b->failed && b->c->bev != NULL;
+}
+
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send)
 {
 	struct qmgr_smtp *c = b->c;
@@ -284,6 +319,10 @@ bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send)
 	if (b->failed)
 		return false;
 	bufferevent_write(c->bev, b->frames.data, b->frames.len);
+	/* Out now rather than on the next turn of the loop: its recipients
+	 * are in flight in the database already, and a crash before smtp
+	 * has the job would hold them for in-flight-grace. */
+	evbuffer_write(bufferevent_get_output(c->bev), bufferevent_getfd(c->bev));
 	buf_reset(&b->frames);
 	return true;
 }

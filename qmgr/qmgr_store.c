@@ -38,12 +38,13 @@
 static const char *const table_files[QMGR_TABLE_COUNT] = {
     [QMGR_TABLE_META] = "meta.db",        [QMGR_TABLE_MESSAGES] = "messages.db", [QMGR_TABLE_BODIES] = "bodies.db",
     [QMGR_TABLE_RCPTS] = "recipients.db", [QMGR_TABLE_DUE] = "due.db",           [QMGR_TABLE_QUEUES] = "queues.db",
-    [QMGR_TABLE_OUTBOX] = "outbox.db",
+    [QMGR_TABLE_OUTBOX] = "outbox.db",    [QMGR_TABLE_DSNS] = "dsns.db",
 };
 
 static const char META_SCHEMA[] = "schema";
 static const char META_LAST_QID[] = "last_qid";
 static const char META_OUTBOX_NEXT[] = "outbox_next";
+static const char META_JOB_GEN[] = "job_gen";
 
 struct qmgr_store {
 	DB_ENV *env;
@@ -442,6 +443,30 @@ static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr
 	return ret;
 }
 
+/* The writes of a new message, inside w's transaction; *id is its
+ * number, to become last_qid once committed. */
+static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, char qid[QMGR_QID_SIZE], uint64_t *id,
+                          struct buf *err)
+{
+	/* Past the last ID even if the clock went back. */
+	*id = now_micros();
+	if (*id <= w->st->last_qid)
+		*id = w->st->last_qid + 1;
+	qmgr_qid_format(*id, qid);
+	int ret = meta_put(w->st, w->txn, META_LAST_QID, *id);
+	if (ret == 0)
+		ret = put_body(w, qid, &in->body);
+	if (ret == 0)
+		ret = put_new_rcpts(w, qid, in, err);
+	if (ret == 0) {
+		buf_reset(&w->key);
+		buf_puts(&w->key, qid);
+		qmgr_record_message(&w->val, qid, w->now, (int64_t)in->body.len, in->nrcpt, &in->envelope);
+		ret = put_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, w->val.data, w->val.len);
+	}
+	return ret;
+}
+
 enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struct qmgr_incoming *in, int64_t now,
                                               char qid[QMGR_QID_SIZE], struct buf *err)
 {
@@ -453,23 +478,8 @@ enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struc
 	enum qmgr_store_status status = begin(&w, err);
 	if (status != QMGR_STORE_OK)
 		return status;
-	/* Past the last ID even if the clock went back. */
-	uint64_t id = now_micros();
-	if (id <= st->last_qid)
-		id = st->last_qid + 1;
-	qmgr_qid_format(id, qid);
-
-	int ret = meta_put(st, w.txn, META_LAST_QID, id);
-	if (ret == 0)
-		ret = put_body(&w, qid, &in->body);
-	if (ret == 0)
-		ret = put_new_rcpts(&w, qid, in, err);
-	if (ret == 0) {
-		buf_reset(&w.key);
-		buf_puts(&w.key, qid);
-		qmgr_record_message(&w.val, qid, now, (int64_t)in->body.len, in->nrcpt, &in->envelope);
-		ret = put_buf(st, w.txn, QMGR_TABLE_MESSAGES, &w.key, w.val.data, w.val.len);
-	}
+	uint64_t id;
+	int ret = add_message_in(&w, in, qid, &id, err);
 	status = finish(&w, ret, err);
 	if (status == QMGR_STORE_OK)
 		st->last_qid = id;
@@ -813,12 +823,13 @@ static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc
 	struct buf k = BUF_INIT;
 	int ret = 0;
 	bool done = true;
+	/* a pending DSN needs the message */
 	for (int64_t i = 0; done && ret == 0 && i < count; i++) {
 		struct qmgr_rcpt r;
 		qmgr_key_rcpt(&k, qid, (size_t)i);
 		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, err);
 		if (ret == 0) {
-			done = final_state(r.state);
+			done = final_state(r.state) && !r.dsn_pending;
 			qmgr_rcpt_free(&r);
 		}
 	}
@@ -833,6 +844,28 @@ static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc
 	}
 	buf_free(&k);
 	return ret;
+}
+
+/* The bounce's DSN is pending: the recipient says so (with what the DSN
+ * reports) and dsns.db lists the message, from its first bounce on. */
+static int mark_dsn(struct write_ctx *w, const char *qid, struct qmgr_rcpt *r, const struct ipc_msg *detail)
+{
+	r->dsn_pending = true;
+	const char *status = detail ? ipc_msg_str(detail, IPC_ATTR_DSN_STATUS) : NULL;
+	const char *host = detail ? ipc_msg_str(detail, IPC_ATTR_REMOTE_HOST) : NULL;
+	free(r->dsn_status);
+	free(r->remote_host);
+	r->dsn_status = status ? mem_strdup(status) : NULL;
+	r->remote_host = host ? mem_strdup(host) : NULL;
+	struct buf k = BUF_INIT, v = BUF_INIT;
+	buf_puts(&k, qid);
+	DBT key = {.data = k.data, .size = (u_int32_t)k.len};
+	qmgr_key_seq(&v, (uint64_t)w->now);
+	DBT val = {.data = v.data, .size = (u_int32_t)v.len};
+	int ret = w->st->db[QMGR_TABLE_DSNS]->put(w->st->db[QMGR_TABLE_DSNS], w->txn, &key, &val, DB_NOOVERWRITE);
+	buf_free(&k);
+	buf_free(&v);
+	return ret == DB_KEYEXIST ? 0 : ret;
 }
 
 static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_outcome *o, bool *changed,
@@ -855,7 +888,9 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 		buf_printf(err, "%s: no recipient %zu in the queue", qid, index);
 	if (ret != 0)
 		return ret;
-	if (final_state(r.state)) {
+	/* A final state never changes; a replayed result counts only while
+	 * the recipient is still in flight for the job it names. */
+	if (final_state(r.state) || (o->job_id != 0 && r.in_flight != o->job_id)) {
 		qmgr_rcpt_free(&r);
 		ipc_msg_free(&envelope);
 		return 0;
@@ -864,10 +899,14 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	qmgr_key_due(&w->key, r.queue, r.next_attempt, qid, index);
 	ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
 	r.state = o->state;
-	r.attempts++;
+	if (!o->not_attempted)
+		r.attempts++;
+	r.in_flight = 0;
 	r.next_attempt = due_state(o->state) ? o->next_attempt : 0;
 	free(r.last_result);
 	r.last_result = o->result ? mem_strdup(o->result) : NULL;
+	if (ret == 0 && o->dsn && o->state == QMGR_RCPT_BOUNCED)
+		ret = mark_dsn(w, qid, &r, o->detail);
 	if (o->delay_notices > 0)
 		r.delay_notices = o->delay_notices;
 	if (ret == 0)
@@ -894,12 +933,179 @@ enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, 
 	return status;
 }
 
+/* Holds one recipient for a job: its due entry moves to until, so that
+ * after a crash it waits for smtp's replayed result instead of being
+ * sent again at once. */
+static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, int64_t job_id, int64_t until,
+                    struct buf *err)
+{
+	struct qmgr_rcpt r;
+	qmgr_key_rcpt(&w->key, ref->qid, ref->index);
+	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	if (ret != 0)
+		return ret == DB_NOTFOUND ? 0 : ret;
+	if (due_state(r.state)) {
+		qmgr_key_due(&w->key, r.queue, r.next_attempt, ref->qid, ref->index);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+		r.next_attempt = until;
+		r.in_flight = job_id;
+		if (ret == 0)
+			ret = put_rcpt(w, ref->qid, ref->index, &r);
+	}
+	qmgr_rcpt_free(&r);
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
+                                                 int64_t job_id, int64_t until, int64_t now, struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	int ret = 0;
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = mark_one(&w, &refs[i], job_id, until, err);
+	status = finish(&w, ret, err);
+	write_ctx_free(&w);
+	return status;
+}
+
+enum qmgr_store_status qmgr_store_next_job_gen(struct qmgr_store *st, uint64_t *gen, struct buf *err)
+{
+	DB_TXN *txn;
+	int ret = st->env->txn_begin(st->env, NULL, &txn, 0);
+	if (ret != 0)
+		return db_fail(st, ret, err, "cannot begin a queue transaction");
+	bool found;
+	ret = meta_get(st, txn, META_JOB_GEN, gen, &found, err);
+	if (ret == 0)
+		ret = meta_put(st, txn, META_JOB_GEN, ++*gen);
+	if (ret != 0) {
+		if (err->len == 0)
+			buf_printf(err, "cannot count the job generation: %s", db_strerror(ret));
+		txn->abort(txn);
+		return db_status(st, ret);
+	}
+	ret = txn->commit(txn, 0);
+	if (ret != 0)
+		return db_fail(st, ret, err, "queue commit failed");
+	return QMGR_STORE_OK;
+}
+
+/* Clears the pending DSN marks of a message's recipients. */
+static int clear_dsn_marks(struct write_ctx *w, const char *qid, int64_t count, struct buf *err)
+{
+	int ret = 0;
+	for (int64_t i = 0; ret == 0 && i < count; i++) {
+		struct qmgr_rcpt r;
+		qmgr_key_rcpt(&w->key, qid, (size_t)i);
+		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+		if (ret == DB_NOTFOUND) {
+			ret = 0;
+			continue;
+		}
+		if (ret == 0 && r.dsn_pending) {
+			r.dsn_pending = false;
+			ret = put_rcpt(w, qid, (size_t)i, &r);
+		}
+		qmgr_rcpt_free(&r);
+	}
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_dsn_sent(struct qmgr_store *st, const char *qid, const struct qmgr_incoming *dsn,
+                                           int64_t now, char dsn_qid[QMGR_QID_SIZE], struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	uint64_t id = 0;
+	struct ipc_msg envelope;
+	struct buf k = BUF_INIT;
+	buf_puts(&k, qid);
+	int ret = get_decoded(st, w.txn, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, err);
+	if (ret == 0) {
+		ret = clear_dsn_marks(&w, qid, ipc_msg_int(&envelope, IPC_ATTR_RCPT_COUNT), err);
+		if (ret == 0)
+			ret = remove_if_done(&w, qid, &envelope, err);
+		ipc_msg_free(&envelope);
+	} else if (ret == DB_NOTFOUND) {
+		ret = 0; /* gone already: only the list entry is left */
+	}
+	if (ret == 0)
+		ret = del_buf(st, w.txn, QMGR_TABLE_DSNS, &k);
+	if (ret == 0 && dsn)
+		ret = add_message_in(&w, dsn, dsn_qid, &id, err);
+	buf_free(&k);
+	status = finish(&w, ret, err);
+	if (status == QMGR_STORE_OK && dsn)
+		st->last_qid = id;
+	write_ctx_free(&w);
+	return status;
+}
+
+struct dsn_walk {
+	qmgr_dsn_fn fn;
+	void *ctx;
+};
+
+static bool dsn_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct dsn_walk *d = ctx;
+	char qid[QMGR_QID_SIZE];
+	if (key->size != QMGR_QID_LEN || val->size != 8) {
+		struct buf why = BUF_INIT;
+		buf_printf(&why, "a key of %u and a value of %u bytes", key->size, val->size);
+		corrupt(err, QMGR_TABLE_DSNS, key, &why);
+		buf_free(&why);
+		*failed = true;
+		return false;
+	}
+	memcpy(qid, key->data, QMGR_QID_LEN);
+	qid[QMGR_QID_LEN] = '\0';
+	return d->fn(d->ctx, qid, (int64_t)qmgr_key_seq_value(val->data, val->size));
+}
+
+bool qmgr_store_walk_dsns(struct qmgr_store *st, qmgr_dsn_fn fn, void *ctx, struct buf *err)
+{
+	struct dsn_walk d = {fn, ctx};
+	return walk(st, QMGR_TABLE_DSNS, NULL, dsn_step, &d, err);
+}
+
+bool qmgr_store_message_final(struct qmgr_store *st, const char *qid, bool *final, struct buf *err)
+{
+	struct ipc_msg envelope;
+	bool found;
+	*final = true;
+	if (!qmgr_store_get_message(st, qid, &envelope, &found, err)) {
+		if (found)
+			return false;
+		buf_reset(err); /* gone: nothing waits */
+		return true;
+	}
+	int64_t count = ipc_msg_int(&envelope, IPC_ATTR_RCPT_COUNT);
+	ipc_msg_free(&envelope);
+	bool ok = true;
+	for (int64_t i = 0; ok && *final && i < count; i++) {
+		struct qmgr_rcpt r;
+		ok = qmgr_store_get_rcpt(st, qid, (size_t)i, &r, &found, err);
+		if (ok) {
+			*final = final_state(r.state);
+			qmgr_rcpt_free(&r);
+		}
+	}
+	return ok;
+}
+
 enum qmgr_store_status qmgr_store_update_rcpt(struct qmgr_store *st, const char *qid, size_t index,
                                               enum qmgr_rcpt_state state, int64_t next_attempt, const char *result,
                                               char rtype, int64_t now, struct buf *err)
 {
 	char type[2] = {rtype, '\0'};
-	struct qmgr_outcome o = {state, next_attempt, result, rtype ? type : NULL, NULL, 0};
+	struct qmgr_outcome o = {
+	    .state = state, .next_attempt = next_attempt, .result = result, .rtype = rtype ? type : NULL};
 	bool changed;
 	return qmgr_store_apply(st, qid, index, &o, now, &changed, err);
 }
@@ -955,7 +1161,8 @@ static int make_due_now(struct write_ctx *w, const struct due_entry *e, struct b
 	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
 	if (ret != 0)
 		return ret == DB_NOTFOUND ? 0 : ret;
-	if (due_state(r.state)) {
+	/* a recipient in flight waits for its result, or in-flight-grace */
+	if (due_state(r.state) && r.in_flight == 0) {
 		qmgr_key_due(&w->key, r.queue, r.next_attempt, e->qid, e->index);
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
 		r.next_attempt = w->now;

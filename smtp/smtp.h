@@ -232,7 +232,15 @@ void smtp_conn_close(struct smtp_conn *c);
 /* ---- sessions (smtp_session.c) ----------------------------------------------- */
 
 /* A recipient of a message, and its result once known. */
-enum smtp_rcpt_status { SMTP_RCPT_PENDING, SMTP_RCPT_DELIVERED, SMTP_RCPT_DEFERRED, SMTP_RCPT_BOUNCED };
+/* RETURNED: given back to qmgr unsent (qmgr went away before it was
+ * attempted). */
+enum smtp_rcpt_status {
+	SMTP_RCPT_PENDING,
+	SMTP_RCPT_DELIVERED,
+	SMTP_RCPT_DEFERRED,
+	SMTP_RCPT_BOUNCED,
+	SMTP_RCPT_RETURNED
+};
 
 struct smtp_rcpt {
 	int64_t index; /* qmgr's number for the recipient */
@@ -294,6 +302,8 @@ struct smtp_job {
 	size_t nmsgs, cap;
 	size_t next_msg; /* the first message not yet finished */
 	bool running;
+	bool orphaned;   /* qmgr went away: finish the transaction under way, return the rest */
+	struct buf sent; /* result frames qmgr has not confirmed (ack) */
 	/* delivery */
 	struct smtp_lookup *lookup;
 	struct smtp_targets targets;
@@ -314,7 +324,16 @@ void smtp_job_fail_pending(struct smtp_job *job, enum smtp_rcpt_status status, c
 /* Ends the job: "done" to qmgr, then freed. */
 void smtp_job_finish(struct smtp_job *job, const char *outcome, const char *reason, int64_t retry_after);
 
+/* Every pending recipient is given back to qmgr unsent; the job ends. */
+void smtp_job_return_rest(struct smtp_job *job);
+
 void smtp_deliver_start(struct smtp_job *job);
+/* qmgr went away: a job that has not sent a message's final dot stops
+ * now; one waiting for the reply to it stops after that reply. */
+void smtp_deliver_orphaned(struct smtp_job *job);
+/* The session is waiting for the reply to a message's final dot: the
+ * server may be taking it. */
+bool smtp_session_delivering(const struct smtp_session *s);
 void smtp_deliver_abort(struct smtp_job *job);
 
 /* ---- the process (smtp_main.c) ----------------------------------------------- */
@@ -331,8 +350,17 @@ struct smtp_conf *smtp_conf_ref(struct smtp_conf *c);
 void smtp_conf_unref(struct smtp_conf *c);
 struct event_base *smtp_event_base(void);
 
-/* The service socket: accepts qmgr connections. */
-bool smtp_job_listen(struct event_base *base, int fd, struct buf *err);
+/* The service socket: accepts qmgr connections; unconfirmed results go
+ * back to qmgr under spool. */
+bool smtp_job_listen(struct event_base *base, int fd, const char *spool, struct buf *err);
 void smtp_job_shutdown(void);
+
+/* ---- replaying unconfirmed results to qmgr (smtp_replay.c) ------------------- */
+
+void smtp_replay_init(struct event_base *base, const char *spool);
+/* Keeps a job's result frames (taken over) until qmgr confirms them. */
+void smtp_replay_add(int64_t job_id, struct buf *frames);
+bool smtp_replay_pending(void);
+void smtp_replay_shutdown(void);
 
 #endif

@@ -30,6 +30,10 @@ static void try_target(struct smtp_job *job, size_t index, bool in_clear)
 
 static void defer_rest(struct smtp_job *job, const char *enhanced, const char *outcome)
 {
+	if (job->orphaned) {
+		smtp_job_return_rest(job);
+		return;
+	}
 	const char *why = job->last_error.len ? buf_cstr(&job->last_error) : "no host to deliver to";
 	smtp_job_fail_pending(job, SMTP_RCPT_DEFERRED, enhanced, why, NULL);
 	smtp_job_finish(job, outcome, why, 0);
@@ -134,6 +138,15 @@ void smtp_deliver_start(struct smtp_job *job)
 	if (smtp_session_adopt(job, on_session_done))
 		return;
 	resolve(job);
+}
+
+void smtp_deliver_orphaned(struct smtp_job *job)
+{
+	job->orphaned = true;
+	if (smtp_session_delivering(job->session))
+		return;
+	smtp_deliver_abort(job);
+	smtp_job_return_rest(job);
 }
 
 void smtp_deliver_abort(struct smtp_job *job)

@@ -5,7 +5,13 @@
  * then one "done" frame for the job.  Many jobs may be open at once on one
  * connection; frames carry the job_id they belong to.  A frame that does
  * not decode, or breaks the order above, is answered with "error" and the
- * connection is closed: the stream can no longer be trusted. */
+ * connection is closed: the stream can no longer be trusted.
+ *
+ * A job's result frames are kept until qmgr answers its "done" with
+ * "ack" (the results are committed).  When the connection to qmgr ends
+ * first, running jobs go on as orphans (the transaction under way ends,
+ * the rest is returned unsent), and every unconfirmed result is replayed
+ * to qmgr (smtp_replay.c). */
 #include "smtp.h"
 
 #include <errno.h>
@@ -23,15 +29,24 @@
 #include "log.h"
 #include "mem.h"
 
+/* A finished job's results, until qmgr acknowledges them. */
+struct held_job {
+	int64_t id;
+	struct buf frames;
+	struct held_job *next;
+};
+
 struct smtp_client {
 	struct bufferevent *bev;
 	struct smtp_job *jobs;
+	struct held_job *held;
 	struct smtp_client *prev, *next;
 	bool closing; /* the error frame is being flushed */
 };
 
 static struct evconnlistener *listener;
 static struct smtp_client *clients;
+static struct smtp_job *orphans; /* running jobs whose qmgr went away */
 
 /* ---- sending ---------------------------------------------------------------------- */
 
@@ -51,6 +66,8 @@ static const char *status_name(enum smtp_rcpt_status status)
 		return "delivered";
 	case SMTP_RCPT_BOUNCED:
 		return "bounced";
+	case SMTP_RCPT_RETURNED:
+		return "returned";
 	default:
 		return "deferred";
 	}
@@ -63,8 +80,6 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 	rcpt->status = status;
 	log_info("%s: to=<%s> status=%s dsn=%s mx=%s (%s)", msg->queue_id, rcpt->address, status_name(status), enhanced,
 	         peer && peer->target ? peer->target->mx : "", diagnostic);
-	if (job->client == NULL)
-		return;
 	struct buf frame = BUF_INIT;
 	struct ipc_writer w;
 	ipc_write_begin(&w, &frame, 0);
@@ -87,8 +102,20 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 		ipc_put_str(&w, IPC_ATTR_TLS_PROTOCOL, peer->tls_protocol);
 		ipc_put_str(&w, IPC_ATTR_TLS_CIPHER, peer->tls_cipher);
 	}
-	send_frame(job->client, &w, &frame);
+	struct buf err = BUF_INIT;
+	if (!ipc_write_end(&w, &err))
+		log_panic("cannot encode a frame for qmgr: %s", buf_cstr(&err));
+	buf_free(&err);
+	buf_append(&job->sent, frame.data, frame.len);
+	if (job->client)
+		bufferevent_write(job->client->bev, frame.data, frame.len);
 	buf_free(&frame);
+}
+
+void smtp_job_return_rest(struct smtp_job *job)
+{
+	smtp_job_fail_pending(job, SMTP_RCPT_RETURNED, "4.3.0", "not attempted: the connection to qmgr was lost", NULL);
+	smtp_job_finish(job, "failed", "the connection to qmgr was lost", 0);
 }
 
 void smtp_job_fail_pending(struct smtp_job *job, enum smtp_rcpt_status status, const char *enhanced, const char *why,
@@ -137,6 +164,14 @@ static void msg_free(struct smtp_msg *msg)
 
 static void job_unlink(struct smtp_job *job)
 {
+	if (job->orphaned) {
+		for (struct smtp_job **p = &orphans; *p; p = &(*p)->next) {
+			if (*p == job) {
+				*p = job->next;
+				break;
+			}
+		}
+	}
 	if (job->client == NULL)
 		return;
 	for (struct smtp_job **p = &job->client->jobs; *p; p = &(*p)->next) {
@@ -160,10 +195,37 @@ static void job_free(struct smtp_job *job)
 		smtp_conf_unref(job->conf);
 	smtp_targets_free(&job->targets);
 	buf_free(&job->last_error);
+	buf_free(&job->sent);
 	free(job->queue);
 	free(job->domain);
 	free(job->vmta);
 	free(job);
+}
+
+/* The finished job's results wait for qmgr's ack. */
+static void hold(struct smtp_client *client, struct smtp_job *job)
+{
+	if (job->sent.len == 0)
+		return;
+	struct held_job *h = mem_zalloc(sizeof *h);
+	h->id = job->id;
+	h->frames = job->sent;
+	buf_init(&job->sent);
+	h->next = client->held;
+	client->held = h;
+}
+
+static void on_ack(struct smtp_client *client, int64_t id)
+{
+	for (struct held_job **p = &client->held; *p; p = &(*p)->next) {
+		if ((*p)->id == id) {
+			struct held_job *h = *p;
+			*p = h->next;
+			buf_free(&h->frames);
+			free(h);
+			return;
+		}
+	}
 }
 
 void smtp_job_finish(struct smtp_job *job, const char *outcome, const char *reason, int64_t retry_after)
@@ -183,6 +245,9 @@ void smtp_job_finish(struct smtp_job *job, const char *outcome, const char *reas
 			ipc_put_int(&w, IPC_ATTR_RETRY_AFTER, retry_after);
 		send_frame(job->client, &w, &frame);
 		buf_free(&frame);
+		hold(job->client, job);
+	} else {
+		smtp_replay_add(job->id, &job->sent);
 	}
 	job_free(job);
 }
@@ -222,6 +287,7 @@ static bool on_job(struct smtp_client *client, const struct ipc_msg *m, struct b
 	struct smtp_job *job = mem_zalloc(sizeof *job);
 	job->id = id;
 	buf_init(&job->last_error);
+	buf_init(&job->sent);
 	if (!split_queue(job, ipc_msg_str(m, IPC_ATTR_QUEUE), err)) {
 		job_free(job);
 		return false;
@@ -353,9 +419,15 @@ static bool on_run(struct smtp_client *client, const struct ipc_msg *m, struct b
 	return true;
 }
 
+static bool on_ack_frame(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+{
+	on_ack(client, ipc_msg_int(m, IPC_ATTR_JOB_ID));
+	return true;
+}
+
 static bool (*const handlers[JOB_VERB_COUNT])(struct smtp_client *client, const struct ipc_msg *m, struct buf *err) = {
     [JOB_VERB_JOB] = on_job,   [JOB_VERB_MESSAGE] = on_message, [JOB_VERB_RECIPIENT] = on_recipient,
-    [JOB_VERB_DATA] = on_data, [JOB_VERB_RUN] = on_run,
+    [JOB_VERB_DATA] = on_data, [JOB_VERB_RUN] = on_run,         [JOB_VERB_ACK] = on_ack_frame,
 };
 
 static bool handle_frame(struct smtp_client *client, const struct buf *payload, struct buf *err)
@@ -369,12 +441,41 @@ static bool handle_frame(struct smtp_client *client, const struct buf *payload, 
 
 /* ---- connections ------------------------------------------------------------------------ */
 
-static void client_free(struct smtp_client *client)
+/* qmgr is gone from this connection: what it did not confirm is
+ * replayed, jobs still being built are dropped, running ones go on as
+ * orphans. */
+static void client_release(struct smtp_client *client)
 {
+	while (client->held) {
+		struct held_job *h = client->held;
+		client->held = h->next;
+		smtp_replay_add(h->id, &h->frames);
+		buf_free(&h->frames);
+		free(h);
+	}
 	while (client->jobs) {
 		struct smtp_job *job = client->jobs;
-		job_free(job); /* unlinks itself */
+		client->jobs = job->next;
+		job->client = NULL;
+		if (!job->running) {
+			/* qmgr may have marked its recipients in flight */
+			smtp_job_fail_pending(job, SMTP_RCPT_RETURNED, "4.3.0",
+			                      "not attempted: the connection to qmgr was lost", NULL);
+			smtp_replay_add(job->id, &job->sent);
+			job_free(job);
+			continue;
+		}
+		log_info("job %lld for %s goes on without qmgr", (long long)job->id, job->queue);
+		job->orphaned = true;
+		job->next = orphans;
+		orphans = job;
+		smtp_deliver_orphaned(job);
 	}
+}
+
+static void client_free(struct smtp_client *client)
+{
+	client_release(client);
 	if (client->prev)
 		client->prev->next = client->next;
 	else
@@ -392,8 +493,7 @@ static void client_fail(struct smtp_client *client, const char *why)
 	send_error(client, -1, why);
 	client->closing = true;
 	bufferevent_disable(client->bev, EV_READ);
-	while (client->jobs)
-		job_free(client->jobs);
+	client_release(client);
 }
 
 static void on_client_read(struct bufferevent *bev, void *arg)
@@ -442,7 +542,7 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
 	struct smtp_client *client = arg;
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		if (client->jobs)
-			log_warning("qmgr closed the connection with jobs open; they are abandoned");
+			log_warning("qmgr closed the connection with jobs open; their results are replayed to it");
 		client_free(client);
 	}
 }
@@ -465,8 +565,9 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 	log_error("accepting a qmgr connection: %s", evutil_socket_error_to_string(err));
 }
 
-bool smtp_job_listen(struct event_base *base, int fd, struct buf *err)
+bool smtp_job_listen(struct event_base *base, int fd, const char *spool, struct buf *err)
 {
+	smtp_replay_init(base, spool);
 	evutil_make_socket_nonblocking(fd);
 	listener = evconnlistener_new(base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	if (listener == NULL) {
@@ -477,12 +578,35 @@ bool smtp_job_listen(struct event_base *base, int fd, struct buf *err)
 	return true;
 }
 
+/* Stopping: jobs that have not sent a final dot go back to qmgr unsent
+ * over the live connection, so it need not wait in-flight-grace for
+ * them. */
+static void client_return_jobs(struct smtp_client *client)
+{
+	struct smtp_job *job = client->jobs;
+	while (job) {
+		struct smtp_job *next = job->next;
+		if (job->running && !smtp_session_delivering(job->session)) {
+			smtp_deliver_abort(job);
+			smtp_job_return_rest(job); /* frees it */
+		}
+		job = next;
+	}
+	if (!client->closing)
+		evbuffer_write(bufferevent_get_output(client->bev), bufferevent_getfd(client->bev));
+}
+
 void smtp_job_shutdown(void)
 {
 	if (listener) {
 		evconnlistener_free(listener);
 		listener = NULL;
 	}
+	for (struct smtp_client *c = clients; c; c = c->next)
+		client_return_jobs(c);
 	while (clients)
 		client_free(clients);
+	while (orphans)
+		job_free(orphans); /* unlinks itself */
+	smtp_replay_shutdown();
 }

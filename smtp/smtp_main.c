@@ -153,7 +153,7 @@ static bool smtp_init(void *ctx, struct event_base *base, struct buf *err)
 	free(servers.items);
 	if (!ok)
 		return false;
-	if (!smtp_job_listen(base, d->service_fd, err))
+	if (!smtp_job_listen(base, d->service_fd, conf_spool(d->conf->conf), err))
 		return false;
 	d->service_fd = -1; /* the listener owns it */
 	server_set_title("smtp");

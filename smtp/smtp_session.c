@@ -390,10 +390,21 @@ void smtp_session_shutdown(void)
 	}
 }
 
+bool smtp_session_delivering(const struct smtp_session *s)
+{
+	return s != NULL && s->state == S_BODY;
+}
+
 static void next_transaction(struct smtp_session *s)
 {
 	struct smtp_job *job = s->job;
 	while (job->next_msg < job->nmsgs) {
+		if (job->orphaned) {
+			/* qmgr went away: no new transaction; the rest goes
+			 * back unsent (on_session_done). */
+			quit(s, SMTP_END_DONE, NULL);
+			return;
+		}
 		struct smtp_msg *msg = &job->msgs[job->next_msg];
 		if (!refuse_unsupported(s, msg) && begin_transaction(s, msg))
 			return;

@@ -275,8 +275,8 @@ static void test_final_results_apply_once(void **state)
 	struct ipc_msg msg;
 	bool changed, found;
 	add(f->st, 2, 100000, qid);
-	struct qmgr_outcome delivered = {QMGR_RCPT_DELIVERED, 0, "smtp;250 ok", "d", NULL, 0};
-	struct qmgr_outcome bounced = {QMGR_RCPT_BOUNCED, 0, "smtp;550 5.1.1 no", "b", NULL, 0};
+	struct qmgr_outcome delivered = {.state = QMGR_RCPT_DELIVERED, .result = "smtp;250 ok", .rtype = "d"};
+	struct qmgr_outcome bounced = {.state = QMGR_RCPT_BOUNCED, .result = "smtp;550 5.1.1 no", .rtype = "b"};
 	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
 	assert_true(changed);
 	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &bounced, NOW, &changed, &err), QMGR_STORE_OK);
@@ -306,6 +306,56 @@ static bool count_queue(void *ctx, const char *name, const struct qmgr_queue_sta
 
 /* schedule makes deferred recipients due now; a queue's state and its
  * "tq" record are written together. */
+/* A recipient handed to a job waits until the grace time; a replayed
+ * result counts only for the job it is in flight for, and only once. */
+static void test_in_flight_and_replay(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	struct qmgr_rcpt r;
+	bool changed, found;
+	add(f->st, 2, 100, qid);
+	struct qmgr_rcpt_ref refs[2];
+	for (size_t i = 0; i < 2; i++) {
+		memcpy(refs[i].qid, qid, QMGR_QID_SIZE);
+		refs[i].index = i;
+	}
+	int64_t job = ((int64_t)3 << 32) + 7;
+	assert_int_equal(qmgr_store_mark_in_flight(f->st, refs, 2, job, NOW + 600, NOW, &err), QMGR_STORE_OK);
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_int_equal(r.in_flight, job);
+	assert_int_equal(r.next_attempt, NOW + 600);
+	qmgr_rcpt_free(&r);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 599), 0);
+	assert_int_equal(count_due(f->st, "dom1.example/{default}", NOW + 600), 1);
+
+	struct qmgr_outcome other = {.state = QMGR_RCPT_DELIVERED, .result = "250", .rtype = "d", .job_id = job + 1};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &other, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_false(changed);
+	struct qmgr_outcome mine = other;
+	mine.job_id = job;
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &mine, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	struct qmgr_outcome back = {
+	    .state = QMGR_RCPT_PENDING, .next_attempt = NOW, .job_id = job, .not_attempted = true};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 1, &back, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 1, &back, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_false(changed);
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 1, &r, &found, &err));
+	assert_int_equal(r.in_flight, 0);
+	assert_int_equal(r.attempts, 0);
+	assert_int_equal(r.next_attempt, NOW);
+	qmgr_rcpt_free(&r);
+
+	uint64_t g1, g2;
+	assert_int_equal(qmgr_store_next_job_gen(f->st, &g1, &err), QMGR_STORE_OK);
+	assert_int_equal(qmgr_store_next_job_gen(f->st, &g2, &err), QMGR_STORE_OK);
+	assert_int_equal(g2, g1 + 1);
+	buf_free(&err);
+}
+
 static void test_reschedule_and_queue_state(void **state)
 {
 	struct fixture *f = *state;
@@ -631,6 +681,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_queue_ids_increase, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipient_states, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_final_results_apply_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_in_flight_and_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reschedule_and_queue_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
