@@ -33,10 +33,9 @@ struct conf;
 /* ---- settings (qmgr_settings.c) ----------------------------------------- */
 
 struct qmgr_settings {
-	char *spool;           /* <spool>: the queue lives in <spool>/queue */
-	bool sync_msg_create;  /* flush the log before acknowledging */
-	unsigned acct_records; /* bit 1 << enum acct_type: some <acct-file> writes that type */
-	struct conf *conf;     /* the whole configuration: queues resolve theirs */
+	char *spool;          /* <spool>: the queue lives in <spool>/queue */
+	bool sync_msg_create; /* flush the log before acknowledging */
+	struct conf *conf;    /* the whole configuration: queues resolve theirs */
 };
 
 /* Fills settings from the configuration file (spool, sync-msg-create).
@@ -178,10 +177,6 @@ enum qmgr_store_status {
  * cannot open the queue beside a running one.  NULL with the reason in
  * err; a damaged environment names `ternctl queue recover`. */
 struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, struct buf *err);
-/* Only records of these types (bits 1 << enum acct_type) go into the
- * outbox from now on; QMGR_ACCT_ALL (the default) keeps every type. */
-#define QMGR_ACCT_ALL (~0u)
-void qmgr_store_set_acct_records(struct qmgr_store *st, unsigned types);
 /* Checkpoints and closes; NULL is allowed. */
 void qmgr_store_close(struct qmgr_store *st);
 

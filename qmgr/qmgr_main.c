@@ -116,8 +116,6 @@ static bool daemon_pre_init(void *ctx, const struct server_options *opts, struct
 		return false;
 	char *dir = queue_dir(&d->settings);
 	d->st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, err);
-	if (d->st)
-		qmgr_store_set_acct_records(d->st, d->settings.acct_records);
 	bool ok = d->st != NULL && (uid == (uid_t)-1 || give_queue_to(dir, uid, gid, err));
 	free(dir);
 	if (ok)
@@ -162,8 +160,6 @@ static void daemon_reload(void *ctx)
 	struct conf *old = d->settings.conf;
 	d->settings.conf = fresh.conf;
 	fresh.conf = old;
-	d->settings.acct_records = fresh.acct_records;
-	qmgr_store_set_acct_records(d->st, d->settings.acct_records);
 	qmgr_sched_reload(d->sched, d->settings.conf);
 	qmgr_bounce_reload(d->bounce, d->settings.conf);
 	qmgr_settings_free(&fresh);

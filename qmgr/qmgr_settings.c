@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "acct_fields.h"
 #include "conf.h"
 #include "mem.h"
 
@@ -24,22 +23,6 @@ static void first_error(const struct conf *conf, struct buf *err)
 	}
 }
 
-/* The record types the accounting files write (records, default d,b). */
-static unsigned acct_records(const struct conf *conf)
-{
-	unsigned types = 0;
-	for (size_t i = 0; i < conf_block_count(conf, CONF_ACCT_FILE); i++) {
-		const struct conf_list *l =
-		    conf_get_list(conf_block_settings(conf_block_at(conf, CONF_ACCT_FILE, i)), "records");
-		for (size_t j = 0; l && j < l->count; j++) {
-			enum acct_type t;
-			if (acct_type_parse(l->items[j], &t))
-				types |= 1u << t;
-		}
-	}
-	return types;
-}
-
 bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, struct buf *err)
 {
 	memset(s, 0, sizeof(*s));
@@ -52,7 +35,6 @@ bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, struct
 		const char *spool = conf_get_string(global, "spool");
 		s->spool = mem_strdup(spool && *spool ? spool : DEFAULT_SPOOL);
 		s->sync_msg_create = conf_get_bool(global, "sync-msg-create");
-		s->acct_records = acct_records(conf);
 		s->conf = conf;
 	} else {
 		first_error(conf, err);

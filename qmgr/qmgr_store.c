@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "acct_fields.h"
 #include "log.h"
 #include "mem.h"
 
@@ -54,7 +53,6 @@ struct qmgr_store {
 	char *dir;
 	uint64_t last_qid;
 	bool broken;
-	unsigned acct_records; /* the record types some <acct-file> writes */
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -232,7 +230,6 @@ struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, st
 		return NULL;
 	struct qmgr_store *st = mem_zalloc(sizeof(*st));
 	st->dir = mem_strdup(dir);
-	st->acct_records = QMGR_ACCT_ALL;
 	if ((st->lock_fd = lock_dir(dir, err)) < 0) {
 		free(st->dir);
 		free(st);
@@ -363,25 +360,9 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 	return QMGR_STORE_OK;
 }
 
-void qmgr_store_set_acct_records(struct qmgr_store *st, unsigned types)
-{
-	st->acct_records = types;
-}
-
-/* Does any accounting file want records of this type?  Those nobody
- * writes never enter the outbox: each costs its log records twice (in,
- * and out once acctd confirmed it). */
-static bool acct_wanted(const struct qmgr_store *st, const char *type)
-{
-	enum acct_type t;
-	return !acct_type_parse(type, &t) || (st->acct_records & (1u << t)) != 0;
-}
-
 static int append_outbox(struct write_ctx *w, const char *type, const char *qid, size_t index,
                          const struct ipc_msg *envelope, const struct qmgr_rcpt *r, const struct ipc_msg *detail)
 {
-	if (!acct_wanted(w->st, type))
-		return 0;
 	qmgr_key_seq(&w->key, w->outbox_seq++);
 	qmgr_record_outbox(&w->val, type, qid, index, w->now, envelope, r, detail);
 	return put_buf(w->st, w->txn, QMGR_TABLE_OUTBOX, &w->key, w->val.data, w->val.len);
@@ -1143,7 +1124,7 @@ enum qmgr_store_status qmgr_store_put_queue(struct qmgr_store *st, const char *n
 	buf_puts(&w.key, name);
 	qmgr_record_queue(&w.val, q);
 	int ret = put_buf(st, w.txn, QMGR_TABLE_QUEUES, &w.key, w.val.data, w.val.len);
-	if (ret == 0 && detail && acct_wanted(st, "tq")) {
+	if (ret == 0 && detail) {
 		qmgr_key_seq(&w.key, w.outbox_seq++);
 		qmgr_record_queue_failure(&w.val, name, reason, now, detail);
 		ret = put_buf(st, w.txn, QMGR_TABLE_OUTBOX, &w.key, w.val.data, w.val.len);
