@@ -22,6 +22,7 @@
  * A broken frame or a protocol error gets an "error" frame and the
  * connection is closed. */
 #include "acctd.h"
+#include "ipc_evbuffer.h"
 #include "server.h"
 
 #include <errno.h>
@@ -452,18 +453,10 @@ static bool handle_frame(struct acctd_client *c, const void *payload, size_t len
 /* One whole frame out of the input into payload: 1, none yet: 0, broken: -1. */
 static int next_frame(struct acctd_client *c, struct buf *payload, struct buf *err)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	unsigned char head[IPC_FRAME_HEADER];
-	size_t avail = evbuffer_get_length(in), len = 0;
-	evbuffer_copyout(in, head, avail < sizeof(head) ? avail : sizeof(head));
-	enum ipc_frame_status st = ipc_frame_scan(head, avail, ACCTD_MAX_FRAME, &len, err);
+	enum ipc_frame_status st =
+	    ipc_frame_take_evbuffer(bufferevent_get_input(c->bev), ACCTD_MAX_FRAME, payload, err);
 	if (st != IPC_FRAME_COMPLETE)
 		return st == IPC_FRAME_PARTIAL ? 0 : -1;
-	evbuffer_drain(in, IPC_FRAME_HEADER);
-	buf_reset(payload);
-	buf_reserve(payload, len);
-	evbuffer_remove(in, payload->data, len);
-	payload->len = len;
 	return 1;
 }
 

@@ -17,6 +17,7 @@
 
 #include "alias.h"
 #include "ipc.h"
+#include "ipc_evbuffer.h"
 #include "job_proto.h"
 #include "log.h"
 #include "mem.h"
@@ -330,21 +331,13 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct buf payload = BUF_INIT, err = BUF_INIT;
 	while (!c->closing) {
-		size_t avail = evbuffer_get_length(in), len = 0;
-		unsigned char *head = evbuffer_pullup(in, avail < IPC_FRAME_HEADER ? (ssize_t)avail : IPC_FRAME_HEADER);
-		enum ipc_frame_status st = ipc_frame_scan(head, avail, IPC_FRAME_MAX_DEFAULT, &len, &err);
+		enum ipc_frame_status st = ipc_frame_take_evbuffer(in, IPC_FRAME_MAX_DEFAULT, &payload, &err);
 		if (st == IPC_FRAME_PARTIAL)
 			break;
 		if (st == IPC_FRAME_ERROR) {
 			client_fail(c, buf_cstr(&err));
 			break;
 		}
-		evbuffer_drain(in, IPC_FRAME_HEADER);
-		buf_reset(&payload);
-		buf_reserve(&payload, len);
-		evbuffer_remove(in, payload.data, len);
-		payload.len = len;
-		payload.data[len] = '\0';
 		enum job_verb verb;
 		struct ipc_msg m;
 		bool ok = job_proto_decode(payload.data, payload.len, &verb, &m, &err) && handlers[verb](c, &m, &err);

@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "ipc.h"
+#include "ipc_evbuffer.h"
 
 #define CONTROL_MAX_FRAME (64 * 1024)
 #define CONTROL_TIMEOUT_SECONDS 10
@@ -240,19 +241,15 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
 	}
-	unsigned char head[IPC_FRAME_HEADER];
-	size_t avail = evbuffer_get_length(in), len = 0;
-	evbuffer_copyout(in, head, avail < sizeof(head) ? avail : sizeof(head));
-	struct buf err = BUF_INIT, verb = BUF_INIT;
-	enum ipc_frame_status st = ipc_frame_scan(head, avail, CONTROL_MAX_FRAME, &len, &err);
+	struct buf err = BUF_INIT, verb = BUF_INIT, frame = BUF_INIT;
+	enum ipc_frame_status st = ipc_frame_take_evbuffer(in, CONTROL_MAX_FRAME, &frame, &err);
 	if (st == IPC_FRAME_PARTIAL) {
 		buf_free(&err);
 		return;
 	}
 	if (st == IPC_FRAME_COMPLETE) {
-		evbuffer_drain(in, IPC_FRAME_HEADER);
-		unsigned char *payload = mem_alloc(len);
-		evbuffer_remove(in, payload, len);
+		const unsigned char *payload = (const unsigned char *)frame.data;
+		size_t len = frame.len;
 		const char *service = NULL;
 		if (ipc_peek_request(payload, len, &verb, &err) && (service = master_relay_service(buf_cstr(&verb)))) {
 			relay_request(c, service, payload, len);
@@ -262,8 +259,8 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 				handle_request(c, buf_cstr(&verb));
 			ipc_msg_free(&msg);
 		}
-		free(payload);
 	}
+	buf_free(&frame);
 	if (!c->replied && !c->relay)
 		log_warning("control: dropping a client that sent a bad request: %s", buf_cstr(&err));
 	buf_free(&err);

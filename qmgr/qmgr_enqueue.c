@@ -26,6 +26,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
 
@@ -464,19 +465,9 @@ static bool handle_frame(struct client *c, const char *verb, struct buf *err)
  * the connection was dropped. */
 static bool next_frame(struct client *c, struct evbuffer *input, bool *dropped)
 {
-	unsigned char head[IPC_FRAME_HEADER];
-	size_t avail = evbuffer_get_length(input), len = 0;
 	struct buf err = BUF_INIT;
-	evbuffer_copyout(input, head, sizeof(head));
-	enum ipc_frame_status status = ipc_frame_scan(head, avail, 0, &len, &err);
-	if (status == IPC_FRAME_COMPLETE) {
-		evbuffer_drain(input, IPC_FRAME_HEADER);
-		buf_reset(&c->payload);
-		buf_reserve(&c->payload, len);
-		evbuffer_remove(input, c->payload.data, len);
-		c->payload.len = len;
-		c->payload.data[len] = '\0';
-	} else if (status == IPC_FRAME_ERROR) {
+	enum ipc_frame_status status = ipc_frame_take_evbuffer(input, 0, &c->payload, &err);
+	if (status == IPC_FRAME_ERROR) {
 		violation(c, buf_cstr(&err));
 		*dropped = true;
 	}

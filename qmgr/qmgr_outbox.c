@@ -20,6 +20,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
 
@@ -288,21 +289,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct qmgr_outbox *o = arg;
 	struct buf err = BUF_INIT;
 	while (o->bev) {
-		struct evbuffer *in = bufferevent_get_input(o->bev);
-		unsigned char head[IPC_FRAME_HEADER];
-		size_t len = 0;
-		evbuffer_copyout(in, head, sizeof(head));
-		enum ipc_frame_status status = ipc_frame_scan(head, evbuffer_get_length(in), 0, &len, &err);
+		enum ipc_frame_status status =
+		    ipc_frame_take_evbuffer(bufferevent_get_input(o->bev), 0, &o->payload, &err);
 		if (status == IPC_FRAME_ERROR)
 			disconnect(o, buf_cstr(&err));
 		if (status != IPC_FRAME_COMPLETE)
 			break;
-		evbuffer_drain(in, IPC_FRAME_HEADER);
-		buf_reset(&o->payload);
-		buf_reserve(&o->payload, len);
-		evbuffer_remove(in, o->payload.data, len);
-		o->payload.len = len;
-		o->payload.data[len] = '\0';
 		handle_frame(o);
 	}
 	buf_free(&err);

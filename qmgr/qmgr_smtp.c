@@ -20,6 +20,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
 
@@ -47,11 +48,11 @@ struct qmgr_job_builder {
 };
 
 static const struct ipc_spec result_spec[] = {
-    {IPC_ATTR_REQUEST, IPC_REQUIRED},     {IPC_ATTR_JOB_ID, IPC_REQUIRED},       {IPC_ATTR_QUEUE_ID, IPC_REQUIRED},
-    {IPC_ATTR_RCPT_INDEX, IPC_REQUIRED},  {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},    {IPC_ATTR_OUTCOME, IPC_REQUIRED},
-    {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},  {IPC_ATTR_REASON, IPC_OPTIONAL},       {IPC_ATTR_SIZE, IPC_OPTIONAL},
-    {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL}, {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},    {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},
-    {IPC_ATTR_ESMTP, IPC_OPTIONAL},       {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL}, {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},
+    {IPC_ATTR_REQUEST, IPC_REQUIRED},       {IPC_ATTR_JOB_ID, IPC_REQUIRED},       {IPC_ATTR_QUEUE_ID, IPC_REQUIRED},
+    {IPC_ATTR_RCPT_INDEX, IPC_REQUIRED},    {IPC_ATTR_RECIPIENT, IPC_OPTIONAL},    {IPC_ATTR_OUTCOME, IPC_REQUIRED},
+    {IPC_ATTR_DSN_STATUS, IPC_OPTIONAL},    {IPC_ATTR_REASON, IPC_OPTIONAL},       {IPC_ATTR_SIZE, IPC_OPTIONAL},
+    {IPC_ATTR_REMOTE_HOST, IPC_OPTIONAL},   {IPC_ATTR_REMOTE_IP, IPC_OPTIONAL},    {IPC_ATTR_LOCAL_IP, IPC_OPTIONAL},
+    {IPC_ATTR_ESMTP, IPC_OPTIONAL},         {IPC_ATTR_TLS_PROTOCOL, IPC_OPTIONAL}, {IPC_ATTR_TLS_CIPHER, IPC_OPTIONAL},
     {IPC_ATTR_ACCT_DLV_TYPE, IPC_OPTIONAL},
 };
 static const struct ipc_spec done_spec[] = {
@@ -140,23 +141,14 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct qmgr_smtp *c = arg;
 	while (c->bev) {
-		struct evbuffer *in = bufferevent_get_input(c->bev);
-		unsigned char head[IPC_FRAME_HEADER];
-		size_t avail = evbuffer_get_length(in), len = 0;
 		struct buf err = BUF_INIT;
-		evbuffer_copyout(in, head, sizeof(head));
-		enum ipc_frame_status status = ipc_frame_scan(head, avail, 0, &len, &err);
+		enum ipc_frame_status status =
+		    ipc_frame_take_evbuffer(bufferevent_get_input(c->bev), 0, &c->payload, &err);
 		if (status == IPC_FRAME_ERROR)
 			disconnect(c, buf_cstr(&err));
 		buf_free(&err);
 		if (status != IPC_FRAME_COMPLETE)
 			return;
-		evbuffer_drain(in, IPC_FRAME_HEADER);
-		buf_reset(&c->payload);
-		buf_reserve(&c->payload, len);
-		evbuffer_remove(in, c->payload.data, len);
-		c->payload.len = len;
-		c->payload.data[len] = '\0';
 		handle_frame(c);
 	}
 }
@@ -165,7 +157,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct qmgr_smtp *c = arg;
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		disconnect(c, (what & BEV_EVENT_EOF) ? "the agent closed the connection" : strerror(EVUTIL_SOCKET_ERROR()));
+		disconnect(c, (what & BEV_EVENT_EOF) ? "the agent closed the connection"
+		                                     : strerror(EVUTIL_SOCKET_ERROR()));
 }
 
 static bool connect_smtp(struct qmgr_smtp *c)

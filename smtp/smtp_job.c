@@ -25,6 +25,7 @@
 #include <event2/listener.h>
 
 #include "ipc.h"
+#include "ipc_evbuffer.h"
 #include "job_proto.h"
 #include "log.h"
 #include "mem.h"
@@ -502,25 +503,13 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 	struct evbuffer *input = bufferevent_get_input(bev);
 	struct buf payload = BUF_INIT, err = BUF_INIT;
 	while (!client->closing) {
-		size_t avail = evbuffer_get_length(input);
-		if (avail == 0)
-			break;
-		const unsigned char *head =
-		    evbuffer_pullup(input, avail < IPC_FRAME_HEADER ? (ssize_t)avail : IPC_FRAME_HEADER);
-		size_t plen = 0;
-		enum ipc_frame_status st = ipc_frame_scan(head, avail, IPC_FRAME_MAX_DEFAULT, &plen, &err);
+		enum ipc_frame_status st = ipc_frame_take_evbuffer(input, IPC_FRAME_MAX_DEFAULT, &payload, &err);
 		if (st == IPC_FRAME_PARTIAL)
 			break;
 		if (st == IPC_FRAME_ERROR) {
 			client_fail(client, buf_cstr(&err));
 			break;
 		}
-		evbuffer_drain(input, IPC_FRAME_HEADER);
-		buf_reset(&payload);
-		buf_reserve(&payload, plen);
-		evbuffer_remove(input, payload.data, plen);
-		payload.len = plen;
-		payload.data[plen] = '\0';
 		if (!handle_frame(client, &payload, &err)) {
 			client_fail(client, buf_cstr(&err));
 			break;

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "ipc.h"
+#include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
 
@@ -94,22 +95,14 @@ static void close_replay(bool confirmed)
 
 static void on_reply(struct bufferevent *b, void *arg)
 {
-	struct evbuffer *in = bufferevent_get_input(b);
-	unsigned char head[IPC_FRAME_HEADER];
-	size_t avail = evbuffer_get_length(in), len = 0;
 	struct buf err = BUF_INIT, payload = BUF_INIT;
-	evbuffer_copyout(in, head, sizeof head);
-	enum ipc_frame_status st = ipc_frame_scan(head, avail, 0, &len, &err);
+	enum ipc_frame_status st = ipc_frame_take_evbuffer(bufferevent_get_input(b), 0, &payload, &err);
 	if (st == IPC_FRAME_PARTIAL) {
 		buf_free(&err);
 		return;
 	}
 	bool confirmed = false;
 	if (st == IPC_FRAME_COMPLETE) {
-		evbuffer_drain(in, IPC_FRAME_HEADER);
-		buf_reserve(&payload, len);
-		evbuffer_remove(in, payload.data, len);
-		payload.len = len;
 		struct ipc_msg m;
 		if (ipc_decode(payload.data, payload.len, reply_spec, IPC_SPEC_COUNT(reply_spec), &m, &err)) {
 			confirmed = ipc_msg_int(&m, IPC_ATTR_STATUS) == 250;

@@ -34,6 +34,7 @@
 
 #include "enqueue.h"
 #include "ipc.h"
+#include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
 #include "smtpd.h"
@@ -225,12 +226,8 @@ static void fail_now(struct smtpd_enqueue *e, const char *why)
 static void on_reply(struct bufferevent *bev, void *arg)
 {
 	struct smtpd_enqueue *e = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	unsigned char head[IPC_FRAME_HEADER];
-	size_t avail = evbuffer_get_length(in), len = 0;
-	evbuffer_copyout(in, head, sizeof(head));
-	struct buf err = BUF_INIT;
-	enum ipc_frame_status st = ipc_frame_scan(head, avail, 0, &len, &err);
+	struct buf err = BUF_INIT, payload = BUF_INIT;
+	enum ipc_frame_status st = ipc_frame_take_evbuffer(bufferevent_get_input(bev), 0, &payload, &err);
 	if (st == IPC_FRAME_PARTIAL) {
 		buf_free(&err);
 		return;
@@ -239,14 +236,12 @@ static void on_reply(struct bufferevent *bev, void *arg)
 		buf_printf(&err, "%sunexpected answer from qmgr", err.len ? ": " : "");
 		fail_now(e, buf_cstr(&err));
 		buf_free(&err);
+		buf_free(&payload);
 		return;
 	}
-	evbuffer_drain(in, IPC_FRAME_HEADER);
-	unsigned char *payload = mem_alloc(len);
-	evbuffer_remove(in, payload, len);
 	struct enqueue_reply reply;
-	bool ok = enqueue_reply_decode(payload, len, &reply, &err);
-	free(payload);
+	bool ok = enqueue_reply_decode(payload.data, payload.len, &reply, &err);
+	buf_free(&payload);
 	if (!ok) {
 		buf_puts(&err, " (answer from qmgr)");
 		fail_now(e, buf_cstr(&err));
