@@ -32,6 +32,7 @@
 #include "value.h"
 
 #define TICK_SECS 1
+#define JOBS_PER_PASS 64
 /* How much one job takes from a queue: what smtp holds in memory. */
 #define JOB_MAX_RCPTS 500
 #define JOB_MAX_MSGS 100
@@ -941,30 +942,38 @@ static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now
 	return q->next_due <= now;
 }
 
-static void schedule(struct qmgr_sched *s)
+/* Starts the jobs that are due, at most JOBS_PER_PASS of them: each costs
+ * a transaction and reading its messages, and a pass must not keep
+ * enqueues and control requests waiting.  True when there is more to
+ * start (the tick comes back at once). */
+static bool schedule(struct qmgr_sched *s)
 {
 	int64_t now = time(NULL);
+	unsigned started = 0;
 	for (struct qmgr_squeue *q = s->queues; q && s->jobs_running < s->total_max_out; q = q->next) {
 		if (!qmgr_smtp_available(q->local ? s->local : s->smtp))
 			continue;
 		while (q->jobs < qmgr_backoff_max_out(q) && s->jobs_running < s->total_max_out &&
 		       queue_ready(s, q, now)) {
+			if (started == JOBS_PER_PASS)
+				return true;
 			if (!start_job(s, q, now)) {
 				/* All its due recipients are in flight (or
 				 * unreadable): look again once jobs end. */
 				q->next_due = now + TICK_SECS;
 				break;
 			}
+			started++;
 		}
 	}
+	return false;
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct qmgr_sched *s = arg;
 	dsn_flush_due(s, time(NULL));
-	schedule(s);
-	struct timeval tv = {TICK_SECS, 0};
+	struct timeval tv = {schedule(s) ? 0 : TICK_SECS, 0};
 	evtimer_add(s->tick, &tv);
 }
 
