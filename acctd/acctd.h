@@ -84,8 +84,6 @@ bool acctd_file_rotation_due(const struct acctd_file *f, int64_t now);
 /* Removes rotated files older than delete-after (without move-to). */
 void acctd_file_expire(const struct acctd_file *f, int64_t now);
 void acctd_file_free(struct acctd_file *f);
-/* write(2) until all is written; false with errno set. */
-bool acctd_write_all(int fd, const void *data, size_t len);
 
 /* ---- the configuration (acctd_config.c) ----------------------------------------- */
 

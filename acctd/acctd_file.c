@@ -16,24 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-bool acctd_write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return false;
-		if (n == 0) {
-			errno = ENOSPC;
-			return false;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
+#include "fileio.h"
 
 static mode_t file_mode(const struct acctd_file *f)
 {
@@ -211,7 +194,7 @@ static bool open_live(struct acctd_file *f, struct stat *st, struct buf *err)
 
 static bool start_new_file(struct acctd_file *f, struct buf *err)
 {
-	if (!acctd_write_all(f->fd, f->header.data, f->header.len)) {
+	if (!fileio_write_all(f->fd, f->header.data, f->header.len)) {
 		buf_printf(err, "cannot write the header line of %s: %s", f->path, strerror(errno));
 		if (ftruncate(f->fd, 0) < 0)
 			log_error("%s: cannot empty: %s", f->path, strerror(errno));
@@ -287,7 +270,7 @@ bool acctd_file_write_pending(struct acctd_file *f, struct buf *err)
 {
 	if (f->pending.len == 0)
 		return true;
-	if (acctd_write_all(f->fd, f->pending.data, f->pending.len) && (!f->sync || fdatasync(f->fd) == 0))
+	if (fileio_write_all(f->fd, f->pending.data, f->pending.len) && (!f->sync || fdatasync(f->fd) == 0))
 		return true;
 	buf_printf(err, "cannot write to %s: %s", f->path, strerror(errno));
 	acctd_file_rollback(f);

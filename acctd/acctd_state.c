@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fileio.h"
+
 #define STATE_MAGIC "tern-acctd-state 1"
 
 static void mark_add(struct acctd_state *st, const struct acctd_file_mark *m)
@@ -94,28 +96,13 @@ static void format_state(const struct acctd_state *st, struct buf *out)
 	}
 }
 
-/* The rename is only durable once the directory entry is on disk too. */
-static bool sync_directory(const char *path)
-{
-	char *dir = mem_strdup(path);
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*(slash == dir ? slash + 1 : slash) = '\0';
-	int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	bool ok = fd >= 0 && fsync(fd) == 0;
-	if (fd >= 0)
-		close(fd);
-	free(dir);
-	return ok;
-}
-
 bool acctd_state_save(const char *path, const struct acctd_state *st, bool durable, struct buf *err)
 {
 	struct buf text = BUF_INIT;
 	format_state(st, &text);
 	char *tmp = mem_asprintf("%s.new", path);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	bool ok = fd >= 0 && acctd_write_all(fd, text.data, text.len) && (!durable || fsync(fd) == 0);
+	bool ok = fd >= 0 && fileio_write_all(fd, text.data, text.len) && (!durable || fsync(fd) == 0);
 	int saved = errno;
 	if (fd >= 0 && close(fd) < 0 && ok) {
 		ok = false;
@@ -125,7 +112,8 @@ bool acctd_state_save(const char *path, const struct acctd_state *st, bool durab
 		ok = false;
 		saved = errno;
 	}
-	if (ok && durable && !sync_directory(path)) {
+	/* the rename is durable only once its directory entry is */
+	if (ok && durable && !fileio_sync_parent(path)) {
 		ok = false;
 		saved = errno;
 	}

@@ -66,6 +66,8 @@ const char *conf_spool(const struct conf *conf);
  * and its bad-mail directory: the arguments of "pickup", else
  * <spool>/pickup and <spool>/pickup-bad.  The caller frees them. */
 char *conf_pickup_dir(const struct conf *conf);
+/* host-name, else the machine's own name; the caller frees it. */
+char *conf_host_name(const struct conf *conf);
 char *conf_pickup_bad_dir(const struct conf *conf);
 
 /* ---- blocks --------------------------------------------------------------- */

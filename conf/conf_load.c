@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fileio.h"
 #include "mem.h"
 
 void conf_vec_push(struct conf_vec *v, void *item)
@@ -302,6 +303,12 @@ static char *pickup_path(const struct conf *conf, size_t i, const char *default_
 	if (!pickup->unset && pickup->list.count > i)
 		return mem_strdup(pickup->list.items[i]);
 	return mem_asprintf("%s/%s", conf_spool(conf), default_name);
+}
+
+char *conf_host_name(const struct conf *conf)
+{
+	const char *host = conf_get_string(conf_global(conf), "host-name");
+	return host && *host ? mem_strdup(host) : fileio_system_host_name();
 }
 
 char *conf_pickup_dir(const struct conf *conf)

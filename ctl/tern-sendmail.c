@@ -36,6 +36,7 @@
 #include "alias.h"
 #include "buf.h"
 #include "conf.h"
+#include "fileio.h"
 #include "log.h"
 #include "mailq.h"
 #include "mem.h"
@@ -372,38 +373,9 @@ static char *pickup_dir(const char *config, bool named, char **host_name)
 	if (!conf_ok(conf))
 		fail(EX_CONFIG, "%s has errors (see \"ternctl test config\"): mail not queued", config);
 	char *dir = conf_pickup_dir(conf);
-	const char *configured = conf_get_string(conf_global(conf), "host-name");
-	char system_name[256] = "localhost";
-	if ((configured == NULL || *configured == '\0') && gethostname(system_name, sizeof system_name) == 0)
-		system_name[sizeof system_name - 1] = '\0';
-	*host_name = mem_strdup(configured && *configured ? configured : system_name);
+	*host_name = conf_host_name(conf);
 	conf_free(conf);
 	return dir;
-}
-
-static bool write_all(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return false;
-		data += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
-/* Best effort: a 1730 directory cannot be opened for reading by the drop
- * group, and the file itself is already synced. */
-static void sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
 }
 
 /* Writes NAME.tmp, syncs it and renames it to NAME.msg.  The name holds
@@ -421,8 +393,8 @@ bool sendmail_drop_file(const char *dir, const struct buf *envelope, const struc
 		goto out;
 	}
 	/* The pickup service reads it as the tern user, whatever our umask. */
-	bool written = fchmod(fd, 0644) == 0 && write_all(fd, buf_cstr(envelope), envelope->len) &&
-	               write_all(fd, buf_cstr(msg), msg->len) && fsync(fd) == 0;
+	bool written = fchmod(fd, 0644) == 0 && fileio_write_all(fd, buf_cstr(envelope), envelope->len) &&
+	               fileio_write_all(fd, buf_cstr(msg), msg->len) && fsync(fd) == 0;
 	if (close(fd) < 0 || !written) {
 		buf_printf(err, "cannot write %s: %s", tmp, strerror(errno));
 		unlink(tmp);
@@ -433,7 +405,9 @@ bool sendmail_drop_file(const char *dir, const struct buf *envelope, const struc
 		unlink(tmp);
 		goto out;
 	}
-	sync_dir(dir);
+	/* best effort: a 1730 directory cannot be opened for reading by
+	 * the drop group, and the file itself is already synced */
+	fileio_sync_dir(dir);
 	ok = true;
 out:
 	free(base);

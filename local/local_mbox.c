@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "fileio.h"
 #include "mem.h"
 
 #define LOCK_TRIES 10
@@ -111,20 +112,6 @@ static int open_mailbox(const char *path, const struct local_ident *id, struct b
 	return fd;
 }
 
-static bool write_all(int fd, const char *data, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		data += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
 /* Appends entry; false (file cut back to its old size) on any error. */
 static bool append_entry(int fd, const char *path, const struct buf *entry, struct buf *err, int *error)
 {
@@ -134,7 +121,7 @@ static bool append_entry(int fd, const char *path, const struct buf *entry, stru
 		buf_printf(err, "cannot stat %s: %s", path, strerror(errno));
 		return false;
 	}
-	if (write_all(fd, entry->data, entry->len) && fsync(fd) == 0)
+	if (fileio_write_all(fd, entry->data, entry->len) && fsync(fd) == 0)
 		return true;
 	*error = errno;
 	buf_printf(err, "cannot write %s: %s", path, strerror(errno));

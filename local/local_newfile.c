@@ -13,30 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "mem.h"
-
-static bool write_all(int fd, const char *data, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		data += n;
-		len -= (size_t)n;
-	}
-	return true;
-}
-
-static void sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
 
 /* Writes head + body to dir/NAME through dir/.NAME.tmp; the final name in
  * final. */
@@ -49,8 +27,8 @@ static bool write_new(const char *dir, const struct buf *head, const struct buf 
 	char *tmp = mem_asprintf("%s/.%s.tmp", dir, name);
 	buf_printf(final, "%s/%s", dir, name);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	bool ok = fd >= 0 && write_all(fd, head->data ? head->data : "", head->len) &&
-	          write_all(fd, body->data ? body->data : "", body->len) && fsync(fd) == 0;
+	bool ok = fd >= 0 && fileio_write_all(fd, head->data ? head->data : "", head->len) &&
+	          fileio_write_all(fd, body->data ? body->data : "", body->len) && fsync(fd) == 0;
 	if (!ok)
 		buf_printf(err, "cannot write %s: %s", tmp, strerror(errno));
 	if (fd >= 0 && close(fd) < 0 && ok) {
@@ -64,7 +42,7 @@ static bool write_new(const char *dir, const struct buf *head, const struct buf 
 	if (!ok && fd >= 0)
 		unlink(tmp);
 	if (ok)
-		sync_dir(dir);
+		fileio_sync_dir(dir);
 	free(tmp);
 	return ok;
 }

@@ -15,15 +15,6 @@
 
 #define PICKUP_SOURCE "{pickup}"
 
-static char *local_hostname(void)
-{
-	char name[256];
-	if (gethostname(name, sizeof(name)) < 0 || name[0] == '\0')
-		return mem_strdup("localhost");
-	name[sizeof(name) - 1] = '\0';
-	return mem_strdup(name);
-}
-
 /* The header rules; the strings point into the configuration. */
 static void take_header_rules(struct pickup_header_rules *r, const struct conf_settings *s, bool override_date)
 {
@@ -68,8 +59,7 @@ struct pickup_conf *pickup_conf_load(const char *path, struct buf *err)
 	struct pickup_conf *c = mem_zalloc(sizeof(*c));
 	c->conf = conf;
 	const struct conf_settings *g = conf_global(conf);
-	const char *host = conf_get_string(g, "host-name");
-	c->hostname = host ? mem_strdup(host) : local_hostname();
+	c->hostname = conf_host_name(conf);
 	c->dir = conf_pickup_dir(conf);
 	c->bad_dir = conf_pickup_bad_dir(conf);
 	c->qmgr_socket = mem_asprintf("%s/private/qmgr", conf_spool(conf));

@@ -23,6 +23,7 @@
 
 #include "addr.h"
 #include "conf.h"
+#include "fileio.h"
 #include "log.h"
 #include "mem.h"
 
@@ -455,14 +456,8 @@ static void free_rules(struct qmgr_bounce *b)
 
 static void load_host(struct qmgr_bounce *b)
 {
-	const char *host = b->conf ? conf_get_string(conf_global(b->conf), "host-name") : NULL;
-	char name[256] = "localhost";
-	if (host == NULL || *host == '\0') {
-		gethostname(name, sizeof(name) - 1);
-		host = name;
-	}
 	free(b->host);
-	b->host = mem_strdup(host);
+	b->host = b->conf ? conf_host_name(b->conf) : fileio_system_host_name();
 }
 
 void qmgr_bounce_reload(struct qmgr_bounce *b, const struct conf *conf)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "mem.h"
 
 static void load_tls(struct smtp_policy *p, const struct conf_settings *s)
@@ -114,11 +115,7 @@ static void load_identity(struct smtp_policy *p, const struct conf *conf, const 
 		p->helo_name = mem_strdup(host_name->value.string);
 		return;
 	}
-	char name[256] = "localhost";
-	if (gethostname(name, sizeof name - 1) < 0)
-		strcpy(name, "localhost");
-	name[sizeof name - 1] = '\0';
-	p->helo_name = mem_strdup(name);
+	p->helo_name = fileio_system_host_name();
 }
 
 void smtp_policy_load(struct smtp_policy *policy, const struct conf *conf, const struct conf_settings *settings,

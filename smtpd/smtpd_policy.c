@@ -35,15 +35,6 @@ void smtpd_conf_unref(struct smtpd_conf *c)
 	free(c);
 }
 
-static char *local_hostname(void)
-{
-	char name[256];
-	if (gethostname(name, sizeof(name)) < 0 || name[0] == '\0')
-		return mem_strdup("localhost");
-	name[sizeof(name) - 1] = '\0';
-	return mem_strdup(name);
-}
-
 struct smtpd_conf *smtpd_conf_load(const char *path, struct buf *err)
 {
 	struct conf *conf = conf_load_checked(path, "; ", err);
@@ -53,8 +44,7 @@ struct smtpd_conf *smtpd_conf_load(const char *path, struct buf *err)
 	c->conf = conf;
 	c->refs = 1;
 	const struct conf_settings *g = conf_global(conf);
-	const char *host = conf_get_string(g, "host-name");
-	c->hostname = host ? mem_strdup(host) : local_hostname();
+	c->hostname = conf_host_name(conf);
 	c->spool = mem_strdup(conf_spool(conf));
 	c->qmgr_socket = mem_asprintf("%s/private/qmgr", c->spool);
 	c->max_sessions = conf_get_uint(g, "total-max-smtp-in");
