@@ -2,16 +2,21 @@
  * master opens them as root (port 25 and 465 are privileged) and hands the
  * descriptors to the smtpd workers.  A listener's address may be a range:
  * 0/0 (or ::/0) binds the wildcard address; any other range binds every
- * local address inside it, as PowerMTA does. */
+ * local address inside it, as PowerMTA does.  A delivery agent started
+ * by hand makes its own UNIX service socket here too. */
 #include "listen.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "mem.h"
@@ -106,4 +111,31 @@ void listen_close(struct listen_sockets *s)
 	free(s->fds);
 	s->fds = NULL;
 	s->count = 0;
+}
+
+int listen_private_socket(const char *spool, const char *name, const char *user, struct buf *err)
+{
+	char *dir = mem_asprintf("%s/private", spool);
+	struct passwd *pw = geteuid() == 0 ? getpwnam(user) : NULL;
+	if (mkdir(dir, 0700) == 0 && pw)
+		(void)!chown(dir, pw->pw_uid, pw->pw_gid);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int n = snprintf(sun.sun_path, sizeof sun.sun_path, "%s/%s", dir, name);
+	free(dir);
+	if (n < 0 || (size_t)n >= sizeof sun.sun_path) {
+		buf_printf(err, "service socket path too long under %s", spool);
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	unlink(sun.sun_path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || listen(fd, 128) < 0) {
+		buf_printf(err, "cannot listen on %s: %s", sun.sun_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	chmod(sun.sun_path, 0600);
+	if (pw)
+		(void)!chown(sun.sun_path, pw->pw_uid, pw->pw_gid);
+	return fd;
 }

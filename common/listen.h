@@ -21,4 +21,10 @@ struct listen_sockets {
 bool listen_open(const struct addr_endpoint *ep, struct listen_sockets *out, struct buf *err);
 void listen_close(struct listen_sockets *s);
 
+/* A delivery agent started by hand (tests, development) makes its own
+ * service socket, <spool>/private/NAME (mode 0600; the directory 0700),
+ * owned by user when we run as root.  The listening descriptor, or -1
+ * with the reason in err. */
+int listen_private_socket(const char *spool, const char *name, const char *user, struct buf *err);
+
 #endif

@@ -18,6 +18,7 @@
 
 #include <event2/event.h>
 
+#include "listen.h"
 #include "log.h"
 #include "mem.h"
 #include "server.h"
@@ -70,35 +71,6 @@ struct event_base *smtp_event_base(void)
 
 /* ---- the service socket ----------------------------------------------------------------- */
 
-/* Standalone (tests, by hand): the socket is ours to create, for the
- * user we are about to become. */
-static int own_socket(const struct conf *conf, const char *user, struct buf *err)
-{
-	char *dir = mem_asprintf("%s/private", conf_spool(conf));
-	struct passwd *pw = geteuid() == 0 ? getpwnam(user) : NULL;
-	if (mkdir(dir, 0700) == 0 && pw)
-		(void)!chown(dir, pw->pw_uid, pw->pw_gid);
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	int n = snprintf(sun.sun_path, sizeof sun.sun_path, "%s/" SERVICE_NAME, dir);
-	free(dir);
-	if (n < 0 || (size_t)n >= sizeof sun.sun_path) {
-		buf_printf(err, "service socket path too long under %s", conf_spool(conf));
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	unlink(sun.sun_path);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || listen(fd, 128) < 0) {
-		buf_printf(err, "cannot listen on %s: %s", sun.sun_path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	chmod(sun.sun_path, 0600);
-	if (pw)
-		(void)!chown(sun.sun_path, pw->pw_uid, pw->pw_gid);
-	return fd;
-}
-
 /* ---- daemon callbacks ---------------------------------------------------------------------- */
 
 static bool smtp_pre_init(void *ctx, const struct server_options *opts, struct buf *err)
@@ -113,7 +85,7 @@ static bool smtp_pre_init(void *ctx, const struct server_options *opts, struct b
 	if (d->service_fd == -2)
 		return false;
 	if (d->service_fd < 0)
-		d->service_fd = own_socket(conf, opts->user, err);
+		d->service_fd = listen_private_socket(conf_spool(conf), SERVICE_NAME, opts->user, err);
 	if (d->service_fd < 0)
 		return false;
 	smtp_tls_preload(conf);
