@@ -59,6 +59,9 @@ void conf_format_errors(const struct conf *conf, const char *separator, struct b
 /* Loads a file for a daemon: the conf, or NULL with every error in err
  * (separated by separator). */
 struct conf *conf_load_checked(const char *path, const char *separator, struct buf *err);
+/* SIGHUP in a daemon: the new configuration, or NULL after logging why
+ * the running one stays. */
+struct conf *conf_reload(const char *path);
 /* The spool directory: the first spool line, or the built-in default.
  * Every program finds the others' sockets under it. */
 const char *conf_spool(const struct conf *conf);

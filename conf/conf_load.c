@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "fileio.h"
+#include "log.h"
 #include "mem.h"
 
 void conf_vec_push(struct conf_vec *v, void *item)
@@ -288,6 +289,16 @@ struct conf *conf_load_checked(const char *path, const char *separator, struct b
 	conf_format_errors(conf, separator, err);
 	conf_free(conf);
 	return NULL;
+}
+
+struct conf *conf_reload(const char *path)
+{
+	struct buf err = BUF_INIT;
+	struct conf *conf = conf_load_checked(path, "; ", &err);
+	if (conf == NULL)
+		log_error("reload refused, the running configuration stays: %s", buf_cstr(&err));
+	buf_free(&err);
+	return conf;
 }
 
 const char *conf_spool(const struct conf *conf)

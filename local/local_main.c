@@ -92,15 +92,11 @@ static void local_stop(void *ctx)
 
 static void local_reload(void *ctx)
 {
-	struct buf err = BUF_INIT;
-	struct conf *conf = conf_load_checked(daemon_state.config_path, "; ", &err);
-	if (conf == NULL) {
-		log_error("configuration not reloaded: %s", buf_cstr(&err));
-	} else {
+	struct conf *conf = conf_reload(daemon_state.config_path);
+	if (conf) {
 		set_conf(conf);
 		log_info("configuration reloaded");
 	}
-	buf_free(&err);
 }
 
 int main(int argc, char **argv, char **envp)

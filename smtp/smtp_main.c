@@ -148,15 +148,11 @@ static void smtp_stop(void *ctx)
 static void smtp_reload(void *ctx)
 {
 	struct smtp_daemon *d = ctx;
-	struct buf err = BUF_INIT;
-	struct conf *conf = conf_load_checked(d->config_path, "; ", &err);
-	if (conf == NULL) {
-		log_error("configuration not reloaded: %s", buf_cstr(&err));
-	} else {
+	struct conf *conf = conf_reload(d->config_path);
+	if (conf) {
 		set_conf(conf);
 		log_info("configuration reloaded");
 	}
-	buf_free(&err);
 }
 
 int main(int argc, char **argv, char **envp)
