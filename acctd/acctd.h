@@ -165,6 +165,7 @@ struct acctd {
 	int listen_fd;
 	bool socket_inherited; /* from master (TERN_SERVICE_FD): master removes it */
 	struct event *listen_ev, *usr1_ev, *tick_ev, *retry_ev;
+	struct event *gather_ev; /* the batch is written when it fires */
 	struct acctd_client *clients;
 	struct acctd_client *feeder; /* the client whose records we take */
 	struct acctd_tail tail;
