@@ -35,6 +35,7 @@ struct opts {
 	bool tls;           /* STARTTLS before the first message */
 	unsigned rcpts;     /* recipients per message */
 	unsigned domains;   /* recipient domains rotate over this many */
+	const char *domain; /* recipients are u<N>@d<M>.<domain> */
 	unsigned per_conn;  /* messages per connection (0: no limit) */
 	unsigned idle;      /* idle mode: hold this many connections */
 	unsigned timeout;   /* seconds before giving up */
@@ -50,7 +51,7 @@ struct session {
 };
 
 static struct opts opt = {
-    .host = "127.0.0.1", .conc = 20, .msgs = 1000, .size = 2048, .rcpts = 1, .domains = 1, .timeout = 120};
+    .host = "127.0.0.1", .conc = 20, .msgs = 1000, .size = 2048, .rcpts = 1, .domains = 1, .domain = "bench.test", .timeout = 120};
 static struct event_base *base;
 static SSL_CTX *ssl_ctx;
 static char *body;
@@ -70,7 +71,7 @@ static double now(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: tern-load -p PORT [-H HOST] [-c SESSIONS] [-n MESSAGES] [-s SIZE] [-t]\n"
-	                "                 [-r RCPTS] [-D DOMAINS] [-m PER-CONN] [-i IDLE] [-T SECONDS]\n");
+	                "                 [-r RCPTS] [-D DOMAINS] [-d DOMAIN] [-m PER-CONN] [-i IDLE] [-T SECONDS]\n");
 	exit(2);
 }
 
@@ -124,7 +125,7 @@ static void send_envelope(struct session *s)
 	evbuffer_add_printf(out, "MAIL FROM:<load@bench.test>\r\n");
 	for (unsigned i = 0; i < opt.rcpts; i++) {
 		unsigned long n = rcpt_seq++;
-		evbuffer_add_printf(out, "RCPT TO:<u%lu@d%lu.bench.test>\r\n", n, n % opt.domains);
+		evbuffer_add_printf(out, "RCPT TO:<u%lu@d%lu.%s>\r\n", n, n % opt.domains, opt.domain);
 	}
 	evbuffer_add(out, "DATA\r\n", 6);
 	expect(s, P_ENVELOPE, opt.rcpts + 2);
@@ -356,7 +357,7 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
 static void parse_args(int argc, char **argv)
 {
 	int c;
-	while ((c = getopt(argc, argv, "H:p:c:n:s:tr:D:m:i:T:")) != -1) {
+	while ((c = getopt(argc, argv, "H:p:c:n:s:tr:D:d:m:i:T:")) != -1) {
 		switch (c) {
 		case 'H':
 			opt.host = optarg;
@@ -381,6 +382,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'D':
 			opt.domains = (unsigned)atoi(optarg);
+			break;
+		case 'd':
+			opt.domain = optarg;
 			break;
 		case 'm':
 			opt.per_conn = (unsigned)atoi(optarg);
