@@ -239,6 +239,19 @@ struct qmgr_outcome {
 enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, size_t index,
                                         const struct qmgr_outcome *o, int64_t now, bool *changed, struct buf *err);
 
+/* One outcome of a batch: in, the recipient and its outcome; out, changed. */
+struct qmgr_apply_item {
+	const char *qid;
+	size_t index;
+	const struct qmgr_outcome *o;
+	bool changed;
+};
+
+/* qmgr_store_apply for several outcomes in one transaction: all of them
+ * or, on any failure, none (the caller may then apply them one by one). */
+enum qmgr_store_status qmgr_store_apply_many(struct qmgr_store *st, struct qmgr_apply_item *items, size_t n,
+                                             int64_t now, struct buf *err);
+
 /* A recipient by its message and index. */
 struct qmgr_rcpt_ref {
 	char qid[QMGR_QID_SIZE];
@@ -497,6 +510,11 @@ void qmgr_sched_set_bounce(struct qmgr_sched *s, qmgr_bounce_fn fn, qmgr_dsn_flu
  * at its end; their DSNs wait in the queue for the message's other
  * failures (qmgr_bounce_flush). */
 void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m);
+/* Results between begin and end are applied in one transaction at the
+ * end (or before the next job end), their frames taken over; the smtp
+ * client brackets each read with them. */
+void qmgr_sched_results_begin(struct qmgr_sched *s);
+void qmgr_sched_results_end(struct qmgr_sched *s);
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
 struct qmgr_smtp;
 void qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent);

@@ -70,6 +70,19 @@ struct qmgr_sched {
 	struct dsn_wait *dsn_waits;              /* messages with a pending DSN */
 	struct dsn_wait *dsn_hash[HASH_BUCKETS]; /* the same, by queue ID */
 	bool loaded;
+	bool batching;                   /* results wait in pending for one transaction */
+	struct pending_result **pending; /* in the order they came */
+	size_t npending;
+};
+
+/* A result waiting for the batch's transaction; it owns smtp's frame,
+ * which its qid and outcome point into. */
+struct pending_result {
+	struct qmgr_squeue *q;
+	struct ipc_msg frame;
+	const char *qid;
+	size_t index;
+	struct qmgr_outcome o;
 };
 
 /* A recipient in a job: never given to a second job at once. */
@@ -428,6 +441,32 @@ static bool load_dsn_wait(void *ctx, const char *qid, int64_t since)
 	return true;
 }
 
+/* What a recorded outcome changes in memory: counters, the queue's
+ * next due time, the wait for a DSN. */
+static void outcome_recorded(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
+                             const struct qmgr_outcome *o, int64_t now)
+{
+	log_info("%s: recipient %zu, queue %s: %s: %s", qid, index, q->name, qmgr_rcpt_state_name(o->state),
+	         o->result ? o->result : "");
+	if (o->state != QMGR_RCPT_DEFERRED)
+		qmgr_sched_removed(s, q, 1);
+	if (o->state == QMGR_RCPT_DELIVERED) {
+		s->counters.delivered++;
+		qmgr_sched_count(s, QMGR_OUT_RCPTS, 1);
+		q->delivered++;
+	} else if (o->state == QMGR_RCPT_BOUNCED) {
+		s->counters.bounced++;
+		q->bounced++;
+		if (o->dsn)
+			dsn_wait_add(s, qid, now);
+	} else {
+		s->counters.deferred++;
+		q->deferred++;
+		if (o->next_attempt < q->next_due || q->next_due == 0)
+			q->next_due = o->next_attempt;
+	}
+}
+
 /* Records an outcome; a bounce's DSN becomes pending with it. */
 static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const char *qid, size_t index,
                           const struct qmgr_outcome *o)
@@ -436,30 +475,73 @@ static void apply_outcome(struct qmgr_sched *s, struct qmgr_squeue *q, const cha
 	bool changed = false;
 	int64_t now = time(NULL);
 	enum qmgr_store_status status = qmgr_store_apply(s->st, qid, index, o, now, &changed, &err);
-	if (status != QMGR_STORE_OK) {
+	if (status != QMGR_STORE_OK)
 		log_error("%s: recipient %zu: cannot record the outcome: %s", qid, index, buf_cstr(&err));
-	} else if (changed) {
-		log_info("%s: recipient %zu, queue %s: %s: %s", qid, index, q->name, qmgr_rcpt_state_name(o->state),
-		         o->result ? o->result : "");
-		if (o->state != QMGR_RCPT_DEFERRED)
-			qmgr_sched_removed(s, q, 1);
-		if (o->state == QMGR_RCPT_DELIVERED) {
-			s->counters.delivered++;
-			qmgr_sched_count(s, QMGR_OUT_RCPTS, 1);
-			q->delivered++;
-		} else if (o->state == QMGR_RCPT_BOUNCED) {
-			s->counters.bounced++;
-			q->bounced++;
-			if (o->dsn)
-				dsn_wait_add(s, qid, now);
-		} else {
-			s->counters.deferred++;
-			q->deferred++;
-			if (o->next_attempt < q->next_due || q->next_due == 0)
-				q->next_due = o->next_attempt;
-		}
-	}
+	else if (changed)
+		outcome_recorded(s, q, qid, index, o, now);
 	buf_free(&err);
+}
+
+/* ---- results in batches ------------------------------------------------------- */
+
+static void pending_free(struct pending_result *p)
+{
+	ipc_msg_free(&p->frame);
+	free(p);
+}
+
+/* Applies the waiting results in one transaction; should that fail,
+ * one by one, so that one bad result does not hold back the others. */
+static void flush_results(struct qmgr_sched *s)
+{
+	size_t n = s->npending;
+	if (n == 0)
+		return;
+	struct qmgr_apply_item *items = mem_reallocarray(NULL, n, sizeof(*items));
+	for (size_t i = 0; i < n; i++)
+		items[i] = (struct qmgr_apply_item){s->pending[i]->qid, s->pending[i]->index, &s->pending[i]->o, false};
+	struct buf err = BUF_INIT;
+	int64_t now = time(NULL);
+	bool together = qmgr_store_apply_many(s->st, items, n, now, &err) == QMGR_STORE_OK;
+	for (size_t i = 0; i < n; i++) {
+		struct pending_result *p = s->pending[i];
+		if (!together)
+			apply_outcome(s, p->q, p->qid, p->index, &p->o);
+		else if (items[i].changed)
+			outcome_recorded(s, p->q, p->qid, p->index, &p->o, now);
+		pending_free(p);
+	}
+	free(items);
+	buf_free(&err);
+	s->npending = 0;
+}
+
+/* Keeps a result for the batch, taking over smtp's frame m. */
+static void pending_add(struct qmgr_sched *s, struct qmgr_squeue *q, size_t index, const struct qmgr_outcome *o,
+                        struct ipc_msg *m)
+{
+	struct pending_result *p = mem_zalloc(sizeof(*p));
+	p->q = q;
+	p->frame = *m;
+	m->store = NULL; /* the strings now belong to p->frame */
+	p->qid = ipc_msg_str(&p->frame, IPC_ATTR_QUEUE_ID);
+	p->index = index;
+	p->o = *o;
+	if (o->detail == m)
+		p->o.detail = &p->frame;
+	s->pending = mem_reallocarray(s->pending, s->npending + 1, sizeof(*s->pending));
+	s->pending[s->npending++] = p;
+}
+
+void qmgr_sched_results_begin(struct qmgr_sched *s)
+{
+	s->batching = true;
+}
+
+void qmgr_sched_results_end(struct qmgr_sched *s)
+{
+	flush_results(s);
+	s->batching = false;
 }
 
 /* A bounce's DSN is pending in the same transaction as the bounce
@@ -642,7 +724,13 @@ void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 	result_outcome(s, j->queue, m, now, QMGR_RCPT_PENDING, &o);
 	if (o.state == QMGR_RCPT_DEFERRED && !o.not_attempted)
 		o.delay_notices = delay_notice_due(s, j->queue, qid, index, r->received, now);
-	apply(s, j->queue, qid, index, &o);
+	if (s->batching && o.delay_notices == 0) {
+		o.dsn = o.state == QMGR_RCPT_BOUNCED;
+		pending_add(s, j->queue, index, &o, m); /* qid stays valid: it is in m's strings */
+	} else {
+		flush_results(s);
+		apply(s, j->queue, qid, index, &o);
+	}
 	inflight_remove(s, qid, index);
 }
 
@@ -703,6 +791,7 @@ static void job_free(struct qmgr_sched *s, struct job *j)
 
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m)
 {
+	flush_results(s); /* the job's results before its end */
 	struct job *j = job_find(s, job_id);
 	if (j == NULL)
 		return;
@@ -1155,6 +1244,8 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 {
 	if (s == NULL)
 		return;
+	flush_results(s);
+	free(s->pending);
 	/* stopping: what is pending goes now rather than after a restart */
 	dsn_flush_due(s, INT64_MAX);
 	if (s->mark_jobs)

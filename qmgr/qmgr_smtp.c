@@ -137,9 +137,11 @@ static void handle_frame(struct qmgr_smtp *c)
 	buf_free(&err);
 }
 
+/* The results of one read are applied in one transaction. */
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct qmgr_smtp *c = arg;
+	qmgr_sched_results_begin(c->sched);
 	while (c->bev) {
 		struct buf err = BUF_INIT;
 		enum ipc_frame_status status =
@@ -148,9 +150,10 @@ static void on_read(struct bufferevent *bev, void *arg)
 			disconnect(c, buf_cstr(&err));
 		buf_free(&err);
 		if (status != IPC_FRAME_COMPLETE)
-			return;
+			break;
 		handle_frame(c);
 	}
+	qmgr_sched_results_end(c->sched);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)

@@ -935,6 +935,21 @@ enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, 
 	return status;
 }
 
+enum qmgr_store_status qmgr_store_apply_many(struct qmgr_store *st, struct qmgr_apply_item *items, size_t n,
+                                             int64_t now, struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	int ret = 0;
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = update_rcpt(&w, items[i].qid, items[i].index, items[i].o, &items[i].changed, err);
+	status = finish(&w, ret, err);
+	write_ctx_free(&w);
+	return status;
+}
+
 /* Holds one recipient for a job: its due entry moves to until, so that
  * after a crash it waits for smtp's replayed result instead of being
  * sent again at once. */

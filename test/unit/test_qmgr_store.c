@@ -298,6 +298,46 @@ static void test_final_results_apply_once(void **state)
 	buf_free(&err);
 }
 
+/* Outcomes applied together: all in one transaction, each applied once;
+ * a batch with one unknown recipient applies nothing. */
+static void test_outcomes_applied_together(void **state)
+{
+	struct fixture *f = *state;
+	char one[QMGR_QID_SIZE], two[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	struct ipc_msg msg;
+	bool found;
+	add(f->st, 1, 2000, one);
+	add(f->st, 2, 2000, two);
+	struct qmgr_outcome delivered = {.state = QMGR_RCPT_DELIVERED, .result = "smtp;250 ok", .rtype = "d"};
+	struct qmgr_apply_item bad[] = {{one, 0, &delivered, false}, {two, 7, &delivered, false}};
+	assert_int_not_equal(qmgr_store_apply_many(f->st, bad, 2, NOW, &err), QMGR_STORE_OK);
+	assert_non_null(strstr(buf_cstr(&err), "no recipient 7"));
+	buf_reset(&err);
+	assert_true(qmgr_store_get_message(f->st, one, &msg, &found, &err));
+	assert_true(found);
+	ipc_msg_free(&msg);
+
+	struct qmgr_apply_item items[] = {{one, 0, &delivered, false},
+	                                  {two, 0, &delivered, false},
+	                                  {two, 0, &delivered, false},
+	                                  {two, 1, &delivered, false}};
+	assert_int_equal(qmgr_store_apply_many(f->st, items, 4, NOW, &err), QMGR_STORE_OK);
+	assert_true(items[0].changed);
+	assert_true(items[1].changed);
+	assert_false(items[2].changed); /* the same result twice counts once */
+	assert_true(items[3].changed);
+	assert_false(qmgr_store_get_message(f->st, one, &msg, &found, &err));
+	assert_false(found);
+	assert_false(qmgr_store_get_message(f->st, two, &msg, &found, &err));
+	assert_false(found);
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 6);
+	assert_memory_equal(o.type, "rrrddd", 6);
+	buf_free(&err);
+}
+
 static bool count_queue(void *ctx, const char *name, const struct qmgr_queue_state *q)
 {
 	(*(int *)ctx)++;
@@ -681,6 +721,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_queue_ids_increase, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipient_states, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_final_results_apply_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outcomes_applied_together, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_in_flight_and_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reschedule_and_queue_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
