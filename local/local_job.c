@@ -10,15 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 
 #include "alias.h"
 #include "ipc.h"
-#include "ipc_evbuffer.h"
 #include "job_proto.h"
+#include "job_server.h"
 #include "log.h"
 #include "mem.h"
 
@@ -30,15 +27,11 @@ struct local_job {
 	struct local_job *next;
 };
 
+/* One qmgr connection's jobs. */
 struct local_client {
-	struct bufferevent *bev;
+	struct job_conn *conn;
 	struct local_job *jobs;
-	struct local_client *prev, *next;
-	bool closing;
 };
-
-static struct evconnlistener *listener;
-static struct local_client *clients;
 
 /* ---- jobs --------------------------------------------------------------------------- */
 
@@ -88,8 +81,9 @@ static char *opt_strdup(const struct ipc_msg *m, enum ipc_attr attr)
 	return s ? mem_strdup(s) : NULL;
 }
 
-static bool on_job(struct local_client *c, const struct ipc_msg *m, struct buf *err)
+static bool on_job(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct local_client *c = state;
 	int64_t id = ipc_msg_int(m, IPC_ATTR_JOB_ID);
 	const char *queue = ipc_msg_str(m, IPC_ATTR_QUEUE);
 	const char *slash = strrchr(queue, '/');
@@ -130,8 +124,9 @@ static struct local_msg *last_msg(struct local_job *job, struct buf *err)
 	return &job->msgs[job->nmsgs - 1];
 }
 
-static bool on_message(struct local_client *c, const struct ipc_msg *m, struct buf *err)
+static bool on_message(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct local_client *c = state;
 	struct local_job *job = open_job(c, m, err);
 	if (job == NULL)
 		return false;
@@ -150,8 +145,9 @@ static bool on_message(struct local_client *c, const struct ipc_msg *m, struct b
 	return true;
 }
 
-static bool on_recipient(struct local_client *c, const struct ipc_msg *m, struct buf *err)
+static bool on_recipient(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct local_client *c = state;
 	struct local_job *job = open_job(c, m, err);
 	struct local_msg *msg = job ? last_msg(job, err) : NULL;
 	if (msg == NULL)
@@ -168,8 +164,9 @@ static bool on_recipient(struct local_client *c, const struct ipc_msg *m, struct
 	return true;
 }
 
-static bool on_data(struct local_client *c, const struct ipc_msg *m, struct buf *err)
+static bool on_data(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct local_client *c = state;
 	struct local_job *job = open_job(c, m, err);
 	struct local_msg *msg = job ? last_msg(job, err) : NULL;
 	if (msg == NULL)
@@ -208,7 +205,7 @@ static void send_result(struct local_client *c, const struct local_job *job, con
 	job_proto_begin_result(&w, &frame, &jr);
 	if (!ipc_write_end(&w, &err))
 		log_panic("cannot encode a result for qmgr: %s", buf_cstr(&err));
-	bufferevent_write(c->bev, frame.data, frame.len);
+	job_conn_write(c->conn, frame.data, frame.len);
 	buf_free(&frame);
 	buf_free(&err);
 }
@@ -257,14 +254,15 @@ static void run_job(struct local_client *c, struct local_job *job)
 	}
 	struct buf frame = BUF_INIT;
 	job_proto_put_done(&frame, job->id, "done", NULL, 0);
-	bufferevent_write(c->bev, frame.data, frame.len);
+	job_conn_write(c->conn, frame.data, frame.len);
 	buf_free(&frame);
 	buf_free(&why);
 	conf_settings_free(cs);
 }
 
-static bool on_run(struct local_client *c, const struct ipc_msg *m, struct buf *err)
+static bool on_run(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct local_client *c = state;
 	struct local_job *job = open_job(c, m, err);
 	if (job == NULL)
 		return false;
@@ -286,124 +284,51 @@ static bool on_run(struct local_client *c, const struct ipc_msg *m, struct buf *
 /* qmgr committed the job's results.  The local agent keeps none: each
  * result was sent once its file was on disk, and a result lost with qmgr
  * leaves the recipient in flight until in-flight-grace (doc/queue.md). */
-static bool on_ack(struct local_client *c, const struct ipc_msg *m, struct buf *err)
+static bool on_ack(void *state, const struct ipc_msg *m, struct buf *err)
 {
 	return true;
 }
-
-static bool (*const handlers[JOB_VERB_COUNT])(struct local_client *c, const struct ipc_msg *m, struct buf *err) = {
-    [JOB_VERB_JOB] = on_job,   [JOB_VERB_MESSAGE] = on_message, [JOB_VERB_RECIPIENT] = on_recipient,
-    [JOB_VERB_DATA] = on_data, [JOB_VERB_RUN] = on_run,         [JOB_VERB_ACK] = on_ack,
-};
 
 /* ---- connections ------------------------------------------------------------------------- */
 
-static void client_free(struct local_client *c)
+static void *client_open(struct job_conn *conn)
 {
+	struct local_client *c = mem_zalloc(sizeof(*c));
+	c->conn = conn;
+	return c;
+}
+
+static void client_close(void *state, bool qmgr_closed)
+{
+	struct local_client *c = state;
+	if (qmgr_closed && c->jobs)
+		log_warning("qmgr closed the connection with jobs open; they are abandoned");
 	while (c->jobs)
 		job_free(c, c->jobs);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	bufferevent_free(c->bev);
 	free(c);
 }
 
-static void client_fail(struct local_client *c, const char *why)
-{
-	log_warning("qmgr connection: %s", why);
-	struct buf frame = BUF_INIT;
-	job_proto_put_error(&frame, -1, why);
-	bufferevent_write(c->bev, frame.data, frame.len);
-	buf_free(&frame);
-	c->closing = true;
-	bufferevent_disable(c->bev, EV_READ);
-	while (c->jobs)
-		job_free(c, c->jobs);
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-	struct local_client *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct buf payload = BUF_INIT, err = BUF_INIT;
-	while (!c->closing) {
-		enum ipc_frame_status st = ipc_frame_take_evbuffer(in, IPC_FRAME_MAX_DEFAULT, &payload, &err);
-		if (st == IPC_FRAME_PARTIAL)
-			break;
-		if (st == IPC_FRAME_ERROR) {
-			client_fail(c, buf_cstr(&err));
-			break;
-		}
-		enum job_verb verb;
-		struct ipc_msg m;
-		bool ok = job_proto_decode(payload.data, payload.len, &verb, &m, &err) && handlers[verb](c, &m, &err);
-		ipc_msg_free(&m);
-		if (!ok) {
-			client_fail(c, buf_cstr(&err));
-			break;
-		}
-	}
-	buf_free(&payload);
-	buf_free(&err);
-}
-
-static void on_write(struct bufferevent *bev, void *arg)
-{
-	struct local_client *c = arg;
-	if (c->closing)
-		client_free(c);
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct local_client *c = arg;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		if (c->jobs)
-			log_warning("qmgr closed the connection with jobs open; they are abandoned");
-		client_free(c);
-	}
-}
-
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
-{
-	struct local_client *c = mem_zalloc(sizeof(*c));
-	c->bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	c->next = clients;
-	if (clients)
-		clients->prev = c;
-	clients = c;
-}
-
-static void on_accept_error(struct evconnlistener *l, void *arg)
-{
-	log_error("accepting a qmgr connection: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-}
+static const struct job_agent local_agent = {
+    .handlers =
+        {
+            [JOB_VERB_JOB] = on_job,
+            [JOB_VERB_MESSAGE] = on_message,
+            [JOB_VERB_RECIPIENT] = on_recipient,
+            [JOB_VERB_DATA] = on_data,
+            [JOB_VERB_RUN] = on_run,
+            [JOB_VERB_ACK] = on_ack,
+        },
+    .open = client_open,
+    .close = client_close,
+};
 
 bool local_job_listen(struct event_base *base, int fd, struct buf *err)
 {
-	evutil_make_socket_nonblocking(fd);
-	listener = evconnlistener_new(base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	if (listener == NULL) {
-		buf_puts(err, "cannot watch the service socket");
-		return false;
-	}
-	evconnlistener_set_error_cb(listener, on_accept_error);
-	return true;
+	return job_server_listen(base, fd, &local_agent, err);
 }
 
 void local_job_shutdown(void)
 {
-	if (listener) {
-		evconnlistener_free(listener);
-		listener = NULL;
-	}
-	while (clients)
-		client_free(clients);
+	job_server_shutdown();
 	local_alias_shutdown();
 }

@@ -19,14 +19,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 
 #include "ipc.h"
-#include "ipc_evbuffer.h"
 #include "job_proto.h"
+#include "job_server.h"
 #include "log.h"
 #include "mem.h"
 
@@ -37,16 +34,13 @@ struct held_job {
 	struct held_job *next;
 };
 
+/* One qmgr connection's jobs and unconfirmed results. */
 struct smtp_client {
-	struct bufferevent *bev;
+	struct job_conn *conn;
 	struct smtp_job *jobs;
 	struct held_job *held;
-	struct smtp_client *prev, *next;
-	bool closing; /* the error frame is being flushed */
 };
 
-static struct evconnlistener *listener;
-static struct smtp_client *clients;
 static struct smtp_job *orphans; /* running jobs whose qmgr went away */
 
 /* ---- sending ---------------------------------------------------------------------- */
@@ -56,7 +50,7 @@ static void send_frame(struct smtp_client *client, struct ipc_writer *w, struct 
 	struct buf err = BUF_INIT;
 	if (!ipc_write_end(w, &err))
 		log_panic("cannot encode a frame for qmgr: %s", buf_cstr(&err));
-	bufferevent_write(client->bev, frame->data, frame->len);
+	job_conn_write(client->conn, frame->data, frame->len);
 	buf_free(&err);
 }
 
@@ -109,7 +103,7 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 	buf_free(&err);
 	buf_append(&job->sent, frame.data, frame.len);
 	if (job->client)
-		bufferevent_write(job->client->bev, frame.data, frame.len);
+		job_conn_write(job->client->conn, frame.data, frame.len);
 	buf_free(&frame);
 }
 
@@ -129,19 +123,6 @@ void smtp_job_fail_pending(struct smtp_job *job, enum smtp_rcpt_status status, c
 				smtp_job_report(job, msg, &msg->rcpts[i], status, enhanced, why, peer);
 	}
 	job->next_msg = job->nmsgs;
-}
-
-static void send_error(struct smtp_client *client, int64_t job_id, const char *reason)
-{
-	struct buf frame = BUF_INIT;
-	struct ipc_writer w;
-	ipc_write_begin(&w, &frame, 0);
-	ipc_put_str(&w, IPC_ATTR_REQUEST, "error");
-	if (job_id >= 0)
-		ipc_put_int(&w, IPC_ATTR_JOB_ID, job_id);
-	job_proto_put_clipped(&w, IPC_ATTR_REASON, reason);
-	send_frame(client, &w, &frame);
-	buf_free(&frame);
 }
 
 /* ---- jobs ---------------------------------------------------------------------------- */
@@ -278,8 +259,9 @@ static bool split_queue(struct smtp_job *job, const char *queue, struct buf *err
 	return true;
 }
 
-static bool on_job(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+static bool on_job(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct smtp_client *client = state;
 	int64_t id = ipc_msg_int(m, IPC_ATTR_JOB_ID);
 	if (find_job(client, id)) {
 		buf_printf(err, "job %lld is already open", (long long)id);
@@ -317,8 +299,9 @@ static char *opt_strdup(const struct ipc_msg *m, enum ipc_attr attr)
 	return s ? mem_strdup(s) : NULL;
 }
 
-static bool on_message(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+static bool on_message(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct smtp_client *client = state;
 	struct smtp_job *job = open_job(client, m, err);
 	if (job == NULL)
 		return false;
@@ -348,8 +331,9 @@ static struct smtp_msg *current_msg(struct smtp_job *job, struct buf *err)
 	return &job->msgs[job->nmsgs - 1];
 }
 
-static bool on_recipient(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+static bool on_recipient(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct smtp_client *client = state;
 	struct smtp_job *job = open_job(client, m, err);
 	struct smtp_msg *msg = job ? current_msg(job, err) : NULL;
 	if (msg == NULL)
@@ -367,8 +351,9 @@ static bool on_recipient(struct smtp_client *client, const struct ipc_msg *m, st
 	return true;
 }
 
-static bool on_data(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+static bool on_data(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct smtp_client *client = state;
 	struct smtp_job *job = open_job(client, m, err);
 	struct smtp_msg *msg = job ? current_msg(job, err) : NULL;
 	if (msg == NULL)
@@ -398,8 +383,9 @@ static bool job_ready(struct smtp_job *job, struct buf *err)
 	return true;
 }
 
-static bool on_run(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+static bool on_run(void *state, const struct ipc_msg *m, struct buf *err)
 {
+	struct smtp_client *client = state;
 	struct smtp_job *job = open_job(client, m, err);
 	if (job == NULL || !job_ready(job, err))
 		return false;
@@ -420,24 +406,10 @@ static bool on_run(struct smtp_client *client, const struct ipc_msg *m, struct b
 	return true;
 }
 
-static bool on_ack_frame(struct smtp_client *client, const struct ipc_msg *m, struct buf *err)
+static bool on_ack_frame(void *state, const struct ipc_msg *m, struct buf *err)
 {
-	on_ack(client, ipc_msg_int(m, IPC_ATTR_JOB_ID));
+	on_ack(state, ipc_msg_int(m, IPC_ATTR_JOB_ID));
 	return true;
-}
-
-static bool (*const handlers[JOB_VERB_COUNT])(struct smtp_client *client, const struct ipc_msg *m, struct buf *err) = {
-    [JOB_VERB_JOB] = on_job,   [JOB_VERB_MESSAGE] = on_message, [JOB_VERB_RECIPIENT] = on_recipient,
-    [JOB_VERB_DATA] = on_data, [JOB_VERB_RUN] = on_run,         [JOB_VERB_ACK] = on_ack_frame,
-};
-
-static bool handle_frame(struct smtp_client *client, const struct buf *payload, struct buf *err)
-{
-	enum job_verb verb;
-	struct ipc_msg m;
-	bool ok = job_proto_decode(payload->data, payload->len, &verb, &m, err) && handlers[verb](client, &m, err);
-	ipc_msg_free(&m);
-	return ok;
 }
 
 /* ---- connections ------------------------------------------------------------------------ */
@@ -474,104 +446,12 @@ static void client_release(struct smtp_client *client)
 	}
 }
 
-static void client_free(struct smtp_client *client)
-{
-	client_release(client);
-	if (client->prev)
-		client->prev->next = client->next;
-	else
-		clients = client->next;
-	if (client->next)
-		client->next->prev = client->prev;
-	bufferevent_free(client->bev);
-	free(client);
-}
-
-/* A protocol error: say why, then close once it is written. */
-static void client_fail(struct smtp_client *client, const char *why)
-{
-	log_warning("qmgr connection: %s", why);
-	send_error(client, -1, why);
-	client->closing = true;
-	bufferevent_disable(client->bev, EV_READ);
-	client_release(client);
-}
-
-static void on_client_read(struct bufferevent *bev, void *arg)
-{
-	struct smtp_client *client = arg;
-	struct evbuffer *input = bufferevent_get_input(bev);
-	struct buf payload = BUF_INIT, err = BUF_INIT;
-	while (!client->closing) {
-		enum ipc_frame_status st = ipc_frame_take_evbuffer(input, IPC_FRAME_MAX_DEFAULT, &payload, &err);
-		if (st == IPC_FRAME_PARTIAL)
-			break;
-		if (st == IPC_FRAME_ERROR) {
-			client_fail(client, buf_cstr(&err));
-			break;
-		}
-		if (!handle_frame(client, &payload, &err)) {
-			client_fail(client, buf_cstr(&err));
-			break;
-		}
-	}
-	buf_free(&payload);
-	buf_free(&err);
-}
-
-static void on_client_write(struct bufferevent *bev, void *arg)
-{
-	struct smtp_client *client = arg;
-	if (client->closing)
-		client_free(client);
-}
-
-static void on_client_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct smtp_client *client = arg;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		if (client->jobs)
-			log_warning("qmgr closed the connection with jobs open; their results are replayed to it");
-		client_free(client);
-	}
-}
-
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
-{
-	struct smtp_client *client = mem_zalloc(sizeof *client);
-	client->bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(client->bev, on_client_read, on_client_write, on_client_event, client);
-	bufferevent_enable(client->bev, EV_READ | EV_WRITE);
-	client->next = clients;
-	if (clients)
-		clients->prev = client;
-	clients = client;
-}
-
-static void on_accept_error(struct evconnlistener *l, void *arg)
-{
-	int err = EVUTIL_SOCKET_ERROR();
-	log_error("accepting a qmgr connection: %s", evutil_socket_error_to_string(err));
-}
-
-bool smtp_job_listen(struct event_base *base, int fd, const char *spool, struct buf *err)
-{
-	smtp_replay_init(base, spool);
-	evutil_make_socket_nonblocking(fd);
-	listener = evconnlistener_new(base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	if (listener == NULL) {
-		buf_puts(err, "cannot watch the service socket");
-		return false;
-	}
-	evconnlistener_set_error_cb(listener, on_accept_error);
-	return true;
-}
-
 /* Stopping: jobs that have not sent a final dot go back to qmgr unsent
  * over the live connection, so it need not wait in-flight-grace for
  * them. */
-static void client_return_jobs(struct smtp_client *client)
+static void client_stopping(void *state)
 {
+	struct smtp_client *client = state;
 	struct smtp_job *job = client->jobs;
 	while (job) {
 		struct smtp_job *next = job->next;
@@ -581,20 +461,48 @@ static void client_return_jobs(struct smtp_client *client)
 		}
 		job = next;
 	}
-	if (!client->closing)
-		evbuffer_write(bufferevent_get_output(client->bev), bufferevent_getfd(client->bev));
+}
+
+static void *client_open(struct job_conn *conn)
+{
+	struct smtp_client *client = mem_zalloc(sizeof *client);
+	client->conn = conn;
+	return client;
+}
+
+static void client_close(void *state, bool qmgr_closed)
+{
+	struct smtp_client *client = state;
+	if (qmgr_closed && client->jobs)
+		log_warning("qmgr closed the connection with jobs open; their results are replayed to it");
+	client_release(client);
+	free(client);
+}
+
+static const struct job_agent smtp_agent = {
+    .handlers =
+        {
+            [JOB_VERB_JOB] = on_job,
+            [JOB_VERB_MESSAGE] = on_message,
+            [JOB_VERB_RECIPIENT] = on_recipient,
+            [JOB_VERB_DATA] = on_data,
+            [JOB_VERB_RUN] = on_run,
+            [JOB_VERB_ACK] = on_ack_frame,
+        },
+    .open = client_open,
+    .close = client_close,
+    .stopping = client_stopping,
+};
+
+bool smtp_job_listen(struct event_base *base, int fd, const char *spool, struct buf *err)
+{
+	smtp_replay_init(base, spool);
+	return job_server_listen(base, fd, &smtp_agent, err);
 }
 
 void smtp_job_shutdown(void)
 {
-	if (listener) {
-		evconnlistener_free(listener);
-		listener = NULL;
-	}
-	for (struct smtp_client *c = clients; c; c = c->next)
-		client_return_jobs(c);
-	while (clients)
-		client_free(clients);
+	job_server_shutdown();
 	while (orphans)
 		job_free(orphans); /* unlinks itself */
 	smtp_replay_shutdown();
