@@ -202,7 +202,8 @@ static void doom(struct qmgr_bodies *b, struct segment *s)
 struct qmgr_bodies *qmgr_bodies_new(const char *queue_dir, struct buf *err)
 {
 	char *dir = mem_asprintf("%s/bodies", queue_dir);
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	bool made = mkdir(dir, 0700) == 0;
+	if ((!made && errno != EEXIST) || (made && !fileio_sync_dir(queue_dir))) {
 		buf_printf(err, "cannot create %s: %s", dir, strerror(errno));
 		free(dir);
 		return NULL;

@@ -902,6 +902,35 @@ static void test_sweep_moves_bodies_back(void **state)
 	buf_free(&err);
 }
 
+/* At 16 MB a new segment starts; the full one is closed, kept while
+ * named, and unlinked once its last message is gone. */
+static void test_segment_rotates_at_16_mb(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	enum { N = 17 };
+	char qids[N][QMGR_QID_SIZE];
+	for (int i = 0; i < N; i++)
+		add(f->st, 1, 1024 * 1024, qids[i]);
+	char *first = segment_of(f->st, qids[0]);
+	char *last = segment_of(f->st, qids[N - 1]);
+	assert_string_not_equal(first, last);
+	char *second_last = segment_of(f->st, qids[N - 2]);
+	assert_string_equal(first, second_last);
+	assert_body(f->st, qids[3], 1024 * 1024);
+	for (int i = 0; i < N - 1; i++) {
+		deliver_all(f->st, qids[i], 1);
+		assert_true(qmgr_store_flush(f->st, &err));
+		assert_true(file_exists(first) == (i < N - 2));
+	}
+	assert_true(file_exists(last));
+	assert_body(f->st, qids[N - 1], 1024 * 1024);
+	free(first);
+	free(second_last);
+	free(last);
+	buf_free(&err);
+}
+
 int main(void)
 {
 	log_open("test_qmgr_store", LOG_TO_STDERR, NULL);
@@ -925,6 +954,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_freed_segment_is_unlinked_after_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_counts_and_removes_orphans, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_moves_bodies_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_segment_rotates_at_16_mb, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
