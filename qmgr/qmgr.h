@@ -3,6 +3,7 @@
  *   qmgr_settings.c  where qmgr's settings come from (one function)
  *   qmgr_record.c    stored records: keys, encoding, strict decoding
  *   qmgr_store.c     the Berkeley DB environment and every write to it
+ *   qmgr_bodies.c    message bodies in append-only segment files
  *   qmgr_flush.c     group commit: the thread that makes commits durable
  *   qmgr_enqueue.c   the enqueue server on <spool>/private/qmgr
  *   qmgr_sched.c     the scheduler: when a queue gets a job, applying results
@@ -323,6 +324,19 @@ bool qmgr_store_outbox_next(struct qmgr_store *st, uint64_t *next, struct buf *e
 /* Removes outbox records up to and including seq (acctd confirmed them). */
 enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t seq, struct buf *err);
 
+/* Moves the bodies still in segments closed at least min_age seconds
+ * ago back into bodies.db (chunks), at most 64 messages a transaction
+ * and max_messages in all (the rest waits for the next call); their
+ * segments are freed once empty.  Also closes an active segment that is
+ * due to be closed.  *moved: how many bodies moved. */
+enum qmgr_store_status qmgr_store_sweep_bodies(struct qmgr_store *st, int64_t min_age, size_t max_messages,
+                                               size_t *moved, struct buf *err);
+/* The segment that holds a message's body; false when the body is in
+ * chunks (or the message is gone). */
+bool qmgr_store_body_segment(struct qmgr_store *st, const char *qid, uint64_t *segment);
+/* <queue dir>/bodies/NUMBER (tests); the caller frees it. */
+char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment);
+
 /* Stored tables, named for raw access by tests and repair tools. */
 enum qmgr_table {
 	QMGR_TABLE_META,
@@ -339,6 +353,58 @@ enum qmgr_table {
 /* Overwrites one record with arbitrary bytes (tests of corrupt records). */
 bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void *key, size_t klen, const void *val,
                         size_t vlen, struct buf *err);
+
+/* ---- body segments (qmgr_bodies.c) --------------------------------------- */
+
+/* A body in a segment file, as bodies.db stores it under the message's
+ * queue ID + QMGR_BODY_REF_CHUNK: four big-endian 64-bit numbers. */
+struct qmgr_body_ref {
+	uint64_t segment, offset, length, checksum;
+};
+#define QMGR_BODY_REF_SIZE 32
+#define QMGR_BODY_REF_CHUNK 0xFFFFFFFFu
+
+uint64_t qmgr_body_checksum(const void *data, size_t len);
+void qmgr_body_ref_encode(const struct qmgr_body_ref *r, unsigned char out[QMGR_BODY_REF_SIZE]);
+bool qmgr_body_ref_decode(const void *v, size_t len, struct qmgr_body_ref *r);
+
+struct qmgr_bodies;
+
+/* Creates <queue_dir>/bodies (0700) if missing.  Then, at open: count
+ * every reference found in bodies.db, and scan, which removes the
+ * segment files nothing names. */
+struct qmgr_bodies *qmgr_bodies_new(const char *queue_dir, struct buf *err);
+void qmgr_bodies_count(struct qmgr_bodies *b, uint64_t segment);
+bool qmgr_bodies_scan(struct qmgr_bodies *b, int64_t now, struct buf *err);
+/* Closes the fds (sync first: qmgr_bodies_sync). */
+void qmgr_bodies_free(struct qmgr_bodies *b);
+
+/* The event loop's side.  Append writes the body to the active segment
+ * (a new one when it is 16 MB or 60 s old; no fsync); false with errno
+ * set.  Read checks length and checksum: a damaged body is an error
+ * naming qid and the segment. */
+bool qmgr_bodies_append(struct qmgr_bodies *b, const void *data, size_t len, int64_t now, struct qmgr_body_ref *ref,
+                        struct buf *err);
+bool qmgr_bodies_read(struct qmgr_bodies *b, const char *qid, const struct qmgr_body_ref *ref, struct buf *body,
+                      struct buf *err);
+/* A committed transaction added or removed a reference.  A closed
+ * segment left without one is unlinked after the next log flush. */
+void qmgr_bodies_referenced(struct qmgr_bodies *b, uint64_t segment);
+void qmgr_bodies_released(struct qmgr_bodies *b, uint64_t segment);
+uint64_t qmgr_bodies_refs(struct qmgr_bodies *b, uint64_t segment);
+/* Closes the active segment when it is due to (retire_old) or at once. */
+void qmgr_bodies_retire_old(struct qmgr_bodies *b, int64_t now);
+void qmgr_bodies_retire(struct qmgr_bodies *b, int64_t now);
+/* A segment closed at least min_age seconds ago that is still named. */
+bool qmgr_bodies_sweepable(struct qmgr_bodies *b, uint64_t segment, int64_t now, int64_t min_age);
+bool qmgr_bodies_any_sweepable(struct qmgr_bodies *b, int64_t now, int64_t min_age);
+
+/* The flushing side, around a log flush: sync makes every segment
+ * written so far durable (and closes rotated ones) and notes in *mark
+ * the segments freed so far; after the log flush, unlink_freed removes
+ * those. */
+bool qmgr_bodies_sync(struct qmgr_bodies *b, uint64_t *mark, struct buf *err);
+void qmgr_bodies_unlink_freed(struct qmgr_bodies *b, uint64_t mark);
 
 /* ---- group commit (qmgr_flush.c) ---------------------------------------- */
 

@@ -21,11 +21,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "log.h"
 #include "mem.h"
 #include "server.h"
 
 #define CHECKPOINT_SECS 30
+/* Bodies left in segments closed this long ago go back into bodies.db,
+ * so that one deferred message does not keep a whole segment. */
+#define SWEEP_SECS 30
+#define SWEEP_MIN_AGE 120
+#define SWEEP_MAX_MESSAGES 1024
 
 struct qmgr_args {
 	char mode; /* 0: the daemon, or 'C', 'L', 'B' */
@@ -44,6 +51,7 @@ struct qmgr_daemon {
 	struct qmgr_bounce *bounce;
 	struct qmgr_outbox *outbox;
 	struct qmgr_control *control;
+	struct event *sweep;
 	char *config_path; /* read again on SIGHUP */
 };
 
@@ -54,9 +62,7 @@ static char *queue_dir(const struct qmgr_settings *s)
 
 /* ---- the daemon ------------------------------------------------------------ */
 
-/* The environment is opened as root; Berkeley DB later creates log files
- * in the directory, as the unprivileged user. */
-static bool give_queue_to(const char *dir, uid_t uid, gid_t gid, struct buf *err)
+static bool give_dir_to(const char *dir, uid_t uid, gid_t gid, struct buf *err)
 {
 	DIR *d = opendir(dir);
 	if (d == NULL) {
@@ -72,6 +78,17 @@ static bool give_queue_to(const char *dir, uid_t uid, gid_t gid, struct buf *err
 	if (!ok)
 		buf_printf(err, "cannot give %s to uid %ld: %s", dir, (long)uid, strerror(errno));
 	closedir(d);
+	return ok;
+}
+
+/* The environment is opened as root; Berkeley DB later creates log files
+ * in the directory, and qmgr body segments in bodies/, as the
+ * unprivileged user. */
+static bool give_queue_to(const char *dir, uid_t uid, gid_t gid, struct buf *err)
+{
+	char *bodies = mem_asprintf("%s/bodies", dir);
+	bool ok = give_dir_to(dir, uid, gid, err) && give_dir_to(bodies, uid, gid, err);
+	free(bodies);
 	return ok;
 }
 
@@ -123,6 +140,20 @@ static bool daemon_pre_init(void *ctx, const struct server_options *opts, struct
 	return ok && d->listen_fd >= 0;
 }
 
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr_daemon *d = arg;
+	struct buf err = BUF_INIT;
+	size_t moved;
+	if (qmgr_store_sweep_bodies(d->st, SWEEP_MIN_AGE, SWEEP_MAX_MESSAGES, &moved, &err) != QMGR_STORE_OK)
+		log_error("moving bodies out of old segments: %s", buf_cstr(&err));
+	else if (moved > 0)
+		log_info("moved %zu bodies out of old segments into bodies.db", moved);
+	buf_free(&err);
+	if (qmgr_store_broken(d->st))
+		log_fatal("the queue needs recovery; exiting so that it runs at the next start");
+}
+
 static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 {
 	struct qmgr_daemon *d = ctx;
@@ -139,6 +170,12 @@ static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 		return false;
 	d->control = qmgr_control_new(d->sched, d->outbox);
 	qmgr_enqueue_set_control(d->eq, d->control);
+	struct timeval every = {SWEEP_SECS, 0};
+	d->sweep = event_new(base, -1, EV_PERSIST, on_sweep, d);
+	if (d->sweep == NULL || event_add(d->sweep, &every) != 0) {
+		buf_puts(err, "cannot start the body sweep timer");
+		return false;
+	}
 	log_info("queue %s/queue open, sync-msg-create %s", d->settings.spool,
 	         d->settings.sync_msg_create ? "yes" : "no");
 	return true;
@@ -172,6 +209,9 @@ static void daemon_reload(void *ctx)
 static void daemon_stop(void *ctx)
 {
 	struct qmgr_daemon *d = ctx;
+	if (d->sweep)
+		event_free(d->sweep);
+	d->sweep = NULL;
 	qmgr_flusher_stop(d->flusher);
 	d->flusher = NULL;
 	qmgr_enqueue_stop(d->eq);

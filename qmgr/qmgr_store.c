@@ -6,13 +6,16 @@
  * fsync them (DB_TXN_WRITE_NOSYNC); durability comes from
  * qmgr_store_flush, which the group-commit thread calls once for many
  * commits.  Writing at commit time means a full disk fails the commit
- * itself, before anything is promised.  doc/queue.md describes the
- * tables. */
+ * itself, before anything is promised.  Bodies live in segment files
+ * (qmgr_bodies.c): bodies.db holds a reference to each, or, for bodies
+ * the sweep moved back and for older queues, the body in chunks.
+ * doc/queue.md describes the tables. */
 #include "qmgr.h"
 
 #include <db.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -32,6 +35,8 @@
 #define LOG_FILE_BYTES (8u * 1024 * 1024)
 /* Bodies are stored in chunks so that delivery can stream them. */
 #define BODY_CHUNK (64u * 1024)
+/* The sweep moves bodies back into bodies.db this many a transaction. */
+#define SWEEP_BATCH 64
 
 #define RECOVER_HINT "run `ternctl queue recover` (catastrophic recovery) and restart"
 
@@ -53,6 +58,8 @@ struct qmgr_store {
 	char *dir;
 	uint64_t last_qid;
 	bool broken;
+	struct qmgr_bodies *bodies;
+	struct buf sweep_resume; /* where the sweep's scan of bodies.db goes on */
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -224,6 +231,77 @@ static bool check_schema(struct qmgr_store *st, struct buf *err)
 	return true;
 }
 
+static bool is_ref_key(const DBT *key)
+{
+	return key->size == QMGR_QID_LEN + 4 &&
+	       qmgr_key_seq_value((const char *)key->data + QMGR_QID_LEN, 4) == QMGR_BODY_REF_CHUNK;
+}
+
+/* Moves a cursor on bodies.db to the next reference record, from key on
+ * (DB_SET_RANGE) or after the current one (DB_NEXT): a message's chunks
+ * are skipped whole, and only the start of each value is read. */
+static int next_ref(DBC *cur, DBT *key, DBT *val, uint32_t how)
+{
+	int ret = cur->get(cur, key, val, how);
+	while (ret == 0 && !is_ref_key(key)) {
+		if (key->size != QMGR_QID_LEN + 4) /* not ours: step over it */
+			ret = cur->get(cur, key, val, DB_NEXT);
+		else {
+			struct buf k = BUF_INIT;
+			char qid[QMGR_QID_SIZE];
+			memcpy(qid, key->data, QMGR_QID_LEN);
+			qid[QMGR_QID_LEN] = '\0';
+			qmgr_key_body(&k, qid, QMGR_BODY_REF_CHUNK);
+			free(key->data);
+			key->data = buf_detach(&k);
+			key->size = QMGR_QID_LEN + 4;
+			ret = cur->get(cur, key, val, DB_SET_RANGE);
+		}
+	}
+	return ret;
+}
+
+static void partial_val(DBT *val)
+{
+	memset(val, 0, sizeof(*val));
+	val->flags = DB_DBT_REALLOC | DB_DBT_PARTIAL;
+	val->dlen = QMGR_BODY_REF_SIZE;
+}
+
+/* Counts the references of each segment and removes segment files that
+ * nothing names (left by a crash). */
+static bool count_refs(struct qmgr_store *st, struct buf *err)
+{
+	DB *db = st->db[QMGR_TABLE_BODIES];
+	DBC *cur;
+	int ret = db->cursor(db, NULL, &cur, 0);
+	if (ret != 0) {
+		db_fail(st, ret, err, "cannot read bodies.db");
+		return false;
+	}
+	DBT key = {.flags = DB_DBT_REALLOC}, val;
+	partial_val(&val);
+	struct qmgr_body_ref ref;
+	for (ret = next_ref(cur, &key, &val, DB_FIRST); ret == 0; ret = next_ref(cur, &key, &val, DB_NEXT)) {
+		if (qmgr_body_ref_decode(val.data, val.size, &ref))
+			qmgr_bodies_count(st->bodies, ref.segment);
+	}
+	free(key.data);
+	free(val.data);
+	cur->close(cur);
+	if (ret != DB_NOTFOUND) {
+		db_fail(st, ret, err, "cannot read bodies.db");
+		return false;
+	}
+	return true;
+}
+
+static bool open_bodies(struct qmgr_store *st, struct buf *err)
+{
+	st->bodies = qmgr_bodies_new(st->dir, err);
+	return st->bodies && count_refs(st, err) && qmgr_bodies_scan(st->bodies, time(NULL), err);
+}
+
 struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, struct buf *err)
 {
 	if (!make_dir(dir, err))
@@ -249,6 +327,10 @@ struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, st
 		qmgr_store_close(st);
 		return NULL;
 	}
+	if (!open_bodies(st, err)) {
+		qmgr_store_close(st);
+		return NULL;
+	}
 	return st;
 }
 
@@ -258,6 +340,9 @@ void qmgr_store_close(struct qmgr_store *st)
 		return;
 	if (st->env && !st->broken) {
 		struct buf err = BUF_INIT;
+		/* an empty active segment goes once the checkpoint is durable */
+		if (st->bodies)
+			qmgr_bodies_retire(st->bodies, time(NULL));
 		if (!qmgr_store_checkpoint(st, &err))
 			log_warning("closing the queue: %s", buf_cstr(&err));
 		buf_free(&err);
@@ -270,28 +355,46 @@ void qmgr_store_close(struct qmgr_store *st)
 		st->env->close(st->env, 0);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
+	qmgr_bodies_free(st->bodies);
+	buf_free(&st->sweep_resume);
 	free(st->dir);
 	free(st);
 }
 
+/* Bodies before the references to them: segments are synced before the
+ * log is flushed, so a durable commit never names a body still in the
+ * page cache.  Segments freed before the flush started are unlinked
+ * after it: the commits that freed them are durable by then. */
 bool qmgr_store_flush(struct qmgr_store *st, struct buf *err)
 {
+	uint64_t freed = 0;
+	if (st->bodies && !qmgr_bodies_sync(st->bodies, &freed, err))
+		return false;
 	int ret = st->env->log_flush(st->env, NULL);
 	if (ret != 0) {
 		db_fail(st, ret, err, "cannot flush the queue log");
 		return false;
 	}
+	if (st->bodies)
+		qmgr_bodies_unlink_freed(st->bodies, freed);
 	return true;
 }
 
+/* A checkpoint flushes the log too, so it serves idle queues the same
+ * way. */
 bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err)
 {
+	uint64_t freed = 0;
+	bool synced = st->bodies == NULL || qmgr_bodies_sync(st->bodies, &freed, err);
 	int ret = st->env->txn_checkpoint(st->env, 0, 0, 0);
 	if (ret != 0) {
+		buf_reset(err);
 		db_fail(st, ret, err, "queue checkpoint failed");
 		return false;
 	}
-	return true;
+	if (synced && st->bodies)
+		qmgr_bodies_unlink_freed(st->bodies, freed);
+	return synced;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -318,12 +421,31 @@ struct write_ctx {
 	struct buf key, val;
 	uint64_t outbox_seq; /* the next outbox sequence number */
 	int64_t now;
+	/* segments gaining or losing a reference, counted once committed */
+	uint64_t *seg_added, *seg_removed;
+	size_t nadded, nremoved;
 };
 
 static void write_ctx_free(struct write_ctx *w)
 {
 	buf_free(&w->key);
 	buf_free(&w->val);
+	free(w->seg_added);
+	free(w->seg_removed);
+}
+
+static void note_segment(uint64_t **list, size_t *n, uint64_t segment)
+{
+	*list = mem_reallocarray(*list, *n + 1, sizeof(**list));
+	(*list)[(*n)++] = segment;
+}
+
+static void count_segments(struct write_ctx *w)
+{
+	for (size_t i = 0; i < w->nadded; i++)
+		qmgr_bodies_referenced(w->st->bodies, w->seg_added[i]);
+	for (size_t i = 0; i < w->nremoved; i++)
+		qmgr_bodies_released(w->st->bodies, w->seg_removed[i]);
 }
 
 static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
@@ -357,6 +479,7 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 	ret = w->txn->commit(w->txn, 0);
 	if (ret != 0)
 		return db_fail(w->st, ret, err, "queue commit failed");
+	count_segments(w);
 	return QMGR_STORE_OK;
 }
 
@@ -397,17 +520,35 @@ static int put_rcpt(struct write_ctx *w, const char *qid, size_t index, const st
 	return ret;
 }
 
-static int put_body(struct write_ctx *w, const char *qid, const struct buf *body)
+/* The old form, still read: the body itself in 64 KB chunks. */
+static int put_body_chunks(struct write_ctx *w, const char *qid, const void *data, size_t len)
 {
 	uint32_t chunk = 0;
-	for (size_t off = 0; off < body->len; off += BODY_CHUNK, chunk++) {
-		size_t n = body->len - off < BODY_CHUNK ? body->len - off : BODY_CHUNK;
+	for (size_t off = 0; off < len; off += BODY_CHUNK, chunk++) {
+		size_t n = len - off < BODY_CHUNK ? len - off : BODY_CHUNK;
 		qmgr_key_body(&w->key, qid, chunk);
-		int ret = put_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key, body->data + off, n);
+		int ret = put_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key, (const char *)data + off, n);
 		if (ret != 0)
 			return ret;
 	}
 	return 0;
+}
+
+/* The body goes to a segment first; the transaction stores where. */
+static int put_body(struct write_ctx *w, const char *qid, const struct buf *body, struct buf *err)
+{
+	if (body->len == 0)
+		return 0;
+	struct qmgr_body_ref ref;
+	if (!qmgr_bodies_append(w->st->bodies, body->data, body->len, time(NULL), &ref, err))
+		return errno ? errno : EIO;
+	unsigned char v[QMGR_BODY_REF_SIZE];
+	qmgr_body_ref_encode(&ref, v);
+	qmgr_key_body(&w->key, qid, QMGR_BODY_REF_CHUNK);
+	int ret = put_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key, v, sizeof(v));
+	if (ret == 0)
+		note_segment(&w->seg_added, &w->nadded, ref.segment);
+	return ret;
 }
 
 static uint64_t now_micros(void)
@@ -457,7 +598,7 @@ static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, c
 	qmgr_qid_format(*id, qid);
 	int ret = meta_put(w->st, w->txn, META_LAST_QID, *id);
 	if (ret == 0)
-		ret = put_body(w, qid, &in->body);
+		ret = put_body(w, qid, &in->body, err);
 	if (ret == 0)
 		ret = put_new_rcpts(w, qid, in, err);
 	if (ret == 0) {
@@ -614,14 +755,36 @@ struct body_walk {
 	const char *qid;
 	uint32_t next_chunk;
 	struct buf *body;
+	bool in_segment;
+	struct qmgr_body_ref ref;
 };
 
+static bool body_corrupt(const DBT *key, struct buf *err, bool *failed, const char *why_text)
+{
+	struct buf why = BUF_INIT;
+	buf_puts(&why, why_text);
+	corrupt(err, QMGR_TABLE_BODIES, key, &why);
+	buf_free(&why);
+	*failed = true;
+	return false;
+}
+
+/* A body is either chunks 0, 1, ... or one reference, whose key sorts
+ * after any chunk. */
 static bool body_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
 {
 	struct body_walk *b = ctx;
 	if (key->size != QMGR_QID_LEN + 4 || memcmp(key->data, b->qid, QMGR_QID_LEN) != 0)
 		return false;
 	uint64_t chunk = qmgr_key_seq_value((const char *)key->data + QMGR_QID_LEN, 4);
+	if (chunk == QMGR_BODY_REF_CHUNK) {
+		if (b->next_chunk != 0)
+			return body_corrupt(key, err, failed, "a body both in chunks and in a segment");
+		if (!qmgr_body_ref_decode(val->data, val->size, &b->ref))
+			return body_corrupt(key, err, failed, "a segment reference of the wrong size");
+		b->in_segment = true;
+		return false;
+	}
 	if (chunk != b->next_chunk) {
 		struct buf why = BUF_INIT;
 		buf_printf(&why, "body chunk %u is missing", b->next_chunk);
@@ -643,7 +806,39 @@ bool qmgr_store_read_body(struct qmgr_store *st, const char *qid, struct buf *bo
 	buf_reset(body);
 	bool ok = walk(st, QMGR_TABLE_BODIES, &start, body_step, &b, err);
 	buf_free(&start);
+	if (ok && b.in_segment)
+		ok = qmgr_bodies_read(st->bodies, qid, &b.ref, body, err);
 	return ok;
+}
+
+/* The reference record of a message, read in w's transaction (locked
+ * for the update that follows); DB_NOTFOUND when its body is in chunks. */
+static int get_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref)
+{
+	DBT val;
+	qmgr_key_body(&w->key, qid, QMGR_BODY_REF_CHUNK);
+	int ret = get_raw(w->st, w->txn, QMGR_TABLE_BODIES, &w->key, &val);
+	if (ret != 0)
+		return ret;
+	if (!qmgr_body_ref_decode(val.data, val.size, ref))
+		ret = DB_NOTFOUND; /* read_body reports it */
+	free(val.data);
+	return ret;
+}
+
+bool qmgr_store_body_segment(struct qmgr_store *st, const char *qid, uint64_t *segment)
+{
+	struct write_ctx w = {.st = st};
+	struct qmgr_body_ref ref;
+	bool found = get_ref(&w, qid, &ref) == 0;
+	*segment = found ? ref.segment : 0;
+	write_ctx_free(&w);
+	return found;
+}
+
+char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment)
+{
+	return mem_asprintf("%s/bodies/%016" PRIX64, st->dir, segment);
 }
 
 struct message_walk {
@@ -839,6 +1034,12 @@ static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc
 		buf_reset(&k);
 		buf_puts(&k, qid);
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
+		struct qmgr_body_ref ref;
+		int found = ret == 0 ? get_ref(w, qid, &ref) : DB_NOTFOUND;
+		if (found == 0)
+			note_segment(&w->seg_removed, &w->nremoved, ref.segment);
+		else if (found != DB_NOTFOUND)
+			ret = found;
 		if (ret == 0)
 			ret = del_prefix(w, QMGR_TABLE_BODIES, qid);
 		if (ret == 0)
@@ -1294,4 +1495,135 @@ bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void
 	if (ret != 0)
 		db_fail(st, ret, err, "raw write failed");
 	return ret == 0;
+}
+
+/* ---- the sweep: bodies out of old segments ------------------------------------ */
+
+struct sweep_pick {
+	char (*qids)[QMGR_QID_SIZE];
+	size_t n, max;
+};
+
+/* Collects up to p->max messages whose body is in a sweepable segment,
+ * scanning bodies.db from where the last scan stopped; *at_end once the
+ * scan reached the end (the next one starts over). */
+static bool pick_sweepable(struct qmgr_store *st, int64_t now, int64_t min_age, struct sweep_pick *p, bool *at_end,
+                           struct buf *err)
+{
+	DB *db = st->db[QMGR_TABLE_BODIES];
+	DBC *cur;
+	int ret = db->cursor(db, NULL, &cur, 0);
+	if (ret != 0) {
+		db_fail(st, ret, err, "cannot read bodies.db");
+		return false;
+	}
+	DBT key = {.flags = DB_DBT_REALLOC}, val;
+	partial_val(&val);
+	uint32_t how = DB_FIRST;
+	if (st->sweep_resume.len > 0) {
+		key.data = mem_memdup(st->sweep_resume.data, st->sweep_resume.len);
+		key.size = (u_int32_t)st->sweep_resume.len;
+		how = DB_SET_RANGE;
+	}
+	struct qmgr_body_ref ref;
+	for (ret = next_ref(cur, &key, &val, how); ret == 0 && p->n < p->max;
+	     ret = next_ref(cur, &key, &val, DB_NEXT)) {
+		if (!qmgr_body_ref_decode(val.data, val.size, &ref) ||
+		    !qmgr_bodies_sweepable(st->bodies, ref.segment, now, min_age))
+			continue;
+		memcpy(p->qids[p->n], key.data, QMGR_QID_LEN);
+		p->qids[p->n++][QMGR_QID_LEN] = '\0';
+	}
+	*at_end = ret == DB_NOTFOUND;
+	buf_reset(&st->sweep_resume);
+	if (ret == 0)
+		buf_append(&st->sweep_resume, key.data, key.size);
+	free(key.data);
+	free(val.data);
+	cur->close(cur);
+	if (ret != 0 && ret != DB_NOTFOUND) {
+		db_fail(st, ret, err, "cannot read bodies.db");
+		return false;
+	}
+	return true;
+}
+
+/* One body back into chunks, in w's transaction.  A body that cannot be
+ * read stays where it is (and keeps its segment). */
+static int move_body(struct write_ctx *w, const char *qid, int64_t now, int64_t min_age, bool *moved)
+{
+	struct qmgr_body_ref ref;
+	*moved = false;
+	int ret = get_ref(w, qid, &ref);
+	if (ret != 0)
+		return ret == DB_NOTFOUND ? 0 : ret;
+	if (!qmgr_bodies_sweepable(w->st->bodies, ref.segment, now, min_age))
+		return 0;
+	struct buf body = BUF_INIT, why = BUF_INIT;
+	if (!qmgr_bodies_read(w->st->bodies, qid, &ref, &body, &why)) {
+		log_error("%s", buf_cstr(&why));
+		buf_free(&why);
+		buf_free(&body);
+		return 0;
+	}
+	ret = put_body_chunks(w, qid, body.data, body.len);
+	qmgr_key_body(&w->key, qid, QMGR_BODY_REF_CHUNK);
+	if (ret == 0)
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key);
+	if (ret == 0) {
+		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
+		*moved = true;
+	}
+	buf_free(&body);
+	return ret;
+}
+
+static enum qmgr_store_status move_bodies(struct qmgr_store *st, const struct sweep_pick *p, int64_t now,
+                                          int64_t min_age, size_t *moved, struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = now};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	size_t n = 0;
+	int ret = 0;
+	for (size_t i = 0; ret == 0 && i < p->n; i++) {
+		bool one;
+		ret = move_body(&w, p->qids[i], now, min_age, &one);
+		n += one;
+	}
+	status = finish(&w, ret, err);
+	write_ctx_free(&w);
+	if (status == QMGR_STORE_OK)
+		*moved += n;
+	return status;
+}
+
+enum qmgr_store_status qmgr_store_sweep_bodies(struct qmgr_store *st, int64_t min_age, size_t max_messages,
+                                               size_t *moved, struct buf *err)
+{
+	int64_t now = time(NULL);
+	*moved = 0;
+	qmgr_bodies_retire_old(st->bodies, now);
+	if (!qmgr_bodies_any_sweepable(st->bodies, now, min_age))
+		return QMGR_STORE_OK;
+	char qids[SWEEP_BATCH][QMGR_QID_SIZE];
+	enum qmgr_store_status status = QMGR_STORE_OK;
+	/* from where the last sweep stopped to the end, then once from the
+	 * start */
+	int passes = st->sweep_resume.len > 0 ? 2 : 1;
+	size_t done = 0;
+	while (status == QMGR_STORE_OK && done < max_messages && passes > 0) {
+		size_t left = max_messages - done;
+		struct sweep_pick p = {qids, 0, left < SWEEP_BATCH ? left : SWEEP_BATCH};
+		bool at_end;
+		if (!pick_sweepable(st, now, min_age, &p, &at_end, err))
+			return QMGR_STORE_FAILED;
+		if (p.n > 0)
+			status = move_bodies(st, &p, now, min_age, moved, err);
+		done += p.n;
+		if (at_end)
+			passes--;
+	}
+	return status;
 }

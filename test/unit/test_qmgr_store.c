@@ -3,7 +3,9 @@
  * states, the due index, the outbox's gap-free sequence across reopens,
  * strict decoding of corrupt records, recovery after a crash (a child
  * that writes and _exit()s without closing), log removal after
- * checkpoints and the clear error on a damaged queue. */
+ * checkpoints, the clear error on a damaged queue, and bodies in segment
+ * files: round trip, damage, freeing, counts rebuilt at open, the sweep
+ * back into bodies.db. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -618,8 +621,12 @@ static void test_checkpoint_removes_old_logs(void **state)
 	struct buf err = BUF_INIT;
 	char qid[QMGR_QID_SIZE];
 	assert_true(log_file_exists(f->dir, 1));
+	/* bodies no longer go through the log: big meta values do */
+	char *filler = mem_zalloc(1024 * 1024);
 	for (int i = 0; i < 25 && !log_file_exists(f->dir, 3); i++)
-		add(f->st, 1, 1024 * 1024, qid);
+		assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "filler", 6, filler, 1024 * 1024, &err));
+	free(filler);
+	add(f->st, 1, 10, qid);
 	assert_true(log_file_exists(f->dir, 3));
 	assert_true(qmgr_store_checkpoint(f->st, &err));
 	assert_true(qmgr_store_checkpoint(f->st, &err));
@@ -713,6 +720,257 @@ static void test_names_and_envelope_checks(void **state)
 	buf_free(&err);
 }
 
+/* ---- bodies in segment files ------------------------------------------------ */
+
+static bool file_exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+static char *segment_of(struct qmgr_store *st, const char *qid)
+{
+	uint64_t segment;
+	assert_true(qmgr_store_body_segment(st, qid, &segment));
+	return qmgr_store_segment_path(st, segment);
+}
+
+static void deliver_all(struct qmgr_store *st, const char *qid, size_t nrcpt)
+{
+	struct buf err = BUF_INIT;
+	for (size_t i = 0; i < nrcpt; i++)
+		assert_int_equal(qmgr_store_update_rcpt(st, qid, i, QMGR_RCPT_DELIVERED, 0, "250 ok", 'd', NOW, &err),
+		                 QMGR_STORE_OK);
+	buf_free(&err);
+}
+
+static void assert_body(struct qmgr_store *st, const char *qid, size_t len)
+{
+	struct qmgr_incoming in;
+	struct buf body = BUF_INIT, err = BUF_INIT;
+	make_incoming(&in, "x@example.org", NULL, 1, len);
+	if (!qmgr_store_read_body(st, qid, &body, &err))
+		fprintf(stderr, "read_body: %s\n", buf_cstr(&err));
+	assert_int_equal(body.len, len);
+	assert_memory_equal(body.data, in.body.data, len);
+	qmgr_incoming_free(&in);
+	buf_free(&body);
+	buf_free(&err);
+}
+
+static void test_body_in_segment(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE], empty[QMGR_QID_SIZE];
+	add(f->st, 1, 150000, qid);
+	char *path = segment_of(f->st, qid);
+	struct stat sb;
+	assert_int_equal(stat(path, &sb), 0);
+	assert_true(sb.st_size >= 150000);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_body(f->st, qid, 150000);
+	/* an empty body needs no segment */
+	add(f->st, 1, 0, empty);
+	uint64_t segment;
+	assert_false(qmgr_store_body_segment(f->st, empty, &segment));
+	assert_body(f->st, empty, 0);
+	/* after a restart the body is read from the closed segment */
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	assert_body(f->st, qid, 150000);
+	free(path);
+}
+
+static void test_damaged_segment_is_an_error(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT, body = BUF_INIT;
+	add(f->st, 1, 5000, qid);
+	char *path = segment_of(f->st, qid);
+	const char *name = strrchr(path, '/') + 1;
+	/* one byte flipped */
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	char c;
+	assert_int_equal(pread(fd, &c, 1, 100), 1);
+	c ^= 0x20;
+	assert_int_equal(pwrite(fd, &c, 1, 100), 1);
+	assert_false(qmgr_store_read_body(f->st, qid, &body, &err));
+	assert_true(testutil_contains(buf_cstr(&err), qid));
+	assert_true(testutil_contains(buf_cstr(&err), name));
+	assert_true(testutil_contains(buf_cstr(&err), "checksum mismatch"));
+	/* cut short */
+	assert_int_equal(ftruncate(fd, 4000), 0);
+	close(fd);
+	buf_reset(&err);
+	assert_false(qmgr_store_read_body(f->st, qid, &body, &err));
+	assert_true(testutil_contains(buf_cstr(&err), qid));
+	assert_true(testutil_contains(buf_cstr(&err), "too short"));
+	/* gone */
+	assert_int_equal(unlink(path), 0);
+	buf_reset(&err);
+	assert_false(qmgr_store_read_body(f->st, qid, &body, &err));
+	assert_true(testutil_contains(buf_cstr(&err), name));
+	free(path);
+	buf_free(&body);
+	buf_free(&err);
+}
+
+static void test_freed_segment_is_unlinked_after_flush(void **state)
+{
+	struct fixture *f = *state;
+	char a[QMGR_QID_SIZE], b[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	add(f->st, 2, 3000, a);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	char *old = segment_of(f->st, a);
+	add(f->st, 1, 3000, b);
+	char *active = segment_of(f->st, b);
+	assert_string_not_equal(old, active);
+
+	/* one of two recipients: the message and its segment stay */
+	deliver_all(f->st, a, 1);
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_true(file_exists(old));
+	/* the message goes; its segment only once the log was flushed */
+	assert_int_equal(qmgr_store_update_rcpt(f->st, a, 1, QMGR_RCPT_DELIVERED, 0, "250 ok", 'd', NOW, &err),
+	                 QMGR_STORE_OK);
+	assert_true(file_exists(old));
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_false(file_exists(old));
+	/* the active segment stays, even empty */
+	deliver_all(f->st, b, 1);
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_true(file_exists(active));
+	/* and goes at close */
+	qmgr_store_close(f->st);
+	assert_false(file_exists(active));
+	f->st = open_store(f->dir);
+	free(old);
+	free(active);
+	buf_free(&err);
+}
+
+static void test_reopen_counts_and_removes_orphans(void **state)
+{
+	struct fixture *f = *state;
+	char a[QMGR_QID_SIZE], b[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	add(f->st, 1, 70000, a);
+	add(f->st, 1, 70000, b);
+	char *path = segment_of(f->st, a);
+	qmgr_store_close(f->st);
+	f->st = NULL;
+	/* a segment no reference names, as a crash leaves one */
+	char *bodies = testutil_path(f->dir, "bodies");
+	char *orphan = testutil_path(bodies, "00000000000000AB");
+	int fd = open(orphan, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "junk", 4), 4);
+	close(fd);
+	char *not_a_segment = testutil_path(bodies, "README");
+	fd = open(not_a_segment, O_WRONLY | O_CREAT, 0600);
+	close(fd);
+
+	f->st = open_store(f->dir);
+	assert_false(file_exists(orphan));
+	assert_true(file_exists(not_a_segment));
+	assert_true(file_exists(path));
+	assert_body(f->st, a, 70000);
+	/* two references were counted: the segment goes with the second */
+	deliver_all(f->st, a, 1);
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_true(file_exists(path));
+	deliver_all(f->st, b, 1);
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_false(file_exists(path));
+	/* new segments are numbered past every one seen */
+	char c[QMGR_QID_SIZE];
+	add(f->st, 1, 10, c);
+	uint64_t segment;
+	assert_true(qmgr_store_body_segment(f->st, c, &segment));
+	assert_true(segment > 0xAB);
+	free(not_a_segment);
+	free(orphan);
+	free(bodies);
+	free(path);
+	buf_free(&err);
+}
+
+static void test_sweep_moves_bodies_back(void **state)
+{
+	struct fixture *f = *state;
+	char a[QMGR_QID_SIZE], b[QMGR_QID_SIZE], c[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	size_t moved;
+	add(f->st, 2, 150000, a);
+	add(f->st, 1, 20, b);
+	char *path = segment_of(f->st, a);
+	/* the active segment is not swept */
+	assert_int_equal(qmgr_store_sweep_bodies(f->st, 0, 100, &moved, &err), QMGR_STORE_OK);
+	assert_int_equal(moved, 0);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	add(f->st, 1, 30, c);
+	/* too young */
+	assert_int_equal(qmgr_store_sweep_bodies(f->st, 3600, 100, &moved, &err), QMGR_STORE_OK);
+	assert_int_equal(moved, 0);
+	assert_int_equal(qmgr_store_sweep_bodies(f->st, 0, 100, &moved, &err), QMGR_STORE_OK);
+	assert_int_equal(moved, 2);
+	uint64_t segment;
+	assert_false(qmgr_store_body_segment(f->st, a, &segment));
+	assert_false(qmgr_store_body_segment(f->st, b, &segment));
+	assert_true(qmgr_store_body_segment(f->st, c, &segment));
+	assert_body(f->st, a, 150000);
+	assert_body(f->st, b, 20);
+	assert_true(file_exists(path));
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_false(file_exists(path));
+	/* chunks are removed with the message as before */
+	deliver_all(f->st, a, 2);
+	struct ipc_msg msg;
+	bool found;
+	assert_false(qmgr_store_get_message(f->st, a, &msg, &found, &err));
+	assert_false(found);
+	struct buf body = BUF_INIT;
+	assert_true(qmgr_store_read_body(f->st, a, &body, &err));
+	assert_int_equal(body.len, 0);
+	assert_body(f->st, b, 20);
+	buf_free(&body);
+	free(path);
+	buf_free(&err);
+}
+
+/* At 16 MB a new segment starts; the full one is closed, kept while
+ * named, and unlinked once its last message is gone. */
+static void test_segment_rotates_at_16_mb(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	enum { N = 17 };
+	char qids[N][QMGR_QID_SIZE];
+	for (int i = 0; i < N; i++)
+		add(f->st, 1, 1024 * 1024, qids[i]);
+	char *first = segment_of(f->st, qids[0]);
+	char *last = segment_of(f->st, qids[N - 1]);
+	assert_string_not_equal(first, last);
+	char *second_last = segment_of(f->st, qids[N - 2]);
+	assert_string_equal(first, second_last);
+	assert_body(f->st, qids[3], 1024 * 1024);
+	for (int i = 0; i < N - 1; i++) {
+		deliver_all(f->st, qids[i], 1);
+		assert_true(qmgr_store_flush(f->st, &err));
+		assert_true(file_exists(first) == (i < N - 2));
+	}
+	assert_true(file_exists(last));
+	assert_body(f->st, qids[N - 1], 1024 * 1024);
+	free(first);
+	free(second_last);
+	free(last);
+	buf_free(&err);
+}
+
 int main(void)
 {
 	log_open("test_qmgr_store", LOG_TO_STDERR, NULL);
@@ -732,6 +990,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_damaged_queue_names_recover, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_catastrophic_recovery_keeps_messages, setup, teardown),
 	    cmocka_unit_test(test_names_and_envelope_checks),
+	    cmocka_unit_test_setup_teardown(test_body_in_segment, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_damaged_segment_is_an_error, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_freed_segment_is_unlinked_after_flush, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_counts_and_removes_orphans, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep_moves_bodies_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_segment_rotates_at_16_mb, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,573 @@
+/* qmgr_bodies.c: message bodies in append-only segment files under
+ * <queue>/bodies, so that a body is written once instead of going
+ * through Berkeley DB's log twice (insert, then undo data on delete) and
+ * into bodies.db as well.  The database holds only a reference (segment,
+ * offset, length, checksum); qmgr_store.c writes it in the message's
+ * transaction, after the body was appended here.
+ *
+ * Two threads meet here.  The event loop appends, reads and counts
+ * references (the segment table is its own).  The group-commit thread
+ * makes segments durable before it flushes the log, and unlinks freed
+ * segments after a log flush that started once they were freed.  What
+ * they share (fds to sync, segments to unlink) is under mu.
+ * doc/queue.md explains the ordering. */
+#include "qmgr.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fileio.h"
+#include "log.h"
+#include "mem.h"
+
+/* A new segment once the active one is this big or this old. */
+#define SEGMENT_MAX_BYTES (16u * 1024 * 1024)
+#define SEGMENT_MAX_SECS 60
+#define SEGMENT_NAME_LEN 16
+
+struct segment {
+	uint64_t number;
+	uint64_t refs;     /* committed references to it */
+	int64_t closed_at; /* 0 while active */
+};
+
+struct qmgr_bodies {
+	char *dir;
+
+	/* The event loop's own. */
+	struct segment *segs; /* sorted by number */
+	size_t nsegs;
+	uint64_t next_number;
+	bool have_active;
+	uint64_t active;
+	int active_fd;
+	uint64_t active_size;
+	int64_t active_started;
+
+	/* Shared with the flushing thread, under mu. */
+	pthread_mutex_t mu;
+	bool active_dirty; /* written since the last sync */
+	int shared_active; /* the active fd, as the syncing side sees it */
+	bool dir_dirty;    /* a segment was created since the last sync */
+	int *rotated;      /* rotated out, to sync, then close */
+	size_t nrotated;
+	uint64_t *doomed; /* freed segments, to unlink after a log flush */
+	size_t ndoomed;
+	uint64_t doomed_total, unlinked_total;
+};
+
+/* ---- the checksum ---------------------------------------------------------- */
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+static uint64_t mix64(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= UINT64_C(0xff51afd7ed558ccd);
+	h ^= h >> 33;
+	h *= UINT64_C(0xc4ceb9fe1a85ec53);
+	h ^= h >> 33;
+	return h;
+}
+
+/* Eight bytes a step: multiply, rotate, xor.  Not cryptographic; it
+ * catches damaged or misplaced bytes. */
+uint64_t qmgr_body_checksum(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	const uint64_t k1 = UINT64_C(0x9e3779b185ebca87), k2 = UINT64_C(0xc2b2ae3d27d4eb4f);
+	uint64_t h = UINT64_C(0x27d4eb2f165667c5) ^ ((uint64_t)len * k1);
+	size_t i = 0;
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		h ^= rotl64(w * k2, 31) * k1;
+		h = rotl64(h, 27) * k1 + UINT64_C(0x52dce729);
+	}
+	uint64_t tail = 0;
+	for (size_t j = 0; i + j < len; j++)
+		tail |= (uint64_t)p[i + j] << (8 * j);
+	h ^= rotl64(tail * k2, 31) * k1;
+	return mix64(h);
+}
+
+/* ---- references ---------------------------------------------------------------- */
+
+static void put_be64(unsigned char *out, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		out[i] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *in)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | in[i];
+	return v;
+}
+
+void qmgr_body_ref_encode(const struct qmgr_body_ref *r, unsigned char out[QMGR_BODY_REF_SIZE])
+{
+	put_be64(out, r->segment);
+	put_be64(out + 8, r->offset);
+	put_be64(out + 16, r->length);
+	put_be64(out + 24, r->checksum);
+}
+
+bool qmgr_body_ref_decode(const void *v, size_t len, struct qmgr_body_ref *r)
+{
+	if (len != QMGR_BODY_REF_SIZE)
+		return false;
+	const unsigned char *p = v;
+	r->segment = get_be64(p);
+	r->offset = get_be64(p + 8);
+	r->length = get_be64(p + 16);
+	r->checksum = get_be64(p + 24);
+	return true;
+}
+
+/* ---- the segment table (event loop) ------------------------------------------ */
+
+static char *segment_path(const struct qmgr_bodies *b, uint64_t number)
+{
+	return mem_asprintf("%s/%016" PRIX64, b->dir, number);
+}
+
+/* The index of number's entry, or where it would go. */
+static size_t segment_slot(const struct qmgr_bodies *b, uint64_t number)
+{
+	size_t lo = 0, hi = b->nsegs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->segs[mid].number < number)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static struct segment *segment_find(struct qmgr_bodies *b, uint64_t number)
+{
+	size_t i = segment_slot(b, number);
+	return i < b->nsegs && b->segs[i].number == number ? &b->segs[i] : NULL;
+}
+
+static struct segment *segment_add(struct qmgr_bodies *b, uint64_t number, int64_t closed_at)
+{
+	size_t i = segment_slot(b, number);
+	if (i < b->nsegs && b->segs[i].number == number)
+		return &b->segs[i];
+	b->segs = mem_reallocarray(b->segs, b->nsegs + 1, sizeof(*b->segs));
+	memmove(b->segs + i + 1, b->segs + i, (b->nsegs - i) * sizeof(*b->segs));
+	b->nsegs++;
+	b->segs[i] = (struct segment){.number = number, .closed_at = closed_at};
+	return &b->segs[i];
+}
+
+static void segment_drop(struct qmgr_bodies *b, struct segment *s)
+{
+	size_t i = (size_t)(s - b->segs);
+	memmove(b->segs + i, b->segs + i + 1, (b->nsegs - i - 1) * sizeof(*b->segs));
+	b->nsegs--;
+}
+
+/* A closed segment nothing names any more: unlinked once the commits
+ * that removed its references are durable. */
+static void doom(struct qmgr_bodies *b, struct segment *s)
+{
+	uint64_t number = s->number;
+	segment_drop(b, s);
+	pthread_mutex_lock(&b->mu);
+	b->doomed = mem_reallocarray(b->doomed, b->ndoomed + 1, sizeof(*b->doomed));
+	b->doomed[b->ndoomed++] = number;
+	b->doomed_total++;
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* ---- opening ----------------------------------------------------------------------- */
+
+struct qmgr_bodies *qmgr_bodies_new(const char *queue_dir, struct buf *err)
+{
+	char *dir = mem_asprintf("%s/bodies", queue_dir);
+	bool made = mkdir(dir, 0700) == 0;
+	if ((!made && errno != EEXIST) || (made && !fileio_sync_dir(queue_dir))) {
+		buf_printf(err, "cannot create %s: %s", dir, strerror(errno));
+		free(dir);
+		return NULL;
+	}
+	struct qmgr_bodies *b = mem_zalloc(sizeof(*b));
+	b->dir = dir;
+	b->active_fd = -1;
+	b->shared_active = -1;
+	b->next_number = 1;
+	pthread_mutex_init(&b->mu, NULL);
+	return b;
+}
+
+void qmgr_bodies_count(struct qmgr_bodies *b, uint64_t segment)
+{
+	segment_add(b, segment, 1)->refs++;
+}
+
+static bool parse_segment_name(const char *name, uint64_t *number)
+{
+	if (strlen(name) != SEGMENT_NAME_LEN || strspn(name, "0123456789ABCDEF") != SEGMENT_NAME_LEN)
+		return false;
+	*number = strtoull(name, NULL, 16);
+	return true;
+}
+
+/* One file of the directory at open: kept when referenced, else an
+ * orphan (a body whose transaction never committed, or a segment freed
+ * before a crash) and removed. */
+static void scan_one(struct qmgr_bodies *b, int dfd, const char *name, int64_t now)
+{
+	uint64_t number;
+	if (!parse_segment_name(name, &number))
+		return;
+	if (number >= b->next_number)
+		b->next_number = number + 1;
+	struct segment *s = segment_find(b, number);
+	if (s == NULL) {
+		if (unlinkat(dfd, name, 0) < 0)
+			log_warning("cannot remove the unused body segment %s/%s: %s", b->dir, name, strerror(errno));
+		return;
+	}
+	struct stat sb;
+	s->closed_at = fstatat(dfd, name, &sb, 0) == 0 ? (int64_t)sb.st_mtime : now;
+}
+
+bool qmgr_bodies_scan(struct qmgr_bodies *b, int64_t now, struct buf *err)
+{
+	DIR *d = opendir(b->dir);
+	if (d == NULL) {
+		buf_printf(err, "cannot read %s: %s", b->dir, strerror(errno));
+		return false;
+	}
+	/* referenced segments whose file is missing: reads will say so */
+	for (size_t i = 0; i < b->nsegs; i++) {
+		b->segs[i].closed_at = now;
+		if (b->segs[i].number >= b->next_number)
+			b->next_number = b->segs[i].number + 1;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		scan_one(b, dirfd(d), e->d_name, now);
+	closedir(d);
+	return true;
+}
+
+/* ---- appending (event loop) ------------------------------------------------------------ */
+
+/* The active segment is closed: the syncing side syncs and closes its
+ * fd; nothing names it any more, it can go. */
+static void retire_active(struct qmgr_bodies *b, int64_t now)
+{
+	if (!b->have_active)
+		return;
+	pthread_mutex_lock(&b->mu);
+	b->rotated = mem_reallocarray(b->rotated, b->nrotated + 1, sizeof(*b->rotated));
+	b->rotated[b->nrotated++] = b->active_fd;
+	b->shared_active = -1;
+	b->active_dirty = false; /* the rotated fd is synced in any case */
+	pthread_mutex_unlock(&b->mu);
+	b->have_active = false;
+	b->active_fd = -1;
+	struct segment *s = segment_find(b, b->active);
+	if (s) {
+		s->closed_at = now > 0 ? now : 1;
+		if (s->refs == 0)
+			doom(b, s);
+	}
+}
+
+static bool start_segment(struct qmgr_bodies *b, int64_t now, struct buf *err)
+{
+	uint64_t number = b->next_number++;
+	char *path = segment_path(b, number);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int saved = errno;
+		buf_printf(err, "cannot create the body segment %s: %s", path, strerror(errno));
+		free(path);
+		errno = saved;
+		return false;
+	}
+	free(path);
+	segment_add(b, number, 0);
+	b->have_active = true;
+	b->active = number;
+	b->active_fd = fd;
+	b->active_size = 0;
+	b->active_started = now;
+	pthread_mutex_lock(&b->mu);
+	b->shared_active = fd;
+	b->dir_dirty = true;
+	pthread_mutex_unlock(&b->mu);
+	return true;
+}
+
+static bool active_full(const struct qmgr_bodies *b, int64_t now)
+{
+	return b->active_size >= SEGMENT_MAX_BYTES || now - b->active_started >= SEGMENT_MAX_SECS;
+}
+
+static bool pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)offset);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = ENOSPC;
+			return false;
+		}
+		p += n;
+		len -= (size_t)n;
+		offset += (uint64_t)n;
+	}
+	return true;
+}
+
+bool qmgr_bodies_append(struct qmgr_bodies *b, const void *data, size_t len, int64_t now, struct qmgr_body_ref *ref,
+                        struct buf *err)
+{
+	if (b->have_active && active_full(b, now))
+		retire_active(b, now);
+	if (!b->have_active && !start_segment(b, now, err))
+		return false;
+	if (!pwrite_all(b->active_fd, data, len, b->active_size)) {
+		int saved = errno;
+		buf_printf(err, "cannot write to the body segment %s/%016" PRIX64 ": %s", b->dir, b->active,
+		           strerror(errno));
+		errno = saved;
+		return false;
+	}
+	*ref = (struct qmgr_body_ref){b->active, b->active_size, len, qmgr_body_checksum(data, len)};
+	b->active_size += len;
+	pthread_mutex_lock(&b->mu);
+	b->active_dirty = true;
+	pthread_mutex_unlock(&b->mu);
+	return true;
+}
+
+/* ---- reading (event loop) --------------------------------------------------------------- */
+
+static bool pread_all(int fd, void *data, size_t len, uint64_t offset, size_t *got)
+{
+	char *p = data;
+	*got = 0;
+	while (*got < len) {
+		ssize_t n = pread(fd, p + *got, len - *got, (off_t)(offset + *got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return false;
+		if (n == 0)
+			break;
+		*got += (size_t)n;
+	}
+	return true;
+}
+
+static void damaged(const struct qmgr_bodies *b, const char *qid, const struct qmgr_body_ref *ref, struct buf *err,
+                    const char *why)
+{
+	buf_printf(err, "%s: damaged body in segment %s/%016" PRIX64 " (offset %" PRIu64 ", %" PRIu64 " bytes): %s",
+	           qid, b->dir, ref->segment, ref->offset, ref->length, why);
+}
+
+bool qmgr_bodies_read(struct qmgr_bodies *b, const char *qid, const struct qmgr_body_ref *ref, struct buf *body,
+                      struct buf *err)
+{
+	bool active = b->have_active && ref->segment == b->active;
+	int fd = active ? b->active_fd : -1;
+	if (!active) {
+		char *path = segment_path(b, ref->segment);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		free(path);
+		if (fd < 0) {
+			damaged(b, qid, ref, err, strerror(errno));
+			return false;
+		}
+	}
+	if (ref->length > SIZE_MAX / 2) {
+		damaged(b, qid, ref, err, "impossible length");
+		if (!active)
+			close(fd);
+		return false;
+	}
+	size_t len = (size_t)ref->length, got;
+	buf_reserve(body, len);
+	bool ok = pread_all(fd, body->data + body->len, len, ref->offset, &got);
+	int saved = errno;
+	if (!active)
+		close(fd);
+	if (!ok)
+		damaged(b, qid, ref, err, strerror(saved));
+	else if (got < len)
+		damaged(b, qid, ref, err, "the segment is too short");
+	else if (qmgr_body_checksum(body->data + body->len, len) != ref->checksum)
+		damaged(b, qid, ref, err, "checksum mismatch");
+	else {
+		body->len += len;
+		body->data[body->len] = '\0';
+		return true;
+	}
+	body->data[body->len] = '\0';
+	return false;
+}
+
+/* ---- references come and go (event loop, after commits) --------------------------------- */
+
+void qmgr_bodies_referenced(struct qmgr_bodies *b, uint64_t segment)
+{
+	struct segment *s = segment_find(b, segment);
+	if (s)
+		s->refs++;
+}
+
+void qmgr_bodies_released(struct qmgr_bodies *b, uint64_t segment)
+{
+	struct segment *s = segment_find(b, segment);
+	if (s == NULL || s->refs == 0)
+		return;
+	if (--s->refs == 0 && !(b->have_active && b->active == segment))
+		doom(b, s);
+}
+
+void qmgr_bodies_retire_old(struct qmgr_bodies *b, int64_t now)
+{
+	if (b->have_active && active_full(b, now))
+		retire_active(b, now);
+}
+
+void qmgr_bodies_retire(struct qmgr_bodies *b, int64_t now)
+{
+	retire_active(b, now);
+}
+
+bool qmgr_bodies_sweepable(struct qmgr_bodies *b, uint64_t segment, int64_t now, int64_t min_age)
+{
+	struct segment *s = segment_find(b, segment);
+	return s && s->closed_at != 0 && s->refs > 0 && now - s->closed_at >= min_age;
+}
+
+bool qmgr_bodies_any_sweepable(struct qmgr_bodies *b, int64_t now, int64_t min_age)
+{
+	for (size_t i = 0; i < b->nsegs; i++)
+		if (qmgr_bodies_sweepable(b, b->segs[i].number, now, min_age))
+			return true;
+	return false;
+}
+
+uint64_t qmgr_bodies_refs(struct qmgr_bodies *b, uint64_t segment)
+{
+	struct segment *s = segment_find(b, segment);
+	return s ? s->refs : 0;
+}
+
+/* ---- durability (the flushing side) --------------------------------------------------------- */
+
+/* What one sync takes over, under mu, before it starts. */
+struct sync_batch {
+	int active_fd; /* -1: nothing to sync */
+	int *rotated;
+	size_t nrotated;
+	bool dir;
+};
+
+static void take_batch(struct qmgr_bodies *b, struct sync_batch *batch, uint64_t *doomed_mark)
+{
+	pthread_mutex_lock(&b->mu);
+	batch->active_fd = b->active_dirty ? b->shared_active : -1;
+	b->active_dirty = false;
+	batch->rotated = b->rotated;
+	batch->nrotated = b->nrotated;
+	b->rotated = NULL;
+	b->nrotated = 0;
+	batch->dir = b->dir_dirty;
+	b->dir_dirty = false;
+	*doomed_mark = b->doomed_total;
+	pthread_mutex_unlock(&b->mu);
+}
+
+static bool sync_fd(const struct qmgr_bodies *b, int fd, struct buf *err)
+{
+	if (fdatasync(fd) == 0)
+		return true;
+	if (err->len == 0)
+		buf_printf(err, "cannot sync a body segment in %s: %s", b->dir, strerror(errno));
+	return false;
+}
+
+bool qmgr_bodies_sync(struct qmgr_bodies *b, uint64_t *doomed_mark, struct buf *err)
+{
+	struct sync_batch batch;
+	take_batch(b, &batch, doomed_mark);
+	bool ok = true;
+	if (batch.active_fd >= 0)
+		ok = sync_fd(b, batch.active_fd, err);
+	/* a rotated fd is closed only once synced */
+	for (size_t i = 0; i < batch.nrotated; i++) {
+		if (!sync_fd(b, batch.rotated[i], err))
+			ok = false;
+		close(batch.rotated[i]);
+	}
+	free(batch.rotated);
+	if (batch.dir && !fileio_sync_dir(b->dir)) {
+		if (err->len == 0)
+			buf_printf(err, "cannot sync %s: %s", b->dir, strerror(errno));
+		ok = false;
+	}
+	return ok;
+}
+
+void qmgr_bodies_unlink_freed(struct qmgr_bodies *b, uint64_t doomed_mark)
+{
+	pthread_mutex_lock(&b->mu);
+	while (b->unlinked_total < doomed_mark && b->ndoomed > 0) {
+		uint64_t number = b->doomed[0];
+		memmove(b->doomed, b->doomed + 1, (b->ndoomed - 1) * sizeof(*b->doomed));
+		b->ndoomed--;
+		b->unlinked_total++;
+		pthread_mutex_unlock(&b->mu);
+		char *path = segment_path(b, number);
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warning("cannot remove the body segment %s: %s", path, strerror(errno));
+		free(path);
+		pthread_mutex_lock(&b->mu);
+	}
+	pthread_mutex_unlock(&b->mu);
+}
+
+void qmgr_bodies_free(struct qmgr_bodies *b)
+{
+	if (b == NULL)
+		return;
+	if (b->active_fd >= 0)
+		close(b->active_fd);
+	for (size_t i = 0; i < b->nrotated; i++)
+		close(b->rotated[i]);
+	pthread_mutex_destroy(&b->mu);
+	free(b->rotated);
+	free(b->doomed);
+	free(b->segs);
+	free(b->dir);
+	free(b);
+}
