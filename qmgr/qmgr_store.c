@@ -1012,41 +1012,59 @@ static int del_prefix(struct write_ctx *w, enum qmgr_table t, const char *qid)
 	return ret == DB_NOTFOUND ? 0 : ret;
 }
 
-/* Once every recipient is delivered or bounced the message is done:
- * nothing of it stays on disk. */
-static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope, struct buf *err)
+/* Whether every recipient is delivered or bounced with no DSN pending
+ * (a pending DSN needs the message).  known, when not NULL, is recipient
+ * known_index as it is about to be written: it is not read again. */
+static int message_done(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope,
+                        const struct qmgr_rcpt *known, size_t known_index, bool *done, struct buf *err)
 {
 	int64_t count = ipc_msg_int(envelope, IPC_ATTR_RCPT_COUNT);
 	struct buf k = BUF_INIT;
 	int ret = 0;
-	bool done = true;
-	/* a pending DSN needs the message */
-	for (int64_t i = 0; done && ret == 0 && i < count; i++) {
+	*done = true;
+	for (int64_t i = 0; *done && ret == 0 && i < count; i++) {
+		if (known && (size_t)i == known_index) {
+			*done = final_state(known->state) && !known->dsn_pending;
+			continue;
+		}
 		struct qmgr_rcpt r;
 		qmgr_key_rcpt(&k, qid, (size_t)i);
 		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, err);
 		if (ret == 0) {
-			done = final_state(r.state) && !r.dsn_pending;
+			*done = final_state(r.state) && !r.dsn_pending;
 			qmgr_rcpt_free(&r);
 		}
 	}
-	if (ret == 0 && done) {
-		buf_reset(&k);
-		buf_puts(&k, qid);
-		ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
-		struct qmgr_body_ref ref;
-		int found = ret == 0 ? get_ref(w, qid, &ref) : DB_NOTFOUND;
-		if (found == 0)
-			note_segment(&w->seg_removed, &w->nremoved, ref.segment);
-		else if (found != DB_NOTFOUND)
-			ret = found;
-		if (ret == 0)
-			ret = del_prefix(w, QMGR_TABLE_BODIES, qid);
-		if (ret == 0)
-			ret = del_prefix(w, QMGR_TABLE_RCPTS, qid);
-	}
 	buf_free(&k);
 	return ret;
+}
+
+/* A done message leaves nothing on disk: its record, its body (or the
+ * reference to its segment) and its recipients go. */
+static int remove_message(struct write_ctx *w, const char *qid)
+{
+	struct buf k = BUF_INIT;
+	buf_puts(&k, qid);
+	int ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
+	buf_free(&k);
+	struct qmgr_body_ref ref;
+	int found = ret == 0 ? get_ref(w, qid, &ref) : DB_NOTFOUND;
+	if (found == 0)
+		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
+	else if (found != DB_NOTFOUND)
+		ret = found;
+	if (ret == 0)
+		ret = del_prefix(w, QMGR_TABLE_BODIES, qid);
+	if (ret == 0)
+		ret = del_prefix(w, QMGR_TABLE_RCPTS, qid);
+	return ret;
+}
+
+static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope, struct buf *err)
+{
+	bool done;
+	int ret = message_done(w, qid, envelope, NULL, 0, &done, err);
+	return ret == 0 && done ? remove_message(w, qid) : ret;
 }
 
 /* The bounce's DSN is pending: the recipient says so (with what the DSN
@@ -1112,12 +1130,15 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 		ret = mark_dsn(w, qid, &r, o->detail);
 	if (o->delay_notices > 0)
 		r.delay_notices = o->delay_notices;
+	/* The last final recipient is not written, only removed with the
+	 * rest of its message. */
+	bool done = false;
+	if (ret == 0 && final_state(r.state))
+		ret = message_done(w, qid, &envelope, &r, index, &done, err);
 	if (ret == 0)
-		ret = put_rcpt(w, qid, index, &r);
+		ret = done ? remove_message(w, qid) : put_rcpt(w, qid, index, &r);
 	if (ret == 0 && o->rtype)
 		ret = append_outbox(w, o->rtype, qid, index, &envelope, &r, o->detail);
-	if (ret == 0 && final_state(o->state))
-		ret = remove_if_done(w, qid, &envelope, err);
 	qmgr_rcpt_free(&r);
 	ipc_msg_free(&envelope);
 	return ret;
