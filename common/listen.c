@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,4 +139,11 @@ int listen_private_socket(const char *spool, const char *name, const char *user,
 	if (pw)
 		(void)!chown(sun.sun_path, pw->pw_uid, pw->pw_gid);
 	return fd;
+}
+
+void socket_no_delay(int fd)
+{
+	int one = 1;
+	/* best effort: without it the connection works, only slower */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }

@@ -21,6 +21,12 @@ struct listen_sockets {
 bool listen_open(const struct addr_endpoint *ep, struct listen_sockets *out, struct buf *err);
 void listen_close(struct listen_sockets *s);
 
+/* An SMTP connection, either way, sends each write at once (TCP_NODELAY):
+ * our writes are whole replies, commands or TLS records, and Nagle's
+ * algorithm would hold the last record of a message until the peer's
+ * delayed ACK, 40 ms later. */
+void socket_no_delay(int fd);
+
 /* A delivery agent started by hand (tests, development) makes its own
  * service socket, <spool>/private/NAME (mode 0600; the directory 0700),
  * owned by user when we run as root.  The listening descriptor, or -1

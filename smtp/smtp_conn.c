@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 
+#include "listen.h"
 #include "mem.h"
 
 #define READ_CHUNK 16384
@@ -361,6 +362,8 @@ struct smtp_conn *smtp_conn_open(struct event_base *base, const struct smtp_targ
 	struct sockaddr_storage sa;
 	socklen_t len = addr_ip_to_sockaddr(&target->ip, target->port, &sa);
 	c->fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd >= 0)
+		socket_no_delay(c->fd);
 	c->ev_connect = event_new(base, c->fd, EV_WRITE, on_connect, c);
 	c->ev_read = event_new(base, c->fd, EV_READ | EV_PERSIST, on_io, c);
 	c->ev_write = event_new(base, c->fd, EV_WRITE | EV_PERSIST, on_io, c);

@@ -176,6 +176,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			refuse_busy(c);
 			continue;
 		}
+		socket_no_delay(c);
 		smtpd_session_start(l, c, &ip, port);
 	}
 }
