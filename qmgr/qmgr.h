@@ -408,6 +408,11 @@ void qmgr_bodies_unlink_freed(struct qmgr_bodies *b, uint64_t mark);
 
 /* ---- group commit (qmgr_flush.c) ---------------------------------------- */
 
+/* qmgr's event loop has two priorities; events are made at the lower
+ * one unless set to QMGR_PRIORITY_FIRST. */
+#define QMGR_PRIORITIES 2
+#define QMGR_PRIORITY_FIRST 0
+
 struct qmgr_flusher;
 
 /* Starts the thread that flushes the log when asked and checkpoints

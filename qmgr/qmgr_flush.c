@@ -224,7 +224,9 @@ struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_sto
 		return NULL;
 	}
 	f->wake = event_new(base, f->wake_pipe[0], EV_READ | EV_PERSIST, on_wake, f);
-	int rc = f->wake ? event_add(f->wake, NULL) : -1;
+	int rc = f->wake ? event_priority_set(f->wake, QMGR_PRIORITY_FIRST) : -1;
+	if (rc == 0)
+		rc = event_add(f->wake, NULL);
 	if (rc == 0)
 		rc = pthread_create(&f->thread, NULL, flusher_thread, f);
 	if (rc != 0) {

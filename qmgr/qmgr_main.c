@@ -157,6 +157,12 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 {
 	struct qmgr_daemon *d = ctx;
+	/* Two priorities: the group commit's news (replies that clients
+	 * wait for) before everything else; the rest in between. */
+	if (event_base_priority_init(base, QMGR_PRIORITIES) != 0) {
+		buf_puts(err, "cannot set up event priorities");
+		return false;
+	}
 	d->flusher = qmgr_flusher_start(base, d->st, CHECKPOINT_SECS, err);
 	if (d->flusher == NULL)
 		return false;
