@@ -608,8 +608,10 @@ bool qmgr_smtp_available(struct qmgr_smtp *c);
 /* A job is built frame by frame and sent by qmgr_smtp_run (send false:
  * dropped unsent).  false from run when smtp cannot be reached. */
 struct qmgr_job_builder *qmgr_smtp_begin(struct qmgr_smtp *c, int64_t job_id, const char *queue);
+/* The message's body (read beforehand, so that a message whose body
+ * cannot be read stays out of the job) is taken over, body left empty. */
 bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const struct ipc_msg *envelope,
-                           struct buf *err);
+                           struct buf *body, struct buf *err);
 bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
 void qmgr_smtp_end_message(struct qmgr_job_builder *b);
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);

@@ -848,6 +848,12 @@ struct collect {
 	bool last_ok;
 	bool open; /* a message was given to smtp and awaits its body */
 	uint64_t rate_left;
+	/* the last message's body could not be read: its recipients here
+	 * wait retry-recipients-after instead of going into the job */
+	bool last_unreadable;
+	struct buf unreadable_why;
+	struct qmgr_rcpt_ref *unreadable;
+	size_t nunreadable;
 };
 
 /* Adds a message to the job the first time one of its recipients is
@@ -858,6 +864,7 @@ static bool take_message(struct collect *c, const char *qid)
 		return c->last_ok;
 	memcpy(c->last_qid, qid, QMGR_QID_SIZE);
 	c->last_ok = false;
+	c->last_unreadable = false;
 	if (c->open) {
 		qmgr_smtp_end_message(c->builder);
 		c->open = false;
@@ -873,8 +880,16 @@ static bool take_message(struct collect *c, const char *qid)
 		return false;
 	}
 	c->last_received = ipc_msg_int(&env, IPC_ATTR_RECEIVED);
-	if (!expired(c->q, c->last_received, c->now)) {
-		c->last_ok = qmgr_smtp_add_message(c->builder, qid, &env, &err);
+	struct buf body = BUF_INIT;
+	if (!expired(c->q, c->last_received, c->now) && !qmgr_store_read_body(c->s->st, qid, &body, &err)) {
+		log_error("%s: the body cannot be read; its recipients in %s wait for retry-recipients-after: %s", qid,
+		          c->q->name, buf_cstr(&err));
+		buf_reset(&c->unreadable_why);
+		buf_printf(&c->unreadable_why, "4.3.0 the message body cannot be read from the queue: %s",
+		           buf_cstr(&err));
+		c->last_unreadable = true;
+	} else if (!expired(c->q, c->last_received, c->now)) {
+		c->last_ok = qmgr_smtp_add_message(c->builder, qid, &env, &body, &err);
 		c->open = c->last_ok;
 		if (c->last_ok) {
 			c->messages++;
@@ -888,6 +903,7 @@ static bool take_message(struct collect *c, const char *qid)
 		c->last_ok = true; /* its recipients bounce below */
 	}
 	ipc_msg_free(&env);
+	buf_free(&body);
 	buf_free(&err);
 	return c->last_ok;
 }
@@ -899,8 +915,15 @@ static bool collect_rcpt(void *ctx, const char *qid, size_t index, int64_t due)
 		return false;
 	if (inflight_has(c->s, qid, index))
 		return true;
-	if (!take_message(c, qid))
+	if (!take_message(c, qid)) {
+		if (c->last_unreadable) {
+			c->unreadable = mem_reallocarray(c->unreadable, c->nunreadable + 1, sizeof(*c->unreadable));
+			struct qmgr_rcpt_ref *ref = &c->unreadable[c->nunreadable++];
+			memcpy(ref->qid, qid, QMGR_QID_SIZE);
+			ref->index = index;
+		}
 		return c->messages < JOB_MAX_MSGS && c->bytes < JOB_MAX_BYTES && c->rate_left > 0;
+	}
 	c->job->rcpts = mem_reallocarray(c->job->rcpts, c->job->nrcpt + 1, sizeof(*c->job->rcpts));
 	struct job_rcpt *r = &c->job->rcpts[c->job->nrcpt++];
 	memset(r, 0, sizeof(*r));
@@ -984,6 +1007,24 @@ static bool mark_in_flight(struct qmgr_sched *s, struct job *j, int64_t now)
 }
 
 /* Starts one job for the queue; false when nothing was due. */
+/* Recipients of messages whose body cannot be read (a damaged or missing
+ * segment, doc/queue.md) are deferred like a 4xx: retried after
+ * retry-recipients-after and bounced after bounce-after, instead of
+ * being tried again at every pass. */
+static void defer_unreadable(struct qmgr_sched *s, struct collect *c)
+{
+	for (size_t i = 0; i < c->nunreadable; i++) {
+		struct qmgr_rcpt_ref *ref = &c->unreadable[i];
+		struct qmgr_outcome o = {.state = QMGR_RCPT_DEFERRED,
+		                         .next_attempt = c->now + c->q->retry_rcpt,
+		                         .result = buf_cstr(&c->unreadable_why),
+		                         .rtype = "t"};
+		apply_outcome(s, c->q, ref->qid, ref->index, &o);
+	}
+	free(c->unreadable);
+	buf_free(&c->unreadable_why);
+}
+
 static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 {
 	struct job *j = mem_zalloc(sizeof(*j));
@@ -996,6 +1037,7 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	if (!qmgr_store_walk_due(s->st, q->name, now, collect_rcpt, &c, &err))
 		log_error("queue %s: %s", q->name, buf_cstr(&err));
 	buf_free(&err);
+	defer_unreadable(s, &c);
 	if (c.open)
 		qmgr_smtp_end_message(c.builder);
 	if (qmgr_backoff_rate(q)->count != VALUE_UNLIMITED)

@@ -44,6 +44,7 @@ struct qmgr_job_builder {
 	int64_t job_id;
 	struct buf frames; /* the whole job, sent on run */
 	char qid[QMGR_QID_SIZE];
+	struct buf body; /* the open message's, sent by end_message */
 	bool failed;
 };
 
@@ -235,8 +236,12 @@ static void put_if(struct ipc_writer *w, const struct ipc_msg *m, enum ipc_attr 
 		ipc_put_str(w, a, ipc_msg_str(m, a));
 }
 
-bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const struct ipc_msg *env, struct buf *err)
+bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const struct ipc_msg *env, struct buf *body,
+                           struct buf *err)
 {
+	buf_free(&b->body);
+	b->body = *body; /* taken over */
+	buf_init(body);
 	struct ipc_writer w;
 	ipc_write_begin(&w, &b->frames, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "message");
@@ -279,22 +284,17 @@ bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t inde
 
 void qmgr_smtp_end_message(struct qmgr_job_builder *b)
 {
-	struct buf body = BUF_INIT, err = BUF_INIT;
-	if (!qmgr_store_read_body(qmgr_sched_store(b->c->sched), b->qid, &body, &err)) {
-		log_error("%s: cannot read the body: %s", b->qid, buf_cstr(&err));
-		b->failed = true;
-	}
-	for (size_t off = 0; !b->failed && off < body.len; off += IPC_DATA_MAX) {
-		size_t n = body.len - off < IPC_DATA_MAX ? body.len - off : IPC_DATA_MAX;
+	const struct buf *body = &b->body;
+	for (size_t off = 0; !b->failed && off < body->len; off += IPC_DATA_MAX) {
+		size_t n = body->len - off < IPC_DATA_MAX ? body->len - off : IPC_DATA_MAX;
 		struct ipc_writer w;
 		ipc_write_begin(&w, &b->frames, 0);
 		ipc_put_str(&w, IPC_ATTR_REQUEST, "data");
 		ipc_put_int(&w, IPC_ATTR_JOB_ID, b->job_id);
-		ipc_put_data(&w, IPC_ATTR_DATA, body.data + off, n);
+		ipc_put_data(&w, IPC_ATTR_DATA, body->data + off, n);
 		frame_end(b, &w);
 	}
-	buf_free(&body);
-	buf_free(&err);
+	buf_free(&b->body);
 }
 
 bool qmgr_smtp_can_run(const struct qmgr_job_builder *b)
@@ -350,6 +350,7 @@ void qmgr_smtp_free(struct qmgr_smtp *c)
 	if (c->bev)
 		bufferevent_free(c->bev);
 	buf_free(&c->builder->frames);
+	buf_free(&c->builder->body);
 	free(c->builder);
 	buf_free(&c->payload);
 	free(c->path);

@@ -155,6 +155,31 @@ def test_4xx_is_retried_and_5xx_bounced(setup):
     assert types == ["b", "d", "r", "r", "t"]
 
 
+def test_a_message_whose_body_cannot_be_read_waits_and_holds_up_no_other(setup):
+    # The victim's body is the first thing in the queue's only segment;
+    # after its first (4xx) attempt one of its bytes is flipped.
+    q, sink = setup(ROUTE + "  retry-recipients-after 2s\n  bounce-after 7s\n",
+                    "--rule", '{"command": "RCPT", "match": "^victim@", "reply": "450 4.2.0 later"}')
+    victim = q.enqueue("", ["victim@example.net"])  # null sender: no DSN
+    wait_for(lambda: f"{victim}: recipient 0, queue example.net/{{default}}: deferred" in q.log(), 15,
+             what="the first attempt")
+    [segment] = list((q.spool / "queue" / "bodies").iterdir())
+    with open(segment, "r+b") as f:
+        f.seek(10)
+        byte = f.read(1)
+        f.seek(10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    q.enqueue("a@example.org", ["ok@example.net"])
+    wait_for(lambda: "ok@example.net" in sink.delivered(), 15, what="the other message")
+    wait_for(lambda: f"{victim}: recipient 0, queue example.net/{{default}}: bounced" in q.log(), 20,
+             what="the expiry")
+    log = q.log()
+    unreadable = log.count(f"{victim}: the body cannot be read")
+    assert 1 <= unreadable <= 4, unreadable  # once per retry-recipients-after, not per pass
+    assert "checksum mismatch" in log
+    assert "victim@example.net" not in sink.delivered()
+
+
 def test_connection_failures_follow_retry_after_then_expire(setup, base):
     # Nothing listens on the route's port: every attempt is a queue-level
     # failure; bounce-after ends it.
