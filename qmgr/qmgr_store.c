@@ -268,9 +268,13 @@ static void partial_val(DBT *val)
 	val->dlen = QMGR_BODY_REF_SIZE;
 }
 
-/* Counts the references of each segment and removes segment files that
- * nothing names (left by a crash). */
-static bool count_refs(struct qmgr_store *st, struct buf *err)
+typedef bool (*ref_fn)(void *ctx, const DBT *key, const struct qmgr_body_ref *ref);
+
+/* Calls fn for each reference record of bodies.db, from key from on (all
+ * of them when from is empty), until fn returns false.  stopped_at, when
+ * not NULL, gets the key fn stopped at, or nothing at the table's end. */
+static bool walk_refs(struct qmgr_store *st, const struct buf *from, ref_fn fn, void *ctx, struct buf *stopped_at,
+                      struct buf *err)
 {
 	DB *db = st->db[QMGR_TABLE_BODIES];
 	DBC *cur;
@@ -281,19 +285,43 @@ static bool count_refs(struct qmgr_store *st, struct buf *err)
 	}
 	DBT key = {.flags = DB_DBT_REALLOC}, val;
 	partial_val(&val);
+	uint32_t how = DB_FIRST;
+	if (from && from->len > 0) {
+		key.data = mem_memdup(from->data, from->len);
+		key.size = (u_int32_t)from->len;
+		how = DB_SET_RANGE;
+	}
 	struct qmgr_body_ref ref;
-	for (ret = next_ref(cur, &key, &val, DB_FIRST); ret == 0; ret = next_ref(cur, &key, &val, DB_NEXT)) {
-		if (qmgr_body_ref_decode(val.data, val.size, &ref))
-			qmgr_bodies_count(st->bodies, ref.segment);
+	for (ret = next_ref(cur, &key, &val, how); ret == 0; ret = next_ref(cur, &key, &val, DB_NEXT))
+		if (qmgr_body_ref_decode(val.data, val.size, &ref) && !fn(ctx, &key, &ref))
+			break;
+	if (stopped_at) {
+		buf_reset(stopped_at);
+		if (ret == 0)
+			buf_append(stopped_at, key.data, key.size);
 	}
 	free(key.data);
 	free(val.data);
 	cur->close(cur);
-	if (ret != DB_NOTFOUND) {
+	if (ret != 0 && ret != DB_NOTFOUND) {
 		db_fail(st, ret, err, "cannot read bodies.db");
 		return false;
 	}
 	return true;
+}
+
+static bool count_ref(void *ctx, const DBT *key, const struct qmgr_body_ref *ref)
+{
+	struct qmgr_store *st = ctx;
+	qmgr_bodies_count(st->bodies, ref->segment);
+	return true;
+}
+
+/* Counts the references of each segment (qmgr_bodies_scan then removes
+ * the segment files that nothing names, left by a crash). */
+static bool count_refs(struct qmgr_store *st, struct buf *err)
+{
+	return walk_refs(st, NULL, count_ref, st, NULL, err);
 }
 
 static bool open_bodies(struct qmgr_store *st, struct buf *err)
@@ -1521,52 +1549,35 @@ bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void
 /* ---- the sweep: bodies out of old segments ------------------------------------ */
 
 struct sweep_pick {
+	struct qmgr_store *st;
+	int64_t now, min_age;
 	char (*qids)[QMGR_QID_SIZE];
 	size_t n, max;
 };
 
+static bool pick_one(void *ctx, const DBT *key, const struct qmgr_body_ref *ref)
+{
+	struct sweep_pick *p = ctx;
+	if (p->n >= p->max)
+		return false; /* the next scan starts here */
+	if (qmgr_bodies_sweepable(p->st->bodies, ref->segment, p->now, p->min_age)) {
+		memcpy(p->qids[p->n], key->data, QMGR_QID_LEN);
+		p->qids[p->n++][QMGR_QID_LEN] = '\0';
+	}
+	return true;
+}
+
 /* Collects up to p->max messages whose body is in a sweepable segment,
  * scanning bodies.db from where the last scan stopped; *at_end once the
  * scan reached the end (the next one starts over). */
-static bool pick_sweepable(struct qmgr_store *st, int64_t now, int64_t min_age, struct sweep_pick *p, bool *at_end,
-                           struct buf *err)
+static bool pick_sweepable(struct qmgr_store *st, struct sweep_pick *p, bool *at_end, struct buf *err)
 {
-	DB *db = st->db[QMGR_TABLE_BODIES];
-	DBC *cur;
-	int ret = db->cursor(db, NULL, &cur, 0);
-	if (ret != 0) {
-		db_fail(st, ret, err, "cannot read bodies.db");
-		return false;
-	}
-	DBT key = {.flags = DB_DBT_REALLOC}, val;
-	partial_val(&val);
-	uint32_t how = DB_FIRST;
-	if (st->sweep_resume.len > 0) {
-		key.data = mem_memdup(st->sweep_resume.data, st->sweep_resume.len);
-		key.size = (u_int32_t)st->sweep_resume.len;
-		how = DB_SET_RANGE;
-	}
-	struct qmgr_body_ref ref;
-	for (ret = next_ref(cur, &key, &val, how); ret == 0 && p->n < p->max;
-	     ret = next_ref(cur, &key, &val, DB_NEXT)) {
-		if (!qmgr_body_ref_decode(val.data, val.size, &ref) ||
-		    !qmgr_bodies_sweepable(st->bodies, ref.segment, now, min_age))
-			continue;
-		memcpy(p->qids[p->n], key.data, QMGR_QID_LEN);
-		p->qids[p->n++][QMGR_QID_LEN] = '\0';
-	}
-	*at_end = ret == DB_NOTFOUND;
-	buf_reset(&st->sweep_resume);
-	if (ret == 0)
-		buf_append(&st->sweep_resume, key.data, key.size);
-	free(key.data);
-	free(val.data);
-	cur->close(cur);
-	if (ret != 0 && ret != DB_NOTFOUND) {
-		db_fail(st, ret, err, "cannot read bodies.db");
-		return false;
-	}
-	return true;
+	struct buf from = BUF_INIT;
+	buf_append(&from, st->sweep_resume.data, st->sweep_resume.len);
+	bool ok = walk_refs(st, &from, pick_one, p, &st->sweep_resume, err);
+	*at_end = st->sweep_resume.len == 0;
+	buf_free(&from);
+	return ok;
 }
 
 /* One body back into chunks, in w's transaction.  A body that cannot be
@@ -1636,9 +1647,13 @@ enum qmgr_store_status qmgr_store_sweep_bodies(struct qmgr_store *st, int64_t mi
 	size_t done = 0;
 	while (status == QMGR_STORE_OK && done < max_messages && passes > 0) {
 		size_t left = max_messages - done;
-		struct sweep_pick p = {qids, 0, left < SWEEP_BATCH ? left : SWEEP_BATCH};
+		struct sweep_pick p = {.st = st,
+		                       .now = now,
+		                       .min_age = min_age,
+		                       .qids = qids,
+		                       .max = left < SWEEP_BATCH ? left : SWEEP_BATCH};
 		bool at_end;
-		if (!pick_sweepable(st, now, min_age, &p, &at_end, err))
+		if (!pick_sweepable(st, &p, &at_end, err))
 			return QMGR_STORE_FAILED;
 		if (p.n > 0)
 			status = move_bodies(st, &p, now, min_age, moved, err);
