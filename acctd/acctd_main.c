@@ -17,6 +17,7 @@
 #include <bsd/libutil.h>
 #include <event2/event.h>
 
+#include "fileio.h"
 #include "server.h"
 
 #define TICK_SECONDS 1
@@ -26,40 +27,12 @@ static struct pidfh *pid_file;
 
 /* ---- directories ------------------------------------------------------------------- */
 
-/* Creates path and its missing parents; the directories it creates belong
- * to the daemon's user, so that it can later make and move files there. */
-static bool make_dirs(const char *path, mode_t mode, uid_t uid, gid_t gid, struct buf *err)
-{
-	struct stat st;
-	if (stat(path, &st) == 0) {
-		if (S_ISDIR(st.st_mode))
-			return true;
-		buf_printf(err, "%s is not a directory", path);
-		return false;
-	}
-	char *parent = mem_strdup(path);
-	char *slash = strrchr(parent, '/');
-	bool ok = true;
-	if (slash && slash != parent) {
-		*slash = '\0';
-		ok = make_dirs(parent, 0755, uid, gid, err);
-	}
-	free(parent);
-	if (!ok)
-		return false;
-	if ((mkdir(path, mode) < 0 && errno != EEXIST) || (geteuid() == 0 && chown(path, uid, gid) < 0)) {
-		buf_printf(err, "cannot create %s: %s", path, strerror(errno));
-		return false;
-	}
-	return true;
-}
-
 static bool make_file_dirs(uid_t uid, gid_t gid, struct buf *err)
 {
 	for (size_t i = 0; i < acctd.nfiles; i++) {
 		const struct acctd_file *f = &acctd.files[i];
-		if (!make_dirs(f->dir, 0755, uid, gid, err) ||
-		    (f->move_to && !make_dirs(f->move_to, 0755, uid, gid, err)))
+		if (!fileio_make_dirs(f->dir, 0755, uid, gid, err) ||
+		    (f->move_to && !fileio_make_dirs(f->move_to, 0755, uid, gid, err)))
 			return false;
 	}
 	return true;
@@ -69,7 +42,7 @@ static bool make_file_dirs(uid_t uid, gid_t gid, struct buf *err)
 static bool make_state_dir(uid_t uid, gid_t gid, struct buf *err)
 {
 	char *dir = mem_asprintf("%s/" ACCTD_STATE_DIR, acctd.spool);
-	bool ok = make_dirs(dir, 0700, uid, gid, err);
+	bool ok = fileio_make_dirs(dir, 0700, uid, gid, err);
 	if (ok && geteuid() == 0 && chown(dir, uid, gid) < 0) {
 		buf_printf(err, "cannot set the owner of %s: %s", dir, strerror(errno));
 		ok = false;
@@ -133,7 +106,7 @@ static bool pre_init(void *ctx, const struct server_options *opts, struct buf *e
 	acctd.socket_path = mem_asprintf("%s/" ACCTD_SOCKET, acctd.spool);
 	acctd.state_path = mem_asprintf("%s/" ACCTD_STATE_DIR "/state", acctd.spool);
 	char *private_dir = mem_asprintf("%s/private", acctd.spool);
-	bool ok = make_dirs(private_dir, 0700, uid, gid, err) && make_state_dir(uid, gid, err) && lock_pid_file(err) &&
+	bool ok = fileio_make_dirs(private_dir, 0700, uid, gid, err) && make_state_dir(uid, gid, err) && lock_pid_file(err) &&
 	          make_file_dirs(uid, gid, err) && acctd_server_bind(&acctd, uid, gid, err);
 	free(private_dir);
 	return ok;

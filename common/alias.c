@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "mem.h"
 
 /* ---- the file ------------------------------------------------------------------ */
@@ -263,24 +264,6 @@ struct alias_db {
 	DB *db;
 };
 
-static bool read_file(const char *path, struct buf *out, struct buf *err)
-{
-	FILE *f = fopen(path, "re");
-	if (f == NULL) {
-		buf_printf(err, "cannot read %s: %s", path, strerror(errno));
-		return false;
-	}
-	char chunk[8192];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		buf_append(out, chunk, n);
-	bool ok = !ferror(f);
-	if (!ok)
-		buf_printf(err, "cannot read %s: %s", path, strerror(errno));
-	fclose(f);
-	return ok;
-}
-
 static bool put_entry(void *ctx, const char *name, const char *value, unsigned line, struct buf *err)
 {
 	struct alias_db *adb = ctx;
@@ -312,7 +295,10 @@ static bool sync_file(const char *path, struct buf *err)
 enum alias_compile_status alias_compile(const char *src, const char *dst, size_t *count, struct buf *err)
 {
 	struct buf text = BUF_INIT;
-	if (!read_file(src, &text, err)) {
+	struct buf why = BUF_INIT;
+	if (!fileio_read_all(src, &text, &why)) {
+		buf_printf(err, "cannot read %s", buf_cstr(&why));
+		buf_free(&why);
 		buf_free(&text);
 		return ALIAS_IO_ERROR;
 	}

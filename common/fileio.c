@@ -1,10 +1,13 @@
-/* fileio.c: durable writes and the machine's name (see fileio.h). */
+/* fileio.c: durable writes, whole-file reads, a daemon's directories and
+ * the machine's name (see fileio.h). */
 #include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mem.h"
@@ -58,4 +61,51 @@ char *fileio_system_host_name(void)
 		return mem_strdup("localhost");
 	name[sizeof(name) - 1] = '\0';
 	return mem_strdup(name);
+}
+
+bool fileio_read_all(const char *path, struct buf *out, struct buf *err)
+{
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		buf_printf(err, "%s: %s", path, strerror(errno));
+		return false;
+	}
+	char chunk[8192];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		buf_append(out, chunk, n);
+	bool ok = !ferror(f);
+	if (!ok)
+		buf_printf(err, "%s: %s", path, strerror(errno));
+	fclose(f);
+	return ok;
+}
+
+bool fileio_make_dirs(const char *path, mode_t mode, uid_t uid, gid_t gid, struct buf *err)
+{
+	struct stat st;
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return true;
+		buf_printf(err, "%s is not a directory", path);
+		return false;
+	}
+	char *parent = mem_strdup(path);
+	char *slash = strrchr(parent, '/');
+	bool ok = true;
+	if (slash && slash != parent) {
+		*slash = '\0';
+		ok = fileio_make_dirs(parent, 0755, uid, gid, err);
+	}
+	free(parent);
+	if (!ok)
+		return false;
+	/* chmod: mkdir's mode passes through the umask and drops the
+	 * sticky and set-group-ID bits */
+	if ((mkdir(path, mode) < 0 && errno != EEXIST) || chmod(path, mode) < 0 ||
+	    (geteuid() == 0 && chown(path, uid, gid) < 0)) {
+		buf_printf(err, "cannot create %s: %s", path, strerror(errno));
+		return false;
+	}
+	return true;
 }

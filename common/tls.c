@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "fileio.h"
 #include "mem.h"
 
 /* Identifies tern's sessions in the server's cache; without it, resuming a
@@ -42,24 +43,6 @@ void tls_append_errors(struct buf *err)
 }
 
 /* ---- reading a certificate file ------------------------------------------ */
-
-static bool read_file(const char *what, const char *path, struct buf *out, struct buf *err)
-{
-	FILE *f = fopen(path, "rb");
-	if (f == NULL) {
-		buf_printf(err, "cannot read %s %s: %s", what, path, strerror(errno));
-		return false;
-	}
-	char chunk[8192];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		buf_append(out, chunk, n);
-	bool ok = !ferror(f);
-	if (!ok)
-		buf_printf(err, "cannot read %s %s: %s", what, path, strerror(errno));
-	fclose(f);
-	return ok;
-}
 
 /* What a PEM file holds: every certificate in order, and whether (and
  * how) it holds a private key. */
@@ -196,7 +179,12 @@ static bool load_cert_file(SSL_CTX *ctx, const char *path, const char *password,
 	struct buf data = BUF_INIT;
 	struct pem_contents pc = {sk_X509_new_null(), 0, false};
 	EVP_PKEY *key = NULL;
-	bool ok = read_file("certificate file", path, &data, err) && scan_pem(path, &data, &pc, err);
+	struct buf why = BUF_INIT;
+	bool ok = fileio_read_all(path, &data, &why);
+	if (!ok)
+		buf_printf(err, "cannot read certificate file %s", buf_cstr(&why));
+	buf_free(&why);
+	ok = ok && scan_pem(path, &data, &pc, err);
 	if (ok && sk_X509_num(pc.certs) == 0) {
 		buf_printf(err, "no certificate in %s", path);
 		ok = false;

@@ -24,6 +24,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "fileio.h"
 #include "log.h"
 #include "mem.h"
 #include "pickup.h"
@@ -66,28 +67,12 @@ static gid_t drop_group(gid_t fallback)
 	return gr ? gr->gr_gid : fallback;
 }
 
-/* Creates a missing directory (as make install would) and gives it to the
- * daemon's user. */
-static bool make_dir(const char *path, mode_t mode, uid_t uid, gid_t gid, struct buf *err)
-{
-	struct stat st;
-	if (stat(path, &st) == 0) {
-		if (S_ISDIR(st.st_mode))
-			return true;
-		buf_printf(err, "%s is not a directory", path);
-		return false;
-	}
-	if (mkdir(path, mode) < 0 || chmod(path, mode) < 0 || (geteuid() == 0 && chown(path, uid, gid) < 0)) {
-		buf_printf(err, "cannot create %s: %s", path, strerror(errno));
-		return false;
-	}
-	return true;
-}
-
+/* The pickup and bad directories, made when missing (as make install
+ * would) and given to the daemon's user. */
 static bool make_dirs(const struct pickup *p, struct buf *err)
 {
-	return make_dir(p->conf->dir, 01730, p->uid, drop_group(p->gid), err) &&
-	       make_dir(p->conf->bad_dir, 0700, p->uid, p->gid, err);
+	return fileio_make_dirs(p->conf->dir, 01730, p->uid, drop_group(p->gid), err) &&
+	       fileio_make_dirs(p->conf->bad_dir, 0700, p->uid, p->gid, err);
 }
 
 /* ---- scanning -------------------------------------------------------------------- */

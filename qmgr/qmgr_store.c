@@ -1175,13 +1175,9 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 enum qmgr_store_status qmgr_store_apply(struct qmgr_store *st, const char *qid, size_t index,
                                         const struct qmgr_outcome *o, int64_t now, bool *changed, struct buf *err)
 {
-	struct write_ctx w = {.st = st, .now = now};
-	enum qmgr_store_status status = begin(&w, err);
-	if (status != QMGR_STORE_OK)
-		return status;
-	int ret = update_rcpt(&w, qid, index, o, changed, err);
-	status = finish(&w, ret, err);
-	write_ctx_free(&w);
+	struct qmgr_apply_item item = {qid, index, o, false};
+	enum qmgr_store_status status = qmgr_store_apply_many(st, &item, 1, now, err);
+	*changed = item.changed;
 	return status;
 }
 
