@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -442,13 +443,6 @@ bool ipc_peek_request(const void *payload, size_t len, struct buf *verb, struct 
 
 /* ---- blocking socket helpers -------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits for fd to become ready for events before the deadline (-1: none).
  * Returns false with the reason in err on timeout or poll failure. */
 static bool wait_fd(int fd, short events, int64_t deadline, struct buf *err)
@@ -456,7 +450,7 @@ static bool wait_fd(int fd, short events, int64_t deadline, struct buf *err)
 	for (;;) {
 		int timeout = -1;
 		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - clock_monotonic_ms();
 			timeout = left > 0 ? (int)(left > INT32_MAX ? INT32_MAX : left) : 0;
 		}
 		struct pollfd pfd = {.fd = fd, .events = events};
@@ -476,7 +470,7 @@ static bool wait_fd(int fd, short events, int64_t deadline, struct buf *err)
 
 static int64_t deadline_after(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : clock_monotonic_ms() + timeout_ms;
 }
 
 static int connect_unix(const char *path, int flags, struct buf *err)

@@ -122,8 +122,6 @@ struct master {
 	struct event *control_ev;
 };
 
-int64_t master_now_ms(void);
-
 void master_services_init(struct master *m);
 /* Starts every worker slot that is empty and not paused by the throttle. */
 void master_services_start(struct master *m);

@@ -20,6 +20,8 @@
 #include <bsd/unistd.h>
 #include <event2/event.h>
 
+#include "clock.h"
+
 /* Worker descriptors from 3 upwards: the shared private socket, the
  * listeners, then the status pipe. */
 #define FIRST_PASSED_FD 3
@@ -46,13 +48,6 @@ static const struct service_def service_defs[SERVICE_COUNT] = {
     {SERVICE_LOCAL, "local", NULL, false, "local", 0, true},
     {SERVICE_PICKUP, "pickup", NULL, false, NULL, 0, false},
 };
-
-int64_t master_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static unsigned wanted_processes(const struct master *m, const struct service_def *def)
 {
@@ -229,7 +224,7 @@ static void start_worker(struct master *m, struct master_service *s, struct mast
 	memset(w, 0, sizeof(*w));
 	w->pid = pid;
 	w->service = s;
-	w->started_ms = master_now_ms();
+	w->started_ms = clock_monotonic_ms();
 	w->status_fd = pipefd[0];
 	w->status_ev = event_new(m->base, pipefd[0], EV_READ | EV_PERSIST, on_status, w);
 	event_add(w->status_ev, NULL);
@@ -239,7 +234,7 @@ void master_services_start(struct master *m)
 {
 	if (m->stopping)
 		return;
-	int64_t now = master_now_ms();
+	int64_t now = clock_monotonic_ms();
 	for (int i = 0; i < SERVICE_COUNT; i++) {
 		struct master_service *s = &m->services[i];
 		int64_t wait = master_throttle_wait_ms(&s->throttle, now);
@@ -298,7 +293,7 @@ static bool reap_slot(struct master *m, pid_t pid, int status)
 			stop_status_watch(w);
 			if (!m->stopping) {
 				bool failed =
-				    master_throttle_exit(&s->throttle, w->ready, w->started_ms, master_now_ms());
+				    master_throttle_exit(&s->throttle, w->ready, w->started_ms, clock_monotonic_ms());
 				note_throttle(s, failed);
 				s->restarts++;
 			}

@@ -564,6 +564,9 @@ void qmgr_sched_queued(struct qmgr_sched *s, const char *queue, uint64_t n);
 void qmgr_sched_removed(struct qmgr_sched *s, struct qmgr_squeue *q, uint64_t n);
 /* Look for work at once (coalesced). */
 void qmgr_sched_kick(struct qmgr_sched *s);
+/* Stopping: no job starts any more; the running ones finish. */
+void qmgr_sched_quiesce(struct qmgr_sched *s);
+uint64_t qmgr_sched_jobs_running(const struct qmgr_sched *s);
 struct qmgr_squeue *qmgr_sched_find(struct qmgr_sched *s, const char *name);
 struct qmgr_squeue *qmgr_sched_first(struct qmgr_sched *s);
 bool qmgr_sched_set_paused(struct qmgr_sched *s, struct qmgr_squeue *q, bool paused);

@@ -23,6 +23,7 @@
 
 #include <event2/event.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "server.h"
@@ -33,6 +34,12 @@
 #define SWEEP_SECS 30
 #define SWEEP_MIN_AGE 120
 #define SWEEP_MAX_MESSAGES 1024
+/* A stop waits this long at most for the results of running jobs and for
+ * acctd to confirm the records it was sent; what is still out by then
+ * comes back after the restart (smtp replays results, the outbox resends
+ * from acctd's last seq). */
+#define DRAIN_MSECS 5000
+#define DRAIN_POLL_MSECS 20
 
 struct qmgr_args {
 	char mode; /* 0: the daemon, or 'C', 'L', 'B' */
@@ -53,6 +60,10 @@ struct qmgr_daemon {
 	struct qmgr_control *control;
 	struct event *sweep;
 	char *config_path; /* read again on SIGHUP */
+	struct event_base *base;
+	struct event *drain; /* stopping: polls for work still in flight */
+	int64_t drain_deadline_ms;
+	bool stopped;
 };
 
 static char *queue_dir(const struct qmgr_settings *s)
@@ -157,6 +168,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 {
 	struct qmgr_daemon *d = ctx;
+	d->base = base;
 	/* Two priorities: the group commit's news (replies that clients
 	 * wait for) before everything else; the rest in between. */
 	if (event_base_priority_init(base, QMGR_PRIORITIES) != 0) {
@@ -212,9 +224,11 @@ static void daemon_reload(void *ctx)
 
 /* The flusher first: its last flush answers clients still waiting,
  * before their connections close. */
-static void daemon_stop(void *ctx)
+static void release_all(struct qmgr_daemon *d)
 {
-	struct qmgr_daemon *d = ctx;
+	if (d->drain)
+		event_free(d->drain);
+	d->drain = NULL;
 	if (d->sweep)
 		event_free(d->sweep);
 	d->sweep = NULL;
@@ -235,6 +249,58 @@ static void daemon_stop(void *ctx)
 	qmgr_settings_free(&d->settings);
 	free(d->config_path);
 	d->config_path = NULL;
+}
+
+static void finish_stop(struct qmgr_daemon *d)
+{
+	if (d->stopped)
+		return;
+	d->stopped = true;
+	release_all(d);
+	event_base_loopexit(d->base, NULL);
+}
+
+/* Accounting records count only while acctd is there to confirm them. */
+static bool work_in_flight(struct qmgr_daemon *d, uint64_t *jobs, uint64_t *records)
+{
+	*jobs = qmgr_sched_jobs_running(d->sched);
+	*records = qmgr_outbox_connected(d->outbox) ? qmgr_outbox_pending(d->outbox) : 0;
+	return *jobs > 0 || *records > 0;
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr_daemon *d = arg;
+	uint64_t jobs, records;
+	if (work_in_flight(d, &jobs, &records)) {
+		if (clock_monotonic_ms() < d->drain_deadline_ms) {
+			struct timeval tv = {0, DRAIN_POLL_MSECS * 1000};
+			evtimer_add(d->drain, &tv);
+			return;
+		}
+		log_warning("stopping with %" PRIu64 " jobs and %" PRIu64
+		            " accounting records unconfirmed: they resume after the restart",
+		            jobs, records);
+	}
+	finish_stop(d);
+}
+
+/* The first stop signal: no job starts any more, and qmgr waits (at most
+ * DRAIN_MSECS) for running jobs' results and acctd's confirmations, so
+ * that a stop leaves a tidy queue.  A second signal stops at once. */
+static void daemon_stop(void *ctx)
+{
+	struct qmgr_daemon *d = ctx;
+	if (d->drain != NULL || d->sched == NULL) {
+		finish_stop(d);
+		return;
+	}
+	qmgr_sched_quiesce(d->sched);
+	d->drain_deadline_ms = clock_monotonic_ms() + DRAIN_MSECS;
+	d->drain = evtimer_new(d->base, on_drain, d);
+	struct timeval zero = {0, 0};
+	if (d->drain == NULL || evtimer_add(d->drain, &zero) != 0)
+		finish_stop(d);
 }
 
 /* ---- offline modes ----------------------------------------------------------- */
@@ -383,6 +449,7 @@ int main(int argc, char **argv, char **envp)
 		    .pre_init = daemon_pre_init,
 		    .init = daemon_init,
 		    .stop = daemon_stop,
+		    .drains = true,
 		    .reload = daemon_reload,
 		};
 		/* Only the skeleton's own options are left (parse_args checked),

@@ -70,6 +70,7 @@ struct qmgr_sched {
 	struct dsn_wait *dsn_waits;              /* messages with a pending DSN */
 	struct dsn_wait *dsn_hash[HASH_BUCKETS]; /* the same, by queue ID */
 	bool loaded;
+	bool quiesced;                   /* stopping: no job starts any more */
 	bool batching;                   /* results wait in pending for one transaction */
 	struct pending_result **pending; /* in the order they came */
 	size_t npending;
@@ -1079,6 +1080,8 @@ static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now
  * start (the tick comes back at once). */
 static bool schedule(struct qmgr_sched *s)
 {
+	if (s->quiesced)
+		return false;
 	int64_t now = time(NULL);
 	unsigned started = 0;
 	for (struct qmgr_squeue *q = s->queues; q && s->jobs_running < s->total_max_out; q = q->next) {
@@ -1106,6 +1109,16 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	dsn_flush_due(s, time(NULL));
 	struct timeval tv = {schedule(s) ? 0 : TICK_SECS, 0};
 	evtimer_add(s->tick, &tv);
+}
+
+void qmgr_sched_quiesce(struct qmgr_sched *s)
+{
+	s->quiesced = true;
+}
+
+uint64_t qmgr_sched_jobs_running(const struct qmgr_sched *s)
+{
+	return s->jobs_running;
 }
 
 void qmgr_sched_kick(struct qmgr_sched *s)

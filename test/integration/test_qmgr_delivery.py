@@ -143,6 +143,33 @@ def test_delivery_writes_d_records_and_empties_the_queue(setup):
     assert sorted(types) == ["d", "d", "r", "r"]
 
 
+def test_a_stop_waits_for_the_result_of_a_running_job(setup):
+    """SIGTERM while smtp is mid-transaction: qmgr starts nothing new, takes
+    the result when it comes and only then exits, so the delivery is on
+    record and nothing goes twice after the restart."""
+    q, sink = setup(ROUTE, "--rule", '{"command": "EOD", "delay": 1.5}')
+    qid = q.enqueue("a@example.org", ["one@example.net"])
+    wait_for(lambda: sink.records("connect"), 15, what="the job's connection")
+    q.stop()
+    assert sink.delivered() == ["one@example.net"]
+    listing = q.offline("-L").decode()
+    assert f"message\t{qid}" not in listing
+    assert sorted(f[2] for f in outbox(q) if f[3] == qid) == ["d", "r"]
+
+
+def test_a_stop_waits_for_a_hung_job_only_so_long(setup):
+    """A job that never ends holds a stop for a few seconds, not for ever;
+    its recipient stays queued for the next start."""
+    q, sink = setup(ROUTE, "--rule", '{"command": "EOD", "action": "hang"}')
+    qid = q.enqueue("a@example.org", ["one@example.net"])
+    wait_for(lambda: sink.records("connect"), 15, what="the job's connection")
+    q.stop()
+    assert "stopping with 1 jobs" in q.log()
+    listing = q.offline("-L").decode()
+    assert f"message\t{qid}" in listing
+    assert "one@example.net" not in sink.delivered()
+
+
 def test_4xx_is_retried_and_5xx_bounced(setup):
     q, sink = setup(ROUTE + "  retry-recipients-after 1s\n",
                     "--rcpt", "^bad@=550 5.1.1 no such user",
