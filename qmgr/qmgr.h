@@ -336,6 +336,10 @@ enum qmgr_store_status qmgr_store_sweep_bodies(struct qmgr_store *st, int64_t mi
 bool qmgr_store_body_segment(struct qmgr_store *st, const char *qid, uint64_t *segment);
 /* <queue dir>/bodies/NUMBER (tests); the caller frees it. */
 char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment);
+/* The daemon's: spare segments of zeros for new ones (qmgr_bodies.c). */
+bool qmgr_store_prepare_segments(struct qmgr_store *st, struct buf *err);
+/* How many spare segments are ready (tests). */
+size_t qmgr_store_spare_segments(struct qmgr_store *st);
 
 /* Stored tables, named for raw access by tests and repair tools. */
 enum qmgr_table {
@@ -378,6 +382,11 @@ void qmgr_bodies_count(struct qmgr_bodies *b, uint64_t segment);
 bool qmgr_bodies_scan(struct qmgr_bodies *b, int64_t now, struct buf *err);
 /* Closes the fds (sync first: qmgr_bodies_sync). */
 void qmgr_bodies_free(struct qmgr_bodies *b);
+/* The daemon's: a thread keeps a spare segment of zeros ready for the
+ * next one, and freed segments are kept as spares (up to two) instead
+ * of being unlinked. */
+bool qmgr_bodies_start_preparing(struct qmgr_bodies *b, struct buf *err);
+size_t qmgr_bodies_spares(struct qmgr_bodies *b);
 
 /* The event loop's side.  Append writes the body to the active segment
  * (a new one when it is 16 MB or 60 s old; no fsync); false with errno

@@ -869,6 +869,16 @@ char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment)
 	return mem_asprintf("%s/bodies/%016" PRIX64, st->dir, segment);
 }
 
+bool qmgr_store_prepare_segments(struct qmgr_store *st, struct buf *err)
+{
+	return qmgr_bodies_start_preparing(st->bodies, err);
+}
+
+size_t qmgr_store_spare_segments(struct qmgr_store *st)
+{
+	return qmgr_bodies_spares(st->bodies);
+}
+
 struct message_walk {
 	qmgr_message_fn fn;
 	void *ctx;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -971,6 +972,83 @@ static void test_segment_rotates_at_16_mb(void **state)
 	buf_free(&err);
 }
 
+/* The spare files in bodies/ and the size of the largest. */
+static size_t count_spares(const char *dir, off_t *largest)
+{
+	char *bodies = testutil_path(dir, "bodies");
+	DIR *d = opendir(bodies);
+	assert_non_null(d);
+	size_t n = 0;
+	*largest = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "spare-", 6) != 0)
+			continue;
+		struct stat sb;
+		char *path = testutil_path(bodies, e->d_name);
+		assert_int_equal(stat(path, &sb), 0);
+		free(path);
+		if (sb.st_size > *largest)
+			*largest = sb.st_size;
+		n++;
+	}
+	closedir(d);
+	free(bodies);
+	return n;
+}
+
+/* Waits (at most 10 s) for a spare of 16 MB of zeros, ready. */
+static void wait_for_spare(struct qmgr_store *st, const char *dir)
+{
+	off_t largest = 0;
+	for (int i = 0; i < 1000 && qmgr_store_spare_segments(st) == 0; i++)
+		usleep(10000);
+	assert_true(qmgr_store_spare_segments(st) > 0);
+	assert_true(count_spares(dir, &largest) > 0);
+	assert_true(largest >= 16 * 1024 * 1024);
+}
+
+static void test_spare_segments_prepared_and_recycled(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	off_t largest;
+	assert_true(qmgr_store_prepare_segments(f->st, &err));
+	wait_for_spare(f->st, f->dir);
+
+	/* the first segment is the spare, renamed: already 16 MB of zeros */
+	char a[QMGR_QID_SIZE], b[QMGR_QID_SIZE];
+	add(f->st, 1, 3000, a);
+	char *first = segment_of(f->st, a);
+	struct stat sb;
+	assert_int_equal(stat(first, &sb), 0);
+	assert_true(sb.st_size >= 16 * 1024 * 1024);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_body(f->st, a, 3000);
+	wait_for_spare(f->st, f->dir); /* another one, for the next segment */
+
+	/* a freed segment becomes a spare instead of going */
+	qmgr_store_close(f->st);
+	assert_int_equal(count_spares(f->dir, &largest), 0); /* spares go at close */
+	f->st = open_store(f->dir);
+	assert_true(qmgr_store_prepare_segments(f->st, &err));
+	add(f->st, 1, 3000, b);
+	char *second = segment_of(f->st, b);
+	assert_string_not_equal(first, second);
+	wait_for_spare(f->st, f->dir);
+	size_t before = count_spares(f->dir, &largest);
+	deliver_all(f->st, a, 1);
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_false(file_exists(first));
+	assert_int_equal(count_spares(f->dir, &largest), before + 1);
+	assert_body(f->st, b, 3000);
+	/* at most two are kept */
+	assert_true(before + 1 <= 2);
+	free(first);
+	free(second);
+	buf_free(&err);
+}
+
 int main(void)
 {
 	log_open("test_qmgr_store", LOG_TO_STDERR, NULL);
@@ -996,6 +1074,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reopen_counts_and_removes_orphans, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_moves_bodies_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_segment_rotates_at_16_mb, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_spare_segments_prepared_and_recycled, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
