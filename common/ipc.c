@@ -22,12 +22,13 @@
 
 struct attr_info {
 	const char *name;
+	size_t name_len; /* of the literal: no strlen per attribute */
 	enum ipc_type type;
 	size_t max;
 };
 
 static const struct attr_info attr_table[IPC_ATTR_COUNT] = {
-#define IPC_ATTR_INFO(id, name, type, max) [IPC_ATTR_##id] = {name, type, max},
+#define IPC_ATTR_INFO(id, name, type, max) [IPC_ATTR_##id] = {name, sizeof(name) - 1, type, max},
     IPC_ATTR_LIST(IPC_ATTR_INFO)
 #undef IPC_ATTR_INFO
 };
@@ -120,7 +121,7 @@ static void put_attr(struct ipc_writer *w, enum ipc_attr attr, enum ipc_type typ
 		return writer_fail(w, attr, "given twice");
 	if (len > info->max)
 		return writer_fail(w, attr, "value too long");
-	size_t name_len = strlen(info->name);
+	size_t name_len = info->name_len;
 	size_t frame_len = w->out->len - w->start - IPC_FRAME_HEADER;
 	if (ATTR_HEAD + name_len + ATTR_VLEN + len > w->max_frame - frame_len)
 		return writer_fail(w, attr, "does not fit in the frame");
@@ -251,7 +252,7 @@ static bool next_raw_attr(const unsigned char *p, size_t end, size_t *pos, struc
 static int lookup_name(const char *name, size_t len)
 {
 	for (int i = 0; i < IPC_ATTR_COUNT; i++) {
-		if (strlen(attr_table[i].name) == len && memcmp(attr_table[i].name, name, len) == 0)
+		if (attr_table[i].name_len == len && memcmp(attr_table[i].name, name, len) == 0)
 			return i;
 	}
 	return -1;
