@@ -27,6 +27,8 @@
 #include "mem.h"
 
 #define SCHEMA_VERSION 1
+/* Queue IDs are microseconds; meta.db reserves this many ahead. */
+#define QID_RESERVE_MICROS UINT64_C(10000000)
 #define CACHE_BYTES (32u * 1024 * 1024)
 /* Commits write the buffer out, so it only needs to hold a transaction's
  * records comfortably.  Berkeley DB wants log files at least four times
@@ -57,6 +59,7 @@ struct qmgr_store {
 	int lock_fd;
 	char *dir;
 	uint64_t last_qid;
+	uint64_t qid_reserved; /* last_qid in meta.db: no ID up to it is given */
 	bool broken;
 	struct qmgr_bodies *bodies;
 	struct buf sweep_resume; /* where the sweep's scan of bodies.db goes on */
@@ -227,7 +230,7 @@ static bool check_schema(struct qmgr_store *st, struct buf *err)
 	}
 	if (meta_get(st, NULL, META_LAST_QID, &last_qid, &qid_found, err) != 0)
 		return false;
-	st->last_qid = last_qid;
+	st->last_qid = st->qid_reserved = last_qid;
 	return true;
 }
 
@@ -452,6 +455,7 @@ struct write_ctx {
 	/* segments gaining or losing a reference, counted once committed */
 	uint64_t *seg_added, *seg_removed;
 	size_t nadded, nremoved;
+	uint64_t qid_reserve; /* written to meta.db in this transaction (0: none) */
 };
 
 static void write_ctx_free(struct write_ctx *w)
@@ -614,17 +618,31 @@ static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr
 	return ret;
 }
 
+/* A new message's ID, once its transaction committed. */
+static void note_new_qid(struct qmgr_store *st, const struct write_ctx *w, uint64_t id)
+{
+	st->last_qid = id;
+	if (w->qid_reserve > st->qid_reserved)
+		st->qid_reserved = w->qid_reserve;
+}
+
 /* The writes of a new message, inside w's transaction; *id is its
  * number, to become last_qid once committed. */
 static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, char qid[QMGR_QID_SIZE], uint64_t *id,
                           struct buf *err)
 {
-	/* Past the last ID even if the clock went back. */
+	/* Past the last ID even if the clock went back.  meta.db holds an
+	 * ID reserved ahead (QID_RESERVE_MICROS), written once in a while
+	 * instead of with every message: after a restart IDs go on past it. */
 	*id = now_micros();
 	if (*id <= w->st->last_qid)
 		*id = w->st->last_qid + 1;
 	qmgr_qid_format(*id, qid);
-	int ret = meta_put(w->st, w->txn, META_LAST_QID, *id);
+	int ret = 0;
+	if (*id > w->st->qid_reserved) {
+		w->qid_reserve = *id + QID_RESERVE_MICROS;
+		ret = meta_put(w->st, w->txn, META_LAST_QID, w->qid_reserve);
+	}
 	if (ret == 0)
 		ret = put_body(w, qid, &in->body, err);
 	if (ret == 0)
@@ -653,7 +671,7 @@ enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struc
 	int ret = add_message_in(&w, in, qid, &id, err);
 	status = finish(&w, ret, err);
 	if (status == QMGR_STORE_OK)
-		st->last_qid = id;
+		note_new_qid(st, &w, id);
 	write_ctx_free(&w);
 	return status;
 }
@@ -1314,7 +1332,7 @@ enum qmgr_store_status qmgr_store_dsn_sent(struct qmgr_store *st, const char *qi
 	buf_free(&k);
 	status = finish(&w, ret, err);
 	if (status == QMGR_STORE_OK && dsn)
-		st->last_qid = id;
+		note_new_qid(st, &w, id);
 	write_ctx_free(&w);
 	return status;
 }

@@ -172,6 +172,24 @@ static void test_queue_ids_increase(void **state)
 	add(f->st, 1, 10, a);
 	add(f->st, 1, 10, b);
 	assert_true(strcmp(a, b) < 0);
+	/* across a restart, past the reservation in meta.db */
+	char c[QMGR_QID_SIZE], d[QMGR_QID_SIZE];
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	add(f->st, 1, 10, c);
+	assert_true(strcmp(b, c) < 0);
+	/* a clock set back: IDs still go on from the reservation */
+	unsigned char ahead[8];
+	uint64_t future = UINT64_C(0x0F00000000000000);
+	for (int i = 7; i >= 0; i--, future >>= 8)
+		ahead[i] = (unsigned char)future;
+	struct buf err = BUF_INIT;
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "last_qid", 8, ahead, 8, &err));
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	add(f->st, 1, 10, d);
+	assert_string_equal(d, "0F00000000000001");
+	buf_free(&err);
 	assert_true(qmgr_qid_valid("0123456789ABCDEF"));
 	assert_false(qmgr_qid_valid("0123456789abcdef"));
 	assert_false(qmgr_qid_valid("0123"));
