@@ -85,7 +85,10 @@ def test_kill9_loop_every_record_exactly_once(acctd_factory):
         a.start()
     f = Feeder(a)
     box.send_from(f, f.resume + 1, 0)
-    assert f.wait_ack(box.next - 1) == box.next - 1
+    # When the last kill came after everything was written, the resume
+    # says so and there is nothing left to acknowledge.
+    confirmed = f.resume if f.resume >= box.next - 1 else f.wait_ack(box.next - 1)
+    assert confirmed == box.next - 1
     names, seqs = all_rows(a)
     assert sorted(seqs) == list(range(1, box.next)), "every record once, none lost"
     assert len(names) > 5, "rotations happened along the way"
