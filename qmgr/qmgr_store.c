@@ -27,6 +27,10 @@
 #include "mem.h"
 
 #define SCHEMA_VERSION 1
+/* outbox.db values that refer to a record in a body segment: a mark that
+ * no stored record starts with, then the reference. */
+#define OUTBOX_REF_MARK 0xB0
+#define OUTBOX_REF_SIZE (1 + QMGR_BODY_REF_SIZE)
 /* Queue IDs are microseconds; meta.db reserves this many ahead. */
 #define QID_RESERVE_MICROS UINT64_C(10000000)
 #define CACHE_BYTES (32u * 1024 * 1024)
@@ -320,11 +324,29 @@ static bool count_ref(void *ctx, const DBT *key, const struct qmgr_body_ref *ref
 	return true;
 }
 
-/* Counts the references of each segment (qmgr_bodies_scan then removes
- * the segment files that nothing names, left by a crash). */
+/* Cursor walks share this: fn gets each key and value in order from
+ * start (NULL: the first record) until it returns false. */
+typedef bool (*walk_fn)(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed);
+static bool walk(struct qmgr_store *st, enum qmgr_table t, const struct buf *start, walk_fn fn, void *ctx,
+                 struct buf *err);
+static bool outbox_ref(const DBT *val, struct qmgr_body_ref *ref);
+
+static bool count_outbox_ref(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct qmgr_store *st = ctx;
+	struct qmgr_body_ref ref;
+	if (outbox_ref(val, &ref))
+		qmgr_bodies_count(st->bodies, ref.segment);
+	return true;
+}
+
+/* Counts the references of each segment, bodies' and accounting
+ * records' (qmgr_bodies_scan then removes the segment files that nothing
+ * names, left by a crash). */
 static bool count_refs(struct qmgr_store *st, struct buf *err)
 {
-	return walk_refs(st, NULL, count_ref, st, NULL, err);
+	return walk_refs(st, NULL, count_ref, st, NULL, err) &&
+	       walk(st, QMGR_TABLE_OUTBOX, NULL, count_outbox_ref, st, err);
 }
 
 static bool open_bodies(struct qmgr_store *st, struct buf *err)
@@ -450,7 +472,8 @@ struct write_ctx {
 	struct qmgr_store *st;
 	DB_TXN *txn;
 	struct buf key, val;
-	uint64_t outbox_seq; /* the next outbox sequence number */
+	uint64_t outbox_seq;       /* the next outbox sequence number */
+	uint64_t outbox_seq_found; /* what meta.db said at the start */
 	int64_t now;
 	/* segments gaining or losing a reference, counted once committed */
 	uint64_t *seg_added, *seg_removed;
@@ -489,6 +512,7 @@ static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
 	ret = meta_get(w->st, w->txn, META_OUTBOX_NEXT, &w->outbox_seq, &found, err);
 	if (!found)
 		w->outbox_seq = 1;
+	w->outbox_seq_found = found ? w->outbox_seq : 0;
 	if (ret != 0) {
 		w->txn->abort(w->txn);
 		w->txn = NULL;
@@ -500,7 +524,7 @@ static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
 /* Commits (not flushed) or, after a failed write, aborts. */
 static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *err)
 {
-	if (ret == 0)
+	if (ret == 0 && w->outbox_seq != w->outbox_seq_found)
 		ret = meta_put(w->st, w->txn, META_OUTBOX_NEXT, w->outbox_seq);
 	if (ret != 0) {
 		if (err->len == 0)
@@ -515,12 +539,40 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 	return QMGR_STORE_OK;
 }
 
+/* An accounting record goes into the active body segment, like a body,
+ * and outbox.db keeps its reference under the sequence number: the log
+ * carries 33 bytes for it instead of the whole record, twice (added, then
+ * deleted with its undo data). */
 static int append_outbox(struct write_ctx *w, const char *type, const char *qid, size_t index,
                          const struct ipc_msg *envelope, const struct qmgr_rcpt *r, const struct ipc_msg *detail)
 {
-	qmgr_key_seq(&w->key, w->outbox_seq++);
 	qmgr_record_outbox(&w->val, type, qid, index, w->now, envelope, r, detail);
-	return put_buf(w->st, w->txn, QMGR_TABLE_OUTBOX, &w->key, w->val.data, w->val.len);
+	struct qmgr_body_ref ref;
+	struct buf err = BUF_INIT;
+	bool appended = qmgr_bodies_append(w->st->bodies, w->val.data, w->val.len, time(NULL), &ref, &err);
+	int saved = errno;
+	if (!appended)
+		log_error("outbox record %" PRIu64 ": %s", w->outbox_seq, buf_cstr(&err));
+	buf_free(&err);
+	if (!appended)
+		return saved ? saved : EIO;
+	unsigned char v[OUTBOX_REF_SIZE] = {OUTBOX_REF_MARK};
+	qmgr_body_ref_encode(&ref, v + 1);
+	qmgr_key_seq(&w->key, w->outbox_seq++);
+	int ret = put_buf(w->st, w->txn, QMGR_TABLE_OUTBOX, &w->key, v, sizeof(v));
+	if (ret == 0)
+		note_segment(&w->seg_added, &w->nadded, ref.segment);
+	return ret;
+}
+
+/* outbox.db's value: a reference to the record in a segment, or (queues
+ * from before segments held records) the record itself, which starts
+ * with an attribute's type letter. */
+static bool outbox_ref(const DBT *val, struct qmgr_body_ref *ref)
+{
+	const unsigned char *v = val->data;
+	return val->size == OUTBOX_REF_SIZE && v[0] == OUTBOX_REF_MARK &&
+	       qmgr_body_ref_decode(v + 1, val->size - 1, ref);
 }
 
 /* Creates the queue's row on its first recipient. */
@@ -765,10 +817,6 @@ bool qmgr_store_get_queue(struct qmgr_store *st, const char *name, struct qmgr_q
 	return found_or_error(ret, found, "queue", name, err);
 }
 
-/* Cursor walks share this: fn gets each key and value in order from
- * start (NULL: the first record) until it returns false. */
-typedef bool (*walk_fn)(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed);
-
 static bool walk(struct qmgr_store *st, enum qmgr_table t, const struct buf *start, walk_fn fn, void *ctx,
                  struct buf *err)
 {
@@ -931,9 +979,24 @@ bool qmgr_store_walk_messages(struct qmgr_store *st, qmgr_message_fn fn, void *c
 }
 
 struct outbox_walk {
+	struct qmgr_store *st;
 	qmgr_outbox_fn fn;
 	void *ctx;
+	struct buf record; /* read from its segment */
 };
+
+/* The record a value holds or refers to. */
+static bool outbox_record(struct outbox_walk *o, const DBT *key, const DBT *val, struct ipc_msg *rec, struct buf *why)
+{
+	struct qmgr_body_ref ref;
+	if (!outbox_ref(val, &ref))
+		return qmgr_record_outbox_decode(val->data, val->size, rec, why);
+	char label[48];
+	snprintf(label, sizeof(label), "outbox record %" PRIu64, qmgr_key_seq_value(key->data, key->size));
+	buf_reset(&o->record);
+	return qmgr_bodies_read(o->st->bodies, label, &ref, &o->record, why) &&
+	       qmgr_record_outbox_decode(o->record.data, o->record.len, rec, why);
+}
 
 static bool outbox_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
 {
@@ -944,7 +1007,7 @@ static bool outbox_step(void *ctx, const DBT *key, const DBT *val, struct buf *e
 	if (!ok)
 		buf_puts(&why, "the key is not a sequence number");
 	else
-		ok = qmgr_record_outbox_decode(val->data, val->size, &rec, &why);
+		ok = outbox_record(o, key, val, &rec, &why);
 	if (!ok) {
 		corrupt(err, QMGR_TABLE_OUTBOX, key, &why);
 		buf_free(&why);
@@ -958,30 +1021,31 @@ static bool outbox_step(void *ctx, const DBT *key, const DBT *val, struct buf *e
 
 bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx, struct buf *err)
 {
-	struct outbox_walk o = {fn, ctx};
-	return walk(st, QMGR_TABLE_OUTBOX, NULL, outbox_step, &o, err);
+	return qmgr_store_walk_outbox_from(st, 0, fn, ctx, err);
 }
 
 bool qmgr_store_walk_outbox_from(struct qmgr_store *st, uint64_t seq, qmgr_outbox_fn fn, void *ctx, struct buf *err)
 {
-	struct outbox_walk o = {fn, ctx};
+	struct outbox_walk o = {.st = st, .fn = fn, .ctx = ctx, .record = BUF_INIT};
 	struct buf start = BUF_INIT;
 	qmgr_key_seq(&start, seq);
 	bool ok = walk(st, QMGR_TABLE_OUTBOX, &start, outbox_step, &o, err);
 	buf_free(&start);
+	buf_free(&o.record);
 	return ok;
 }
 
-static bool first_seq(void *ctx, uint64_t seq, const struct ipc_msg *rec)
+static bool first_seq(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
 {
-	*(uint64_t *)ctx = seq;
+	*(uint64_t *)ctx = qmgr_key_seq_value(key->data, key->size);
 	return false;
 }
 
+/* The key is enough: the record is not read. */
 bool qmgr_store_outbox_first(struct qmgr_store *st, uint64_t *first, bool *found, struct buf *err)
 {
 	*first = 0;
-	bool ok = qmgr_store_walk_outbox(st, first_seq, first, err);
+	bool ok = walk(st, QMGR_TABLE_OUTBOX, NULL, first_seq, first, err);
 	*found = *first != 0;
 	return ok;
 }
@@ -1533,30 +1597,41 @@ bool qmgr_store_walk_queue(struct qmgr_store *st, const char *queue, qmgr_due_fn
 	return qmgr_store_walk_due(st, queue, INT64_MAX, fn, ctx, err);
 }
 
-enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t seq, struct buf *err)
+/* Deletes the records up to seq; the segments they were in lose a
+ * reference once this commits. */
+static int confirm_in(struct write_ctx *w, uint64_t seq)
 {
-	DB_TXN *txn;
-	int ret = st->env->txn_begin(st->env, NULL, &txn, 0);
-	if (ret != 0)
-		return db_fail(st, ret, err, "cannot begin a queue transaction");
 	DBC *cur;
-	ret = st->db[QMGR_TABLE_OUTBOX]->cursor(st->db[QMGR_TABLE_OUTBOX], txn, &cur, 0);
+	int ret = w->st->db[QMGR_TABLE_OUTBOX]->cursor(w->st->db[QMGR_TABLE_OUTBOX], w->txn, &cur, 0);
+	if (ret != 0)
+		return ret;
 	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC};
-	if (ret == 0) {
-		while ((ret = cur->get(cur, &key, &val, DB_FIRST | DB_RMW)) == 0 &&
-		       qmgr_key_seq_value(key.data, key.size) <= seq)
-			if ((ret = cur->del(cur, 0)) != 0)
-				break;
-		cur->close(cur);
+	struct qmgr_body_ref ref;
+	while ((ret = cur->get(cur, &key, &val, DB_FIRST | DB_RMW)) == 0 &&
+	       qmgr_key_seq_value(key.data, key.size) <= seq) {
+		if ((ret = cur->del(cur, 0)) != 0)
+			break;
+		if (outbox_ref(&val, &ref))
+			note_segment(&w->seg_removed, &w->nremoved, ref.segment);
 	}
+	cur->close(cur);
 	free(key.data);
 	free(val.data);
-	if (ret != 0 && ret != DB_NOTFOUND) {
-		txn->abort(txn);
-		return db_fail(st, ret, err, "cannot remove confirmed outbox records");
-	}
-	ret = txn->commit(txn, 0);
-	return ret ? db_fail(st, ret, err, "queue commit failed") : QMGR_STORE_OK;
+	return ret == DB_NOTFOUND ? 0 : ret;
+}
+
+enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t seq, struct buf *err)
+{
+	struct write_ctx w = {.st = st, .now = time(NULL)};
+	enum qmgr_store_status status = begin(&w, err);
+	if (status != QMGR_STORE_OK)
+		return status;
+	int ret = confirm_in(&w, seq);
+	if (ret != 0 && err->len == 0)
+		buf_printf(err, "cannot remove confirmed outbox records: %s", db_strerror(ret));
+	status = finish(&w, ret, err);
+	write_ctx_free(&w);
+	return status;
 }
 
 bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void *key, size_t klen, const void *val,

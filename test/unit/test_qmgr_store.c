@@ -753,12 +753,23 @@ static char *segment_of(struct qmgr_store *st, const char *qid)
 	return qmgr_store_segment_path(st, segment);
 }
 
+/* acctd confirms every record so far. */
+static void confirm_all(struct qmgr_store *st)
+{
+	struct buf err = BUF_INIT;
+	assert_int_equal(qmgr_store_outbox_confirm(st, UINT64_MAX, &err), QMGR_STORE_OK);
+	buf_free(&err);
+}
+
+/* Delivers the recipients, and acctd confirms the records: the message's
+ * segment then holds nothing that is needed. */
 static void deliver_all(struct qmgr_store *st, const char *qid, size_t nrcpt)
 {
 	struct buf err = BUF_INIT;
 	for (size_t i = 0; i < nrcpt; i++)
 		assert_int_equal(qmgr_store_update_rcpt(st, qid, i, QMGR_RCPT_DELIVERED, 0, "250 ok", 'd', NOW, &err),
 		                 QMGR_STORE_OK);
+	confirm_all(st);
 	buf_free(&err);
 }
 
@@ -849,12 +860,17 @@ static void test_freed_segment_is_unlinked_after_flush(void **state)
 	assert_string_not_equal(old, active);
 
 	/* one of two recipients: the message and its segment stay */
-	deliver_all(f->st, a, 1);
+	assert_int_equal(qmgr_store_update_rcpt(f->st, a, 0, QMGR_RCPT_DELIVERED, 0, "250 ok", 'd', NOW, &err),
+	                 QMGR_STORE_OK);
 	assert_true(qmgr_store_flush(f->st, &err));
 	assert_true(file_exists(old));
-	/* the message goes; its segment only once the log was flushed */
+	/* the message goes; its records keep the segment until acctd has
+	 * them, and then only until the log was flushed */
 	assert_int_equal(qmgr_store_update_rcpt(f->st, a, 1, QMGR_RCPT_DELIVERED, 0, "250 ok", 'd', NOW, &err),
 	                 QMGR_STORE_OK);
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_true(file_exists(old));
+	confirm_all(f->st);
 	assert_true(file_exists(old));
 	assert_true(qmgr_store_flush(f->st, &err));
 	assert_false(file_exists(old));
@@ -944,6 +960,10 @@ static void test_sweep_moves_bodies_back(void **state)
 	assert_body(f->st, a, 150000);
 	assert_body(f->st, b, 20);
 	assert_true(file_exists(path));
+	/* the messages' 'r' records are in it too: acctd confirms them */
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_true(file_exists(path));
+	confirm_all(f->st);
 	assert_true(qmgr_store_flush(f->st, &err));
 	assert_false(file_exists(path));
 	/* chunks are removed with the message as before */
@@ -987,6 +1007,67 @@ static void test_segment_rotates_at_16_mb(void **state)
 	free(first);
 	free(second_last);
 	free(last);
+	buf_free(&err);
+}
+
+/* Accounting records live in the body segments, outbox.db names them:
+ * they outlive their message until acctd confirms them, across a
+ * restart too; a record stored whole (older queues) is still read. */
+static void test_outbox_records_in_segments(void **state)
+{
+	struct fixture *f = *state;
+	char a[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	add(f->st, 1, 3000, a);
+	char *path = segment_of(f->st, a);
+	assert_int_equal(qmgr_store_update_rcpt(f->st, a, 0, QMGR_RCPT_DELIVERED, 0, "250 ok", 'd', NOW, &err),
+	                 QMGR_STORE_OK);
+	assert_true(qmgr_store_flush(f->st, &err));
+	struct ipc_msg msg;
+	bool found;
+	assert_false(qmgr_store_get_message(f->st, a, &msg, &found, &err));
+	assert_false(found);
+	assert_true(file_exists(path)); /* the 'r' and 'd' records are in it */
+
+	/* counted at open: the segment is no orphan */
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	assert_true(file_exists(path));
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 2);
+	assert_int_equal(o.type[0], 'r');
+	assert_int_equal(o.type[1], 'd');
+
+	/* a record stored whole, as before segments held them */
+	struct qmgr_incoming in;
+	make_incoming(&in, "old@example.org", NULL, 1, 10);
+	struct qmgr_rcpt r = in.rcpts[0];
+	r.queue = "example.net/{default}";
+	r.state = QMGR_RCPT_BOUNCED;
+	struct buf key = BUF_INIT, val = BUF_INIT;
+	qmgr_record_outbox(&val, "b", "0000000000000ABC", 0, NOW, &in.envelope, &r, NULL);
+	qmgr_key_seq(&key, 100);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_OUTBOX, key.data, key.len, val.data, val.len, &err));
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 3);
+	assert_int_equal(o.seq[2], 100);
+	assert_int_equal(o.type[2], 'b');
+	uint64_t first;
+	assert_true(qmgr_store_outbox_first(f->st, &first, &found, &err));
+	assert_true(found);
+	assert_int_equal(first, 1);
+
+	/* confirmed: the records go, and the segment after the next flush */
+	confirm_all(f->st);
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 0);
+	assert_true(qmgr_store_flush(f->st, &err));
+	assert_false(file_exists(path));
+	qmgr_incoming_free(&in);
+	buf_free(&key);
+	buf_free(&val);
+	free(path);
 	buf_free(&err);
 }
 
@@ -1093,6 +1174,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sweep_moves_bodies_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_segment_rotates_at_16_mb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spare_segments_prepared_and_recycled, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_records_in_segments, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
