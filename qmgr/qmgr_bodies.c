@@ -47,6 +47,9 @@
 #define ZERO_CHUNK (1024u * 1024)
 /* After a spare could not be made (a full disk), before trying again. */
 #define SPARE_RETRY_SECS 30
+/* The active segment's last bytes kept in memory: the scheduler reads a
+ * body, and the outbox a record, soon after they were written. */
+#define TAIL_BYTES (4u * 1024 * 1024)
 
 /* A file ready to become the next segment: open, its blocks written. */
 struct spare {
@@ -72,6 +75,8 @@ struct qmgr_bodies {
 	int active_fd;
 	uint64_t active_size;
 	int64_t active_started;
+	unsigned char *tail; /* bytes [tail_start, active_size) of the active segment */
+	uint64_t tail_start;
 
 	/* Shared with the flushing thread, under mu. */
 	pthread_mutex_t mu;
@@ -350,6 +355,7 @@ static bool start_segment(struct qmgr_bodies *b, int64_t now, struct buf *err)
 	b->active = number;
 	b->active_fd = fd;
 	b->active_size = 0;
+	b->tail_start = 0;
 	b->active_started = now;
 	pthread_mutex_lock(&b->mu);
 	b->shared_active = fd;
@@ -382,6 +388,34 @@ static bool pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
 	return true;
 }
 
+/* Before active_size moves past data: what does not fit starts the tail
+ * afresh (a body bigger than the tail is not kept). */
+static void keep_in_tail(struct qmgr_bodies *b, const void *data, size_t len)
+{
+	if (b->tail == NULL)
+		b->tail = mem_alloc(TAIL_BYTES);
+	size_t kept = (size_t)(b->active_size - b->tail_start);
+	if (kept + len > TAIL_BYTES) {
+		b->tail_start = b->active_size;
+		kept = 0;
+	}
+	if (len > TAIL_BYTES) {
+		b->tail_start = b->active_size + len;
+		return;
+	}
+	memcpy(b->tail + kept, data, len);
+}
+
+/* A read of the active segment's tail, from memory. */
+static bool read_tail(const struct qmgr_bodies *b, const struct qmgr_body_ref *ref, void *out)
+{
+	if (b->tail == NULL || ref->offset < b->tail_start || ref->offset > b->active_size ||
+	    ref->length > b->active_size - ref->offset)
+		return false;
+	memcpy(out, b->tail + (ref->offset - b->tail_start), (size_t)ref->length);
+	return true;
+}
+
 bool qmgr_bodies_append(struct qmgr_bodies *b, const void *data, size_t len, int64_t now, struct qmgr_body_ref *ref,
                         struct buf *err)
 {
@@ -397,6 +431,7 @@ bool qmgr_bodies_append(struct qmgr_bodies *b, const void *data, size_t len, int
 		return false;
 	}
 	*ref = (struct qmgr_body_ref){b->active, b->active_size, len, qmgr_body_checksum(data, len)};
+	keep_in_tail(b, data, len);
 	b->active_size += len;
 	pthread_mutex_lock(&b->mu);
 	b->active_dirty = true;
@@ -595,10 +630,29 @@ static void damaged(const struct qmgr_bodies *b, const char *qid, const struct q
 	           qid, b->dir, ref->segment, ref->offset, ref->length, why);
 }
 
+/* The body read into body's spare room: kept when its checksum holds. */
+static bool checked(const struct qmgr_bodies *b, const char *qid, const struct qmgr_body_ref *ref, struct buf *body,
+                    struct buf *err)
+{
+	size_t len = (size_t)ref->length;
+	bool ok = qmgr_body_checksum(body->data + body->len, len) == ref->checksum;
+	if (ok)
+		body->len += len;
+	else
+		damaged(b, qid, ref, err, "checksum mismatch");
+	body->data[body->len] = '\0';
+	return ok;
+}
+
 bool qmgr_bodies_read(struct qmgr_bodies *b, const char *qid, const struct qmgr_body_ref *ref, struct buf *body,
                       struct buf *err)
 {
 	bool active = b->have_active && ref->segment == b->active;
+	if (active && ref->length <= SIZE_MAX / 2) {
+		buf_reserve(body, (size_t)ref->length);
+		if (read_tail(b, ref, body->data + body->len))
+			return checked(b, qid, ref, body, err);
+	}
 	int fd = active ? b->active_fd : -1;
 	if (!active) {
 		char *path = segment_path(b, ref->segment);
@@ -625,13 +679,8 @@ bool qmgr_bodies_read(struct qmgr_bodies *b, const char *qid, const struct qmgr_
 		damaged(b, qid, ref, err, strerror(saved));
 	else if (got < len)
 		damaged(b, qid, ref, err, "the segment is too short");
-	else if (qmgr_body_checksum(body->data + body->len, len) != ref->checksum)
-		damaged(b, qid, ref, err, "checksum mismatch");
-	else {
-		body->len += len;
-		body->data[body->len] = '\0';
-		return true;
-	}
+	else
+		return checked(b, qid, ref, body, err);
 	body->data[body->len] = '\0';
 	return false;
 }
@@ -761,6 +810,7 @@ void qmgr_bodies_free(struct qmgr_bodies *b)
 	if (b == NULL)
 		return;
 	stop_preparing(b);
+	free(b->tail);
 	if (b->active_fd >= 0)
 		close(b->active_fd);
 	for (size_t i = 0; i < b->nrotated; i++)

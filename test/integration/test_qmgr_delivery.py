@@ -185,18 +185,21 @@ def test_4xx_is_retried_and_5xx_bounced(setup):
 
 def test_a_message_whose_body_cannot_be_read_waits_and_holds_up_no_other(setup):
     # The victim's body is the first thing in the queue's only segment;
-    # after its first (4xx) attempt one of its bytes is flipped.
+    # after its first (4xx) attempt one of its bytes is flipped, with qmgr
+    # stopped: a running qmgr reads what it just wrote from memory.
     q, sink = setup(ROUTE + "  retry-recipients-after 2s\n  bounce-after 7s\n",
                     "--rule", '{"command": "RCPT", "match": "^victim@", "reply": "450 4.2.0 later"}')
     victim = q.enqueue("", ["victim@example.net"])  # null sender: no DSN
     wait_for(lambda: f"{victim}: recipient 0, queue example.net/{{default}}: deferred" in q.log(), 15,
              what="the first attempt")
+    q.stop()
     [segment] = [p for p in (q.spool / "queue" / "bodies").iterdir() if not p.name.startswith("spare-")]
     with open(segment, "r+b") as f:
         f.seek(10)
         byte = f.read(1)
         f.seek(10)
         f.write(bytes([byte[0] ^ 0xFF]))
+    q.start()
     q.enqueue("a@example.org", ["ok@example.net"])
     wait_for(lambda: "ok@example.net" in sink.delivered(), 15, what="the other message")
     wait_for(lambda: f"{victim}: recipient 0, queue example.net/{{default}}: bounced" in q.log(), 20,

@@ -810,6 +810,22 @@ static void test_body_in_segment(void **state)
 	free(path);
 }
 
+/* What was just appended is read back from memory: the scheduler does
+ * not pay a read of the disk for a body it has just written. */
+static void test_fresh_body_read_from_memory(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	add(f->st, 1, 5000, qid);
+	char *path = segment_of(f->st, qid);
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, 100), 4);
+	close(fd);
+	assert_body(f->st, qid, 5000); /* as written, not as the file now is */
+	free(path);
+}
+
 static void test_damaged_segment_is_an_error(void **state)
 {
 	struct fixture *f = *state;
@@ -818,6 +834,10 @@ static void test_damaged_segment_is_an_error(void **state)
 	add(f->st, 1, 5000, qid);
 	char *path = segment_of(f->st, qid);
 	const char *name = strrchr(path, '/') + 1;
+	/* the active segment's last bytes are read from memory, as written;
+	 * after a restart the segment is read from the disk */
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
 	/* one byte flipped */
 	int fd = open(path, O_RDWR);
 	assert_true(fd >= 0);
@@ -1169,6 +1189,7 @@ int main(void)
 	    cmocka_unit_test(test_names_and_envelope_checks),
 	    cmocka_unit_test_setup_teardown(test_body_in_segment, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_segment_is_an_error, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fresh_body_read_from_memory, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_freed_segment_is_unlinked_after_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_counts_and_removes_orphans, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_moves_bodies_back, setup, teardown),
