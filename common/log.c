@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +23,26 @@ static struct {
 	char ident[64];
 	char path[4096];
 	int fd;
-} log_state = {LOG_TO_STDERR, "tern", "", -1};
+	pid_t pid; /* for the line prefix: 0 until the first line, and in a child */
+} log_state = {LOG_TO_STDERR, "tern", "", -1, 0};
+
+static void forget_pid(void)
+{
+	log_state.pid = 0;
+}
+
+/* getpid() is a system call: once per process, not per line. */
+static pid_t our_pid(void)
+{
+	static bool registered;
+	if (!registered) {
+		registered = pthread_atfork(NULL, NULL, forget_pid) == 0;
+		log_state.pid = 0;
+	}
+	if (log_state.pid == 0)
+		log_state.pid = getpid();
+	return log_state.pid;
+}
 
 /* No symlinks: master and the local agent reopen the file as root in a
  * directory the tern user owns. */
@@ -93,7 +114,7 @@ static void write_line(int fd, enum log_level level, const char *fmt, va_list ap
 		localtime_r(&now, &tm);
 		len = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S ", &tm);
 	}
-	int n = snprintf(line + len, sizeof(line) - len, "%s[%ld]: %s: ", log_state.ident, (long)getpid(),
+	int n = snprintf(line + len, sizeof(line) - len, "%s[%ld]: %s: ", log_state.ident, (long)our_pid(),
 	                 level_names[level]);
 	if (n > 0)
 		len += (size_t)n;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -112,6 +113,39 @@ static void test_log_file_reopen(void **state)
 	free(rotated);
 }
 
+/* Each line names the process that wrote it, a forked child too. */
+static void test_log_lines_carry_the_writers_pid(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tern-logtest-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char *path = mem_asprintf("%s/log", dir);
+	assert_int_equal(log_open("tern/test", LOG_TO_FILE, path), 0);
+	log_info("parent");
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		log_info("child");
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(child, &status, 0), child);
+	log_info("parent again");
+	log_close();
+	char *text = read_file(path);
+	char parent_line[64], child_line[64];
+	snprintf(parent_line, sizeof(parent_line), "tern/test[%ld]: info: parent\n", (long)getpid());
+	snprintf(child_line, sizeof(child_line), "tern/test[%ld]: info: child\n", (long)child);
+	assert_non_null(strstr(text, parent_line));
+	assert_non_null(strstr(text, child_line));
+	snprintf(parent_line, sizeof(parent_line), "tern/test[%ld]: info: parent again\n", (long)getpid());
+	assert_non_null(strstr(text, parent_line));
+	free(text);
+	unlink(path);
+	rmdir(dir);
+	free(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -119,6 +153,7 @@ int main(void)
 	    cmocka_unit_test(test_consume_truncate_detach),
 	    cmocka_unit_test(test_mem_helpers),
 	    cmocka_unit_test(test_log_file_reopen),
+	    cmocka_unit_test(test_log_lines_carry_the_writers_pid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
