@@ -33,6 +33,9 @@
 #define OUTBOX_REF_SIZE (1 + QMGR_BODY_REF_SIZE)
 /* Queue IDs are microseconds; meta.db reserves this many ahead. */
 #define QID_RESERVE_MICROS UINT64_C(10000000)
+/* The sweep logs a damaged body once, not at every pass (the last so
+ * many are remembered). */
+#define DAMAGED_REMEMBERED 64
 #define CACHE_BYTES (32u * 1024 * 1024)
 /* Commits write the buffer out, so it only needs to hold a transaction's
  * records comfortably.  Berkeley DB wants log files at least four times
@@ -67,6 +70,9 @@ struct qmgr_store {
 	bool broken;
 	struct qmgr_bodies *bodies;
 	struct buf sweep_resume; /* where the sweep's scan of bodies.db goes on */
+	/* bodies the sweep found damaged and logged: not logged again */
+	char damaged[DAMAGED_REMEMBERED][QMGR_QID_SIZE];
+	size_t ndamaged_seen;
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -1679,8 +1685,19 @@ static bool pick_sweepable(struct qmgr_store *st, struct sweep_pick *p, bool *at
 	return ok;
 }
 
+/* True the first time the sweep meets this damaged body. */
+static bool first_report(struct qmgr_store *st, const char *qid)
+{
+	size_t known = st->ndamaged_seen < DAMAGED_REMEMBERED ? st->ndamaged_seen : DAMAGED_REMEMBERED;
+	for (size_t i = 0; i < known; i++)
+		if (strcmp(st->damaged[i], qid) == 0)
+			return false;
+	memcpy(st->damaged[st->ndamaged_seen++ % DAMAGED_REMEMBERED], qid, QMGR_QID_SIZE);
+	return true;
+}
+
 /* One body back into chunks, in w's transaction.  A body that cannot be
- * read stays where it is (and keeps its segment). */
+ * read stays where it is (and keeps its segment); it is logged once. */
 static int move_body(struct write_ctx *w, const char *qid, int64_t now, int64_t min_age, bool *moved)
 {
 	struct qmgr_body_ref ref;
@@ -1692,7 +1709,8 @@ static int move_body(struct write_ctx *w, const char *qid, int64_t now, int64_t 
 		return 0;
 	struct buf body = BUF_INIT, why = BUF_INIT;
 	if (!qmgr_bodies_read(w->st->bodies, qid, &ref, &body, &why)) {
-		log_error("%s", buf_cstr(&why));
+		if (first_report(w->st, qid))
+			log_error("%s; it stays in its segment", buf_cstr(&why));
 		buf_free(&why);
 		buf_free(&body);
 		return 0;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "fileio.h"
 #include "ipc.h"
 #include "log.h"
 #include "mem.h"
@@ -1091,6 +1092,41 @@ static void test_outbox_records_in_segments(void **state)
 	buf_free(&err);
 }
 
+/* A damaged body the sweep cannot move is logged once, not at every
+ * sweep; it stays where it is. */
+static void test_sweep_logs_a_damaged_body_once(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT, text = BUF_INIT;
+	add(f->st, 1, 5000, qid);
+	char *path = segment_of(f->st, qid);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir); /* the segment is closed now */
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "\xff", 1, 100), 1);
+	close(fd);
+	char *log_path = testutil_path(f->dir, "sweep.log");
+	assert_int_equal(log_open("test_qmgr_store", LOG_TO_FILE, log_path), 0);
+	size_t moved;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(qmgr_store_sweep_bodies(f->st, 0, 100, &moved, &err), QMGR_STORE_OK);
+		assert_int_equal(moved, 0);
+	}
+	log_open("test_qmgr_store", LOG_TO_STDERR, NULL);
+	assert_true(fileio_read_all(log_path, &text, &err));
+	const char *first = strstr(buf_cstr(&text), "damaged body");
+	assert_non_null(first);
+	assert_null(strstr(first + 1, "damaged body"));
+	assert_true(testutil_contains(buf_cstr(&text), qid));
+	assert_true(file_exists(path));
+	free(log_path);
+	free(path);
+	buf_free(&text);
+	buf_free(&err);
+}
+
 /* The spare files in bodies/ and the size of the largest. */
 static size_t count_spares(const char *dir, off_t *largest)
 {
@@ -1193,6 +1229,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_freed_segment_is_unlinked_after_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_counts_and_removes_orphans, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sweep_moves_bodies_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sweep_logs_a_damaged_body_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_segment_rotates_at_16_mb, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spare_segments_prepared_and_recycled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_records_in_segments, setup, teardown),
