@@ -35,10 +35,8 @@ static void forget_pid(void)
 static pid_t our_pid(void)
 {
 	static bool registered;
-	if (!registered) {
+	if (!registered)
 		registered = pthread_atfork(NULL, NULL, forget_pid) == 0;
-		log_state.pid = 0;
-	}
 	if (log_state.pid == 0)
 		log_state.pid = getpid();
 	return log_state.pid;

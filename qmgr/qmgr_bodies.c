@@ -482,27 +482,33 @@ static int spare_take(struct qmgr_bodies *b, const char *path)
 	return sp.fd;
 }
 
+/* Renames a freed segment to a spare and keeps it; true when path is
+ * gone either way. */
+static bool recycle(struct qmgr_bodies *b, const char *path)
+{
+	char *spare = spare_name(b);
+	if (rename(path, spare) != 0) {
+		free(spare);
+		return false;
+	}
+	int fd = open(spare, O_RDWR | O_CLOEXEC);
+	if (fd >= 0 && spare_put(b, fd, spare))
+		return true;
+	if (fd >= 0)
+		close(fd);
+	if (unlink(spare) < 0)
+		log_warning("cannot remove the spare segment %s: %s", spare, strerror(errno));
+	free(spare);
+	return true;
+}
+
 /* A freed segment, durable as freed: kept as a spare when one is wanted
  * (its blocks are written already), else unlinked. */
 static void recycle_or_unlink(struct qmgr_bodies *b, uint64_t number)
 {
 	char *path = segment_path(b, number);
-	if (b->preparing) {
-		char *spare = spare_name(b);
-		int fd = rename(path, spare) == 0 ? open(spare, O_RDWR | O_CLOEXEC) : -1;
-		if (fd >= 0 && spare_put(b, fd, spare)) {
-			free(path);
-			return;
-		}
-		if (fd >= 0) {
-			close(fd);
-			free(path);
-			path = spare; /* renamed: unlink it under its new name */
-		} else {
-			free(spare);
-		}
-	}
-	if (unlink(path) < 0 && errno != ENOENT)
+	bool recycled = b->preparing && qmgr_bodies_spares(b) < SPARES_MAX && recycle(b, path);
+	if (!recycled && unlink(path) < 0 && errno != ENOENT)
 		log_warning("cannot remove the body segment %s: %s", path, strerror(errno));
 	free(path);
 }

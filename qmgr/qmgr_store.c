@@ -997,10 +997,9 @@ static bool outbox_record(struct outbox_walk *o, const DBT *key, const DBT *val,
 	struct qmgr_body_ref ref;
 	if (!outbox_ref(val, &ref))
 		return qmgr_record_outbox_decode(val->data, val->size, rec, why);
-	char label[48];
-	snprintf(label, sizeof(label), "outbox record %" PRIu64, qmgr_key_seq_value(key->data, key->size));
+	/* an error names the record's key (corrupt()) */
 	buf_reset(&o->record);
-	return qmgr_bodies_read(o->st->bodies, label, &ref, &o->record, why) &&
+	return qmgr_bodies_read(o->st->bodies, "outbox record", &ref, &o->record, why) &&
 	       qmgr_record_outbox_decode(o->record.data, o->record.len, rec, why);
 }
 
