@@ -24,6 +24,7 @@
  * A broken frame or a protocol error gets an "error" frame and the
  * connection is closed. */
 #include "acctd.h"
+#include "bev_write.h"
 #include "ipc_evbuffer.h"
 #include "server.h"
 
@@ -71,9 +72,10 @@ static const struct ipc_spec rotate_spec[] = {
 static void send_frame(struct acctd_client *c, struct ipc_writer *w, struct buf *frame)
 {
 	struct buf err = BUF_INIT;
-	if (ipc_write_end(w, &err))
+	if (ipc_write_end(w, &err)) {
 		bufferevent_write(c->bev, frame->data, frame->len);
-	else
+		bev_write_now(c->bev);
+	} else
 		log_error("cannot encode a reply: %s", buf_cstr(&err));
 	buf_free(&err);
 }
@@ -168,6 +170,7 @@ static void client_fail(struct acctd_client *c, const char *why)
 	struct timeval timeout = {CLOSING_TIMEOUT_SECONDS, 0};
 	bufferevent_set_timeouts(c->bev, NULL, &timeout);
 	bufferevent_setcb(c->bev, NULL, on_closing_write, on_event, c);
+	bufferevent_enable(c->bev, EV_WRITE);
 	on_closing_write(c->bev, c);
 }
 
@@ -177,6 +180,7 @@ static void send_tail_frame(const struct acctd_frame *frame, void *arg)
 {
 	struct acctd_client *c = arg;
 	bufferevent_write(c->bev, frame->bytes.data, frame->bytes.len);
+	bufferevent_enable(c->bev, EV_WRITE);
 }
 
 /* Sends what the consumer has not seen; false when it was dropped. */

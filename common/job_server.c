@@ -9,17 +9,20 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include "bev_write.h"
 #include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
 
 struct job_conn {
 	struct bufferevent *bev;
-	void *state;  /* the agent's; NULL once closed for it */
-	bool closing; /* the error frame is being written */
+	struct event *flush; /* writes the frames of one turn of the loop at once */
+	void *state;         /* the agent's; NULL once closed for it */
+	bool closing;        /* the error frame is being written */
 	struct job_conn *prev, *next;
 };
 
@@ -27,9 +30,19 @@ static const struct job_agent *agent;
 static struct evconnlistener *listener;
 static struct job_conn *conns;
 
+/* A job's results come a frame per recipient and then its done: they
+ * are written together, after the callback that made them. */
 void job_conn_write(struct job_conn *conn, const void *data, size_t len)
 {
 	bufferevent_write(conn->bev, data, len);
+	event_active(conn->flush, EV_WRITE, 0);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct job_conn *conn = arg;
+	if (!conn->closing)
+		bev_write_now(conn->bev);
 }
 
 /* The agent lets go of the connection's jobs. */
@@ -50,6 +63,7 @@ static void conn_free(struct job_conn *conn, bool qmgr_closed)
 		conns = conn->next;
 	if (conn->next)
 		conn->next->prev = conn->prev;
+	event_free(conn->flush);
 	bufferevent_free(conn->bev);
 	free(conn);
 }
@@ -61,6 +75,7 @@ static void conn_fail(struct job_conn *conn, const char *why)
 	struct buf frame = BUF_INIT;
 	job_proto_put_error(&frame, -1, why);
 	bufferevent_write(conn->bev, frame.data, frame.len);
+	bufferevent_enable(conn->bev, EV_WRITE); /* on_write closes once it is out */
 	buf_free(&frame);
 	conn->closing = true;
 	bufferevent_disable(conn->bev, EV_READ);
@@ -113,6 +128,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
 	struct job_conn *conn = mem_zalloc(sizeof(*conn));
 	conn->bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
+	conn->flush = event_new(evconnlistener_get_base(l), -1, 0, on_flush, conn);
+	if (conn->bev == NULL || conn->flush == NULL)
+		log_fatal("cannot create a qmgr connection's events");
 	bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	conn->next = conns;
@@ -151,7 +169,7 @@ void job_server_shutdown(void)
 			continue;
 		if (agent->stopping && conn->state)
 			agent->stopping(conn->state);
-		evbuffer_write(bufferevent_get_output(conn->bev), bufferevent_getfd(conn->bev));
+		bev_write_now(conn->bev);
 	}
 	while (conns)
 		conn_free(conns, false);

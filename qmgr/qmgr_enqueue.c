@@ -26,6 +26,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "bev_write.h"
 #include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
@@ -149,8 +150,10 @@ static void send_frame(struct client *c, struct ipc_writer *w, struct buf *frame
 	if (!ipc_write_end(w, &err))
 		log_panic("cannot encode an enqueue reply: %s", buf_cstr(&err));
 	buf_free(&err);
-	if (c->bev)
+	if (c->bev) {
 		bufferevent_write(c->bev, frame->data, frame->len);
+		bev_write_now(c->bev);
+	}
 }
 
 static void reply_ok(struct client *c)
@@ -379,8 +382,10 @@ static bool on_control(struct client *c, const char *verb)
 {
 	struct buf out = BUF_INIT;
 	qmgr_control_handle(c->eq->control, verb, c->payload.data, c->payload.len, &out);
-	if (c->bev)
+	if (c->bev) {
 		bufferevent_write(c->bev, out.data, out.len);
+		bev_write_now(c->bev);
+	}
 	buf_free(&out);
 	return true;
 }
@@ -593,22 +598,14 @@ struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, 
 	return eq;
 }
 
-/* Sends what is still buffered for a client, as far as the socket takes
- * it without waiting: the loop will not run again. */
-static void last_write(struct client *c)
-{
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	evutil_socket_t fd = bufferevent_getfd(c->bev);
-	while (evbuffer_get_length(out) > 0 && evbuffer_write(out, fd) > 0)
-		continue;
-}
-
 void qmgr_enqueue_stop(struct qmgr_enqueue *eq)
 {
 	if (eq == NULL)
 		return;
 	while (eq->clients) {
-		last_write(eq->clients);
+		/* the loop will not run again: what the socket takes now */
+		if (eq->clients->bev)
+			bev_write_now(eq->clients->bev);
 		client_close(eq->clients);
 	}
 	evconnlistener_free(eq->listener);

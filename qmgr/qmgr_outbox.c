@@ -20,6 +20,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "bev_write.h"
 #include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
@@ -230,8 +231,10 @@ static void pump(struct qmgr_outbox *o)
 	struct buf err = BUF_INIT;
 	if (!qmgr_store_walk_outbox_from(o->st, o->sent + 1, pump_one, &p, &err))
 		log_error("cannot read the outbox: %s", buf_cstr(&err));
-	if (p.frames.len)
+	if (p.frames.len) {
 		bufferevent_write(o->bev, p.frames.data, p.frames.len);
+		bev_write_now(o->bev);
+	}
 	buf_free(&p.frames);
 	buf_free(&err);
 }
@@ -321,8 +324,10 @@ static void send_hello(struct qmgr_outbox *o)
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "hello");
 	ipc_put_int(&w, IPC_ATTR_SEQ, (int64_t)(first - 1));
 	ipc_put_int(&w, IPC_ATTR_ACCT_NEXT_SEQ, (int64_t)next);
-	if (ipc_write_end(&w, &err))
+	if (ipc_write_end(&w, &err)) {
 		bufferevent_write(o->bev, frame.data, frame.len);
+		bev_write_now(o->bev);
+	}
 	o->state = WAIT_RESUME;
 	buf_free(&frame);
 	buf_free(&err);

@@ -20,6 +20,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "bev_write.h"
 #include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
@@ -95,9 +96,10 @@ static void send_ack(struct qmgr_smtp *c, int64_t job_id)
 	ipc_write_begin(&w, &frame, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "ack");
 	ipc_put_int(&w, IPC_ATTR_JOB_ID, job_id);
-	if (ipc_write_end(&w, &err))
+	if (ipc_write_end(&w, &err)) {
 		bufferevent_write(c->bev, frame.data, frame.len);
-	else
+		bev_write_now(c->bev);
+	} else
 		log_error("job %" PRId64 ": %s", job_id, buf_cstr(&err));
 	buf_free(&frame);
 	buf_free(&err);
@@ -318,7 +320,7 @@ bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send)
 	/* Out now rather than on the next turn of the loop: its recipients
 	 * are in flight in the database already, and a crash before smtp
 	 * has the job would hold them for in-flight-grace. */
-	evbuffer_write(bufferevent_get_output(c->bev), bufferevent_getfd(c->bev));
+	bev_write_now(c->bev);
 	buf_reset(&b->frames);
 	return true;
 }

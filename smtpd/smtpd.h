@@ -254,6 +254,7 @@ struct smtpd_session {
 	char *helo;     /* NULL until EHLO/HELO */
 	bool esmtp;     /* EHLO (not HELO) */
 	bool tls;       /* TLS is up */
+	bool plain_bev; /* bev is a plain socket bufferevent: replies go out at once */
 	bool skip_line; /* discarding the rest of an over-long line */
 	void *ssl;      /* SSL, owned by bev */
 	char *tls_protocol, *tls_cipher, *tls_subject, *tls_issuer;

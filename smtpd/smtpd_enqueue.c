@@ -33,6 +33,7 @@
 #include <event2/event.h>
 
 #include "enqueue.h"
+#include "bev_write.h"
 #include "ipc.h"
 #include "ipc_evbuffer.h"
 #include "log.h"
@@ -294,7 +295,8 @@ struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *er
 	/* a qmgr that stops reading must not hold the client forever */
 	struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
 	bufferevent_set_timeouts(e->bev, NULL, &tv);
-	bufferevent_enable(e->bev, EV_READ | EV_WRITE);
+	/* writing is bev_write_now()'s: it arms EV_WRITE when qmgr lags */
+	bufferevent_enable(e->bev, EV_READ);
 	return e;
 }
 
@@ -309,8 +311,10 @@ void smtpd_enqueue_write(struct smtpd_enqueue *e, const void *data, size_t len)
 		buf_append(&e->chunk, p, n);
 		p += n;
 		len -= n;
-		if (e->chunk.len == ENQUEUE_CHUNK)
+		if (e->chunk.len == ENQUEUE_CHUNK) {
 			flush_chunk(e);
+			bev_write_now(e->bev);
+		}
 	}
 }
 
@@ -326,6 +330,7 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 	flush_chunk(e);
 	struct buf frame = BUF_INIT, err = BUF_INIT;
 	write_frame_out(e, &frame, enqueue_put_end(&frame, &err), &err);
+	bev_write_now(e->bev);
 	buf_free(&frame);
 	buf_free(&err);
 	e->done = done;

@@ -15,6 +15,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "bev_write.h"
 #include "log.h"
 #include "mem.h"
 #include "smtpd.h"
@@ -45,6 +46,16 @@ static void log_reply(struct smtpd_session *s, const char *text, size_t len)
 		log_info("session %lu: > %.*s", s->id, (int)len, text);
 }
 
+/* Replies reach a plain client in this turn of the loop (bev_write.h).
+ * TLS output, a closing session's last reply (its write callback closes
+ * the session) and replies the client is not reading are left to
+ * libevent, with EV_WRITE enabled. */
+static void send_replies_now(struct smtpd_session *s)
+{
+	if (s->plain_bev && s->state != SMTPD_ST_CLOSING && !s->out_held)
+		bev_write_now(s->bev);
+}
+
 /* text is "CODE rest" with '\n' between lines of a multi-line reply. */
 static void send_reply(struct smtpd_session *s, const char *text)
 {
@@ -73,6 +84,10 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 	va_end(ap);
 	send_reply(s, buf_cstr(&text));
 	buf_free(&text);
+	/* the replies to pipelined commands go out together, when the
+	 * input that caused them is done */
+	if (s->busy == 0)
+		send_replies_now(s);
 	if (s->state != SMTPD_ST_CLOSING && s->errors > SMTPD_MAX_ERRORS) {
 		log_info("session %lu: [%s] too many errors", s->id, s->client_text);
 		smtpd_reply_close(s, "421 4.7.0 Too many errors, closing connection");
@@ -148,7 +163,10 @@ void smtpd_session_abort(struct smtpd_session *s, const char *why)
 		/* best effort: one write, no waiting */
 		struct evbuffer *out = bufferevent_get_output(s->bev);
 		evbuffer_add_printf(out, "%s\r\n", why);
-		bufferevent_flush(s->bev, EV_WRITE, BEV_FLUSH);
+		if (s->plain_bev)
+			bev_write_now(s->bev);
+		else
+			bufferevent_flush(s->bev, EV_WRITE, BEV_FLUSH);
 	}
 	session_free(s);
 }
@@ -289,6 +307,7 @@ void smtpd_session_start(struct smtpd_listener *l, int fd, const struct addr_ip 
 		log_error("listener %s names source \"%s\", which does not exist", l->name, l->source_name);
 		s->policy.source = mem_strdup("-");
 		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		s->plain_bev = true;
 		smtpd_session_abort(s, "421 4.3.5 Server configuration error");
 		return;
 	}
@@ -307,6 +326,7 @@ void smtpd_session_start(struct smtpd_listener *l, int fd, const struct addr_ip 
 		s->state = SMTPD_ST_HANDSHAKE;
 	} else {
 		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		s->plain_bev = true;
 	}
 	if (s->bev == NULL)
 		log_fatal("cannot create a bufferevent");
@@ -334,6 +354,9 @@ void smtpd_session_starttls(struct smtpd_session *s)
 	/* encrypted output beyond the mark stays in the TLS bufferevent, where
 	 * the check on replies sees it */
 	bufferevent_setwatermark(s->bev, EV_WRITE, 0, SMTPD_OUTPUT_HIGH);
+	/* from here the TLS filter writes to the socket bufferevent */
+	s->plain_bev = false;
+	bufferevent_enable(s->bev, EV_WRITE);
 	struct bufferevent *tls =
 	    bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tls == NULL)
@@ -499,6 +522,7 @@ static bool replies_backed_up(struct smtpd_session *s)
 		return false;
 	s->out_held = true;
 	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_enable(s->bev, EV_WRITE);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SMTPD_OUTPUT_LOW, 0);
 	bufferevent_setcb(s->bev, on_read, on_output_drained, on_event, s);
 	return true;
@@ -523,6 +547,8 @@ void smtpd_session_process(struct smtpd_session *s)
 	}
 	if (!s->dead && s->drain_notified && s->state == SMTPD_ST_COMMAND && !s->txn.active)
 		smtpd_reply_close(s, "421 4.3.2 Service shutting down, closing connection");
+	if (s->busy == 1 && !s->dead)
+		send_replies_now(s);
 	if (--s->busy == 0 && s->dead) {
 		s->dead = false;
 		session_free(s);

@@ -1,0 +1,22 @@
+/* bev_write.h: output of a plain socket bufferevent written at once.
+ *
+ * libevent writes a bufferevent's output only when the loop next finds
+ * the socket writable: each reply costs two epoll_ctl calls (arming and
+ * disarming the write event) and a turn of the loop.  bev_write_now()
+ * writes straight away instead and arms the write event only for what
+ * the socket could not take.  The event bases are made with libevent's
+ * changelist, so an arm and a disarm in the same turn cost nothing. */
+#ifndef TERN_BEV_WRITE_H
+#define TERN_BEV_WRITE_H
+
+#include <event2/bufferevent.h>
+
+/* Writes what bev's output holds to its socket now.  Leaves EV_WRITE
+ * enabled when some remains (libevent sends the rest), disabled when all
+ * of it went: a caller that later adds output without calling this again
+ * must enable EV_WRITE itself.  The write callback, if any, runs from the
+ * loop as when libevent writes.  Only for bufferevent_socket_new()
+ * bufferevents, never TLS ones. */
+void bev_write_now(struct bufferevent *bev);
+
+#endif

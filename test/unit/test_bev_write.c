@@ -1,0 +1,158 @@
+/* test_bev_write.c: unit tests of bev_write_now(): output reaches the
+ * peer without a turn of the loop, the write event is armed only for what
+ * the socket could not take, the rest still goes out through libevent,
+ * and the write callback runs from the loop as it would after libevent's
+ * own write. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "bev_write.h"
+#include "log.h"
+
+struct pair {
+	struct event_base *base;
+	struct bufferevent *bev;
+	int peer;
+	int write_callbacks;
+};
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct pair *p = arg;
+	p->write_callbacks++;
+}
+
+static void pair_open(struct pair *p, int sndbuf)
+{
+	int fds[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	if (sndbuf > 0)
+		assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+	evutil_make_socket_nonblocking(fds[0]);
+	fcntl(fds[1], F_SETFL, O_NONBLOCK);
+	struct event_config *cfg = event_config_new();
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	p->base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	p->bev = bufferevent_socket_new(p->base, fds[0], BEV_OPT_CLOSE_ON_FREE);
+	p->peer = fds[1];
+	p->write_callbacks = 0;
+	bufferevent_setcb(p->bev, NULL, on_write, NULL, p);
+	bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+}
+
+static void pair_close(struct pair *p)
+{
+	bufferevent_free(p->bev);
+	event_base_free(p->base);
+	close(p->peer);
+}
+
+/* Everything the peer can read now, without waiting. */
+static size_t drain_peer(struct pair *p, char *into, size_t cap)
+{
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = read(p->peer, into ? into + got : (char[65536]){0}, into ? cap - got : 65536);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	return got;
+}
+
+static void test_output_reaches_the_peer_before_the_loop_runs(void **state)
+{
+	struct pair p;
+	pair_open(&p, 0);
+	bufferevent_write(p.bev, "250 ok\r\n", 8);
+	bev_write_now(p.bev);
+	char got[32] = {0};
+	assert_int_equal(drain_peer(&p, got, sizeof(got)), 8);
+	assert_string_equal(got, "250 ok\r\n");
+	assert_int_equal(evbuffer_get_length(bufferevent_get_output(p.bev)), 0);
+	assert_false(bufferevent_get_enabled(p.bev) & EV_WRITE);
+	assert_true(bufferevent_get_enabled(p.bev) & EV_READ);
+	/* the callback is not run from inside the caller's stack */
+	assert_int_equal(p.write_callbacks, 0);
+	event_base_loop(p.base, EVLOOP_NONBLOCK);
+	assert_int_equal(p.write_callbacks, 1);
+	pair_close(&p);
+}
+
+static void test_nothing_to_write_changes_nothing(void **state)
+{
+	struct pair p;
+	pair_open(&p, 0);
+	bev_write_now(p.bev);
+	assert_true(bufferevent_get_enabled(p.bev) & EV_WRITE);
+	assert_int_equal(p.write_callbacks, 0);
+	assert_int_equal(drain_peer(&p, NULL, 0), 0);
+	pair_close(&p);
+}
+
+/* A socket that cannot take it all: the rest waits in the buffer with
+ * EV_WRITE armed, and libevent sends it once the peer reads. */
+static void test_what_the_socket_cannot_take_goes_out_later(void **state)
+{
+	struct pair p;
+	pair_open(&p, 4096);
+	static char big[1 << 20];
+	memset(big, 'x', sizeof(big));
+	bufferevent_write(p.bev, big, sizeof(big));
+	bev_write_now(p.bev);
+	size_t left = evbuffer_get_length(bufferevent_get_output(p.bev));
+	assert_true(left > 0 && left < sizeof(big));
+	assert_true(bufferevent_get_enabled(p.bev) & EV_WRITE);
+	size_t got = 0;
+	for (int turns = 0; got < sizeof(big) && turns < 100000; turns++) {
+		got += drain_peer(&p, NULL, 0);
+		event_base_loop(p.base, EVLOOP_NONBLOCK);
+	}
+	got += drain_peer(&p, NULL, 0);
+	assert_int_equal(got, sizeof(big));
+	assert_int_equal(evbuffer_get_length(bufferevent_get_output(p.bev)), 0);
+	assert_true(p.write_callbacks >= 1);
+	pair_close(&p);
+}
+
+/* After a write that emptied the buffer, output added later without
+ * bev_write_now() needs EV_WRITE enabled again, as the header says. */
+static void test_a_later_enable_sends_output_added_without_it(void **state)
+{
+	struct pair p;
+	pair_open(&p, 0);
+	bufferevent_write(p.bev, "a", 1);
+	bev_write_now(p.bev);
+	assert_int_equal(drain_peer(&p, NULL, 0), 1);
+	bufferevent_write(p.bev, "bc", 2);
+	bufferevent_enable(p.bev, EV_WRITE);
+	event_base_loop(p.base, EVLOOP_NONBLOCK);
+	assert_int_equal(drain_peer(&p, NULL, 0), 2);
+	pair_close(&p);
+}
+
+int main(void)
+{
+	log_open("test_bev_write", LOG_TO_STDERR, NULL);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_output_reaches_the_peer_before_the_loop_runs),
+	    cmocka_unit_test(test_nothing_to_write_changes_nothing),
+	    cmocka_unit_test(test_what_the_socket_cannot_take_goes_out_later),
+	    cmocka_unit_test(test_a_later_enable_sends_output_added_without_it),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
