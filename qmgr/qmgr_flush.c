@@ -168,8 +168,9 @@ static void drain_outcomes(struct qmgr_flusher *f)
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
+	/* a short read has emptied the pipe */
 	char bytes[64];
-	while (read(fd, bytes, sizeof(bytes)) > 0)
+	while (read(fd, bytes, sizeof(bytes)) == (ssize_t)sizeof(bytes))
 		continue;
 	drain_outcomes(arg);
 }

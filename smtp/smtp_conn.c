@@ -211,7 +211,9 @@ static ssize_t read_some(struct smtp_conn *c, struct buf *why)
 
 /* Reads what is there and hands it to the owner; then reports the end of
  * the stream, if it came: a server's last reply (a 421, the 220 to
- * STARTTLS before it hung up) is still seen first. */
+ * STARTTLS before it hung up) is still seen first.  A short read of the
+ * socket means it is empty for now (the read event comes back for an end
+ * of stream behind it); TLS may hold more than a read returns. */
 static void fill(struct smtp_conn *c)
 {
 	size_t before = c->in.len;
@@ -224,7 +226,7 @@ static void fill(struct smtp_conn *c)
 			c->in.len += (size_t)n;
 			c->in.data[c->in.len] = '\0';
 		}
-	} while (n > 0);
+	} while (n > 0 && (c->ssl != NULL || n == READ_CHUNK));
 	if (c->in.len > before) {
 		arm_timer(c);
 		c->events->readable(c->arg, &c->in);
@@ -388,8 +390,11 @@ void smtp_conn_write(struct smtp_conn *c, const void *data, size_t len)
 	 * then reaches the owner through its failed callback at a time
 	 * when it expects callbacks. */
 	buf_append(&c->out, data, len);
+	/* ...but in this turn of the loop, with what else the owner writes
+	 * now: the write event runs as if the socket had said it is
+	 * writable, and is armed for real only if it is not. */
 	if (c->state == CONN_OPEN)
-		want_write(c, true);
+		event_active(c->ev_write, EV_WRITE, 0);
 }
 
 void smtp_conn_start_tls(struct smtp_conn *c, SSL *ssl)
