@@ -67,6 +67,8 @@ struct qmgr_store {
 	char *dir;
 	uint64_t last_qid;
 	uint64_t qid_reserved; /* last_qid in meta.db: no ID up to it is given */
+	uint64_t outbox_next;  /* the next outbox sequence number */
+	uint64_t outbox_saved; /* outbox_next in meta.db */
 	bool broken;
 	struct qmgr_bodies *bodies;
 	struct buf sweep_resume; /* where the sweep's scan of bodies.db goes on */
@@ -244,6 +246,38 @@ static bool check_schema(struct qmgr_store *st, struct buf *err)
 	return true;
 }
 
+/* The numbering goes on after the last record in the outbox or, when
+ * confirmations emptied it, from outbox_next in meta.db, which each
+ * confirming transaction brings up to date (confirm_in). */
+static bool load_outbox_next(struct qmgr_store *st, struct buf *err)
+{
+	bool found;
+	uint64_t saved;
+	if (meta_get(st, NULL, META_OUTBOX_NEXT, &saved, &found, err) != 0)
+		return false;
+	st->outbox_saved = found ? saved : 0;
+	st->outbox_next = found ? saved : 1;
+	DBC *cur;
+	DB *db = st->db[QMGR_TABLE_OUTBOX];
+	int ret = db->cursor(db, NULL, &cur, 0);
+	if (ret != 0) {
+		buf_printf(err, "cannot read the outbox: %s", db_strerror(ret));
+		return false;
+	}
+	DBT key = {.flags = DB_DBT_MALLOC}, val = {.flags = DB_DBT_MALLOC | DB_DBT_PARTIAL};
+	ret = cur->get(cur, &key, &val, DB_LAST);
+	if (ret == 0 && qmgr_key_seq_value(key.data, key.size) >= st->outbox_next)
+		st->outbox_next = qmgr_key_seq_value(key.data, key.size) + 1;
+	free(key.data);
+	free(val.data);
+	cur->close(cur);
+	if (ret != 0 && ret != DB_NOTFOUND) {
+		buf_printf(err, "cannot read the outbox: %s", db_strerror(ret));
+		return false;
+	}
+	return true;
+}
+
 static bool is_ref_key(const DBT *key)
 {
 	return key->size == QMGR_QID_LEN + 4 &&
@@ -381,7 +415,7 @@ struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, st
 		qmgr_store_close(st);
 		return NULL;
 	}
-	if (!check_schema(st, err)) {
+	if (!check_schema(st, err) || !load_outbox_next(st, err)) {
 		buf_puts(err, "; if the queue is damaged, " RECOVER_HINT);
 		qmgr_store_close(st);
 		return NULL;
@@ -478,8 +512,7 @@ struct write_ctx {
 	struct qmgr_store *st;
 	DB_TXN *txn;
 	struct buf key, val;
-	uint64_t outbox_seq;       /* the next outbox sequence number */
-	uint64_t outbox_seq_found; /* what meta.db said at the start */
+	uint64_t outbox_seq; /* the next outbox sequence number */
 	int64_t now;
 	/* segments gaining or losing a reference, counted once committed */
 	uint64_t *seg_added, *seg_removed;
@@ -514,24 +547,14 @@ static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
 	int ret = w->st->env->txn_begin(w->st->env, NULL, &w->txn, 0);
 	if (ret != 0)
 		return db_fail(w->st, ret, err, "cannot begin a queue transaction");
-	bool found;
-	ret = meta_get(w->st, w->txn, META_OUTBOX_NEXT, &w->outbox_seq, &found, err);
-	if (!found)
-		w->outbox_seq = 1;
-	w->outbox_seq_found = found ? w->outbox_seq : 0;
-	if (ret != 0) {
-		w->txn->abort(w->txn);
-		w->txn = NULL;
-		return db_status(w->st, ret);
-	}
+	/* the event loop's transactions never overlap: the number is ours */
+	w->outbox_seq = w->st->outbox_next;
 	return QMGR_STORE_OK;
 }
 
 /* Commits (not flushed) or, after a failed write, aborts. */
 static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *err)
 {
-	if (ret == 0 && w->outbox_seq != w->outbox_seq_found)
-		ret = meta_put(w->st, w->txn, META_OUTBOX_NEXT, w->outbox_seq);
 	if (ret != 0) {
 		if (err->len == 0)
 			buf_printf(err, "queue write failed: %s", db_strerror(ret));
@@ -541,6 +564,7 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 	ret = w->txn->commit(w->txn, 0);
 	if (ret != 0)
 		return db_fail(w->st, ret, err, "queue commit failed");
+	w->st->outbox_next = w->outbox_seq;
 	count_segments(w);
 	return QMGR_STORE_OK;
 }
@@ -1100,11 +1124,7 @@ bool qmgr_store_walk_due(struct qmgr_store *st, const char *queue, int64_t until
 
 bool qmgr_store_outbox_next(struct qmgr_store *st, uint64_t *next, struct buf *err)
 {
-	bool found;
-	if (meta_get(st, NULL, META_OUTBOX_NEXT, next, &found, err) != 0)
-		return false;
-	if (!found)
-		*next = 1;
+	*next = st->outbox_next;
 	return true;
 }
 
@@ -1622,7 +1642,12 @@ static int confirm_in(struct write_ctx *w, uint64_t seq)
 	cur->close(cur);
 	free(key.data);
 	free(val.data);
-	return ret == DB_NOTFOUND ? 0 : ret;
+	if (ret != DB_NOTFOUND)
+		return ret;
+	/* what numbers the records still to come once these are gone */
+	if (w->st->outbox_saved == w->outbox_seq)
+		return 0;
+	return meta_put(w->st, w->txn, META_OUTBOX_NEXT, w->outbox_seq);
 }
 
 enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t seq, struct buf *err)
@@ -1635,6 +1660,8 @@ enum qmgr_store_status qmgr_store_outbox_confirm(struct qmgr_store *st, uint64_t
 	if (ret != 0 && err->len == 0)
 		buf_printf(err, "cannot remove confirmed outbox records: %s", db_strerror(ret));
 	status = finish(&w, ret, err);
+	if (status == QMGR_STORE_OK)
+		st->outbox_saved = w.outbox_seq;
 	write_ctx_free(&w);
 	return status;
 }
