@@ -58,6 +58,8 @@ struct client {
 	char **queues; /* of the message waiting for its flush */
 	uint64_t *queue_rcpts;
 	size_t queues_n;
+	char *sender; /* of the message waiting for its flush, for its log line */
+	size_t size, nrcpt;
 	struct buf payload;
 };
 
@@ -200,6 +202,8 @@ static void reset_message(struct client *c)
 	c->queues = NULL;
 	c->queue_rcpts = NULL;
 	c->queues_n = 0;
+	free(c->sender);
+	c->sender = NULL;
 	c->have_envelope = false;
 	c->too_big = false;
 	c->qid[0] = '\0';
@@ -341,8 +345,10 @@ static void commit_message(struct client *c)
 	}
 	enum qmgr_store_status status = qmgr_store_add_message(eq->st, &c->in, (int64_t)time(NULL), c->qid, &err);
 	if (status == QMGR_STORE_OK) {
-		log_info("%s: from=<%s>, size=%zu, nrcpt=%zu", c->qid, ipc_msg_str(&c->in.envelope, IPC_ATTR_SENDER),
-		         c->in.body.len, c->in.nrcpt);
+		const char *sender = ipc_msg_str(&c->in.envelope, IPC_ATTR_SENDER);
+		c->sender = mem_strdup(sender ? sender : "");
+		c->size = c->in.body.len;
+		c->nrcpt = c->in.nrcpt;
 		remember_queues(c);
 		qmgr_incoming_free(&c->in);
 		c->state = WANT_FLUSH;
@@ -510,7 +516,8 @@ static void on_durable(void *ctx, bool ok, const char *reason)
 {
 	struct client *c = ctx;
 	if (ok) {
-		log_info("%s: queued", c->qid);
+		/* one line a message: what was queued, once it is durable */
+		log_info("%s: queued, from=<%s>, size=%zu, nrcpt=%zu", c->qid, c->sender, c->size, c->nrcpt);
 		reply_ok(c);
 		announce_queues(c);
 	} else {
