@@ -211,9 +211,9 @@ static ssize_t read_some(struct smtp_conn *c, struct buf *why)
 
 /* Reads what is there and hands it to the owner; then reports the end of
  * the stream, if it came: a server's last reply (a 421, the 220 to
- * STARTTLS before it hung up) is still seen first.  A short read of the
- * socket means it is empty for now (the read event comes back for an end
- * of stream behind it); TLS may hold more than a read returns. */
+ * STARTTLS before it hung up) is still seen first.  A short read means
+ * the socket is empty for now (the read event comes back for an end of
+ * stream behind it), unless TLS still holds bytes it has read ahead. */
 static void fill(struct smtp_conn *c)
 {
 	size_t before = c->in.len;
@@ -226,7 +226,7 @@ static void fill(struct smtp_conn *c)
 			c->in.len += (size_t)n;
 			c->in.data[c->in.len] = '\0';
 		}
-	} while (n > 0 && (c->ssl != NULL || n == READ_CHUNK));
+	} while (n == READ_CHUNK || (n > 0 && c->ssl != NULL && SSL_has_pending(c->ssl)));
 	if (c->in.len > before) {
 		arm_timer(c);
 		c->events->readable(c->arg, &c->in);
@@ -406,6 +406,9 @@ void smtp_conn_start_tls(struct smtp_conn *c, SSL *ssl)
 	SSL_set_fd(ssl, c->fd);
 	SSL_set_connect_state(ssl);
 	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* one read(2) takes what the socket has, not a record header and
+	 * then its body */
+	SSL_set_read_ahead(ssl, 1);
 	c->state = CONN_HANDSHAKE;
 	/* The handshake starts from the loop (see smtp_conn_write). */
 	want_write(c, true);

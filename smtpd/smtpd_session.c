@@ -46,14 +46,29 @@ static void log_reply(struct smtpd_session *s, const char *text, size_t len)
 		log_info("session %lu: > %.*s", s->id, (int)len, text);
 }
 
-/* Replies reach a plain client in this turn of the loop (bev_write.h).
- * TLS output, a closing session's last reply (its write callback closes
- * the session) and replies the client is not reading are left to
+/* Replies reach the client in this turn of the loop (bev_write.h): from
+ * a plain session's bufferevent, or after STARTTLS from the socket
+ * bufferevent under the TLS filter, which has encrypted them already.
+ * Implicit TLS, a closing session's last reply (its write callback
+ * closes the session) and replies the client is not reading are left to
  * libevent, with EV_WRITE enabled. */
 static void send_replies_now(struct smtpd_session *s)
 {
-	if (s->plain_bev && s->state != SMTPD_ST_CLOSING && !s->out_held)
+	if (s->state == SMTPD_ST_CLOSING || s->out_held)
+		return;
+	if (s->plain_bev)
 		bev_write_now(s->bev);
+	else if (bufferevent_get_underlying(s->bev))
+		bev_write_now(bufferevent_get_underlying(s->bev));
+}
+
+/* What the TLS filter adds to the socket bufferevent goes out through
+ * libevent unless send_replies_now() sent it first: its handshake,
+ * close_notify, or replies it held back. */
+static void on_tls_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+	if (info->n_added > 0)
+		bufferevent_enable(arg, EV_WRITE);
 }
 
 /* text is "CODE rest" with '\n' between lines of a multi-line reply. */
@@ -357,6 +372,7 @@ void smtpd_session_starttls(struct smtpd_session *s)
 	/* from here the TLS filter writes to the socket bufferevent */
 	s->plain_bev = false;
 	bufferevent_enable(s->bev, EV_WRITE);
+	evbuffer_add_cb(bufferevent_get_output(s->bev), on_tls_output, s->bev);
 	struct bufferevent *tls =
 	    bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tls == NULL)
