@@ -388,12 +388,15 @@ void qmgr_bodies_free(struct qmgr_bodies *b);
 bool qmgr_bodies_start_preparing(struct qmgr_bodies *b, struct buf *err);
 size_t qmgr_bodies_spares(struct qmgr_bodies *b);
 
-/* The event loop's side.  Append writes the body to the active segment
- * (a new one when it is 16 MB or 60 s old; no fsync); false with errno
- * set.  Read checks length and checksum: a damaged body is an error
- * naming qid and the segment. */
+/* The event loop's side.  Append adds the body to the active segment (a
+ * new one when it is 16 MB or 60 s old): into memory, and to the file by
+ * write_pending, which the store calls before each commit, so that what a
+ * transaction appended takes one pwrite (no fsync).  Both: false with
+ * errno set.  Read checks length and checksum: a damaged body is an
+ * error naming qid and the segment. */
 bool qmgr_bodies_append(struct qmgr_bodies *b, const void *data, size_t len, int64_t now, struct qmgr_body_ref *ref,
                         struct buf *err);
+bool qmgr_bodies_write_pending(struct qmgr_bodies *b, struct buf *err);
 bool qmgr_bodies_read(struct qmgr_bodies *b, const char *qid, const struct qmgr_body_ref *ref, struct buf *body,
                       struct buf *err);
 /* A committed transaction added or removed a reference.  A closed

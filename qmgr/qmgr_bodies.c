@@ -77,6 +77,7 @@ struct qmgr_bodies {
 	int64_t active_started;
 	unsigned char *tail; /* bytes [tail_start, active_size) of the active segment */
 	uint64_t tail_start;
+	uint64_t written; /* of the active segment, on its way to disk; the rest is in the tail */
 
 	/* Shared with the flushing thread, under mu. */
 	pthread_mutex_t mu;
@@ -317,6 +318,10 @@ static void retire_active(struct qmgr_bodies *b, int64_t now)
 {
 	if (!b->have_active)
 		return;
+	struct buf err = BUF_INIT;
+	if (!qmgr_bodies_write_pending(b, &err)) /* bytes of an aborted transaction */
+		log_warning("%s", buf_cstr(&err));
+	buf_free(&err);
 	pthread_mutex_lock(&b->mu);
 	b->rotated = mem_reallocarray(b->rotated, b->nrotated + 1, sizeof(*b->rotated));
 	b->rotated[b->nrotated++] = b->active_fd;
@@ -356,6 +361,7 @@ static bool start_segment(struct qmgr_bodies *b, int64_t now, struct buf *err)
 	b->active_fd = fd;
 	b->active_size = 0;
 	b->tail_start = 0;
+	b->written = 0;
 	b->active_started = now;
 	pthread_mutex_lock(&b->mu);
 	b->shared_active = fd;
@@ -388,22 +394,57 @@ static bool pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
 	return true;
 }
 
-/* Before active_size moves past data: what does not fit starts the tail
- * afresh (a body bigger than the tail is not kept). */
-static void keep_in_tail(struct qmgr_bodies *b, const void *data, size_t len)
+/* A write to the active segment, which the next sync then covers. */
+static bool write_active(struct qmgr_bodies *b, const void *data, size_t len, uint64_t offset, struct buf *err)
+{
+	if (!pwrite_all(b->active_fd, data, len, offset)) {
+		int saved = errno;
+		buf_printf(err, "cannot write to the body segment %s/%016" PRIX64 ": %s", b->dir, b->active,
+		           strerror(errno));
+		errno = saved;
+		return false;
+	}
+	pthread_mutex_lock(&b->mu);
+	b->active_dirty = true;
+	pthread_mutex_unlock(&b->mu);
+	return true;
+}
+
+/* The appended bytes not yet written go to the segment in one pwrite:
+ * [written, active_size), all of it in the tail. */
+bool qmgr_bodies_write_pending(struct qmgr_bodies *b, struct buf *err)
+{
+	if (!b->have_active || b->written == b->active_size)
+		return true;
+	size_t len = (size_t)(b->active_size - b->written);
+	if (!write_active(b, b->tail + (b->written - b->tail_start), len, b->written, err))
+		return false;
+	b->written = b->active_size;
+	return true;
+}
+
+/* Before active_size moves past data.  What does not fit starts the tail
+ * afresh, once what the old one holds unwritten is written; a body bigger
+ * than the tail is written at once and not kept. */
+static bool keep_in_tail(struct qmgr_bodies *b, const void *data, size_t len, struct buf *err)
 {
 	if (b->tail == NULL)
 		b->tail = mem_alloc(TAIL_BYTES);
 	size_t kept = (size_t)(b->active_size - b->tail_start);
 	if (kept + len > TAIL_BYTES) {
+		if (!qmgr_bodies_write_pending(b, err))
+			return false;
 		b->tail_start = b->active_size;
 		kept = 0;
 	}
 	if (len > TAIL_BYTES) {
-		b->tail_start = b->active_size + len;
-		return;
+		if (!write_active(b, data, len, b->active_size, err))
+			return false;
+		b->tail_start = b->written = b->active_size + len;
+		return true;
 	}
 	memcpy(b->tail + kept, data, len);
+	return true;
 }
 
 /* A read of the active segment's tail, from memory. */
@@ -423,19 +464,10 @@ bool qmgr_bodies_append(struct qmgr_bodies *b, const void *data, size_t len, int
 		retire_active(b, now);
 	if (!b->have_active && !start_segment(b, now, err))
 		return false;
-	if (!pwrite_all(b->active_fd, data, len, b->active_size)) {
-		int saved = errno;
-		buf_printf(err, "cannot write to the body segment %s/%016" PRIX64 ": %s", b->dir, b->active,
-		           strerror(errno));
-		errno = saved;
+	if (!keep_in_tail(b, data, len, err))
 		return false;
-	}
 	*ref = (struct qmgr_body_ref){b->active, b->active_size, len, qmgr_body_checksum(data, len)};
-	keep_in_tail(b, data, len);
 	b->active_size += len;
-	pthread_mutex_lock(&b->mu);
-	b->active_dirty = true;
-	pthread_mutex_unlock(&b->mu);
 	return true;
 }
 

@@ -555,6 +555,10 @@ static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
 /* Commits (not flushed) or, after a failed write, aborts. */
 static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *err)
 {
+	/* what the transaction appended to a segment reaches the file
+	 * before the commit's log records do */
+	if (ret == 0 && w->st->bodies && !qmgr_bodies_write_pending(w->st->bodies, err))
+		ret = errno ? errno : EIO;
 	if (ret != 0) {
 		if (err->len == 0)
 			buf_printf(err, "queue write failed: %s", db_strerror(ret));
