@@ -1189,23 +1189,28 @@ static int message_done(struct write_ctx *w, const char *qid, const struct ipc_m
 }
 
 /* A done message leaves nothing on disk: its record, its body (or the
- * reference to its segment) and its recipients go. */
-static int remove_message(struct write_ctx *w, const char *qid)
+ * reference to its segment) and its recipients go.  The reference and
+ * the recipients 0 .. count-1 are deleted by their keys; a body in
+ * chunks (older queues) by its queue ID's prefix. */
+static int remove_message(struct write_ctx *w, const char *qid, int64_t count)
 {
 	struct buf k = BUF_INIT;
 	buf_puts(&k, qid);
 	int ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
-	buf_free(&k);
 	struct qmgr_body_ref ref;
 	int found = ret == 0 ? get_ref(w, qid, &ref) : DB_NOTFOUND;
-	if (found == 0)
+	if (found == 0) {
 		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
-	else if (found != DB_NOTFOUND)
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key); /* get_ref's key */
+	} else if (found != DB_NOTFOUND)
 		ret = found;
-	if (ret == 0)
+	else if (ret == 0)
 		ret = del_prefix(w, QMGR_TABLE_BODIES, qid);
-	if (ret == 0)
-		ret = del_prefix(w, QMGR_TABLE_RCPTS, qid);
+	for (int64_t i = 0; ret == 0 && i < count; i++) {
+		qmgr_key_rcpt(&k, qid, (size_t)i);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_RCPTS, &k);
+	}
+	buf_free(&k);
 	return ret;
 }
 
@@ -1213,7 +1218,7 @@ static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc
 {
 	bool done;
 	int ret = message_done(w, qid, envelope, NULL, 0, &done, err);
-	return ret == 0 && done ? remove_message(w, qid) : ret;
+	return ret == 0 && done ? remove_message(w, qid, ipc_msg_int(envelope, IPC_ATTR_RCPT_COUNT)) : ret;
 }
 
 /* The bounce's DSN is pending: the recipient says so (with what the DSN
@@ -1285,7 +1290,8 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	if (ret == 0 && final_state(r.state))
 		ret = message_done(w, qid, &envelope, &r, index, &done, err);
 	if (ret == 0)
-		ret = done ? remove_message(w, qid) : put_rcpt(w, qid, index, &r);
+		ret = done ? remove_message(w, qid, ipc_msg_int(&envelope, IPC_ATTR_RCPT_COUNT))
+		           : put_rcpt(w, qid, index, &r);
 	if (ret == 0 && o->rtype)
 		ret = append_outbox(w, o->rtype, qid, index, &envelope, &r, o->detail);
 	qmgr_rcpt_free(&r);
