@@ -111,10 +111,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 	buf_free(&err);
 }
 
+/* Also run after bev_write_now(): the error frame may still be on its
+ * way then. */
 static void on_write(struct bufferevent *bev, void *arg)
 {
 	struct job_conn *conn = arg;
-	if (conn->closing)
+	if (conn->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		conn_free(conn, false);
 }
 
