@@ -310,8 +310,9 @@ static void message_end(struct smtpd_session *s)
 		back_to_commands(s);
 		return;
 	}
+	/* reading stays on: what comes before qmgr answers waits, unread
+	 * (on_read, on_event) */
 	s->state = SMTPD_ST_WAIT;
-	bufferevent_disable(s->bev, EV_READ);
 	struct smtpd_enqueue *e = t->enq;
 	smtpd_enqueue_finish(e, on_queued);
 }

@@ -36,6 +36,7 @@
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
+static bool held_until_reply(struct smtpd_session *s);
 static void session_free(struct smtpd_session *s);
 
 /* ---- replies ------------------------------------------------------------------ */
@@ -407,6 +408,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		handshake_done(s);
 		return;
 	}
+	if ((what & BEV_EVENT_READING) && held_until_reply(s))
+		return;
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state == SMTPD_ST_CLOSING) {
 			session_free(s);
@@ -591,7 +594,21 @@ void smtpd_session_resume(struct smtpd_session *s)
 	evtimer_add(s->resume_ev, &now);
 }
 
+/* While qmgr has the message (SMTPD_ST_WAIT) reading stays enabled, so
+ * that a message costs no epoll_ctl pair; input, an end of stream or a
+ * timeout in that time only turns reading off, and back_to_commands()
+ * turns it on again once the reply is out: they are seen then, as if
+ * reading had been off all along. */
+static bool held_until_reply(struct smtpd_session *s)
+{
+	if (s->state != SMTPD_ST_WAIT)
+		return false;
+	bufferevent_disable(s->bev, EV_READ);
+	return true;
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
-	smtpd_session_process(arg);
+	if (!held_until_reply(arg))
+		smtpd_session_process(arg);
 }

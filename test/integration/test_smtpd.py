@@ -118,6 +118,7 @@ class FakeQmgr:
         self.answer = "accept"
         self.errors = []
         self.slow = False  # read slowly, so that smtpd must pause its client
+        self.reply_delay = 0.0  # seconds before answering a message's end
         self.count = 0
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
@@ -169,6 +170,7 @@ class FakeQmgr:
                         msg["data"] += attrs["data"]
                     elif req == "end":
                         msg["end"] = attrs
+                        time.sleep(self.reply_delay)
                         if self.answer == "accept":
                             self.count += 1
                             qid = f"Q{self.count:05d}"
@@ -1225,6 +1227,41 @@ def test_thousand_concurrent_sessions_on_one_process(start):
         s.recv(100)
         s.close()
     print(f"smtpd RSS with 1000 idle sessions: {rss_before} kB")
+
+
+def test_commands_sent_while_qmgr_answers_wait_for_its_reply(start):
+    """Reading stays on while qmgr has the message: what the client
+    pipelines after the final dot is answered after the 250, in order."""
+    d = start()
+    d.qmgr.reply_delay = 0.5
+    r = Raw(d.port)
+    greet(r)
+    r.send("MAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "354"]
+    r.send("Subject: x\r\n\r\nbody\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n")
+    assert r.reply().startswith("250 2.0.0 Ok: queued as Q00001")
+    assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "221"]
+    assert len(d.qmgr.messages) == 1
+
+
+def test_a_client_gone_while_qmgr_answers_still_gets_its_message_queued(start):
+    """The end of the stream after the final dot is seen once qmgr has
+    answered: the message is queued, its reply sent, and the session ends."""
+    d = start()
+    d.qmgr.reply_delay = 0.5
+    r = Raw(d.port)
+    greet(r)
+    r.send("MAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+    assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "354"]
+    r.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+    r.sock.shutdown(socket.SHUT_WR)
+    assert r.reply().startswith("250 2.0.0 Ok: queued as Q00001")
+    assert r.sock.recv(100) == b""
+    assert len(d.qmgr.messages) == 1
+    deadline = time.time() + 5
+    while "disconnect from" not in d.logtext() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "messages=1" in d.logtext()
 
 
 def test_sigterm_lets_a_session_in_flight_finish(start):
