@@ -1229,15 +1229,21 @@ def test_thousand_concurrent_sessions_on_one_process(start):
     print(f"smtpd RSS with 1000 idle sessions: {rss_before} kB")
 
 
-def test_commands_sent_while_qmgr_answers_wait_for_its_reply(start):
-    """Reading stays on while qmgr has the message: what the client
-    pipelines after the final dot is answered after the 250, in order."""
+def in_data_with_a_slow_qmgr(start):
+    """A session at DATA's 354, with a qmgr that takes 0.5 s to answer."""
     d = start()
     d.qmgr.reply_delay = 0.5
     r = Raw(d.port)
     greet(r)
     r.send("MAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
     assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "354"]
+    return d, r
+
+
+def test_commands_sent_while_qmgr_answers_wait_for_its_reply(start):
+    """Reading stays on while qmgr has the message: what the client
+    pipelines after the final dot is answered after the 250, in order."""
+    d, r = in_data_with_a_slow_qmgr(start)
     r.send("Subject: x\r\n\r\nbody\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n")
     assert r.reply().startswith("250 2.0.0 Ok: queued as Q00001")
     assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "221"]
@@ -1247,12 +1253,7 @@ def test_commands_sent_while_qmgr_answers_wait_for_its_reply(start):
 def test_a_client_gone_while_qmgr_answers_still_gets_its_message_queued(start):
     """The end of the stream after the final dot is seen once qmgr has
     answered: the message is queued, its reply sent, and the session ends."""
-    d = start()
-    d.qmgr.reply_delay = 0.5
-    r = Raw(d.port)
-    greet(r)
-    r.send("MAIL FROM:<a@x.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
-    assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "354"]
+    d, r = in_data_with_a_slow_qmgr(start)
     r.send("Subject: x\r\n\r\nbody\r\n.\r\n")
     r.sock.shutdown(socket.SHUT_WR)
     assert r.reply().startswith("250 2.0.0 Ok: queued as Q00001")
