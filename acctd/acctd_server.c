@@ -72,10 +72,9 @@ static const struct ipc_spec rotate_spec[] = {
 static void send_frame(struct acctd_client *c, struct ipc_writer *w, struct buf *frame)
 {
 	struct buf err = BUF_INIT;
-	if (ipc_write_end(w, &err)) {
-		bufferevent_write(c->bev, frame->data, frame->len);
-		bev_write_now(c->bev);
-	} else
+	if (ipc_write_end(w, &err))
+		bev_send(c->bev, frame->data, frame->len);
+	else
 		log_error("cannot encode a reply: %s", buf_cstr(&err));
 	buf_free(&err);
 }

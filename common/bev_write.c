@@ -30,3 +30,9 @@ void bev_write_now(struct bufferevent *bev)
 	if (wrote)
 		bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 }
+
+void bev_send(struct bufferevent *bev, const void *data, size_t len)
+{
+	bufferevent_write(bev, data, len);
+	bev_write_now(bev);
+}

@@ -9,6 +9,8 @@
 #ifndef TERN_BEV_WRITE_H
 #define TERN_BEV_WRITE_H
 
+#include <stddef.h>
+
 #include <event2/bufferevent.h>
 
 /* Writes what bev's output holds to its socket now.  Leaves EV_WRITE
@@ -18,5 +20,8 @@
  * loop as when libevent writes.  Only for bufferevent_socket_new()
  * bufferevents, never TLS ones. */
 void bev_write_now(struct bufferevent *bev);
+
+/* Adds data to bev's output and writes it now (bev_write_now). */
+void bev_send(struct bufferevent *bev, const void *data, size_t len);
 
 #endif

@@ -152,10 +152,8 @@ static void send_frame(struct client *c, struct ipc_writer *w, struct buf *frame
 	if (!ipc_write_end(w, &err))
 		log_panic("cannot encode an enqueue reply: %s", buf_cstr(&err));
 	buf_free(&err);
-	if (c->bev) {
-		bufferevent_write(c->bev, frame->data, frame->len);
-		bev_write_now(c->bev);
-	}
+	if (c->bev)
+		bev_send(c->bev, frame->data, frame->len);
 }
 
 static void reply_ok(struct client *c)
@@ -388,10 +386,8 @@ static bool on_control(struct client *c, const char *verb)
 {
 	struct buf out = BUF_INIT;
 	qmgr_control_handle(c->eq->control, verb, c->payload.data, c->payload.len, &out);
-	if (c->bev) {
-		bufferevent_write(c->bev, out.data, out.len);
-		bev_write_now(c->bev);
-	}
+	if (c->bev)
+		bev_send(c->bev, out.data, out.len);
 	buf_free(&out);
 	return true;
 }

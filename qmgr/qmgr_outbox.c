@@ -231,10 +231,8 @@ static void pump(struct qmgr_outbox *o)
 	struct buf err = BUF_INIT;
 	if (!qmgr_store_walk_outbox_from(o->st, o->sent + 1, pump_one, &p, &err))
 		log_error("cannot read the outbox: %s", buf_cstr(&err));
-	if (p.frames.len) {
-		bufferevent_write(o->bev, p.frames.data, p.frames.len);
-		bev_write_now(o->bev);
-	}
+	if (p.frames.len)
+		bev_send(o->bev, p.frames.data, p.frames.len);
 	buf_free(&p.frames);
 	buf_free(&err);
 }
@@ -324,10 +322,8 @@ static void send_hello(struct qmgr_outbox *o)
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "hello");
 	ipc_put_int(&w, IPC_ATTR_SEQ, (int64_t)(first - 1));
 	ipc_put_int(&w, IPC_ATTR_ACCT_NEXT_SEQ, (int64_t)next);
-	if (ipc_write_end(&w, &err)) {
-		bufferevent_write(o->bev, frame.data, frame.len);
-		bev_write_now(o->bev);
-	}
+	if (ipc_write_end(&w, &err))
+		bev_send(o->bev, frame.data, frame.len);
 	o->state = WAIT_RESUME;
 	buf_free(&frame);
 	buf_free(&err);

@@ -96,10 +96,9 @@ static void send_ack(struct qmgr_smtp *c, int64_t job_id)
 	ipc_write_begin(&w, &frame, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "ack");
 	ipc_put_int(&w, IPC_ATTR_JOB_ID, job_id);
-	if (ipc_write_end(&w, &err)) {
-		bufferevent_write(c->bev, frame.data, frame.len);
-		bev_write_now(c->bev);
-	} else
+	if (ipc_write_end(&w, &err))
+		bev_send(c->bev, frame.data, frame.len);
+	else
 		log_error("job %" PRId64 ": %s", job_id, buf_cstr(&err));
 	buf_free(&frame);
 	buf_free(&err);
@@ -316,11 +315,10 @@ bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send)
 	frame_end(b, &w);
 	if (b->failed)
 		return false;
-	bufferevent_write(c->bev, b->frames.data, b->frames.len);
 	/* Out now rather than on the next turn of the loop: its recipients
 	 * are in flight in the database already, and a crash before smtp
 	 * has the job would hold them for in-flight-grace. */
-	bev_write_now(c->bev);
+	bev_send(c->bev, b->frames.data, b->frames.len);
 	buf_reset(&b->frames);
 	return true;
 }
