@@ -47,23 +47,13 @@ void acctd_filter_free(struct acctd_filter *flt)
 	free(flt);
 }
 
-static unsigned types_of(const struct conf_list *list)
-{
-	unsigned bits = 0;
-	for (size_t i = 0; i < list->count; i++) {
-		enum acct_type t;
-		if (acct_type_parse(list->items[i], &t))
-			bits |= 1u << t;
-	}
-	return bits;
-}
-
 static unsigned resolve(const struct conf *conf, const char *domain, const char *vmta)
 {
 	struct conf_settings *s = conf_resolve_domain(conf, domain, vmta && *vmta ? vmta : NULL);
 	if (s == NULL) /* a virtual MTA the configuration does not name */
 		s = conf_resolve_domain(conf, domain, NULL);
-	unsigned bits = s ? types_of(conf_get_list(s, "disable-acct-records")) : 0;
+	const struct conf_list *disabled = s ? conf_get_list(s, "disable-acct-records") : NULL;
+	unsigned bits = disabled ? acct_type_mask(disabled->items, disabled->count) : 0;
 	conf_settings_free(s);
 	return bits;
 }

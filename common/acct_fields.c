@@ -38,6 +38,17 @@ const char *acct_type_name(enum acct_type type)
 	return type_names[type][0];
 }
 
+unsigned acct_type_mask(char *const *names, size_t count)
+{
+	unsigned bits = 0;
+	for (size_t i = 0; i < count; i++) {
+		enum acct_type t;
+		if (acct_type_parse(names[i], &t))
+			bits |= 1u << t;
+	}
+	return bits;
+}
+
 /* ---- fields ---------------------------------------------------------------------- */
 
 /* How a column gets its value. */

@@ -23,6 +23,8 @@ enum acct_type { ACCT_D, ACCT_B, ACCT_T, ACCT_TQ, ACCT_R, ACCT_F, ACCT_RB, ACCT_
 bool acct_type_parse(const char *name, enum acct_type *type);
 /* The short name written in the type column. */
 const char *acct_type_name(enum acct_type type);
+/* The bits (1u << type) of the named record types; unknown names add none. */
+unsigned acct_type_mask(char *const *names, size_t count);
 
 /* The field's name as tern writes it ("dlvTlsProtocol" for "dlvtlsprotocol"),
  * or NULL when the field is unknown.  header_Name columns are not fields. */

@@ -37,6 +37,7 @@ struct qmgr_settings {
 	char *spool;          /* <spool>: the queue lives in <spool>/queue */
 	bool sync_msg_create; /* flush the log before acknowledging */
 	struct conf *conf;    /* the whole configuration: queues resolve theirs */
+	unsigned acct_records; /* record types some <acct-file> holds: bit 1u << enum acct_type */
 };
 
 /* Fills settings from the configuration file (spool, sync-msg-create).
@@ -187,6 +188,10 @@ bool qmgr_store_flush(struct qmgr_store *st, struct buf *err);
 /* Writes dirty pages and a checkpoint record; log files no longer needed
  * are removed by Berkeley DB (DB_LOG_AUTO_REMOVE).  Thread-safe. */
 bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err);
+/* The accounting record types to make (bit 1u << enum acct_type): those
+ * some <acct-file> holds.  Records of other types are not written to the
+ * outbox.  Until called, every type is made. */
+void qmgr_store_want_records(struct qmgr_store *st, unsigned types);
 /* true once Berkeley DB reported that the environment needs recovery:
  * the process must exit and be restarted. */
 bool qmgr_store_broken(const struct qmgr_store *st);

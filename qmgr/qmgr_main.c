@@ -144,6 +144,8 @@ static bool daemon_pre_init(void *ctx, const struct server_options *opts, struct
 		return false;
 	char *dir = queue_dir(&d->settings);
 	d->st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, err);
+	if (d->st)
+		qmgr_store_want_records(d->st, d->settings.acct_records);
 	bool ok = d->st != NULL && (uid == (uid_t)-1 || give_queue_to(dir, uid, gid, err));
 	free(dir);
 	if (ok)
@@ -217,6 +219,8 @@ static void daemon_reload(void *ctx)
 	fresh.conf = old;
 	qmgr_sched_reload(d->sched, d->settings.conf);
 	qmgr_bounce_reload(d->bounce, d->settings.conf);
+	qmgr_store_want_records(d->st, fresh.acct_records);
+	d->settings.acct_records = fresh.acct_records;
 	qmgr_settings_free(&fresh);
 	log_info("configuration reloaded");
 	buf_free(&err);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acct_fields.h"
 #include "conf.h"
 #include "mem.h"
 
@@ -23,6 +24,19 @@ static void first_error(const struct conf *conf, struct buf *err)
 	}
 }
 
+/* The union of the records lists of every <acct-file>: the record types
+ * worth making at all. */
+static unsigned acct_records_held(const struct conf *conf)
+{
+	unsigned held = 0;
+	for (size_t i = 0; i < conf_block_count(conf, CONF_ACCT_FILE); i++) {
+		const struct conf_list *types =
+		    conf_get_list(conf_block_settings(conf_block_at(conf, CONF_ACCT_FILE, i)), "records");
+		held |= acct_type_mask(types->items, types->count);
+	}
+	return held;
+}
+
 bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, struct buf *err)
 {
 	memset(s, 0, sizeof(*s));
@@ -35,6 +49,7 @@ bool qmgr_settings_load(struct qmgr_settings *s, const char *config_path, struct
 		const char *spool = conf_get_string(global, "spool");
 		s->spool = mem_strdup(spool && *spool ? spool : DEFAULT_SPOOL);
 		s->sync_msg_create = conf_get_bool(global, "sync-msg-create");
+		s->acct_records = acct_records_held(conf);
 		s->conf = conf;
 	} else {
 		first_error(conf, err);

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "acct_fields.h"
 #include "log.h"
 #include "mem.h"
 
@@ -69,6 +70,7 @@ struct qmgr_store {
 	uint64_t qid_reserved; /* last_qid in meta.db: no ID up to it is given */
 	uint64_t outbox_next;  /* the next outbox sequence number */
 	uint64_t outbox_saved; /* outbox_next in meta.db */
+	unsigned records_wanted; /* record types to make: bit 1u << enum acct_type */
 	bool broken;
 	struct qmgr_bodies *bodies;
 	struct buf sweep_resume; /* where the sweep's scan of bodies.db goes on */
@@ -400,6 +402,7 @@ struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, st
 	if (!make_dir(dir, err))
 		return NULL;
 	struct qmgr_store *st = mem_zalloc(sizeof(*st));
+	st->records_wanted = ~0u;
 	st->dir = mem_strdup(dir);
 	if ((st->lock_fd = lock_dir(dir, err)) < 0) {
 		free(st->dir);
@@ -573,13 +576,27 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 	return QMGR_STORE_OK;
 }
 
+void qmgr_store_want_records(struct qmgr_store *st, unsigned types)
+{
+	st->records_wanted = types;
+}
+
+static bool record_wanted(const struct qmgr_store *st, const char *type)
+{
+	enum acct_type t;
+	return !acct_type_parse(type, &t) || (st->records_wanted & (1u << t)) != 0;
+}
+
 /* An accounting record goes into the active body segment, like a body,
  * and outbox.db keeps its reference under the sequence number: the log
  * carries 33 bytes for it instead of the whole record, twice (added, then
- * deleted with its undo data). */
+ * deleted with its undo data).  A type no accounting file holds is not
+ * made at all. */
 static int append_outbox(struct write_ctx *w, const char *type, const char *qid, size_t index,
                          const struct ipc_msg *envelope, const struct qmgr_rcpt *r, const struct ipc_msg *detail)
 {
+	if (!record_wanted(w->st, type))
+		return 0;
 	qmgr_record_outbox(&w->val, type, qid, index, w->now, envelope, r, detail);
 	struct qmgr_body_ref ref;
 	struct buf err = BUF_INIT;
@@ -1512,7 +1529,7 @@ enum qmgr_store_status qmgr_store_put_queue(struct qmgr_store *st, const char *n
 	buf_puts(&w.key, name);
 	qmgr_record_queue(&w.val, q);
 	int ret = put_buf(st, w.txn, QMGR_TABLE_QUEUES, &w.key, w.val.data, w.val.len);
-	if (ret == 0 && detail) {
+	if (ret == 0 && detail && record_wanted(st, "tq")) {
 		qmgr_key_seq(&w.key, w.outbox_seq++);
 		qmgr_record_queue_failure(&w.val, name, reason, now, detail);
 		ret = put_buf(st, w.txn, QMGR_TABLE_OUTBOX, &w.key, w.val.data, w.val.len);

@@ -66,8 +66,12 @@ class Queue(Qmgr):
         self.smtp = None
 
     def write_config(self):
+        # qmgr makes only the record types some accounting file holds: unless
+        # a test names its own, one file holds every type qmgr makes.
+        every_type = "" if "<acct-file" in self.text else \
+            f"<acct-file {self.base}/log/all.csv>\n  records r, d, b, t, tq\n</acct-file>\n"
         self.config.write_text(f"spool {self.spool}\nsync-msg-create yes\nhost-name client.tern.test\n"
-                               + self.text)
+                               + self.text + every_type)
 
     def start(self, timeout=20):
         super().start(timeout)
@@ -142,6 +146,31 @@ def test_delivery_writes_d_records_and_empties_the_queue(setup):
     assert f"message\t{qid}" not in listing  # done: nothing of it stays
     types = [line.split("\t")[2] for line in listing.splitlines() if line.startswith("outbox\t")]
     assert sorted(types) == ["d", "d", "r", "r"]
+
+
+def delivered_and_stopped(q, sink, rcpts):
+    """Enqueues one message, waits for its delivery and results, stops qmgr;
+    the message's outbox record types, sorted."""
+    qid = q.enqueue("a@example.org", rcpts)
+    wait_for(lambda: set(rcpts) <= set(sink.delivered()), 15, what="delivery")
+    wait_for(lambda: q.log().count(f"{qid}: recipient") >= len(rcpts), 10, what="results")
+    q.stop()
+    return sorted(f[2] for f in outbox(q) if f[3] == qid)
+
+
+def test_only_record_types_an_accounting_file_holds_are_made(setup, base):
+    """records d: no r record goes into the outbox; a reload that adds r
+    to the file makes them for the next message."""
+    acct = "</domain>\n<acct-file " + str(base / "log" / "acct.csv") + ">\n  records RECORDS\n</acct-file>\n" \
+        "<domain example.net>\n"
+    q, sink = setup(ROUTE + acct.replace("RECORDS", "d"))
+    assert delivered_and_stopped(q, sink, ["one@example.net", "two@example.net"]) == ["d", "d"]
+    q.start()
+    q.text = q.text.replace("records d\n", "records receipt, d\n")
+    q.write_config()
+    q.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in q.log(), 10, what="the reload")
+    assert delivered_and_stopped(q, sink, ["three@example.net"]) == ["d", "r"]
 
 
 def test_a_stop_waits_for_the_result_of_a_running_job(setup):

@@ -39,7 +39,10 @@ class Qmgr:
         self.proc = None
 
     def write_config(self):
-        self.config.write_text(f"spool {self.spool}\nsync-msg-create {'no' if self.no_sync else 'yes'}\n")
+        # r records are made only for an accounting file that holds them:
+        # one r per recipient is what check_consistent counts on.
+        self.config.write_text(f"spool {self.spool}\nsync-msg-create {'no' if self.no_sync else 'yes'}\n"
+                               f"<acct-file {self.config.parent}/acct.csv>\n  records r\n</acct-file>\n")
 
     def start(self, timeout=20):
         assert QMGR.exists(), f"{QMGR} is not built"
@@ -428,7 +431,8 @@ def test_smtp_message_reaches_the_queue_through_smtpd(tern):
     # max-smtp-out 0 holds the queue: smtp runs under master too, and this
     # test looks at the message as it was queued.
     tern.write_config(extra="<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
-                      "<domain *>\n    max-smtp-out 0\n</domain>\n")
+                      "<domain *>\n    max-smtp-out 0\n</domain>\n"
+                      f"<acct-file {tern.base}/acct/acct.csv>\n    records r\n</acct-file>\n")
     tern.start()
     wait_for(lambda: (tern.spool / "private" / "qmgr").exists(), 20, what="qmgr's socket")
     body = b"Subject: through smtpd\r\n\r\nhello\r\n"

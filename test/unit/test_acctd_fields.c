@@ -60,6 +60,9 @@ static void test_types(void **state)
 	assert_true(acct_type_parse("receipt", &t) && t == ACCT_R);
 	assert_false(acct_type_parse("x", &t));
 	assert_string_equal(acct_type_name(ACCT_TQ), "tq");
+	char *names[] = {"d", "receipt", "nonsense", "TQ"};
+	assert_int_equal(acct_type_mask(names, 4), (1u << ACCT_D) | (1u << ACCT_R) | (1u << ACCT_TQ));
+	assert_int_equal(acct_type_mask(names, 0), 0);
 	assert_string_equal(acct_field_canonical("DLVTLSPROTOCOL"), "dlvTlsProtocol");
 	assert_null(acct_field_canonical("dlvTlsProtocl"));
 	assert_true(acct_field_is_header("header_X-Job"));
