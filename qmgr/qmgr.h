@@ -209,10 +209,20 @@ void qmgr_incoming_free(struct qmgr_incoming *in);
 
 /* Assigns a queue ID and writes the message, its body, its recipients
  * (pending, due now), their queues and one 'r' outbox record per
- * recipient in one transaction.  The commit is not flushed: the caller
- * makes it durable (qmgr_store_flush) before acknowledging it. */
+ * recipient (when wanted) in one transaction.  The commit is not flushed:
+ * the caller makes it durable (qmgr_store_flush) before acknowledging it. */
 enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struct qmgr_incoming *in, int64_t now,
                                               char qid[QMGR_QID_SIZE], struct buf *err);
+
+/* One message of qmgr_store_add_messages: in, and the ID it was given. */
+struct qmgr_new_message {
+	const struct qmgr_incoming *in;
+	char qid[QMGR_QID_SIZE];
+};
+/* Several messages as qmgr_store_add_message writes one, in a single
+ * transaction: all of them are kept or, on failure, none. */
+enum qmgr_store_status qmgr_store_add_messages(struct qmgr_store *st, struct qmgr_new_message *msgs, size_t n,
+                                               int64_t now, struct buf *err);
 
 /* Records an attempt's outcome for one recipient: new state, next
  * attempt (deferred), last result, and an outbox record of type rtype

@@ -8,8 +8,13 @@
  *           or status 451/452/552 + reason (nothing was kept)
  *
  * A protocol violation closes that connection only.  While a message
- * waits for its flush the connection's further input stays unread, so a
- * client cannot run ahead of its acknowledgements. */
+ * waits for its commit and flush the connection's further input stays
+ * unread, so a client cannot run ahead of its acknowledgements.
+ *
+ * Messages completed in the same turn of the event loop share one
+ * transaction: under load many connections finish a message per turn,
+ * and one commit (one log write, one segment write) serves them all.
+ * The commit runs at the end of that turn, so it waits for nothing. */
 #include "qmgr.h"
 
 #include <errno.h>
@@ -42,6 +47,7 @@ enum client_state {
 	WANT_ENVELOPE, /* between messages */
 	WANT_RCPT,     /* recipients, or the first body chunk, or end */
 	WANT_DATA,     /* body chunks or end */
+	WANT_COMMIT,   /* complete, waiting for the turn's transaction */
 	WANT_FLUSH,    /* committed, waiting until it is durable */
 };
 
@@ -73,6 +79,9 @@ struct qmgr_enqueue {
 	struct qmgr_control *control;
 	struct client *clients;
 	struct event *exit_event; /* the queue broke: leave, to be recovered */
+	struct event *commit_event; /* the end of the turn: commit the batch */
+	struct client **batch;      /* complete messages, in WANT_COMMIT */
+	size_t nbatch, batch_cap;
 };
 
 static const struct ipc_spec rcpt_spec[] = {
@@ -215,8 +224,16 @@ static void client_free(struct client *c)
 	free(c);
 }
 
-/* Drops the connection.  A client waiting for a flush is freed when the
- * flush reports, since the flusher holds a pointer to it. */
+/* A complete message waits for its commit or flush: the connection's
+ * input waits too. */
+static bool waiting(const struct client *c)
+{
+	return c->state == WANT_COMMIT || c->state == WANT_FLUSH;
+}
+
+/* Drops the connection.  A client waiting for a commit or flush is freed
+ * when that reports, since the batch or the flusher holds a pointer to
+ * it. */
 static void client_close(struct client *c)
 {
 	if (c->bev) {
@@ -230,7 +247,7 @@ static void client_close(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
-	if (c->state != WANT_FLUSH)
+	if (!waiting(c))
 		client_free(c);
 }
 
@@ -332,38 +349,97 @@ static void remember_queues(struct client *c)
 	buf_free(&err);
 }
 
+/* Committed: the message waits for its flush, then its 250. */
+static void committed(struct client *c)
+{
+	const char *sender = ipc_msg_str(&c->in.envelope, IPC_ATTR_SENDER);
+	c->sender = mem_strdup(sender ? sender : "");
+	c->size = c->in.body.len;
+	c->nrcpt = c->in.nrcpt;
+	remember_queues(c);
+	qmgr_incoming_free(&c->in);
+	c->state = WANT_FLUSH;
+	if (c->eq->sync)
+		qmgr_flusher_wait(c->eq->flusher, on_durable, c);
+	else
+		on_durable(c, true, NULL);
+}
+
+/* The commit failed: nothing of the message was kept. */
+static void refused(struct client *c, enum qmgr_store_status status, const char *reason)
+{
+	log_error("message refused: %s", reason);
+	reply_error(c, status == QMGR_STORE_NOSPACE ? 452 : 451,
+	            status == QMGR_STORE_NOSPACE ? "4.3.1 Insufficient system storage"
+	                                         : "4.3.0 Queue write failed, try again later");
+	reset_message(c);
+	if (qmgr_store_broken(c->eq->st))
+		event_active(c->eq->exit_event, 0, 0);
+	if (c->bev == NULL)
+		client_free(c);
+	else if (!c->processing)
+		process_input(c);
+}
+
+static void commit_one(struct client *c)
+{
+	struct buf err = BUF_INIT;
+	enum qmgr_store_status status = qmgr_store_add_message(c->eq->st, &c->in, (int64_t)time(NULL), c->qid, &err);
+	if (status == QMGR_STORE_OK)
+		committed(c);
+	else
+		refused(c, status, buf_cstr(&err));
+	buf_free(&err);
+}
+
+/* The end of the turn: one transaction for every message completed in
+ * it.  Should it fail, each message is tried alone, so that one bad
+ * message costs the others nothing. */
+static void commit_batch(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr_enqueue *eq = arg;
+	size_t n = eq->nbatch;
+	struct client **batch = eq->batch;
+	/* callbacks may complete the next messages: a new batch */
+	eq->batch = NULL;
+	eq->nbatch = eq->batch_cap = 0;
+	struct qmgr_new_message *msgs = mem_calloc(n, sizeof(*msgs));
+	for (size_t i = 0; i < n; i++)
+		msgs[i].in = &batch[i]->in;
+	struct buf err = BUF_INIT;
+	bool together = n > 1 && qmgr_store_add_messages(eq->st, msgs, n, (int64_t)time(NULL), &err) == QMGR_STORE_OK;
+	if (n > 1 && !together)
+		log_warning("%zu messages could not be committed together (%s): one by one", n, buf_cstr(&err));
+	for (size_t i = 0; i < n; i++) {
+		if (together) {
+			memcpy(batch[i]->qid, msgs[i].qid, QMGR_QID_SIZE);
+			committed(batch[i]);
+		} else {
+			commit_one(batch[i]);
+		}
+	}
+	buf_free(&err);
+	free(msgs);
+	free(batch);
+}
+
 static void commit_message(struct client *c)
 {
 	struct qmgr_enqueue *eq = c->eq;
-	struct buf err = BUF_INIT;
 	if (c->too_big) {
 		reply_error(c, 552, "5.3.4 Message too big for the queue");
 		reset_message(c);
 		return;
 	}
-	enum qmgr_store_status status = qmgr_store_add_message(eq->st, &c->in, (int64_t)time(NULL), c->qid, &err);
-	if (status == QMGR_STORE_OK) {
-		const char *sender = ipc_msg_str(&c->in.envelope, IPC_ATTR_SENDER);
-		c->sender = mem_strdup(sender ? sender : "");
-		c->size = c->in.body.len;
-		c->nrcpt = c->in.nrcpt;
-		remember_queues(c);
-		qmgr_incoming_free(&c->in);
-		c->state = WANT_FLUSH;
-		if (eq->sync)
-			qmgr_flusher_wait(eq->flusher, on_durable, c);
-		else
-			on_durable(c, true, NULL);
-	} else {
-		log_error("message refused: %s", buf_cstr(&err));
-		reply_error(c, status == QMGR_STORE_NOSPACE ? 452 : 451,
-		            status == QMGR_STORE_NOSPACE ? "4.3.1 Insufficient system storage"
-		                                         : "4.3.0 Queue write failed, try again later");
-		reset_message(c);
-		if (qmgr_store_broken(eq->st))
-			event_active(eq->exit_event, 0, 0);
+	c->state = WANT_COMMIT;
+	if (eq->nbatch == eq->batch_cap) {
+		eq->batch_cap = eq->batch_cap ? 2 * eq->batch_cap : 16;
+		eq->batch = mem_reallocarray(eq->batch, eq->batch_cap, sizeof(*eq->batch));
 	}
-	buf_free(&err);
+	eq->batch[eq->nbatch++] = c;
+	/* at the tail of the turn's queue: after every connection ready now */
+	if (eq->nbatch == 1)
+		event_active(eq->commit_event, 0, 0);
 }
 
 static bool on_end(struct client *c, struct buf *err)
@@ -461,6 +537,7 @@ static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 		if (strcmp(verb, "end") == 0)
 			return on_end(c, err);
 		break;
+	case WANT_COMMIT:
 	case WANT_FLUSH:
 		break;
 	}
@@ -488,7 +565,7 @@ static void process_input(struct client *c)
 	bool dropped = false;
 	struct buf verb = BUF_INIT, err = BUF_INIT;
 	c->processing = true;
-	while (c->state != WANT_FLUSH && next_frame(c, input, &dropped)) {
+	while (!waiting(c) && next_frame(c, input, &dropped)) {
 		buf_reset(&err);
 		if (!ipc_peek_request(c->payload.data, c->payload.len, &verb, &err) ||
 		    !handle_frame(c, buf_cstr(&verb), &err)) {
@@ -588,12 +665,15 @@ struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, 
 	eq->sync = sync;
 	eq->sched = sched;
 	eq->exit_event = event_new(base, -1, 0, on_broken, eq);
+	eq->commit_event = event_new(base, -1, 0, commit_batch, eq);
 	eq->listener =
 	    evconnlistener_new(base, on_accept, eq, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, listen_fd);
-	if (eq->listener == NULL || eq->exit_event == NULL) {
+	if (eq->listener == NULL || eq->exit_event == NULL || eq->commit_event == NULL) {
 		buf_puts(err, "cannot watch the enqueue socket");
 		if (eq->exit_event)
 			event_free(eq->exit_event);
+		if (eq->commit_event)
+			event_free(eq->commit_event);
 		free(eq);
 		return NULL;
 	}
@@ -611,7 +691,13 @@ void qmgr_enqueue_stop(struct qmgr_enqueue *eq)
 			bev_write_now(eq->clients->bev);
 		client_close(eq->clients);
 	}
+	/* complete but never committed: not acknowledged, so the senders
+	 * will try again */
+	for (size_t i = 0; i < eq->nbatch; i++)
+		client_free(eq->batch[i]);
+	free(eq->batch);
 	evconnlistener_free(eq->listener);
 	event_free(eq->exit_event);
+	event_free(eq->commit_event);
 	free(eq);
 }

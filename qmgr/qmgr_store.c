@@ -521,6 +521,7 @@ struct write_ctx {
 	uint64_t *seg_added, *seg_removed;
 	size_t nadded, nremoved;
 	uint64_t qid_reserve; /* written to meta.db in this transaction (0: none) */
+	uint64_t last_id;     /* the last queue ID given, in this transaction too */
 };
 
 static void write_ctx_free(struct write_ctx *w)
@@ -550,8 +551,9 @@ static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
 	int ret = w->st->env->txn_begin(w->st->env, NULL, &w->txn, 0);
 	if (ret != 0)
 		return db_fail(w->st, ret, err, "cannot begin a queue transaction");
-	/* the event loop's transactions never overlap: the number is ours */
+	/* the event loop's transactions never overlap: the numbers are ours */
 	w->outbox_seq = w->st->outbox_next;
+	w->last_id = w->st->last_qid;
 	return QMGR_STORE_OK;
 }
 
@@ -721,29 +723,35 @@ static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr
 	return ret;
 }
 
-/* A new message's ID, once its transaction committed. */
-static void note_new_qid(struct qmgr_store *st, const struct write_ctx *w, uint64_t id)
+/* The IDs given in a transaction, once it committed. */
+static void note_new_qids(struct qmgr_store *st, const struct write_ctx *w)
 {
-	st->last_qid = id;
+	st->last_qid = w->last_id;
 	if (w->qid_reserve > st->qid_reserved)
 		st->qid_reserved = w->qid_reserve;
 }
 
-/* The writes of a new message, inside w's transaction; *id is its
- * number, to become last_qid once committed. */
-static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, char qid[QMGR_QID_SIZE], uint64_t *id,
+/* The writes of a new message, inside w's transaction; its ID becomes
+ * w->last_id, and last_qid once committed. */
+static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, char qid[QMGR_QID_SIZE],
                           struct buf *err)
 {
+	if (in->nrcpt == 0) {
+		buf_puts(err, "a message without recipients");
+		return EINVAL;
+	}
 	/* Past the last ID even if the clock went back.  meta.db holds an
 	 * ID reserved ahead (QID_RESERVE_MICROS), written once in a while
 	 * instead of with every message: after a restart IDs go on past it. */
-	*id = now_micros();
-	if (*id <= w->st->last_qid)
-		*id = w->st->last_qid + 1;
-	qmgr_qid_format(*id, qid);
+	uint64_t id = now_micros();
+	if (id <= w->last_id)
+		id = w->last_id + 1;
+	w->last_id = id;
+	qmgr_qid_format(id, qid);
 	int ret = 0;
-	if (*id > w->st->qid_reserved) {
-		w->qid_reserve = *id + QID_RESERVE_MICROS;
+	uint64_t reserved = w->qid_reserve > w->st->qid_reserved ? w->qid_reserve : w->st->qid_reserved;
+	if (id > reserved) {
+		w->qid_reserve = id + QID_RESERVE_MICROS;
 		ret = meta_put(w->st, w->txn, META_LAST_QID, w->qid_reserve);
 	}
 	if (ret == 0)
@@ -759,23 +767,29 @@ static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, c
 	return ret;
 }
 
-enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struct qmgr_incoming *in, int64_t now,
-                                              char qid[QMGR_QID_SIZE], struct buf *err)
+enum qmgr_store_status qmgr_store_add_messages(struct qmgr_store *st, struct qmgr_new_message *msgs, size_t n,
+                                               int64_t now, struct buf *err)
 {
-	if (in->nrcpt == 0) {
-		buf_puts(err, "a message without recipients");
-		return QMGR_STORE_FAILED;
-	}
 	struct write_ctx w = {.st = st, .now = now};
 	enum qmgr_store_status status = begin(&w, err);
 	if (status != QMGR_STORE_OK)
 		return status;
-	uint64_t id;
-	int ret = add_message_in(&w, in, qid, &id, err);
+	int ret = 0;
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = add_message_in(&w, msgs[i].in, msgs[i].qid, err);
 	status = finish(&w, ret, err);
 	if (status == QMGR_STORE_OK)
-		note_new_qid(st, &w, id);
+		note_new_qids(st, &w);
 	write_ctx_free(&w);
+	return status;
+}
+
+enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struct qmgr_incoming *in, int64_t now,
+                                              char qid[QMGR_QID_SIZE], struct buf *err)
+{
+	struct qmgr_new_message one = {.in = in};
+	enum qmgr_store_status status = qmgr_store_add_messages(st, &one, 1, now, err);
+	memcpy(qid, one.qid, QMGR_QID_SIZE);
 	return status;
 }
 
@@ -1428,7 +1442,6 @@ enum qmgr_store_status qmgr_store_dsn_sent(struct qmgr_store *st, const char *qi
 	enum qmgr_store_status status = begin(&w, err);
 	if (status != QMGR_STORE_OK)
 		return status;
-	uint64_t id = 0;
 	struct ipc_msg envelope;
 	struct buf k = BUF_INIT;
 	buf_puts(&k, qid);
@@ -1444,11 +1457,11 @@ enum qmgr_store_status qmgr_store_dsn_sent(struct qmgr_store *st, const char *qi
 	if (ret == 0)
 		ret = del_buf(st, w.txn, QMGR_TABLE_DSNS, &k);
 	if (ret == 0 && dsn)
-		ret = add_message_in(&w, dsn, dsn_qid, &id, err);
+		ret = add_message_in(&w, dsn, dsn_qid, err);
 	buf_free(&k);
 	status = finish(&w, ret, err);
 	if (status == QMGR_STORE_OK && dsn)
-		note_new_qid(st, &w, id);
+		note_new_qids(st, &w);
 	write_ctx_free(&w);
 	return status;
 }

@@ -522,6 +522,44 @@ static bool count_message(void *ctx, const char *qid, const struct ipc_msg *msg)
 	return true;
 }
 
+/* Messages added together: distinct IDs in order, every one kept, and the
+ * numbering goes on after them; with one refused, none is kept. */
+static void test_messages_added_together(void **state)
+{
+	struct fixture *f = *state;
+	struct qmgr_incoming in[3];
+	struct qmgr_new_message msgs[3];
+	struct buf err = BUF_INIT;
+	for (int i = 0; i < 3; i++) {
+		make_incoming(&in[i], "sender@example.org", NULL, (size_t)i + 1, 100);
+		msgs[i] = (struct qmgr_new_message){.in = &in[i]};
+	}
+	assert_int_equal(qmgr_store_add_messages(f->st, msgs, 3, NOW, &err), QMGR_STORE_OK);
+	assert_true(strcmp(msgs[0].qid, msgs[1].qid) < 0 && strcmp(msgs[1].qid, msgs[2].qid) < 0);
+	for (int i = 0; i < 3; i++) {
+		struct ipc_msg msg;
+		bool found;
+		assert_true(qmgr_store_get_message(f->st, msgs[i].qid, &msg, &found, &err));
+		assert_int_equal(ipc_msg_int(&msg, IPC_ATTR_RCPT_COUNT), i + 1);
+		ipc_msg_free(&msg);
+	}
+	char next[QMGR_QID_SIZE];
+	add(f->st, 1, 10, next);
+	assert_true(strcmp(msgs[2].qid, next) < 0);
+
+	int before = 0, after = 0;
+	assert_true(qmgr_store_walk_messages(f->st, count_message, &before, &err));
+	qmgr_incoming_free(&in[1]);
+	memset(&in[1], 0, sizeof(in[1])); /* no recipients: refused */
+	assert_int_equal(qmgr_store_add_messages(f->st, msgs, 3, NOW, &err), QMGR_STORE_FAILED);
+	assert_non_null(strstr(buf_cstr(&err), "without recipients"));
+	assert_true(qmgr_store_walk_messages(f->st, count_message, &after, &err));
+	assert_int_equal(after, before);
+	for (int i = 0; i < 3; i++)
+		qmgr_incoming_free(&in[i]);
+	buf_free(&err);
+}
+
 static void test_corrupt_records(void **state)
 {
 	struct fixture *f = *state;
@@ -1225,6 +1263,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_message_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_ids_increase, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_messages_added_together, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipient_states, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_final_results_apply_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outcomes_applied_together, setup, teardown),
