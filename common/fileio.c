@@ -31,6 +31,25 @@ bool fileio_write_all(int fd, const void *data, size_t len)
 	return true;
 }
 
+bool fileio_write_zeros(int fd, uint64_t size)
+{
+	static const char zeros[64 * 1024];
+	for (uint64_t off = 0; off < size;) {
+		size_t n = size - off < sizeof(zeros) ? (size_t)(size - off) : sizeof(zeros);
+		ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return false;
+		if (w == 0) {
+			errno = ENOSPC;
+			return false;
+		}
+		off += (uint64_t)w;
+	}
+	return fdatasync(fd) == 0;
+}
+
 bool fileio_sync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

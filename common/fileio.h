@@ -1,12 +1,13 @@
 /* fileio.h: the small file-system steps every daemon needs: a write that
- * goes on until everything is out, the fsync of a directory after a
- * rename or a new file in it, reading a whole file, and making the
- * directories a daemon works in. */
+ * goes on until everything is out, a file of zeros written ahead, the
+ * fsync of a directory after a rename or a new file in it, reading a
+ * whole file, and making the directories a daemon works in. */
 #ifndef TERN_FILEIO_H
 #define TERN_FILEIO_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "buf.h"
@@ -14,6 +15,10 @@
 /* Writes all of data, retrying after EINTR and short writes; false with
  * errno set (ENOSPC when the file system stopped taking bytes). */
 bool fileio_write_all(int fd, const void *data, size_t len);
+/* Writes size bytes of zeros at the start of fd and fdatasyncs them: a
+ * file whose blocks are all on disk, so that writes inside it later cost
+ * their fdatasync only the data.  false with errno set. */
+bool fileio_write_zeros(int fd, uint64_t size);
 /* fsyncs the directory dir, so that an entry made or renamed in it is on
  * disk; false with errno set. */
 bool fileio_sync_dir(const char *dir);

@@ -31,6 +31,17 @@
 struct event_base;
 struct conf;
 
+/* ---- the log's next file, made ahead (qmgr_logahead.c) ----------------- */
+
+struct qmgr_logahead;
+/* The number of the log file being written; false when unknown. */
+typedef bool (*qmgr_log_file_fn)(void *ctx, uint32_t *number);
+/* Keeps log file number current() + 1 in dir ready: file_bytes of zeros. */
+struct qmgr_logahead *qmgr_logahead_start(const char *dir, uint64_t file_bytes, qmgr_log_file_fn current, void *ctx,
+                                          struct buf *err);
+/* Stops the thread; NULL is allowed.  A file made ahead stays for later. */
+void qmgr_logahead_stop(struct qmgr_logahead *la);
+
 /* ---- settings (qmgr_settings.c) ----------------------------------------- */
 
 struct qmgr_settings {
@@ -351,8 +362,10 @@ enum qmgr_store_status qmgr_store_sweep_bodies(struct qmgr_store *st, int64_t mi
 bool qmgr_store_body_segment(struct qmgr_store *st, const char *qid, uint64_t *segment);
 /* <queue dir>/bodies/NUMBER (tests); the caller frees it. */
 char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment);
-/* The daemon's: spare segments of zeros for new ones (qmgr_bodies.c). */
-bool qmgr_store_prepare_segments(struct qmgr_store *st, struct buf *err);
+/* The daemon's: spare segments of zeros for new ones (qmgr_bodies.c) and
+ * the log's next file made ahead (qmgr_logahead.c), by threads that
+ * qmgr_store_close stops. */
+bool qmgr_store_prepare_files(struct qmgr_store *st, struct buf *err);
 /* How many spare segments are ready (tests). */
 size_t qmgr_store_spare_segments(struct qmgr_store *st);
 

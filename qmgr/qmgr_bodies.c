@@ -44,7 +44,6 @@
 #define SPARES_MAX 2
 #define SPARES_READY 1
 #define SPARE_PREFIX "spare-"
-#define ZERO_CHUNK (1024u * 1024)
 /* After a spare could not be made (a full disk), before trying again. */
 #define SPARE_RETRY_SECS 30
 /* The active segment's last bytes kept in memory: the scheduler reads a
@@ -548,14 +547,9 @@ static void recycle_or_unlink(struct qmgr_bodies *b, uint64_t number)
 /* SEGMENT_MAX_BYTES of zeros, on disk: the fd, or -1 (errno set). */
 static int make_spare(struct qmgr_bodies *b, char **path_out)
 {
-	static const char zeros[ZERO_CHUNK];
 	char *path = spare_name(b);
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	bool ok = fd >= 0;
-	for (uint64_t off = 0; ok && off < SEGMENT_MAX_BYTES; off += ZERO_CHUNK)
-		ok = pwrite_all(fd, zeros, ZERO_CHUNK, off);
-	ok = ok && fdatasync(fd) == 0;
-	if (!ok) {
+	if (fd < 0 || !fileio_write_zeros(fd, SEGMENT_MAX_BYTES)) {
 		int saved = errno;
 		if (fd >= 0) {
 			close(fd);

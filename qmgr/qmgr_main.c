@@ -178,7 +178,7 @@ static bool daemon_init(void *ctx, struct event_base *base, struct buf *err)
 		return false;
 	}
 	d->flusher = qmgr_flusher_start(base, d->st, CHECKPOINT_SECS, err);
-	if (d->flusher == NULL || !qmgr_store_prepare_segments(d->st, err))
+	if (d->flusher == NULL || !qmgr_store_prepare_files(d->st, err))
 		return false;
 	d->sched = qmgr_sched_start(base, d->st, d->settings.conf, d->settings.spool, err);
 	if (d->sched == NULL)

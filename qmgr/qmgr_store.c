@@ -73,6 +73,7 @@ struct qmgr_store {
 	unsigned records_wanted; /* record types to make: bit 1u << enum acct_type */
 	bool broken;
 	struct qmgr_bodies *bodies;
+	struct qmgr_logahead *logahead; /* the daemon's: NULL in tools and tests */
 	struct buf sweep_resume; /* where the sweep's scan of bodies.db goes on */
 	/* bodies the sweep found damaged and logged: not logged again */
 	char damaged[DAMAGED_REMEMBERED][QMGR_QID_SIZE];
@@ -151,11 +152,11 @@ static int configure_env(DB_ENV *env)
 	    (ret = env->set_lg_bsize(env, LOG_BUFFER_BYTES)) != 0 ||
 	    (ret = env->set_lg_max(env, LOG_FILE_BYTES)) != 0 || (ret = env->set_lk_detect(env, DB_LOCK_DEFAULT)) != 0)
 		return ret;
-	/* Log files are not zero-filled (DB_LOG_ZERO): Berkeley DB would
-	 * write lg_max bytes of zeros with pwrite in the committing thread,
-	 * the event loop, each time a file fills: a third of qmgr's CPU and
-	 * its worst latencies.  The group commit's fdatasync carries the
-	 * file's growth instead. */
+	/* Log files are not zero-filled by Berkeley DB (DB_LOG_ZERO): it
+	 * would write lg_max bytes of zeros with pwrite in the committing
+	 * thread, the event loop, each time a file fills: a third of qmgr's
+	 * CPU and its worst latencies.  The daemon makes the next file ahead
+	 * in a thread of its own instead (qmgr_logahead.c). */
 	return env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1);
 }
 
@@ -434,6 +435,7 @@ void qmgr_store_close(struct qmgr_store *st)
 {
 	if (st == NULL)
 		return;
+	qmgr_logahead_stop(st->logahead);
 	if (st->env && !st->broken) {
 		struct buf err = BUF_INIT;
 		/* an empty active segment goes once the checkpoint is durable */
@@ -1000,9 +1002,24 @@ char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment)
 	return mem_asprintf("%s/bodies/%016" PRIX64, st->dir, segment);
 }
 
-bool qmgr_store_prepare_segments(struct qmgr_store *st, struct buf *err)
+static bool current_log_file(void *ctx, uint32_t *number)
 {
-	return qmgr_bodies_start_preparing(st->bodies, err);
+	struct qmgr_store *st = ctx;
+	DB_LOG_STAT *stat;
+	if (st->env->log_stat(st->env, &stat, 0) != 0)
+		return false;
+	*number = stat->st_cur_file;
+	free(stat);
+	return true;
+}
+
+bool qmgr_store_prepare_files(struct qmgr_store *st, struct buf *err)
+{
+	if (!qmgr_bodies_start_preparing(st->bodies, err))
+		return false;
+	if (st->logahead == NULL)
+		st->logahead = qmgr_logahead_start(st->dir, LOG_FILE_BYTES, current_log_file, st, err);
+	return st->logahead != NULL;
 }
 
 size_t qmgr_store_spare_segments(struct qmgr_store *st)

@@ -21,6 +21,7 @@ import pytest
 
 import ternipc
 import ternqmgr
+from conftest import wait_for
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 QMGR = TOP / "qmgr" / "qmgr"
@@ -311,6 +312,32 @@ def test_kill_9_under_load_loses_no_acknowledged_message(spool, capsys):
     with capsys.disabled():
         print(f"\nkill -9: 20 rounds, {len(acked)} acknowledged messages all present once, "
               f"{len(listing.messages) - len(acked)} committed but unacknowledged")
+
+
+def test_kill_9_in_a_log_file_made_ahead_loses_nothing(spool):
+    """qmgr makes the log's next file ahead, all zeros: a crash once the
+    log has moved into it recovers every acknowledged message, and so does
+    a restart while the following one waits unwritten."""
+    q = Qmgr(spool)
+    queue = spool / "queue"
+    acked = {}
+    try:
+        q.start()
+        wait_for(lambda: (queue / "log.0000000002").exists(), 10, what="the next log file made ahead")
+        assert (queue / "log.0000000002").stat().st_size == 8 * 1024 * 1024
+        deadline = time.monotonic() + 120
+        while not (queue / "log.0000000003").exists() and time.monotonic() < deadline:
+            acked.update(run_clients(q, 10, 50, 2000)[0])
+        assert (queue / "log.0000000003").exists(), "the log did not reach its second file"
+        q.kill()
+        q.start()
+        acked.update(run_clients(q, 5, 20)[0])
+        q.stop()
+    finally:
+        q.kill()
+    listing = q.listing()
+    listing.check_consistent()
+    assert not set(acked) - set(listing.messages)
 
 
 def test_sync_msg_create_no_still_queues(spool):

@@ -1221,7 +1221,7 @@ static void test_spare_segments_prepared_and_recycled(void **state)
 	struct fixture *f = *state;
 	struct buf err = BUF_INIT;
 	off_t largest;
-	assert_true(qmgr_store_prepare_segments(f->st, &err));
+	assert_true(qmgr_store_prepare_files(f->st, &err));
 	wait_for_spare(f->st, f->dir);
 
 	/* the first segment is the spare, renamed: already 16 MB of zeros */
@@ -1239,7 +1239,7 @@ static void test_spare_segments_prepared_and_recycled(void **state)
 	qmgr_store_close(f->st);
 	assert_int_equal(count_spares(f->dir, &largest), 0); /* spares go at close */
 	f->st = open_store(f->dir);
-	assert_true(qmgr_store_prepare_segments(f->st, &err));
+	assert_true(qmgr_store_prepare_files(f->st, &err));
 	add(f->st, 1, 3000, b);
 	char *second = segment_of(f->st, b);
 	assert_string_not_equal(first, second);
