@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <db.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -520,6 +521,24 @@ static bool count_message(void *ctx, const char *qid, const struct ipc_msg *msg)
 {
 	(*(int *)ctx)++;
 	return true;
+}
+
+/* A new queue's tables have 16 KB pages. */
+static void test_new_tables_page_size(void **state)
+{
+	struct fixture *f = *state;
+	qmgr_store_close(f->st);
+	f->st = NULL;
+	char *path = testutil_path(f->dir, "recipients.db");
+	DB *db;
+	assert_int_equal(db_create(&db, NULL, 0), 0);
+	assert_int_equal(db->open(db, NULL, path, NULL, DB_UNKNOWN, DB_RDONLY, 0), 0);
+	u_int32_t pagesize = 0;
+	assert_int_equal(db->get_pagesize(db, &pagesize), 0);
+	assert_int_equal(pagesize, 16384);
+	db->close(db, 0);
+	free(path);
+	f->st = open_store(f->dir);
 }
 
 /* Messages added together: distinct IDs in order, every one kept, and the
@@ -1264,6 +1283,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_message_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_ids_increase, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_messages_added_together, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_new_tables_page_size, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recipient_states, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_final_results_apply_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outcomes_applied_together, setup, teardown),
