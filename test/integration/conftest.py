@@ -79,6 +79,20 @@ import time
 DAEMONS = ("master", "acctd", "qmgr", "smtpd", "smtp", "pickup", "local")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item (item.rep_call), so a
+    fixture's teardown can tell whether the test failed."""
+    outcome = yield
+    setattr(item, "rep_" + outcome.get_result().when, outcome.get_result())
+
+
+def call_failed(request):
+    """In a fixture's teardown: did the test itself fail?"""
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and report.failed
+
+
 def free_port(host="127.0.0.1"):
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:

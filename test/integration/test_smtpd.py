@@ -25,6 +25,7 @@ import warnings
 import pytest
 
 import ternipc
+from conftest import call_failed
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 SMTPD = TOP / "smtpd" / "smtpd"
@@ -284,7 +285,7 @@ def workdir():
 
 
 @pytest.fixture
-def start(workdir, certs):
+def start(workdir, certs, request):
     started = []
 
     def run(body="", **kw):
@@ -299,6 +300,8 @@ def start(workdir, certs):
     for d in started:
         rc = d.stop()
         text = d.logtext()
+        if call_failed(request):
+            print(f"smtpd log ({d.log}):\n{text[-4000:]}")
         assert "ERROR: AddressSanitizer" not in text and "runtime error" not in text, text
         assert "LeakSanitizer" not in text, text
         assert rc == 0, text
