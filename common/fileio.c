@@ -31,21 +31,32 @@ bool fileio_write_all(int fd, const void *data, size_t len)
 	return true;
 }
 
+bool fileio_pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)offset);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = ENOSPC;
+			return false;
+		}
+		p += n;
+		len -= (size_t)n;
+		offset += (uint64_t)n;
+	}
+	return true;
+}
+
 bool fileio_write_zeros(int fd, uint64_t size)
 {
 	static const char zeros[64 * 1024];
-	for (uint64_t off = 0; off < size;) {
+	for (uint64_t off = 0; off < size; off += sizeof(zeros)) {
 		size_t n = size - off < sizeof(zeros) ? (size_t)(size - off) : sizeof(zeros);
-		ssize_t w = pwrite(fd, zeros, n, (off_t)off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
+		if (!fileio_pwrite_all(fd, zeros, n, off))
 			return false;
-		if (w == 0) {
-			errno = ENOSPC;
-			return false;
-		}
-		off += (uint64_t)w;
 	}
 	return fdatasync(fd) == 0;
 }

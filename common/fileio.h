@@ -1,5 +1,5 @@
-/* fileio.h: the small file-system steps every daemon needs: a write that
- * goes on until everything is out, a file of zeros written ahead, the
+/* fileio.h: the small file-system steps every daemon needs: writes that
+ * go on until everything is out, a file of zeros written ahead, the
  * fsync of a directory after a rename or a new file in it, reading a
  * whole file, and making the directories a daemon works in. */
 #ifndef TERN_FILEIO_H
@@ -15,6 +15,8 @@
 /* Writes all of data, retrying after EINTR and short writes; false with
  * errno set (ENOSPC when the file system stopped taking bytes). */
 bool fileio_write_all(int fd, const void *data, size_t len);
+/* fileio_write_all at a position (pwrite): the file offset stays. */
+bool fileio_pwrite_all(int fd, const void *data, size_t len, uint64_t offset);
 /* Writes size bytes of zeros at the start of fd and fdatasyncs them: a
  * file whose blocks are all on disk, so that writes inside it later cost
  * their fdatasync only the data.  false with errno set. */

@@ -374,29 +374,10 @@ static bool active_full(const struct qmgr_bodies *b, int64_t now)
 	return b->active_size >= SEGMENT_MAX_BYTES || now - b->active_started >= SEGMENT_MAX_SECS;
 }
 
-static bool pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
-{
-	const char *p = data;
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)offset);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = ENOSPC;
-			return false;
-		}
-		p += n;
-		len -= (size_t)n;
-		offset += (uint64_t)n;
-	}
-	return true;
-}
-
 /* A write to the active segment, which the next sync then covers. */
 static bool write_active(struct qmgr_bodies *b, const void *data, size_t len, uint64_t offset, struct buf *err)
 {
-	if (!pwrite_all(b->active_fd, data, len, offset)) {
+	if (!fileio_pwrite_all(b->active_fd, data, len, offset)) {
 		int saved = errno;
 		buf_printf(err, "cannot write to the body segment %s/%016" PRIX64 ": %s", b->dir, b->active,
 		           strerror(errno));
