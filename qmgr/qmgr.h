@@ -34,9 +34,11 @@ struct conf;
 /* ---- the log's next file, made ahead (qmgr_logahead.c) ----------------- */
 
 struct qmgr_logahead;
-/* The number of the log file being written; false when unknown. */
-typedef bool (*qmgr_log_file_fn)(void *ctx, uint32_t *number);
-/* Keeps log file number current() + 1 in dir ready: file_bytes of zeros. */
+/* The number of the log file being written and how far it is written;
+ * false when unknown. */
+typedef bool (*qmgr_log_file_fn)(void *ctx, uint32_t *number, uint64_t *offset);
+/* Keeps log file number current() + 1 in dir ready, file_bytes of zeros,
+ * once the current one is a quarter written (an idle queue writes none). */
 struct qmgr_logahead *qmgr_logahead_start(const char *dir, uint64_t file_bytes, qmgr_log_file_fn current, void *ctx,
                                           struct buf *err);
 /* Stops the thread; NULL is allowed.  A file made ahead stays for later. */

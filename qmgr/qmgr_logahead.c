@@ -12,7 +12,10 @@
  * that is all zeros reads as one never written, so recovery stops at the
  * end of the previous file as it would without it.  When the thread
  * cannot keep up or the disk is full, Berkeley DB makes the file itself,
- * as before. */
+ * as before.  The next file is made once the current one is a quarter
+ * written: a queue that logs little (or a qmgr started for a moment)
+ * writes no zeros, and a busy one has three quarters of a file's time to
+ * make it. */
 #include "qmgr.h"
 
 #include <errno.h>
@@ -32,6 +35,7 @@
  * long it waits after it could not make a file. */
 #define POLL_MILLIS 50
 #define RETRY_SECS 30
+#define AHEAD_FROM_DIVISOR 4 /* make the next file from a quarter of this one */
 #define TEMP_NAME "next-log.tmp"
 
 struct qmgr_logahead {
@@ -97,7 +101,9 @@ static void *logahead_thread(void *arg)
 	while (!la->stopping) {
 		pthread_mutex_unlock(&la->mu);
 		uint32_t number;
-		bool ok = !la->current(la->ctx, &number) || make_ahead(la, number + 1);
+		uint64_t offset;
+		bool due = la->current(la->ctx, &number, &offset) && offset >= la->file_bytes / AHEAD_FROM_DIVISOR;
+		bool ok = !due || make_ahead(la, number + 1);
 		if (!ok && !warned)
 			log_warning("cannot make the queue's next log file ahead in %s (log files grow as they fill): %s",
 			            la->dir, strerror(errno));

@@ -1010,13 +1010,14 @@ char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment)
 	return mem_asprintf("%s/bodies/%016" PRIX64, st->dir, segment);
 }
 
-static bool current_log_file(void *ctx, uint32_t *number)
+static bool current_log_file(void *ctx, uint32_t *number, uint64_t *offset)
 {
 	struct qmgr_store *st = ctx;
 	DB_LOG_STAT *stat;
 	if (st->env->log_stat(st->env, &stat, 0) != 0)
 		return false;
 	*number = stat->st_cur_file;
+	*offset = stat->st_cur_offset;
 	free(stat);
 	return true;
 }

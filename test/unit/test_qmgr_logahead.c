@@ -1,6 +1,7 @@
 /* test_qmgr_logahead.c: the queue log's next file made ahead: made as
- * zeros of the asked size under the next number, never in place of a file
- * that is there already, and followed as the current number moves. */
+ * zeros of the asked size under the next number once the current one is
+ * a quarter written, never in place of a file that is there already, and
+ * followed as the current number moves. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,16 +24,18 @@
 
 struct current {
 	uint32_t number;
+	uint64_t offset;
 	bool known;
 };
 
 /* Read by the thread; the test changes it only while it waits. */
 static volatile struct current cur;
 
-static bool current_file(void *ctx, uint32_t *number)
+static bool current_file(void *ctx, uint32_t *number, uint64_t *offset)
 {
 	(void)ctx;
 	*number = cur.number;
+	*offset = cur.offset;
 	return cur.known;
 }
 
@@ -72,14 +75,19 @@ static void test_next_file_made_and_followed(void **state)
 {
 	(void)state;
 	char *dir = testutil_tmpdir();
-	cur = (struct current){.number = 3, .known = true};
+	/* a file less than a quarter written: nothing yet */
+	cur = (struct current){.number = 3, .offset = FILE_BYTES / 4 - 1, .known = true};
 	struct buf err = BUF_INIT;
 	struct qmgr_logahead *la = qmgr_logahead_start(dir, FILE_BYTES, current_file, NULL, &err);
 	assert_non_null(la);
 	char *four = log_path(dir, 4), *five = log_path(dir, 5);
+	nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
+	assert_int_not_equal(access(four, F_OK), 0);
+	cur.offset = FILE_BYTES / 4;
 	assert_true(appears(four, FILE_BYTES));
 	assert_true(all_zeros(four));
 	/* the writer moved on: the one after it follows */
+	cur.offset = FILE_BYTES / 2;
 	cur.number = 4;
 	assert_true(appears(five, FILE_BYTES));
 	qmgr_logahead_stop(la);
@@ -103,7 +111,7 @@ static void test_existing_file_is_kept(void **state)
 	assert_non_null(f);
 	fputs("written by the database", f);
 	fclose(f);
-	cur = (struct current){.number = 7, .known = true};
+	cur = (struct current){.number = 7, .offset = FILE_BYTES, .known = true};
 	struct buf err = BUF_INIT;
 	struct qmgr_logahead *la = qmgr_logahead_start(dir, FILE_BYTES, current_file, NULL, &err);
 	assert_non_null(la);
@@ -122,7 +130,7 @@ static void test_unknown_current_file_makes_nothing(void **state)
 {
 	(void)state;
 	char *dir = testutil_tmpdir();
-	cur = (struct current){.number = 1, .known = false};
+	cur = (struct current){.number = 1, .offset = FILE_BYTES, .known = false};
 	struct buf err = BUF_INIT;
 	struct qmgr_logahead *la = qmgr_logahead_start(dir, FILE_BYTES, current_file, NULL, &err);
 	assert_non_null(la);
