@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "buf.h"
 #include "ipc.h"
@@ -469,6 +470,9 @@ void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx);
 /* Stops the thread after a last flush (calling the waiting callbacks)
  * and logs how many commits shared each flush. */
 void qmgr_flusher_stop(struct qmgr_flusher *f);
+/* The pthread_cond_timedwait deadline millis from now, for qmgr's
+ * threads (group commit, spare segments, log files made ahead). */
+struct timespec qmgr_deadline_after(long millis);
 
 /* ---- the enqueue server (qmgr_enqueue.c) --------------------------------- */
 

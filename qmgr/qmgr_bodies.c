@@ -568,9 +568,7 @@ static void *preparer_thread(void *arg)
 		warned = fd < 0;
 		pthread_mutex_lock(&b->mu);
 		if (fd < 0 && !b->stopping) {
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += SPARE_RETRY_SECS;
+			struct timespec until = qmgr_deadline_after(SPARE_RETRY_SECS * 1000L);
 			pthread_cond_timedwait(&b->spare_wanted, &b->mu, &until);
 		}
 	}

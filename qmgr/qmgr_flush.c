@@ -100,11 +100,16 @@ static void checkpoint(struct qmgr_flusher *f)
 	pthread_mutex_lock(&f->mu);
 }
 
-static struct timespec after_secs(int secs)
+struct timespec qmgr_deadline_after(long millis)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += secs;
+	ts.tv_sec += millis / 1000;
+	ts.tv_nsec += (millis % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
 	return ts;
 }
 
@@ -112,7 +117,7 @@ static void *flusher_thread(void *arg)
 {
 	struct qmgr_flusher *f = arg;
 	uint64_t done = 0;
-	struct timespec next_checkpoint = after_secs(f->checkpoint_secs);
+	struct timespec next_checkpoint = qmgr_deadline_after(f->checkpoint_secs * 1000L);
 	pthread_mutex_lock(&f->mu);
 	for (;;) {
 		if (f->issued > done) {
@@ -125,7 +130,7 @@ static void *flusher_thread(void *arg)
 			break;
 		if (pthread_cond_timedwait(&f->cv, &f->mu, &next_checkpoint) == ETIMEDOUT) {
 			checkpoint(f);
-			next_checkpoint = after_secs(f->checkpoint_secs);
+			next_checkpoint = qmgr_deadline_after(f->checkpoint_secs * 1000L);
 		}
 	}
 	pthread_mutex_unlock(&f->mu);

@@ -24,7 +24,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fileio.h"
@@ -80,19 +79,6 @@ static bool make_ahead(const struct qmgr_logahead *la, uint32_t number)
 	return ok;
 }
 
-static struct timespec after_millis(long millis)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += millis / 1000;
-	ts.tv_nsec += (millis % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
-
 static void *logahead_thread(void *arg)
 {
 	struct qmgr_logahead *la = arg;
@@ -109,7 +95,7 @@ static void *logahead_thread(void *arg)
 			            la->dir, strerror(errno));
 		warned = !ok;
 		pthread_mutex_lock(&la->mu);
-		struct timespec until = after_millis(ok ? POLL_MILLIS : RETRY_SECS * 1000L);
+		struct timespec until = qmgr_deadline_after(ok ? POLL_MILLIS : RETRY_SECS * 1000L);
 		while (!la->stopping && pthread_cond_timedwait(&la->cv, &la->mu, &until) != ETIMEDOUT)
 			continue;
 	}
