@@ -272,6 +272,7 @@ struct smtpd_session {
 	struct smtpd_txn txn;
 	unsigned messages, errors;
 	struct buf line;     /* scratch for the current command line */
+	struct buf replies;  /* replies not yet in bev's output (see release_replies) */
 	bool greeted;        /* the 220 was sent (STARTTLS does not greet again) */
 	bool drain_notified; /* the server is stopping */
 	unsigned busy;       /* inside smtpd_session_process: freeing is deferred */

@@ -53,8 +53,20 @@ static void log_reply(struct smtpd_session *s, const char *text, size_t len)
  * Implicit TLS, a closing session's last reply (its write callback
  * closes the session) and replies the client is not reading are left to
  * libevent, with EV_WRITE enabled. */
+/* Replies made while the client's input is processed wait in s->replies
+ * and reach the bufferevent together, so that after STARTTLS the TLS
+ * layer makes one record of a pipelined group's replies, not one each. */
+static void release_replies(struct smtpd_session *s)
+{
+	if (s->replies.len == 0)
+		return;
+	evbuffer_add(bufferevent_get_output(s->bev), s->replies.data, s->replies.len);
+	buf_reset(&s->replies);
+}
+
 static void send_replies_now(struct smtpd_session *s)
 {
+	release_replies(s);
 	if (s->state == SMTPD_ST_CLOSING || s->out_held)
 		return;
 	if (s->plain_bev)
@@ -75,17 +87,18 @@ static void on_tls_output(struct evbuffer *out, const struct evbuffer_cb_info *i
 /* text is "CODE rest" with '\n' between lines of a multi-line reply. */
 static void send_reply(struct smtpd_session *s, const char *text)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
 	char code[4] = {text[0], text[1], text[2], '\0'};
 	const char *line = text + (strlen(text) > 3 ? 4 : 3);
 	for (;;) {
 		const char *nl = strchr(line, '\n');
 		size_t n = nl ? (size_t)(nl - line) : strlen(line);
-		evbuffer_add_printf(out, "%s%c%.*s\r\n", code, nl ? '-' : ' ', (int)n, line);
+		buf_printf(&s->replies, "%s%c%.*s\r\n", code, nl ? '-' : ' ', (int)n, line);
 		if (nl == NULL)
 			break;
 		line = nl + 1;
 	}
+	if (s->busy == 0)
+		release_replies(s);
 	log_reply(s, text, strlen(text));
 	if (text[0] == '5' || (text[0] == '4' && text[1] != '2'))
 		s->errors++;
@@ -149,6 +162,7 @@ static void on_flushed(struct bufferevent *bev, void *arg)
  * still sends is ignored. */
 static void close_after_output(struct smtpd_session *s)
 {
+	release_replies(s);
 	s->state = SMTPD_ST_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
 	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
@@ -177,6 +191,7 @@ void smtpd_session_abort(struct smtpd_session *s, const char *why)
 {
 	if (why && s->bev && s->state != SMTPD_ST_HANDSHAKE && s->state != SMTPD_ST_CLOSING) {
 		/* best effort: one write, no waiting */
+		release_replies(s);
 		struct evbuffer *out = bufferevent_get_output(s->bev);
 		evbuffer_add_printf(out, "%s\r\n", why);
 		if (s->plain_bev)
@@ -229,6 +244,7 @@ static void session_free(struct smtpd_session *s)
 	if (s->auth_login_user)
 		mem_free_secret(s->auth_login_user);
 	buf_free(&s->line);
+	buf_free(&s->replies);
 	buf_free(&s->txn.headers);
 	free(s);
 }
@@ -362,6 +378,8 @@ void smtpd_session_starttls(struct smtpd_session *s)
 	 * attempt or a broken client: it must have no effect. */
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
+	/* the 220 goes out in clear, before the filter */
+	release_replies(s);
 	SSL *ssl = new_ssl(s);
 	if (ssl == NULL) {
 		smtpd_reply_close(s, "421 4.3.0 TLS not available");
@@ -537,7 +555,7 @@ static void on_output_drained(struct bufferevent *bev, void *arg)
 
 static bool replies_backed_up(struct smtpd_session *s)
 {
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) <= SMTPD_OUTPUT_HIGH)
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) + s->replies.len <= SMTPD_OUTPUT_HIGH)
 		return false;
 	s->out_held = true;
 	bufferevent_disable(s->bev, EV_READ);
