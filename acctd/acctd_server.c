@@ -472,6 +472,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct acctd_client *c = arg;
 	struct acctd *a = c->acctd;
 	struct buf payload = BUF_INIT, err = BUF_INIT;
+	bev_read_waiting(bev);
 	for (;;) {
 		if (a->feeder == c && a->retrying)
 			break;

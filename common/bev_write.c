@@ -1,8 +1,10 @@
-/* bev_write.c: output of a plain socket bufferevent written at once (see
- * bev_write.h). */
+/* bev_write.c: output of a plain socket bufferevent written at once, and
+ * its waiting input read at once (see bev_write.h). */
 #include "bev_write.h"
 
 #include <stdbool.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -35,4 +37,56 @@ void bev_send(struct bufferevent *bev, const void *data, size_t len)
 {
 	bufferevent_write(bev, data, len);
 	bev_write_now(bev);
+}
+
+/* What libevent 2.1 reads at most in one go (EVBUFFER_MAX_READ). */
+#define LIBEVENT_READ_MAX 4096
+
+/* How much more bev may read now: what the socket holds, within the
+ * read high-water mark and BEV_READ_WAITING_MAX; 0 when nothing. */
+static size_t readable_now(struct bufferevent *bev, evutil_socket_t fd, size_t have)
+{
+	int waiting = 0;
+	if (ioctl(fd, FIONREAD, &waiting) < 0 || waiting <= 0)
+		return 0;
+	size_t want = (size_t)waiting < BEV_READ_WAITING_MAX ? (size_t)waiting : BEV_READ_WAITING_MAX;
+	size_t high = 0;
+	bufferevent_getwatermark(bev, EV_READ, NULL, &high);
+	if (high > 0)
+		want = have >= high ? 0 : (want < high - have ? want : high - have);
+	return want;
+}
+
+void bev_read_waiting(struct bufferevent *bev)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	size_t have = evbuffer_get_length(in);
+	if (fd < 0 || have < LIBEVENT_READ_MAX)
+		return;
+	size_t want = readable_now(bev, fd, have);
+	if (want == 0)
+		return;
+	/* the bufferevent keeps its input's end frozen against all but its
+	 * own read: this read is one of its own */
+	evbuffer_unfreeze(in, 0);
+	struct evbuffer_iovec v[2];
+	int n = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+	if (n > 0) {
+		size_t room = 0;
+		for (int i = 0; i < n; i++) {
+			if (v[i].iov_len > want - room)
+				v[i].iov_len = want - room;
+			room += v[i].iov_len;
+		}
+		ssize_t got = readv(fd, v, n);
+		size_t left = got > 0 ? (size_t)got : 0;
+		for (int i = 0; i < n; i++) {
+			if (v[i].iov_len > left)
+				v[i].iov_len = left;
+			left -= v[i].iov_len;
+		}
+		evbuffer_commit_space(in, v, n);
+	}
+	evbuffer_freeze(in, 0);
 }

@@ -98,6 +98,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct job_conn *conn = arg;
 	struct evbuffer *input = bufferevent_get_input(bev);
 	struct buf payload = BUF_INIT, err = BUF_INIT;
+	bev_read_waiting(bev);
 	while (!conn->closing) {
 		enum ipc_frame_status st = ipc_frame_take_evbuffer(input, IPC_FRAME_MAX_DEFAULT, &payload, &err);
 		if (st == IPC_FRAME_PARTIAL)

@@ -143,6 +143,7 @@ static void handle_frame(struct qmgr_smtp *c)
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct qmgr_smtp *c = arg;
+	bev_read_waiting(bev);
 	qmgr_sched_results_begin(c->sched);
 	while (c->bev) {
 		struct buf err = BUF_INIT;

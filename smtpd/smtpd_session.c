@@ -627,6 +627,10 @@ static bool held_until_reply(struct smtpd_session *s)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-	if (!held_until_reply(arg))
-		smtpd_session_process(arg);
+	struct smtpd_session *s = arg;
+	if (held_until_reply(s))
+		return;
+	if (s->plain_bev)
+		bev_read_waiting(bev);
+	smtpd_session_process(s);
 }

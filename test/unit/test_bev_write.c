@@ -2,7 +2,9 @@
  * peer without a turn of the loop, the write event is armed only for what
  * the socket could not take, the rest still goes out through libevent,
  * and the write callback runs from the loop as it would after libevent's
- * own write. */
+ * own write; and of bev_read_waiting(): one read callback gets all that
+ * waits, in order, within the read high-water mark, and the end of stream
+ * still comes after it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,6 +30,8 @@ struct pair {
 	struct bufferevent *bev;
 	int peer;
 	int write_callbacks;
+	int read_callbacks;
+	bool eof;
 };
 
 static void on_write(struct bufferevent *bev, void *arg)
@@ -145,6 +150,123 @@ static void test_a_later_enable_sends_output_added_without_it(void **state)
 	pair_close(&p);
 }
 
+/* ---- bev_read_waiting ---------------------------------------------------- */
+
+static void on_read_waiting(struct bufferevent *bev, void *arg)
+{
+	struct pair *p = arg;
+	p->read_callbacks++;
+	bev_read_waiting(bev);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct pair *p = arg;
+	if (what & BEV_EVENT_EOF)
+		p->eof = true;
+}
+
+/* The peer writes len octets numbered 0, 1, 2 ... (mod 251) and maybe
+ * closes; bev reads with bev_read_waiting() in its callback. */
+static void pair_with_waiting_input(struct pair *p, size_t len, bool close_peer)
+{
+	pair_open(p, 0);
+	int size = 1 << 20;
+	setsockopt(p->peer, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	bufferevent_setcb(p->bev, on_read_waiting, NULL, on_event, p);
+	p->read_callbacks = 0;
+	p->eof = false;
+	static unsigned char data[200 * 1024];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (unsigned char)(i % 251);
+	assert_true(len <= sizeof(data));
+	assert_int_equal(write(p->peer, data, len), (ssize_t)len);
+	if (close_peer)
+		shutdown(p->peer, SHUT_WR);
+}
+
+static void assert_numbered(struct evbuffer *in, size_t len)
+{
+	unsigned char *got = evbuffer_pullup(in, -1);
+	for (size_t i = 0; i < len; i++)
+		if (got[i] != (unsigned char)(i % 251))
+			fail_msg("octet %zu is %u", i, got[i]);
+}
+
+static void test_one_callback_reads_all_that_waits(void **state)
+{
+	struct pair p;
+	pair_with_waiting_input(&p, 150 * 1024, false);
+	event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	struct evbuffer *in = bufferevent_get_input(p.bev);
+	assert_int_equal(p.read_callbacks, 1);
+	assert_int_equal(evbuffer_get_length(in), 150 * 1024);
+	assert_numbered(in, 150 * 1024);
+	pair_close(&p);
+}
+
+/* Less than libevent's own 4 KB read: nothing more is tried. */
+static void test_a_small_input_is_left_to_libevent(void **state)
+{
+	struct pair p;
+	pair_with_waiting_input(&p, 1000, false);
+	event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(p.read_callbacks, 1);
+	assert_int_equal(evbuffer_get_length(bufferevent_get_input(p.bev)), 1000);
+	pair_close(&p);
+}
+
+/* A consumer that takes all it is given: no callback sees more than the
+ * read high-water mark, and all of it arrives in order. */
+struct draining {
+	struct pair pair;
+	size_t taken, most;
+};
+
+static void on_read_draining(struct bufferevent *bev, void *arg)
+{
+	struct draining *d = arg;
+	bev_read_waiting(bev);
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t len = evbuffer_get_length(in);
+	unsigned char *got = evbuffer_pullup(in, -1);
+	for (size_t i = 0; i < len; i++)
+		if (got[i] != (unsigned char)((d->taken + i) % 251))
+			fail_msg("octet %zu is %u", d->taken + i, got[i]);
+	if (len > d->most)
+		d->most = len;
+	d->taken += len;
+	evbuffer_drain(in, len);
+}
+
+static void test_the_read_high_water_mark_holds(void **state)
+{
+	struct draining d = {0};
+	pair_with_waiting_input(&d.pair, 150 * 1024, false);
+	bufferevent_setcb(d.pair.bev, on_read_draining, NULL, NULL, &d);
+	bufferevent_setwatermark(d.pair.bev, EV_READ, 0, 10000);
+	for (int turns = 0; d.taken < 150 * 1024 && turns < 1000; turns++)
+		event_base_loop(d.pair.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_int_equal(d.taken, 150 * 1024);
+	assert_true(d.most <= 10000);
+	assert_true(d.most > 4096);
+	pair_close(&d.pair);
+}
+
+/* The end of stream is not swallowed: libevent's next read reports it. */
+static void test_the_end_of_stream_still_comes(void **state)
+{
+	struct pair p;
+	pair_with_waiting_input(&p, 100 * 1024, true);
+	for (int turns = 0; !p.eof && turns < 100; turns++)
+		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_true(p.eof);
+	struct evbuffer *in = bufferevent_get_input(p.bev);
+	assert_int_equal(evbuffer_get_length(in), 100 * 1024);
+	assert_numbered(in, 100 * 1024);
+	pair_close(&p);
+}
+
 int main(void)
 {
 	log_open("test_bev_write", LOG_TO_STDERR, NULL);
@@ -153,6 +275,10 @@ int main(void)
 	    cmocka_unit_test(test_nothing_to_write_changes_nothing),
 	    cmocka_unit_test(test_what_the_socket_cannot_take_goes_out_later),
 	    cmocka_unit_test(test_a_later_enable_sends_output_added_without_it),
+	    cmocka_unit_test(test_one_callback_reads_all_that_waits),
+	    cmocka_unit_test(test_a_small_input_is_left_to_libevent),
+	    cmocka_unit_test(test_the_read_high_water_mark_holds),
+	    cmocka_unit_test(test_the_end_of_stream_still_comes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
