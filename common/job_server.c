@@ -20,7 +20,8 @@
 
 struct job_conn {
 	struct bufferevent *bev;
-	struct event *flush; /* writes the frames of one turn of the loop at once */
+	struct event *flush; /* writes the queued frames: at once, or when its timer ends */
+	bool soon_armed;     /* flush's timer runs for frames queued "soon" */
 	void *state;         /* the agent's; NULL once closed for it */
 	bool closing;        /* the error frame is being written */
 	struct job_conn *prev, *next;
@@ -30,17 +31,31 @@ static const struct job_agent *agent;
 static struct evconnlistener *listener;
 static struct job_conn *conns;
 
-/* A job's results come a frame per recipient and then its done: they
- * are written together, after the callback that made them. */
+/* Frames are written together, after the callback that made them. */
 void job_conn_write(struct job_conn *conn, const void *data, size_t len)
 {
 	bufferevent_write(conn->bev, data, len);
 	event_active(conn->flush, EV_WRITE, 0);
 }
 
+void job_conn_write_soon(struct job_conn *conn, const void *data, size_t len)
+{
+	bufferevent_write(conn->bev, data, len);
+	if (!conn->soon_armed) {
+		struct timeval tv = {0, JOB_CONN_SOON_MS * 1000};
+		event_add(conn->flush, &tv);
+		conn->soon_armed = true;
+	}
+}
+
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
 	struct job_conn *conn = arg;
+	/* what is written now needs no timer any more */
+	if (conn->soon_armed) {
+		event_del(conn->flush);
+		conn->soon_armed = false;
+	}
 	if (!conn->closing)
 		bev_write_now(conn->bev);
 }
@@ -135,7 +150,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	if (conn->bev == NULL || conn->flush == NULL)
 		log_fatal("cannot create a qmgr connection's events");
 	bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
-	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+	/* the write event only for what bev_write_now() leaves (a new
+	 * bufferevent has it on): frames queued "soon" must not go out with
+	 * libevent's next write */
+	bufferevent_disable(conn->bev, EV_WRITE);
+	bufferevent_enable(conn->bev, EV_READ);
 	conn->next = conns;
 	if (conns)
 		conns->prev = conn;

@@ -40,7 +40,16 @@ bool job_server_listen(struct event_base *base, int fd, const struct job_agent *
  * out what is queued and closes every connection. */
 void job_server_shutdown(void);
 
-/* Queues bytes (whole frames) to qmgr on the connection. */
+/* Queues bytes (whole frames) to qmgr on the connection: they are written
+ * once the callback that made them returns. */
 void job_conn_write(struct job_conn *conn, const void *data, size_t len);
+
+/* How long frames queued with job_conn_write_soon() may wait. */
+#define JOB_CONN_SOON_MS 5
+/* Queues frames that may wait a little (a delivery's result): they go
+ * with the next frame queued with job_conn_write(), or JOB_CONN_SOON_MS
+ * after the first of them at the latest.  qmgr then reads and commits a
+ * job's results together instead of one at a time. */
+void job_conn_write_soon(struct job_conn *conn, const void *data, size_t len);
 
 #endif

@@ -1,8 +1,10 @@
 /* smtp_job.c: the job protocol between qmgr and smtp (doc/delivery.md).
  * qmgr connects to <spool>/private/smtp and sends, per job, the frames
  *   job (job_id, queue) ; message ; recipient... ; data... ; [message ...] ; run
- * and gets back one "result" frame per recipient as soon as it is known,
- * then one "done" frame for the job.  Many jobs may be open at once on one
+ * and gets back one "result" frame per recipient once it is known (a
+ * result waits up to JOB_CONN_SOON_MS for the job's next frames, so that
+ * qmgr commits a job's results together), then one "done" frame for the
+ * job.  Many jobs may be open at once on one
  * connection; frames carry the job_id they belong to.  A frame that does
  * not decode, or breaks the order above, is answered with "error" and the
  * connection is closed: the stream can no longer be trusted.
@@ -103,7 +105,7 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 	buf_free(&err);
 	buf_append(&job->sent, frame.data, frame.len);
 	if (job->client)
-		job_conn_write(job->client->conn, frame.data, frame.len);
+		job_conn_write_soon(job->client->conn, frame.data, frame.len);
 	buf_free(&frame);
 }
 
