@@ -33,7 +33,10 @@ void bev_send(struct bufferevent *bev, const void *data, size_t len);
  * mark) when the input already holds 4 KB or more; below that libevent
  * read all there was, and it costs nothing.  An end of stream or an
  * error is left for libevent's next read.  Only for
- * bufferevent_socket_new() bufferevents, never TLS ones. */
+ * bufferevent_socket_new() bufferevents, never TLS ones.  Not used on
+ * qmgr's enqueue connections: there, `ternctl show queues` right after
+ * a million recipients were queued took 1.3-1.8 s with it, 0.06 s
+ * without. */
 #define BEV_READ_WAITING_MAX (256 * 1024)
 void bev_read_waiting(struct bufferevent *bev);
 

@@ -582,7 +582,6 @@ static void process_input(struct client *c)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-	bev_read_waiting(bev);
 	process_input(arg);
 }
 
