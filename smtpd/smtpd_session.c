@@ -47,12 +47,6 @@ static void log_reply(struct smtpd_session *s, const char *text, size_t len)
 		log_info("session %lu: > %.*s", s->id, (int)len, text);
 }
 
-/* Replies reach the client in this turn of the loop (bev_write.h): from
- * a plain session's bufferevent, or after STARTTLS from the socket
- * bufferevent under the TLS filter, which has encrypted them already.
- * Implicit TLS, a closing session's last reply (its write callback
- * closes the session) and replies the client is not reading are left to
- * libevent, with EV_WRITE enabled. */
 /* Replies made while the client's input is processed wait in s->replies
  * and reach the bufferevent together, so that after STARTTLS the TLS
  * layer makes one record of a pipelined group's replies, not one each. */
@@ -64,6 +58,12 @@ static void release_replies(struct smtpd_session *s)
 	buf_reset(&s->replies);
 }
 
+/* Replies reach the client in this turn of the loop (bev_write.h): from
+ * a plain session's bufferevent, or after STARTTLS from the socket
+ * bufferevent under the TLS filter, which has encrypted them already.
+ * Implicit TLS, a closing session's last reply (its write callback
+ * closes the session) and replies the client is not reading are left to
+ * libevent, with EV_WRITE enabled. */
 static void send_replies_now(struct smtpd_session *s)
 {
 	release_replies(s);
