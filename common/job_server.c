@@ -21,7 +21,6 @@
 struct job_conn {
 	struct bufferevent *bev;
 	struct event *flush; /* writes the queued frames: at once, or when its timer ends */
-	bool soon_armed;     /* flush's timer runs for frames queued "soon" */
 	void *state;         /* the agent's; NULL once closed for it */
 	bool closing;        /* the error frame is being written */
 	struct job_conn *prev, *next;
@@ -41,10 +40,9 @@ void job_conn_write(struct job_conn *conn, const void *data, size_t len)
 void job_conn_write_soon(struct job_conn *conn, const void *data, size_t len)
 {
 	bufferevent_write(conn->bev, data, len);
-	if (!conn->soon_armed) {
+	if (!event_pending(conn->flush, EV_TIMEOUT, NULL)) {
 		struct timeval tv = {0, JOB_CONN_SOON_MS * 1000};
 		event_add(conn->flush, &tv);
-		conn->soon_armed = true;
 	}
 }
 
@@ -52,10 +50,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
 	struct job_conn *conn = arg;
 	/* what is written now needs no timer any more */
-	if (conn->soon_armed) {
-		event_del(conn->flush);
-		conn->soon_armed = false;
-	}
+	event_del(conn->flush);
 	if (!conn->closing)
 		bev_write_now(conn->bev);
 }
