@@ -24,29 +24,67 @@
 
 #define LISTEN_BACKLOG 1024
 
-static int open_one(const struct addr_ip *ip, uint16_t port, struct buf *err)
+static void format_sockaddr(const struct sockaddr_storage *ss, char *out, size_t size)
 {
-	struct sockaddr_storage ss;
-	socklen_t len = addr_ip_to_sockaddr(ip, port, &ss);
-	char text[ADDR_IP_STRLEN];
-	addr_ip_format(ip, text);
+	struct addr_ip ip;
+	uint16_t port = 0;
+	char text[ADDR_IP_STRLEN] = "?";
+	if (addr_ip_from_sockaddr((const struct sockaddr *)ss, &ip, &port))
+		addr_ip_format(&ip, text);
+	bool v6 = ss->ss_family == AF_INET6;
+	snprintf(out, size, "%s%s%s:%u", v6 ? "[" : "", text, v6 ? "]" : "", port);
+}
 
-	int fd = socket(ip->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+/* A socket bound to ss.  With reuse_port, SO_REUSEPORT lets the copies of
+ * a listener share the address, each in its own process. */
+static int bind_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuse_port, struct buf *err)
+{
+	char where[ADDR_IP_STRLEN + 16];
+	format_sockaddr(ss, where, sizeof(where));
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		buf_printf(err, "socket for %s:%u: %s", text, port, strerror(errno));
+		buf_printf(err, "socket for %s: %s", where, strerror(errno));
 		return -1;
 	}
 	int on = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-	if (ip->family == AF_INET6)
+	if (reuse_port)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
+	if (ss->ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
-		buf_printf(err, "cannot listen on %s%s%s:%u: %s", ip->family == AF_INET6 ? "[" : "", text,
-		           ip->family == AF_INET6 ? "]" : "", port, strerror(errno));
+	if (bind(fd, (const struct sockaddr *)ss, len) < 0) {
+		buf_printf(err, "cannot listen on %s: %s", where, strerror(errno));
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+static int listen_on(int fd, const struct sockaddr_storage *ss, struct buf *err)
+{
+	if (listen(fd, LISTEN_BACKLOG) == 0)
+		return fd;
+	char where[ADDR_IP_STRLEN + 16];
+	format_sockaddr(ss, where, sizeof(where));
+	buf_printf(err, "cannot listen on %s: %s", where, strerror(errno));
+	close(fd);
+	return -1;
+}
+
+/* The first copy of a listener.  SO_REUSEPORT would let it share the port
+ * with any other root process's listener, another MTA's or a second tern's,
+ * each getting part of the connections; so the address is first bound
+ * without it, which fails when anything else listens there. */
+static int open_one(const struct addr_ip *ip, uint16_t port, struct buf *err)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = addr_ip_to_sockaddr(ip, port, &ss);
+	int probe = bind_socket(&ss, len, false, err);
+	if (probe < 0)
+		return -1;
+	close(probe);
+	int fd = bind_socket(&ss, len, true, err);
+	return fd < 0 ? -1 : listen_on(fd, &ss, err);
 }
 
 static void add_fd(struct listen_sockets *s, int fd)
@@ -103,6 +141,28 @@ bool listen_open(const struct addr_endpoint *ep, struct listen_sockets *out, str
 	if (!ok)
 		listen_close(out);
 	return ok;
+}
+
+bool listen_open_copy(const struct listen_sockets *first, struct listen_sockets *out, struct buf *err)
+{
+	out->fds = NULL;
+	out->count = 0;
+	for (size_t i = 0; i < first->count; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		if (getsockname(first->fds[i], (struct sockaddr *)&ss, &len) < 0) {
+			buf_printf(err, "cannot read the address of a listening socket: %s", strerror(errno));
+			listen_close(out);
+			return false;
+		}
+		int fd = bind_socket(&ss, len, true, err);
+		if (fd < 0 || listen_on(fd, &ss, err) < 0) {
+			listen_close(out);
+			return false;
+		}
+		add_fd(out, fd);
+	}
+	return true;
 }
 
 void listen_close(struct listen_sockets *s)

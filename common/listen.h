@@ -17,8 +17,14 @@ struct listen_sockets {
 
 /* Opens one socket for a single address or the wildcard (0/0, ::/0), or
  * one per local address inside any other range.  On failure nothing stays
- * open and err says which address could not be used and why. */
+ * open and err says which address could not be used and why: an address
+ * another socket listens on is an error.  The sockets have SO_REUSEPORT
+ * set, so that listen_open_copy can add more. */
 bool listen_open(const struct addr_endpoint *ep, struct listen_sockets *out, struct buf *err);
+/* Opens one more socket on each address of first (from listen_open), in the
+ * same order.  The kernel spreads new connections over the copies of an
+ * address, so each worker process can accept from its own copy. */
+bool listen_open_copy(const struct listen_sockets *first, struct listen_sockets *out, struct buf *err);
 void listen_close(struct listen_sockets *s);
 
 /* An SMTP connection, either way, sends each write at once (TCP_NODELAY):

@@ -38,10 +38,14 @@ bool master_throttle_is_throttled(const struct master_throttle *t);
 
 /* ---- listeners (master_listeners.c) ------------------------------------------ */
 
+/* A listener has one copy of its sockets per smtpd process (SO_REUSEPORT),
+ * so that the kernel spreads new connections over the processes instead of
+ * the one that wakes first taking them all. */
 struct master_listener {
 	char *name; /* as conf_block_name() gives it: the key across reloads */
 	struct addr_endpoint endpoint;
-	struct listen_sockets sockets;
+	struct listen_sockets *copies; /* copies[0] from listen_open, the rest from listen_open_copy */
+	size_t copy_count;
 };
 
 struct master_listeners {
@@ -49,17 +53,25 @@ struct master_listeners {
 	size_t count;
 };
 
-/* Opens the listeners of conf, reusing the sockets of old (may be NULL)
- * where the name is the same.  On failure nothing new stays open, old is
- * untouched, and err says why. */
-bool master_listeners_open(const struct conf *conf, struct master_listeners *old, struct master_listeners *out,
-                           struct buf *err);
+/* Opens the listeners of conf with at least `copies` copies each, reusing
+ * the sockets of old (may be NULL) where the name is the same.  A kept
+ * listener keeps all its copies, even more than asked for: closing one
+ * would drop the connections waiting on it.  On failure nothing new stays
+ * open, old is untouched, and err says why. */
+bool master_listeners_open(const struct conf *conf, struct master_listeners *old, size_t copies,
+                           struct master_listeners *out, struct buf *err);
 /* Closes the sockets of old that next does not reuse, then frees old. */
 void master_listeners_retire(struct master_listeners *old, const struct master_listeners *next);
 void master_listeners_free(struct master_listeners *l);
-/* "3=NAME,4=NAME" for the descriptors as they will be numbered in the
+/* The descriptors for worker `slot` of `workers`: the copies c with
+ * c % workers == slot, of every listener, appended to fds. */
+void master_listeners_for_worker(const struct master_listeners *l, unsigned slot, unsigned workers, int *fds,
+                                 size_t *count);
+/* "3=NAME,4=NAME" for those descriptors as they will be numbered in the
  * child (first_fd upwards), for TERN_LISTEN_FDS. */
-void master_listeners_describe(const struct master_listeners *l, int first_fd, struct buf *out);
+void master_listeners_describe(const struct master_listeners *l, unsigned slot, unsigned workers, int first_fd,
+                               struct buf *out);
+/* How many descriptors one worker gets at most. */
 size_t master_listeners_fd_count(const struct master_listeners *l);
 
 /* ---- services and workers (master_service.c) --------------------------------- */
@@ -148,6 +160,8 @@ bool master_services_all_gone(const struct master *m);
 void master_services_free(struct master *m);
 /* Process ids of a service's live workers, space separated. */
 void master_service_pids(const struct master_service *s, struct buf *out);
+/* The processes conf asks for of service id (smtpd-processes 0: one per CPU). */
+unsigned master_services_wanted(const struct conf *conf, enum master_service_id id);
 unsigned master_service_running(const struct master_service *s);
 /* Workers that reported the end of their start-up. */
 unsigned master_service_ready(const struct master_service *s);

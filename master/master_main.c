@@ -193,7 +193,7 @@ bool master_reload(struct master *m, struct buf *err)
 		return false;
 	}
 	struct master_listeners listeners;
-	if (!master_listeners_open(conf, &m->listeners, &listeners, err)) {
+	if (!master_listeners_open(conf, &m->listeners, master_services_wanted(conf, SERVICE_SMTPD), &listeners, err)) {
 		log_error("reload refused, the running configuration stays: %s", buf_cstr(err));
 		conf_free(conf);
 		return false;
@@ -294,7 +294,7 @@ int main(int argc, char **argv, char **envp)
 	prepare_spool(&m);
 	struct pidfh *pfh = take_pid_file(&m);
 	struct buf err = BUF_INIT;
-	if (!master_listeners_open(m.conf, NULL, &m.listeners, &err))
+	if (!master_listeners_open(m.conf, NULL, master_services_wanted(m.conf, SERVICE_SMTPD), &m.listeners, &err))
 		log_fatal("%s", buf_cstr(&err));
 	if (!m.foreground && daemon(0, 0) < 0)
 		log_fatal("cannot become a daemon: %s", strerror(errno));

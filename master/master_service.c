@@ -49,11 +49,11 @@ static const struct service_def service_defs[SERVICE_COUNT] = {
     {SERVICE_PICKUP, "pickup", NULL, false, NULL, 0, false},
 };
 
-static unsigned wanted_processes(const struct master *m, const struct service_def *def)
+static unsigned wanted_processes(const struct conf *conf, const struct service_def *def)
 {
 	if (def->count_directive == NULL)
 		return 1;
-	uint64_t n = conf_get_uint(conf_global(m->conf), def->count_directive);
+	uint64_t n = conf_get_uint(conf_global(conf), def->count_directive);
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 		n = cpus > 0 ? (uint64_t)cpus : 1;
@@ -92,7 +92,7 @@ void master_services_init(struct master *m)
 		s->id = service_defs[i].id;
 		s->name = service_defs[i].name;
 		s->master = m;
-		s->wanted = wanted_processes(m, &service_defs[i]);
+		s->wanted = wanted_processes(m->conf, &service_defs[i]);
 		s->workers = mem_calloc(s->wanted, sizeof(*s->workers));
 		master_throttle_init(&s->throttle);
 		s->restart_ev = evtimer_new(m->base, on_restart_timer, s);
@@ -144,8 +144,13 @@ static int arrange_fds(const int *fds, size_t count)
 	return 0;
 }
 
-static void collect_passed_fds(const struct master *m, const struct master_service *s, int status_fd, int **fds,
-                               size_t *count)
+static unsigned slot_of(const struct master_service *s, const struct master_worker *w)
+{
+	return (unsigned)(w - s->workers);
+}
+
+static void collect_passed_fds(const struct master *m, const struct master_service *s, unsigned slot, int status_fd,
+                               int **fds, size_t *count)
 {
 	const struct service_def *def = &service_defs[s->id];
 	size_t n = def->gets_listeners ? master_listeners_fd_count(&m->listeners) : 0;
@@ -153,13 +158,13 @@ static void collect_passed_fds(const struct master *m, const struct master_servi
 	*count = 0;
 	if (s->socket_fd >= 0)
 		(*fds)[(*count)++] = s->socket_fd;
-	for (size_t i = 0; def->gets_listeners && i < m->listeners.count; i++)
-		for (size_t j = 0; j < m->listeners.items[i].sockets.count; j++)
-			(*fds)[(*count)++] = m->listeners.items[i].sockets.fds[j];
+	if (def->gets_listeners)
+		master_listeners_for_worker(&m->listeners, slot, s->wanted, *fds, count);
 	(*fds)[(*count)++] = status_fd;
 }
 
-static void exec_worker(const struct master *m, const struct master_service *s, const int *fds, size_t count)
+static void exec_worker(const struct master *m, const struct master_service *s, unsigned slot, const int *fds,
+                        size_t count)
 {
 	const struct service_def *def = &service_defs[s->id];
 	struct buf env = BUF_INIT;
@@ -175,7 +180,7 @@ static void exec_worker(const struct master *m, const struct master_service *s, 
 	if (s->socket_fd >= 0)
 		setenv("TERN_SERVICE_FD", "3", 1);
 	if (def->gets_listeners) {
-		master_listeners_describe(&m->listeners, FIRST_PASSED_FD + (s->socket_fd >= 0), &env);
+		master_listeners_describe(&m->listeners, slot, s->wanted, FIRST_PASSED_FD + (s->socket_fd >= 0), &env);
 		setenv("TERN_LISTEN_FDS", buf_cstr(&env), 1);
 	}
 	char *path = mem_asprintf("%s/%s", m->daemon_dir, def->name);
@@ -210,10 +215,10 @@ static void start_worker(struct master *m, struct master_service *s, struct mast
 	}
 	int *fds;
 	size_t count;
-	collect_passed_fds(m, s, pipefd[1], &fds, &count);
+	collect_passed_fds(m, s, slot_of(s, w), pipefd[1], &fds, &count);
 	pid_t pid = fork();
 	if (pid == 0)
-		exec_worker(m, s, fds, count);
+		exec_worker(m, s, slot_of(s, w), fds, count);
 	free(fds);
 	close(pipefd[1]);
 	if (pid < 0) {
@@ -354,7 +359,7 @@ void master_services_replace(struct master *m, enum master_service_id id)
 	for (unsigned j = 0; j < s->wanted; j++)
 		if (s->workers[j].pid)
 			retire_worker(m, &s->workers[j]);
-	unsigned wanted = wanted_processes(m, &service_defs[id]);
+	unsigned wanted = wanted_processes(m->conf, &service_defs[id]);
 	if (wanted != s->wanted) {
 		free(s->workers);
 		s->workers = mem_calloc(wanted, sizeof(*s->workers));
@@ -450,6 +455,11 @@ void master_service_pids(const struct master_service *s, struct buf *out)
 	for (unsigned j = 0; j < s->wanted; j++)
 		if (s->workers[j].pid)
 			buf_printf(out, "%s%ld", out->len ? " " : "", (long)s->workers[j].pid);
+}
+
+unsigned master_services_wanted(const struct conf *conf, enum master_service_id id)
+{
+	return wanted_processes(conf, &service_defs[id]);
 }
 
 unsigned master_service_running(const struct master_service *s)

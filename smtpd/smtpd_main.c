@@ -154,9 +154,10 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 		socklen_t sslen = sizeof(ss);
 		int c = accept4((int)fd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (c < 0) {
-			/* Other smtpd processes share the socket: losing the race is
-			 * normal.  Running out of descriptors is not, but is no reason
-			 * to stop serving the sessions we have. */
+			/* EAGAIN ends a burst; a socket can also be shared (a worker
+			 * replaced by a reload drains beside its successor), so losing
+			 * the race is normal.  Running out of descriptors is not, but
+			 * is no reason to stop serving the sessions we have. */
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
 				log_warning("accept on %s: %s", l->name, strerror(errno));
 			return;
