@@ -219,6 +219,8 @@ struct smtp_conn *smtp_conn_open(struct event_base *base, const struct smtp_targ
                                  void *arg);
 /* Queues bytes for sending (through TLS once it is on). */
 void smtp_conn_write(struct smtp_conn *c, const void *data, size_t len);
+/* Bytes queued and not yet written to the socket (or TLS). */
+size_t smtp_conn_unsent(const struct smtp_conn *c);
 /* Starts the TLS handshake over the connection; bytes received before it
  * are dropped (RFC 3207: nothing sent in clear may be taken as protected). */
 void smtp_conn_start_tls(struct smtp_conn *c, SSL *ssl);

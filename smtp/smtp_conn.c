@@ -384,6 +384,11 @@ struct smtp_conn *smtp_conn_open(struct event_base *base, const struct smtp_targ
 	return c;
 }
 
+size_t smtp_conn_unsent(const struct smtp_conn *c)
+{
+	return c->out.len;
+}
+
 void smtp_conn_write(struct smtp_conn *c, const void *data, size_t len)
 {
 	/* Sent from the loop, never from inside the caller: a write error

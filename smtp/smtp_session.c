@@ -70,6 +70,14 @@ struct smtp_session {
 	size_t *accepted;
 	size_t naccepted;
 	bool txn_failed;
+	/* The message whose dot awaits its reply, with the recipients the
+	 * server accepted, kept apart so that the next transaction can start
+	 * before the reply (send_next_envelope). */
+	struct smtp_msg *body_msg;
+	size_t *body_accepted;
+	size_t body_naccepted;
+	bool next_sent;    /* the next message's envelope followed the dot */
+	size_t after_dot;  /* bytes written to the connection after the dot */
 	bool body_drained; /* the whole message and its dot are written */
 	bool dispatching;  /* inside a reply's handler: freeing waits (see on_readable) */
 	bool dead;         /* freed while dispatching: free once the handler returns */
@@ -109,6 +117,7 @@ static void session_free(struct smtp_session *s)
 	smtp_reply_free(&s->reply);
 	free(s->cmds);
 	free(s->accepted);
+	free(s->body_accepted);
 	free(s->end_why);
 	free(s);
 }
@@ -170,7 +179,8 @@ static void reply_diagnostic(const struct smtp_reply *reply, struct buf *out)
 	smtp_reply_format(reply, out);
 }
 
-static void report_reply(struct smtp_session *s, struct smtp_rcpt *rcpt, const struct smtp_reply *reply)
+static void report_msg_reply(struct smtp_session *s, struct smtp_msg *msg, struct smtp_rcpt *rcpt,
+                             const struct smtp_reply *reply)
 {
 	enum smtp_rcpt_status status = reply->code < 400   ? SMTP_RCPT_DELIVERED
 	                               : reply->code < 500 ? SMTP_RCPT_DEFERRED
@@ -178,8 +188,13 @@ static void report_reply(struct smtp_session *s, struct smtp_rcpt *rcpt, const s
 	struct buf diag = BUF_INIT;
 	reply_diagnostic(reply, &diag);
 	const char *enhanced = reply->enhanced[0] ? reply->enhanced : smtp_reply_default_enhanced(reply->code);
-	smtp_job_report(s->job, s->msg, rcpt, status, enhanced, buf_cstr(&diag), &s->peer);
+	smtp_job_report(s->job, msg, rcpt, status, enhanced, buf_cstr(&diag), &s->peer);
 	buf_free(&diag);
+}
+
+static void report_reply(struct smtp_session *s, struct smtp_rcpt *rcpt, const struct smtp_reply *reply)
+{
+	report_msg_reply(s, s->msg, rcpt, reply);
 }
 
 static void report_status(struct smtp_session *s, struct smtp_rcpt *rcpt, enum smtp_rcpt_status status,
@@ -273,10 +288,20 @@ static void send_commands(struct smtp_session *s)
 		send_command(s, &s->cmds[s->nsent]);
 }
 
-/* A transaction for the next recipients of msg that have no result yet.
- * false when none is left. */
-static bool begin_transaction(struct smtp_session *s, struct smtp_msg *msg)
+static size_t pending_rcpts(const struct smtp_msg *msg)
 {
+	size_t n = 0;
+	for (size_t i = 0; i < msg->nrcpts; i++)
+		n += msg->rcpts[i].status == SMTP_RCPT_PENDING;
+	return n;
+}
+
+/* The commands of a transaction for the next recipients of msg that have
+ * no result yet; false when none is left. */
+static bool prepare_transaction(struct smtp_session *s, struct smtp_msg *msg)
+{
+	if (pending_rcpts(msg) == 0)
+		return false;
 	s->msg = msg;
 	s->ncmds = s->nsent = s->nanswered = s->naccepted = 0;
 	s->txn_failed = false;
@@ -287,10 +312,15 @@ static bool begin_transaction(struct smtp_session *s, struct smtp_msg *msg)
 	for (size_t i = 0; i < msg->nrcpts && s->ncmds - 1 < limit; i++)
 		if (msg->rcpts[i].status == SMTP_RCPT_PENDING)
 			s->cmds[s->ncmds++] = (struct cmd){CMD_RCPT, i};
-	if (s->ncmds == 1)
-		return false;
 	s->cmds[s->ncmds++] = (struct cmd){CMD_DATA, 0};
 	s->txn_msg = msg;
+	return true;
+}
+
+static bool begin_transaction(struct smtp_session *s, struct smtp_msg *msg)
+{
+	if (!prepare_transaction(s, msg))
+		return false;
 	s->state = S_TXN;
 	send_commands(s);
 	return true;
@@ -428,6 +458,33 @@ static void rset(struct smtp_session *s)
 	send_text(s, "RSET\r\n", COMMAND_TIMEOUT, S_RSET);
 }
 
+/* RFC 2920 3.1: with PIPELINING the content of a message may begin a
+ * group of commands, so the next message's MAIL, RCPTs and DATA follow
+ * the dot at once and the server answers both in one round trip.  Only
+ * when nothing is left to decide in between: this transaction carried
+ * every recipient of its message still without a result, the connection
+ * may take another message, qmgr is still there, and the server can take
+ * the next message. */
+static bool send_next_envelope(struct smtp_session *s)
+{
+	struct smtp_job *job = s->job;
+	uint64_t cap = job->policy.max_msg_per_connection;
+	if (!pipelining(s) || job->orphaned || (cap && s->msgs_on_conn + 1 >= cap))
+		return false;
+	if (job->next_msg + 1 >= job->nmsgs || s->body_msg != &job->msgs[job->next_msg] ||
+	    pending_rcpts(s->body_msg) != s->body_naccepted)
+		return false;
+	struct smtp_msg *next = &job->msgs[job->next_msg + 1];
+	if ((next->smtputf8 && !s->ehlo.smtputf8) || !prepare_transaction(s, next))
+		return false;
+	size_t before = smtp_conn_unsent(s->conn);
+	send_commands(s);
+	s->after_dot = smtp_conn_unsent(s->conn) - before;
+	/* the dot's reply comes first: its timeout still holds */
+	smtp_conn_set_timeout(s->conn, job->policy.data_send_timeout);
+	return true;
+}
+
 static void send_body(struct smtp_session *s)
 {
 	smtp_conn_write(s->conn, s->msg->wire.data, s->msg->wire.len);
@@ -437,6 +494,14 @@ static void send_body(struct smtp_session *s)
 	smtp_conn_set_timeout(s->conn, s->job->policy.data_send_timeout);
 	s->body_drained = false;
 	s->state = S_BODY;
+	s->body_msg = s->msg;
+	size_t *spare = s->body_accepted;
+	s->body_accepted = s->accepted;
+	s->body_naccepted = s->naccepted;
+	s->accepted = spare;
+	s->naccepted = 0;
+	s->after_dot = 0;
+	s->next_sent = send_next_envelope(s);
 }
 
 static void on_data_reply(struct smtp_session *s, const struct smtp_reply *r)
@@ -491,17 +556,33 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 		send_commands(s);
 }
 
+/* The reply to the dot: the next message's replies follow when its
+ * envelope went with the dot. */
 static void on_body_reply(struct smtp_session *s, const struct smtp_reply *r)
 {
-	for (size_t i = 0; i < s->naccepted; i++)
-		report_reply(s, &s->msg->rcpts[s->accepted[i]], r);
+	for (size_t i = 0; i < s->body_naccepted; i++)
+		report_msg_reply(s, s->body_msg, &s->body_msg->rcpts[s->body_accepted[i]], r);
 	/* A verdict while we are still sending: the rest of the message would
 	 * be read as commands, so this connection is done for. */
-	if (!s->body_drained) {
+	if (!s->body_drained && smtp_conn_unsent(s->conn) > s->after_dot) {
 		finish(s, SMTP_END_BROKEN, "the server replied before the end of the message");
 		return;
 	}
-	next_transaction(s);
+	s->body_msg = NULL;
+	if (!s->next_sent) {
+		next_transaction(s);
+		return;
+	}
+	/* Every recipient of the message has its result now. */
+	s->next_sent = false;
+	s->job->next_msg++;
+	s->msgs_on_conn++;
+	if (s->job->orphaned) {
+		quit(s, SMTP_END_DONE, NULL);
+		return;
+	}
+	s->state = S_TXN;
+	smtp_conn_set_timeout(s->conn, s->cmds[s->nanswered].kind == CMD_DATA ? DATA_INIT_TIMEOUT : COMMAND_TIMEOUT);
 }
 
 /* ---- TLS -------------------------------------------------------------------- */

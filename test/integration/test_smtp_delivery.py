@@ -80,6 +80,42 @@ def test_rejection_at_end_of_data_and_without_pipelining(agent, sinks):
     assert len(sink.sessions()) == 1  # both messages over one connection
 
 
+def test_next_envelope_goes_with_the_dot(agent, sinks):
+    """With PIPELINING the next message's MAIL, RCPT and DATA follow the
+    previous message's dot (RFC 2920 3.1), so the server has them when it
+    reads the dot: one round trip a message.  A 5xx to one dot leaves the
+    next message alone."""
+    sink = sinks("--rule", '{"command": "EOD", "session_message": 2, "reply": "554 5.7.1 content rejected"}')
+    agent.start(config(sink.port))
+    msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net", f"s{i}@example.net"]} for i in range(4)]
+    results, done = agent.deliver("example.net/{default}", msgs)
+    assert done["outcome"] == "done"
+    r = by_address(results)
+    assert len(r) == 8
+    assert r["r1@example.net"]["outcome"] == r["s1@example.net"]["outcome"] == "bounced"
+    assert r["r1@example.net"]["reason"] == "smtp;554 5.7.1 content rejected"
+    assert all(r[f"{p}{i}@example.net"]["outcome"] == "delivered" for i in (0, 2, 3) for p in "rs")
+    [session] = sink.sessions()
+    eods = [c for c in session["commands"] if c["verb"] == "EOD"]
+    assert [bool(c.get("pipelined")) for c in eods] == [True, True, True, False]
+    assert [m["outcome"] for m in session["messages"]] == ["accepted", "rejected", "accepted", "accepted"]
+
+
+def test_421_to_a_dot_defers_the_message_sent_after_it(agent, sinks):
+    """The server closes after the first dot: the envelope that went with
+    the dot was never answered, so that message is deferred too, as is the
+    one not begun; every recipient has a result."""
+    sink = sinks("--rule", '{"command": "EOD", "session_message": 1, "reply": "421 4.3.2 closing down"}')
+    agent.start(config(sink.port))
+    msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net"]} for i in range(3)]
+    results, done = agent.deliver("example.net/{default}", msgs)
+    r = by_address(results)
+    assert len(r) == 3 and all(x["outcome"] == "deferred" for x in r.values())
+    assert r["r0@example.net"]["reason"] == "smtp;421 4.3.2 closing down"
+    assert "connection closed by the server" in r["r1@example.net"]["reason"]
+    assert done["outcome"] == "failed"
+
+
 def test_connection_reuse_and_limits(agent, sinks):
     """Five messages, max-msg-per-connection 2: three connections; two
     recipients per transaction for a message with five recipients."""
