@@ -251,18 +251,18 @@ struct smtpd_session {
 	char client_text[ADDR_IP_STRLEN];
 	struct smtpd_policy policy;
 	enum smtpd_state state;
-	char *helo;     /* NULL until EHLO/HELO */
-	bool esmtp;     /* EHLO (not HELO) */
-	bool tls;       /* TLS is up */
-	bool plain_bev; /* bev is a plain socket bufferevent: replies go out at once */
-	bool skip_line; /* discarding the rest of an over-long line */
-	void *ssl;      /* SSL, owned by bev */
+	char *helo;         /* NULL until EHLO/HELO */
+	bool esmtp;         /* EHLO (not HELO) */
+	bool tls;           /* TLS is up */
+	bool plain_bev;     /* bev is a plain socket bufferevent: replies go out at once */
+	bool skip_line;     /* discarding the rest of an over-long line */
+	void *ssl;          /* SSL, owned by bev */
+	void *starttls_ssl; /* SSL made at STARTTLS, owned here until the 220 has left */
 	char *tls_protocol, *tls_cipher, *tls_subject, *tls_issuer;
 	bool tls_verified;
-	bool tls_shutdown;         /* close_notify sent */
-	struct event *close_timer; /* waits for the last reply to leave */
-	bool held;                 /* reading paused until qmgr catches up */
-	bool out_held;             /* reading paused until the client reads replies */
+	bool tls_shutdown; /* close_notify sent */
+	bool held;         /* reading paused until qmgr catches up */
+	bool out_held;     /* reading paused until the client reads replies */
 	struct event *resume_ev;
 	char *auth_user;
 	/* SASL exchange in progress */

@@ -830,6 +830,38 @@ def test_plaintext_injection_before_starttls_is_discarded(start, certs):
     tls.close()
 
 
+def test_starttls_while_earlier_replies_wait(start, certs):
+    """STARTTLS after thousands of replies the client has not read yet:
+    the 220 still comes after them, in clear, and the handshake after
+    it.  (When the socket cannot take the 220 at once, smtpd starts TLS
+    only once everything before it has left.)"""
+    d = start(STARTTLS_SOURCE)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(20)
+    sock.connect(("127.0.0.1", d.port))
+    r = Raw.__new__(Raw)
+    r.sock, r.buf = sock, b""
+    greet(r)
+    noops = 4400  # about 60 KB of replies, just under smtpd's output limit
+    r.send("NOOP\r\n" * noops + "STARTTLS\r\n")
+    time.sleep(0.5)  # smtpd has read it all and answered what it could
+    for _ in range(noops):
+        assert r.reply().startswith("250")
+    assert r.reply().startswith("220 2.0.0")
+    assert r.buf == b""
+    tls = client_ctx(certs).wrap_socket(sock, server_hostname="mx.test")
+    tls.sendall(b"EHLO client.test\r\n")
+    f = tls.makefile("rb")
+    line = f.readline()
+    while line[3:4] == b"-":
+        line = f.readline()
+    assert line.startswith(b"250 ")
+    tls.sendall(b"QUIT\r\n")
+    assert f.readline().startswith(b"221")
+    tls.close()
+
+
 def test_openssl_s_client_starttls(start, certs):
     d = start(STARTTLS_SOURCE)
     out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{d.port}", "-starttls", "smtp",
