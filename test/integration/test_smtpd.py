@@ -811,6 +811,19 @@ def test_mail_requires_new_ehlo_after_starttls(start, certs):
         assert c.docmd("MAIL FROM:<a@x.org>")[0] == 503
 
 
+def tls_ehlo(sock, certs):
+    """The TLS handshake on sock after a 220 to STARTTLS, then EHLO: the
+    TLS socket and a reader past the 250."""
+    tls = client_ctx(certs).wrap_socket(sock, server_hostname="mx.test")
+    tls.sendall(b"EHLO client.test\r\n")
+    f = tls.makefile("rb")
+    line = f.readline()
+    while line[3:4] == b"-":
+        line = f.readline()
+    assert line.startswith(b"250 ")
+    return tls, f
+
+
 def test_plaintext_injection_before_starttls_is_discarded(start, certs):
     d = start(STARTTLS_SOURCE)
     r = Raw(d.port)
@@ -818,13 +831,7 @@ def test_plaintext_injection_before_starttls_is_discarded(start, certs):
     # the injected commands arrive in the same packet as STARTTLS
     r.send("STARTTLS\r\nMAIL FROM:<evil@x.org>\r\nRCPT TO:<b@example.com>\r\n")
     assert r.reply().startswith("220 2.0.0")
-    tls = client_ctx(certs).wrap_socket(r.sock, server_hostname="mx.test")
-    tls.sendall(b"EHLO client.test\r\n")
-    f = tls.makefile("rb")
-    line = f.readline()
-    while line[3:4] == b"-":
-        line = f.readline()
-    assert line.startswith(b"250 ")
+    tls, f = tls_ehlo(r.sock, certs)
     tls.sendall(b"RCPT TO:<b@example.com>\r\n")
     assert f.readline().startswith(b"503 5.5.1")  # no MAIL survived the handshake
     tls.close()
@@ -850,13 +857,7 @@ def test_starttls_while_earlier_replies_wait(start, certs):
         assert r.reply().startswith("250")
     assert r.reply().startswith("220 2.0.0")
     assert r.buf == b""
-    tls = client_ctx(certs).wrap_socket(sock, server_hostname="mx.test")
-    tls.sendall(b"EHLO client.test\r\n")
-    f = tls.makefile("rb")
-    line = f.readline()
-    while line[3:4] == b"-":
-        line = f.readline()
-    assert line.startswith(b"250 ")
+    tls, f = tls_ehlo(sock, certs)
     tls.sendall(b"QUIT\r\n")
     assert f.readline().startswith(b"221")
     tls.close()
