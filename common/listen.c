@@ -35,40 +35,41 @@ static void format_sockaddr(const struct sockaddr_storage *ss, char *out, size_t
 	snprintf(out, size, "%s%s%s:%u", v6 ? "[" : "", text, v6 ? "]" : "", port);
 }
 
+/* err gets "WHAT ADDRESS: reason" for errno; fd, if open, is closed. */
+static int socket_failed(int fd, const char *what, const struct sockaddr_storage *ss, struct buf *err)
+{
+	int saved = errno;
+	char where[ADDR_IP_STRLEN + 16];
+	format_sockaddr(ss, where, sizeof(where));
+	buf_printf(err, "%s %s: %s", what, where, strerror(saved));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 /* A socket bound to ss.  With reuse_port, SO_REUSEPORT lets the copies of
  * a listener share the address, each in its own process. */
 static int bind_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuse_port, struct buf *err)
 {
-	char where[ADDR_IP_STRLEN + 16];
-	format_sockaddr(ss, where, sizeof(where));
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		buf_printf(err, "socket for %s: %s", where, strerror(errno));
-		return -1;
-	}
+	if (fd < 0)
+		return socket_failed(-1, "socket for", ss, err);
 	int on = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
 	if (reuse_port)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
 	if (ss->ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-	if (bind(fd, (const struct sockaddr *)ss, len) < 0) {
-		buf_printf(err, "cannot listen on %s: %s", where, strerror(errno));
-		close(fd);
-		return -1;
-	}
+	if (bind(fd, (const struct sockaddr *)ss, len) < 0)
+		return socket_failed(fd, "cannot listen on", ss, err);
 	return fd;
 }
 
 static int listen_on(int fd, const struct sockaddr_storage *ss, struct buf *err)
 {
-	if (listen(fd, LISTEN_BACKLOG) == 0)
-		return fd;
-	char where[ADDR_IP_STRLEN + 16];
-	format_sockaddr(ss, where, sizeof(where));
-	buf_printf(err, "cannot listen on %s: %s", where, strerror(errno));
-	close(fd);
-	return -1;
+	if (listen(fd, LISTEN_BACKLOG) < 0)
+		return socket_failed(fd, "cannot listen on", ss, err);
+	return fd;
 }
 
 /* The first copy of a listener.  SO_REUSEPORT would let it share the port

@@ -122,7 +122,7 @@ void master_listeners_free(struct master_listeners *l)
 
 static bool copy_is_for(size_t copy, unsigned slot, unsigned workers)
 {
-	return workers == 0 || copy % workers == slot;
+	return copy % workers == slot;
 }
 
 size_t master_listeners_fd_count(const struct master_listeners *l)
