@@ -442,12 +442,44 @@ void qmgr_bodies_retire(struct qmgr_bodies *b, int64_t now);
 bool qmgr_bodies_sweepable(struct qmgr_bodies *b, uint64_t segment, int64_t now, int64_t min_age);
 bool qmgr_bodies_any_sweepable(struct qmgr_bodies *b, int64_t now, int64_t min_age);
 
-/* The flushing side, around a log flush: sync makes every segment
- * written so far durable (and closes rotated ones) and notes in *mark
- * the segments freed so far; after the log flush, unlink_freed removes
- * those. */
-bool qmgr_bodies_sync(struct qmgr_bodies *b, uint64_t *mark, struct buf *err);
+/* Small segment writes also go into the queue log through fn (the
+ * store's), which fails the write when it fails. */
+typedef bool (*qmgr_bodies_log_fn)(void *ctx, uint64_t segment, uint64_t offset, const void *data, size_t len,
+                                   struct buf *err);
+void qmgr_bodies_set_log(struct qmgr_bodies *b, qmgr_bodies_log_fn fn, void *ctx);
+/* After a crash, at open (after scan): restore writes logged bytes back
+ * into a segment still named where the file differs; restore_end syncs
+ * and says how much was written back. */
+bool qmgr_bodies_restore(struct qmgr_bodies *b, uint64_t segment, uint64_t offset, const void *data, size_t len,
+                         struct buf *err);
+bool qmgr_bodies_restore_end(struct qmgr_bodies *b, uint64_t *bytes, uint64_t *segments, struct buf *err);
+
+/* The flushing side, around a log flush: sync makes segments durable
+ * (and closes rotated ones): all of them, or (!all, for a group commit)
+ * only when a write since the last sync was not logged; and the
+ * directory when a segment was made.  It notes in *mark the segments
+ * freed so far; after the log flush, unlink_freed removes those. */
+bool qmgr_bodies_sync(struct qmgr_bodies *b, bool all, uint64_t *mark, struct buf *err);
 void qmgr_bodies_unlink_freed(struct qmgr_bodies *b, uint64_t mark);
+
+/* ---- segment writes in the queue log (qmgr_seglog.c) --------------------- */
+
+/* Berkeley DB's types (db.h), by their tags. */
+struct __db_env;
+struct __db_lsn;
+
+/* All return Berkeley DB's codes.  configure (before the environment
+ * opens) tells Berkeley DB the records are ours; write logs a segment write; end
+ * gives the log's end; synced logs that the segment writes logged before
+ * `before` are durable; remove_before removes the log files Berkeley DB
+ * no longer needs below file `below`; restore (at open) writes back what
+ * was logged since the last synced record. */
+int qmgr_seglog_configure(struct __db_env *env);
+int qmgr_seglog_write(struct __db_env *env, uint64_t segment, uint64_t offset, const void *data, size_t len);
+int qmgr_seglog_end(struct __db_env *env, struct __db_lsn *end);
+int qmgr_seglog_synced(struct __db_env *env, const struct __db_lsn *before);
+int qmgr_seglog_remove_before(struct __db_env *env, uint32_t below);
+int qmgr_seglog_restore(struct __db_env *env, struct qmgr_bodies *b, struct buf *err);
 
 /* ---- group commit (qmgr_flush.c) ---------------------------------------- */
 

@@ -5,9 +5,19 @@
  * offset, length, checksum); qmgr_store.c writes it in the message's
  * transaction, after the body was appended here.
  *
+ * A write of at most LOGGED_WRITE_MAX bytes (what one transaction
+ * appended, under load a few small bodies and accounting records) also
+ * goes into the queue's log, through the store's log function, before
+ * the commit that names it: the group commit's log flush then makes it
+ * durable with the commit, and the segment itself is synced only at the
+ * next checkpoint; after a crash the store writes the logged bytes back
+ * (qmgr_bodies_restore).  A bigger write is not logged, and the next
+ * group commit syncs the segments before it flushes the log.
+ *
  * Two threads meet here.  The event loop appends, reads and counts
  * references (the segment table is its own).  The group-commit thread
- * makes segments durable before it flushes the log, and unlinks freed
+ * makes segments durable (before it flushes the log when a write was not
+ * logged, and before each checkpoint in any case), and unlinks freed
  * segments after a log flush that started once they were freed.  What
  * they share (fds to sync, segments to unlink) is under mu.
  *
@@ -49,6 +59,10 @@
 /* The active segment's last bytes kept in memory: the scheduler reads a
  * body, and the outbox a record, soon after they were written. */
 #define TAIL_BYTES (4u * 1024 * 1024)
+/* Segment writes up to this size go into the log as well (above).
+ * Bigger ones would cost the log more than the segment sync they save:
+ * the log's files are written twice (zeros ahead, then records). */
+#define LOGGED_WRITE_MAX (64u * 1024)
 
 /* A file ready to become the next segment: open, its blocks written. */
 struct spare {
@@ -77,10 +91,21 @@ struct qmgr_bodies {
 	unsigned char *tail; /* bytes [tail_start, active_size) of the active segment */
 	uint64_t tail_start;
 	uint64_t written; /* of the active segment, on its way to disk; the rest is in the tail */
+	qmgr_bodies_log_fn log_write; /* NULL: no write is logged */
+	void *log_ctx;
+
+	/* Writing logged bytes back after a crash (qmgr_bodies_restore). */
+	struct restoring {
+		uint64_t segment;
+		int fd; /* -1: none open */
+		bool changed;
+		uint64_t bytes, segments;
+	} restoring;
 
 	/* Shared with the flushing thread, under mu. */
 	pthread_mutex_t mu;
 	bool active_dirty; /* written since the last sync */
+	bool unlogged;     /* a write since the last sync is not in the log */
 	int shared_active; /* the active fd, as the syncing side sees it */
 	bool dir_dirty;    /* a segment was created since the last sync */
 	int *rotated;      /* rotated out, to sync, then close */
@@ -245,10 +270,17 @@ struct qmgr_bodies *qmgr_bodies_new(const char *queue_dir, struct buf *err)
 	b->dir = dir;
 	b->active_fd = -1;
 	b->shared_active = -1;
+	b->restoring.fd = -1;
 	b->next_number = 1;
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->spare_wanted, NULL);
 	return b;
+}
+
+void qmgr_bodies_set_log(struct qmgr_bodies *b, qmgr_bodies_log_fn fn, void *ctx)
+{
+	b->log_write = fn;
+	b->log_ctx = ctx;
 }
 
 void qmgr_bodies_count(struct qmgr_bodies *b, uint64_t segment)
@@ -307,6 +339,78 @@ bool qmgr_bodies_scan(struct qmgr_bodies *b, int64_t now, struct buf *err)
 		scan_one(b, dirfd(d), e->d_name, now);
 	closedir(d);
 	return true;
+}
+
+static bool pread_all(int fd, void *data, size_t len, uint64_t offset, size_t *got);
+
+/* ---- after a crash: logged writes back into their segments ------------------------------ */
+
+/* The segment being restored is done: synced if it changed, closed. */
+static bool restore_close(struct qmgr_bodies *b, struct buf *err)
+{
+	struct restoring *r = &b->restoring;
+	if (r->fd < 0)
+		return true;
+	bool ok = !r->changed || fdatasync(r->fd) == 0;
+	if (!ok)
+		buf_printf(err, "cannot sync the body segment %s/%016" PRIX64 ": %s", b->dir, r->segment, strerror(errno));
+	if (r->changed)
+		r->segments++;
+	close(r->fd);
+	r->fd = -1;
+	r->changed = false;
+	return ok;
+}
+
+static bool restore_open(struct qmgr_bodies *b, uint64_t segment, struct buf *err)
+{
+	struct restoring *r = &b->restoring;
+	if (r->fd >= 0 && r->segment == segment)
+		return true;
+	if (!restore_close(b, err))
+		return false;
+	char *path = segment_path(b, segment);
+	r->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (r->fd < 0)
+		buf_printf(err, "cannot open the body segment %s: %s", path, strerror(errno));
+	free(path);
+	r->segment = segment;
+	return r->fd >= 0;
+}
+
+/* Bytes the log holds for a segment: written again where the file does
+ * not hold them (a crash lost them with the page cache).  Segments
+ * nothing names are left alone: the scan removed their files. */
+bool qmgr_bodies_restore(struct qmgr_bodies *b, uint64_t segment, uint64_t offset, const void *data, size_t len,
+                         struct buf *err)
+{
+	if (segment_find(b, segment) == NULL)
+		return true;
+	if (!restore_open(b, segment, err))
+		return false;
+	struct restoring *r = &b->restoring;
+	unsigned char *have = mem_alloc(len ? len : 1);
+	size_t got = 0;
+	bool same = pread_all(r->fd, have, len, offset, &got) && got == len && memcmp(have, data, len) == 0;
+	free(have);
+	if (same)
+		return true;
+	if (!fileio_pwrite_all(r->fd, data, len, offset)) {
+		buf_printf(err, "cannot write to the body segment %s/%016" PRIX64 ": %s", b->dir, segment,
+		           strerror(errno));
+		return false;
+	}
+	r->changed = true;
+	r->bytes += len;
+	return true;
+}
+
+bool qmgr_bodies_restore_end(struct qmgr_bodies *b, uint64_t *bytes, uint64_t *segments, struct buf *err)
+{
+	bool ok = restore_close(b, err);
+	*bytes = b->restoring.bytes;
+	*segments = b->restoring.segments;
+	return ok;
 }
 
 /* ---- appending (event loop) ------------------------------------------------------------ */
@@ -374,7 +478,11 @@ static bool active_full(const struct qmgr_bodies *b, int64_t now)
 	return b->active_size >= SEGMENT_MAX_BYTES || now - b->active_started >= SEGMENT_MAX_SECS;
 }
 
-/* A write to the active segment, which the next sync then covers. */
+/* A write to the active segment, which the next sync then covers; a
+ * small one also goes into the log.  The order matters to checkpoints
+ * (qmgr_store_checkpoint): the file, then the dirty mark, then the log
+ * record, so that a record the log holds before a sync began was marked
+ * before it too. */
 static bool write_active(struct qmgr_bodies *b, const void *data, size_t len, uint64_t offset, struct buf *err)
 {
 	if (!fileio_pwrite_all(b->active_fd, data, len, offset)) {
@@ -384,10 +492,13 @@ static bool write_active(struct qmgr_bodies *b, const void *data, size_t len, ui
 		errno = saved;
 		return false;
 	}
+	bool logged = b->log_write != NULL && len <= LOGGED_WRITE_MAX;
 	pthread_mutex_lock(&b->mu);
 	b->active_dirty = true;
+	if (!logged)
+		b->unlogged = true;
 	pthread_mutex_unlock(&b->mu);
-	return true;
+	return !logged || b->log_write(b->log_ctx, b->active, offset, data, len, err);
 }
 
 /* The appended bytes not yet written go to the segment in one pwrite:
@@ -755,15 +866,21 @@ struct sync_batch {
 	bool dir;
 };
 
-static void take_batch(struct qmgr_bodies *b, struct sync_batch *batch, uint64_t *doomed_mark)
+/* The segments' data when every write is wanted (all) or some write
+ * was not logged; the directory whenever a segment was made. */
+static void take_batch(struct qmgr_bodies *b, bool all, struct sync_batch *batch, uint64_t *doomed_mark)
 {
 	pthread_mutex_lock(&b->mu);
-	batch->active_fd = b->active_dirty ? b->shared_active : -1;
-	b->active_dirty = false;
-	batch->rotated = b->rotated;
-	batch->nrotated = b->nrotated;
-	b->rotated = NULL;
-	b->nrotated = 0;
+	*batch = (struct sync_batch){.active_fd = -1};
+	if (all || b->unlogged) {
+		batch->active_fd = b->active_dirty ? b->shared_active : -1;
+		b->active_dirty = false;
+		b->unlogged = false;
+		batch->rotated = b->rotated;
+		batch->nrotated = b->nrotated;
+		b->rotated = NULL;
+		b->nrotated = 0;
+	}
 	batch->dir = b->dir_dirty;
 	b->dir_dirty = false;
 	*doomed_mark = b->doomed_total;
@@ -779,10 +896,10 @@ static bool sync_fd(const struct qmgr_bodies *b, int fd, struct buf *err)
 	return false;
 }
 
-bool qmgr_bodies_sync(struct qmgr_bodies *b, uint64_t *doomed_mark, struct buf *err)
+bool qmgr_bodies_sync(struct qmgr_bodies *b, bool all, uint64_t *doomed_mark, struct buf *err)
 {
 	struct sync_batch batch;
-	take_batch(b, &batch, doomed_mark);
+	take_batch(b, all, &batch, doomed_mark);
 	bool ok = true;
 	if (batch.active_fd >= 0)
 		ok = sync_fd(b, batch.active_fd, err);
@@ -824,6 +941,8 @@ void qmgr_bodies_free(struct qmgr_bodies *b)
 	free(b->tail);
 	if (b->active_fd >= 0)
 		close(b->active_fd);
+	if (b->restoring.fd >= 0)
+		close(b->restoring.fd);
 	for (size_t i = 0; i < b->nrotated; i++)
 		close(b->rotated[i]);
 	pthread_cond_destroy(&b->spare_wanted);

@@ -162,8 +162,11 @@ static int configure_env(DB_ENV *env)
 	 * would write lg_max bytes of zeros with pwrite in the committing
 	 * thread, the event loop, each time a file fills: a third of qmgr's
 	 * CPU and its worst latencies.  The daemon makes the next file ahead
-	 * in a thread of its own instead (qmgr_logahead.c). */
-	return env->log_set_config(env, DB_LOG_AUTO_REMOVE, 1);
+	 * in a thread of its own instead (qmgr_logahead.c).  Old log files
+	 * are removed by checkpoints (qmgr_store_checkpoint), not
+	 * DB_LOG_AUTO_REMOVE: the log holds segment writes until the
+	 * segments are synced. */
+	return qmgr_seglog_configure(env);
 }
 
 static int open_env(struct qmgr_store *st, enum qmgr_open_mode mode)
@@ -406,10 +409,34 @@ static bool count_refs(struct qmgr_store *st, struct buf *err)
 	       walk(st, QMGR_TABLE_OUTBOX, NULL, count_outbox_ref, st, err);
 }
 
+/* A segment write goes into the log too; false with errno set. */
+static bool log_segment_write(void *ctx, uint64_t segment, uint64_t offset, const void *data, size_t len,
+                              struct buf *err)
+{
+	struct qmgr_store *st = ctx;
+	int ret = qmgr_seglog_write(st->env, segment, offset, data, len);
+	if (ret == 0)
+		return true;
+	db_fail(st, ret, err, "cannot log a body segment write");
+	errno = ret > 0 ? ret : EIO;
+	return false;
+}
+
+/* After the scan: what a crash lost of the segment writes the log holds
+ * is written back before anything reads a segment. */
 static bool open_bodies(struct qmgr_store *st, struct buf *err)
 {
 	st->bodies = qmgr_bodies_new(st->dir, err);
-	return st->bodies && count_refs(st, err) && qmgr_bodies_scan(st->bodies, time(NULL), err);
+	if (!st->bodies || !count_refs(st, err) || !qmgr_bodies_scan(st->bodies, time(NULL), err))
+		return false;
+	int ret = qmgr_seglog_restore(st->env, st->bodies, err);
+	if (ret != 0) {
+		if (err->len == 0)
+			db_fail(st, ret, err, "cannot restore the body segments from the queue log");
+		return false;
+	}
+	qmgr_bodies_set_log(st->bodies, log_segment_write, st);
+	return true;
 }
 
 struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, struct buf *err)
@@ -473,14 +500,15 @@ void qmgr_store_close(struct qmgr_store *st)
 	free(st);
 }
 
-/* Bodies before the references to them: segments are synced before the
- * log is flushed, so a durable commit never names a body still in the
- * page cache.  Segments freed before the flush started are unlinked
+/* Bodies before the references to them: a small segment write is in
+ * the log ahead of its commit, a bigger one makes this flush sync the
+ * segments first, so a durable commit never names a body only the page
+ * cache holds.  Segments freed before the flush started are unlinked
  * after it: the commits that freed them are durable by then. */
 bool qmgr_store_flush(struct qmgr_store *st, struct buf *err)
 {
 	uint64_t freed = 0;
-	if (st->bodies && !qmgr_bodies_sync(st->bodies, &freed, err))
+	if (st->bodies && !qmgr_bodies_sync(st->bodies, false, &freed, err))
 		return false;
 	int ret = st->env->log_flush(st->env, NULL);
 	if (ret != 0) {
@@ -493,20 +521,32 @@ bool qmgr_store_flush(struct qmgr_store *st, struct buf *err)
 }
 
 /* A checkpoint flushes the log too, so it serves idle queues the same
- * way. */
+ * way.  Every segment is synced first, and the log says so ("synced"
+ * up to where the log ended before the sync began: seglog.c); log files
+ * below that point and the checkpoint go. */
 bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err)
 {
 	uint64_t freed = 0;
-	bool synced = st->bodies == NULL || qmgr_bodies_sync(st->bodies, &freed, err);
-	int ret = st->env->txn_checkpoint(st->env, 0, 0, 0);
+	DB_LSN end;
+	int ret = qmgr_seglog_end(st->env, &end);
+	if (ret != 0)
+		return db_fail(st, ret, err, "cannot read the queue log's end") == QMGR_STORE_OK;
+	bool synced = st->bodies == NULL || qmgr_bodies_sync(st->bodies, true, &freed, err);
+	if (synced && (ret = qmgr_seglog_synced(st->env, &end)) != 0)
+		return db_fail(st, ret, err, "cannot log the segments' sync") == QMGR_STORE_OK;
+	ret = st->env->txn_checkpoint(st->env, 0, 0, 0);
 	if (ret != 0) {
 		buf_reset(err);
 		db_fail(st, ret, err, "queue checkpoint failed");
 		return false;
 	}
-	if (synced && st->bodies)
+	if (!synced)
+		return false;
+	if (st->bodies)
 		qmgr_bodies_unlink_freed(st->bodies, freed);
-	return synced;
+	if ((ret = qmgr_seglog_remove_before(st->env, end.file)) != 0)
+		return db_fail(st, ret, err, "cannot list the queue's old log files") == QMGR_STORE_OK;
+	return true;
 }
 
 /* ---- writing ------------------------------------------------------------ */

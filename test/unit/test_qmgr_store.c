@@ -646,6 +646,26 @@ static void crash_child(const char *dir, int report_fd)
 	_exit(0);
 }
 
+/* Runs child(dir, fd) in a process of its own, which must exit 0; its
+ * report is left in the returned fd. */
+static int run_child(const char *dir, void (*child)(const char *dir, int report_fd))
+{
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		child(dir, fds[1]);
+	}
+	close(fds[1]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	return fds[0];
+}
+
 static void test_recovery_after_crash(void **state)
 {
 	struct fixture *f = *state;
@@ -654,22 +674,10 @@ static void test_recovery_after_crash(void **state)
 	qmgr_store_close(f->st);
 	f->st = NULL;
 
-	int fds[2];
-	assert_int_equal(pipe(fds), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(fds[0]);
-		crash_child(f->dir, fds[1]);
-	}
-	close(fds[1]);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	int report = run_child(f->dir, crash_child);
 	char qids[QMGR_QID_SIZE * 2];
-	assert_int_equal(read(fds[0], qids, sizeof(qids)), sizeof(qids));
-	close(fds[0]);
+	assert_int_equal(read(report, qids, sizeof(qids)), sizeof(qids));
+	close(report);
 
 	f->st = open_store(f->dir);
 	struct buf err = BUF_INIT, body = BUF_INIT;
@@ -896,6 +904,62 @@ static void test_fresh_body_read_from_memory(void **state)
 	assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, 100), 4);
 	close(fd);
 	assert_body(f->st, qid, 5000); /* as written, not as the file now is */
+	free(path);
+}
+
+/* The child commits a message with a small body and flushes it: the body
+ * is in the log, its segment written but not synced.  Then it dies. */
+static void logged_write_child(const char *dir, int report_fd)
+{
+	struct buf err = BUF_INIT;
+	struct qmgr_store *st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
+	if (st == NULL)
+		_exit(3);
+	char qid[QMGR_QID_SIZE];
+	uint64_t segment;
+	struct qmgr_incoming in;
+	make_incoming(&in, "logged@example.org", NULL, 2, 5000);
+	if (qmgr_store_add_message(st, &in, NOW, qid, &err) != QMGR_STORE_OK || !qmgr_store_flush(st, &err))
+		_exit(4);
+	if (!qmgr_store_body_segment(st, qid, &segment))
+		_exit(5);
+	if (write(report_fd, qid, sizeof(qid)) != (ssize_t)sizeof(qid) ||
+	    write(report_fd, &segment, sizeof(segment)) != (ssize_t)sizeof(segment))
+		_exit(6);
+	_exit(0);
+}
+
+/* A crash of the machine loses what the page cache held of a segment
+ * (here: the whole file's content); the log has it, and the next open
+ * writes it back before anything reads it. */
+static void test_logged_segment_write_restored_after_crash(void **state)
+{
+	struct fixture *f = *state;
+	qmgr_store_close(f->st);
+	f->st = NULL;
+	int report = run_child(f->dir, logged_write_child);
+	char qid[QMGR_QID_SIZE];
+	uint64_t segment;
+	assert_int_equal(read(report, qid, sizeof(qid)), sizeof(qid));
+	assert_int_equal(read(report, &segment, sizeof(segment)), sizeof(segment));
+	close(report);
+
+	char name[32];
+	snprintf(name, sizeof(name), "bodies/%016llX", (unsigned long long)segment);
+	char *path = testutil_path(f->dir, name);
+	struct stat sb;
+	assert_int_equal(stat(path, &sb), 0);
+	assert_true(sb.st_size >= 5000);
+	assert_int_equal(truncate(path, 0), 0);
+
+	f->st = open_store(f->dir);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_true(sb.st_size >= 5000);
+	assert_body(f->st, qid, 5000);
+	/* the accounting records went to the segment (and the log) too */
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 2);
 	free(path);
 }
 
@@ -1292,6 +1356,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_logged_segment_write_restored_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_removes_old_logs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_queue_names_recover, setup, teardown),
