@@ -3,6 +3,7 @@
  * bufferevent, sending replies, timeouts, STARTTLS and implicit TLS, and
  * closing.  What a command means is smtpd_cmd.c's business; this file
  * only decides what the bytes are. */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,18 +59,54 @@ static void release_replies(struct smtpd_session *s)
 	buf_reset(&s->replies);
 }
 
-/* Replies reach the client in this turn of the loop: a plain session's
- * bufferevent writes them now (bev_write.h), and a TLS bufferevent
- * encrypts and writes what is added to it at once.  A closing session's
- * last reply (its write callback closes the session) and replies the
- * client is not reading are left to libevent, with EV_WRITE enabled. */
+/* A TLS bufferevent on a socket encrypts and writes its output only
+ * once the loop finds the socket writable (libevent 2.1 writes at once
+ * only for filters): an epoll_ctl pair and a turn of the loop per group
+ * of replies.  So its output is written here, as bev_write_now() does
+ * for a plain socket: SSL_write now, and EV_WRITE left enabled only for
+ * what the socket could not take, which libevent then writes (starting
+ * from the same bytes, as OpenSSL wants a retried write to) or whose
+ * error it reports. */
+static void tls_write_now(struct smtpd_session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	bool wrote = false;
+	struct evbuffer_iovec first;
+	while (evbuffer_peek(out, -1, NULL, &first, 1) > 0 && first.iov_len > 0) {
+		ERR_clear_error();
+		int n = SSL_write(s->ssl, first.iov_base, first.iov_len > INT_MAX ? INT_MAX : (int)first.iov_len);
+		if (n <= 0)
+			break;
+		evbuffer_drain(out, (size_t)n);
+		wrote = true;
+	}
+	if (evbuffer_get_length(out) > 0)
+		bufferevent_enable(s->bev, EV_WRITE);
+	else
+		bufferevent_disable(s->bev, EV_WRITE);
+	if (wrote)
+		bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* The session's output goes to the socket now, plain or TLS. */
+static void write_output_now(struct smtpd_session *s)
+{
+	if (s->plain_bev)
+		bev_write_now(s->bev);
+	else if (s->ssl)
+		tls_write_now(s);
+}
+
+/* Replies reach the client in this turn of the loop.  A closing
+ * session's last reply (its write callback closes the session) and
+ * replies the client is not reading are left to libevent, with EV_WRITE
+ * enabled. */
 static void send_replies_now(struct smtpd_session *s)
 {
 	release_replies(s);
 	if (s->state == SMTPD_ST_CLOSING || s->out_held)
 		return;
-	if (s->plain_bev)
-		bev_write_now(s->bev);
+	write_output_now(s);
 }
 
 /* text is "CODE rest" with '\n' between lines of a multi-line reply. */
@@ -166,10 +203,7 @@ void smtpd_session_abort(struct smtpd_session *s, const char *why)
 		release_replies(s);
 		struct evbuffer *out = bufferevent_get_output(s->bev);
 		evbuffer_add_printf(out, "%s\r\n", why);
-		if (s->plain_bev)
-			bev_write_now(s->bev);
-		else
-			bufferevent_flush(s->bev, EV_WRITE, BEV_FLUSH);
+		write_output_now(s);
 	}
 	session_free(s);
 }
@@ -287,6 +321,10 @@ static SSL *new_ssl(struct smtpd_session *s)
 	/* idle sessions give their record buffers back (28 KB per idle TLS
 	 * session become 17 KB) */
 	SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+	/* one read(2) takes what the socket holds, not a record's header and
+	 * then its body; the records it takes beyond the first are taken
+	 * from OpenSSL by take_tls_pending() */
+	SSL_set_read_ahead(ssl, 1);
 	return ssl;
 }
 
@@ -560,6 +598,29 @@ static bool replies_backed_up(struct smtpd_session *s)
 	return true;
 }
 
+/* With read-ahead OpenSSL may hold whole records that the socket no
+ * longer has, and libevent reads only when the socket is readable: when
+ * the session has used up its input and could take more, the next
+ * record is taken from OpenSSL here.  Anything but data (a partial
+ * record, the end, an error) is left to libevent's next read. */
+static bool take_tls_pending(struct smtpd_session *s)
+{
+	bool wants_input = s->state == SMTPD_ST_COMMAND || s->state == SMTPD_ST_AUTH || s->state == SMTPD_ST_DATA ||
+	                   s->state == SMTPD_ST_BDAT;
+	if (s->plain_bev || s->ssl == NULL || !wants_input || !(bufferevent_get_enabled(s->bev) & EV_READ) ||
+	    !SSL_has_pending(s->ssl))
+		return false;
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer_iovec space;
+	if (evbuffer_reserve_space(in, SSL3_RT_MAX_PLAIN_LENGTH, &space, 1) < 1)
+		return false;
+	ERR_clear_error();
+	int n = SSL_read(s->ssl, space.iov_base, (int)space.iov_len);
+	space.iov_len = n > 0 ? (size_t)n : 0;
+	evbuffer_commit_space(in, &space, n > 0 ? 1 : 0);
+	return n > 0;
+}
+
 void smtpd_session_process(struct smtpd_session *s)
 {
 	/* What the input causes may close the session: freeing waits until
@@ -574,7 +635,7 @@ void smtpd_session_process(struct smtpd_session *s)
 			progress = next_text(s, in);
 		else
 			progress = false;
-		if (!progress)
+		if (!progress && !take_tls_pending(s))
 			break;
 	}
 	if (!s->dead && s->drain_notified && s->state == SMTPD_ST_COMMAND && !s->txn.active)

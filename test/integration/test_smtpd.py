@@ -881,6 +881,74 @@ def test_implicit_tls(start, certs):
     assert "with ESMTPS" in d.qmgr.messages[0]["data"].decode()
 
 
+class RecordSocket:
+    """TLS done by hand over a plain socket (ssl.MemoryBIO), so that a test
+    decides how records travel: send_records() makes one TLS record of
+    each part and puts them all on the wire in one write.  recv() is a
+    socket's, for Raw."""
+
+    def __init__(self, port, certs):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = client_ctx(certs).wrap_bio(self.incoming, self.outgoing, server_hostname="mx.test")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def _flush(self):
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("closed during TLS")
+        self.incoming.write(data)
+
+    def send_records(self, *parts):
+        for part in parts:
+            self.tls.write(part.encode())
+        self._flush()
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.tls.read(n)
+            except ssl.SSLWantReadError:
+                self._fill()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_tls_records_arriving_together_are_all_read(start, certs):
+    """Pipelined commands and a body, one TLS record each, reaching smtpd
+    in one segment: OpenSSL takes them all from the socket in one read,
+    and every one is answered (none waits for more input that will never
+    come)."""
+    d = start()
+    r = Raw.__new__(Raw)
+    r.sock, r.buf = RecordSocket(d.tls_port, certs), b""
+    assert r.reply().startswith("220 ")
+    r.sock.send_records("EHLO client.test\r\n")
+    assert r.reply().startswith("250")
+    r.sock.send_records("MAIL FROM:<a@x.org>\r\n", "RCPT TO:<b@example.com>\r\n",
+                        "RCPT TO:<c@example.com>\r\n", "DATA\r\n")
+    assert [r.reply()[:3] for _ in range(4)] == ["250", "250", "250", "354"]
+    r.sock.send_records("Subject: records\r\n", "\r\n", "line one\r\n", "line two\r\n", ".\r\n")
+    assert r.reply().startswith("250 2.0.0 Ok: queued as")
+    r.sock.send_records("NOOP\r\n", "NOOP\r\n", "QUIT\r\n")
+    assert [r.reply()[:3] for _ in range(3)] == ["250", "250", "221"]
+    r.sock.close()
+    assert d.qmgr.messages[0]["data"].decode().endswith("line one\r\nline two\r\n")
+
+
 def test_implicit_tls_with_swaks(start, certs):
     d = start()
     out = subprocess.run(["swaks", "--server", f"127.0.0.1:{d.tls_port}", "--tlsc", "--from", "a@x.org",
