@@ -1,7 +1,8 @@
 /* log.c: leveled logging to syslog, stderr or a file (see log.h).
  * A file target is opened in append mode and can be reopened after an
  * external rotation; a failed reopen keeps writing to the old descriptor
- * rather than losing lines. */
+ * rather than losing lines.  An event loop's lines can be gathered and
+ * written together (log_batch_start). */
 #include "log.h"
 
 #include <errno.h>
@@ -26,9 +27,24 @@ static struct {
 	pid_t pid; /* for the line prefix: 0 until the first line, and in a child */
 } log_state = {LOG_TO_STDERR, "tern", "", -1, 0};
 
+/* Lines kept for one write: the batching thread's, up to LOG_BATCH_BYTES
+ * (no more than PIPE_BUF, so that a batch written to a pipe shared with
+ * other processes still arrives whole). */
+static struct {
+	bool on;
+	pthread_t thread;
+	log_batch_wake_fn wake;
+	void *ctx;
+	size_t len;
+	char data[LOG_BATCH_BYTES];
+} batch;
+
+/* A child starts without its parent's lines and without batching. */
 static void forget_pid(void)
 {
 	log_state.pid = 0;
+	batch.on = false;
+	batch.len = 0;
 }
 
 /* getpid() is a system call: once per process, not per line. */
@@ -75,6 +91,7 @@ int log_reopen(void)
 {
 	if (log_state.target != LOG_TO_FILE)
 		return 0;
+	log_flush();
 	int fd = open_log_file(log_state.path);
 	if (fd < 0)
 		return -1;
@@ -92,6 +109,7 @@ int log_chown(uid_t uid, gid_t gid)
 
 void log_close(void)
 {
+	log_flush();
 	if (log_state.target == LOG_TO_FILE && log_state.fd >= 0)
 		close(log_state.fd);
 	if (log_state.target == LOG_TO_SYSLOG)
@@ -100,9 +118,65 @@ void log_close(void)
 	log_state.target = LOG_TO_STDERR;
 }
 
-/* One write(2) per line, so that lines from several processes sharing a
- * file or stderr never interleave. */
-static void write_line(int fd, enum log_level level, const char *fmt, va_list ap)
+static int target_fd(void)
+{
+	return log_state.target == LOG_TO_FILE ? log_state.fd : STDERR_FILENO;
+}
+
+static void write_out(const char *data, size_t len)
+{
+	ssize_t ignored = write(target_fd(), data, len);
+	(void)ignored;
+}
+
+void log_flush(void)
+{
+	if (batch.len == 0)
+		return;
+	write_out(batch.data, batch.len);
+	batch.len = 0;
+}
+
+void log_batch_start(log_batch_wake_fn wake, void *ctx)
+{
+	log_flush();
+	our_pid(); /* registers the fork handler that ends batching in a child */
+	batch.thread = pthread_self();
+	batch.wake = wake;
+	batch.ctx = ctx;
+	batch.on = true;
+}
+
+void log_batch_stop(void)
+{
+	log_flush();
+	batch.on = false;
+}
+
+/* Whole lines only, in one write(2) each time, so that lines from
+ * several processes sharing a file or stderr never interleave.  The
+ * batching thread's info and warning lines wait in the batch; an error
+ * or worse goes out at once, after them. */
+static void emit_line(enum log_level level, const char *line, size_t len)
+{
+	bool batched = batch.on && level < LOG_LEVEL_ERROR && len <= sizeof(batch.data) &&
+	               pthread_equal(batch.thread, pthread_self());
+	if (!batched) {
+		if (batch.on && pthread_equal(batch.thread, pthread_self()))
+			log_flush();
+		write_out(line, len);
+		return;
+	}
+	if (batch.len + len > sizeof(batch.data))
+		log_flush();
+	bool first = batch.len == 0;
+	memcpy(batch.data + batch.len, line, len);
+	batch.len += len;
+	if (first)
+		batch.wake(batch.ctx);
+}
+
+static void write_line(enum log_level level, const char *fmt, va_list ap)
 {
 	char line[8192];
 	size_t len = 0;
@@ -124,8 +198,7 @@ static void write_line(int fd, enum log_level level, const char *fmt, va_list ap
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
-	ssize_t ignored = write(fd, line, len);
-	(void)ignored;
+	emit_line(level, line, len);
 }
 
 void log_vmsg(enum log_level level, const char *fmt, va_list ap)
@@ -136,7 +209,7 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 		vsnprintf(line, sizeof(line), fmt, ap);
 		syslog(level_priorities[level], "%s: %s", level_names[level], line);
 	} else {
-		write_line(log_state.target == LOG_TO_FILE ? log_state.fd : STDERR_FILENO, level, fmt, ap);
+		write_line(level, fmt, ap);
 	}
 	errno = saved_errno;
 }

@@ -24,6 +24,20 @@ int log_reopen(void);
 int log_chown(uid_t uid, gid_t gid);
 void log_close(void);
 
+/* Batching, for an event loop: from log_batch_start on, the info and
+ * warning lines of the calling thread are kept (at most LOG_BATCH_BYTES)
+ * and written together by log_flush(); wake(ctx) is called when a line
+ * is kept in an empty batch, so that the loop flushes before it waits.
+ * A full batch, an error line or a line of another thread writes the
+ * batch at once; so do log_reopen, log_close and log_batch_stop.  Not
+ * for syslog, which takes each line itself.  A forked child does not
+ * batch and drops its parent's kept lines. */
+#define LOG_BATCH_BYTES 4096
+typedef void (*log_batch_wake_fn)(void *ctx);
+void log_batch_start(log_batch_wake_fn wake, void *ctx);
+void log_batch_stop(void);
+void log_flush(void);
+
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
