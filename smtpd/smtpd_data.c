@@ -22,13 +22,18 @@
 
 /* ---- headers ---------------------------------------------------------------------- */
 
+/* The date is formatted once a second, not once a message. */
 static void rfc5322_date(struct buf *out)
 {
-	char text[64];
+	static char text[64];
+	static time_t formatted_at = -1;
 	time_t now = time(NULL);
-	struct tm tm;
-	localtime_r(&now, &tm);
-	strftime(text, sizeof(text), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (now != formatted_at) {
+		struct tm tm;
+		localtime_r(&now, &tm);
+		strftime(text, sizeof(text), "%a, %d %b %Y %H:%M:%S %z", &tm);
+		formatted_at = now;
+	}
 	buf_puts(out, text);
 }
 
