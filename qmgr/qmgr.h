@@ -291,9 +291,12 @@ struct qmgr_rcpt_ref {
 /* Marks recipients as handed to job_id, in one transaction (not
  * flushed): their due time becomes until, so that after a crash they
  * wait for smtp's replayed results until then rather than being sent
- * twice.  Final recipients are left alone. */
-enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
-                                                 int64_t job_id, int64_t until, int64_t now, struct buf *err);
+ * twice.  Final recipients are left alone.  stored (or NULL) holds each
+ * recipient's record as read from the store in this turn of the loop,
+ * which is then not read again. */
+enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs,
+                                                 const struct qmgr_rcpt *stored, size_t n, int64_t job_id,
+                                                 int64_t until, int64_t now, struct buf *err);
 /* Counts one more start of qmgr and returns the count: job IDs made
  * from it are unique across restarts. */
 enum qmgr_store_status qmgr_store_next_job_gen(struct qmgr_store *st, uint64_t *gen, struct buf *err);
@@ -693,7 +696,8 @@ struct qmgr_job_builder *qmgr_smtp_begin(struct qmgr_smtp *c, int64_t job_id, co
  * cannot be read stays out of the job) is taken over, body left empty. */
 bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const struct ipc_msg *envelope,
                            struct buf *body, struct buf *err);
-bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err);
+/* r is the recipient's stored record. */
+bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, size_t index, const struct qmgr_rcpt *r);
 void qmgr_smtp_end_message(struct qmgr_job_builder *b);
 bool qmgr_smtp_run(struct qmgr_job_builder *b, bool send);
 /* The job was built without error and smtp is connected. */

@@ -855,6 +855,9 @@ struct collect {
 	struct buf unreadable_why;
 	struct qmgr_rcpt_ref *unreadable;
 	size_t nunreadable;
+	/* the job's recipients' records as read (stored[i] for
+	 * job->rcpts[i]; zeroed for one answered at once) */
+	struct qmgr_rcpt *stored;
 };
 
 /* Adds a message to the job the first time one of its recipients is
@@ -926,6 +929,9 @@ static bool collect_rcpt(void *ctx, const char *qid, size_t index, int64_t due)
 		return c->messages < JOB_MAX_MSGS && c->bytes < JOB_MAX_BYTES && c->rate_left > 0;
 	}
 	c->job->rcpts = mem_reallocarray(c->job->rcpts, c->job->nrcpt + 1, sizeof(*c->job->rcpts));
+	c->stored = mem_reallocarray(c->stored, c->job->nrcpt + 1, sizeof(*c->stored));
+	struct qmgr_rcpt *stored = &c->stored[c->job->nrcpt];
+	memset(stored, 0, sizeof(*stored));
 	struct job_rcpt *r = &c->job->rcpts[c->job->nrcpt++];
 	memset(r, 0, sizeof(*r));
 	memcpy(r->qid, qid, QMGR_QID_SIZE);
@@ -938,12 +944,23 @@ static bool collect_rcpt(void *ctx, const char *qid, size_t index, int64_t due)
 		return true;
 	}
 	struct buf err = BUF_INIT;
-	if (!qmgr_smtp_add_rcpt(c->builder, qid, index, &err)) {
+	bool found;
+	if (!qmgr_store_get_rcpt(c->s->st, qid, index, stored, &found, &err)) {
 		log_error("%s: recipient %zu: %s", qid, index, buf_cstr(&err));
+		memset(stored, 0, sizeof(*stored));
+		r->answered = true;
+	} else if (!qmgr_smtp_add_rcpt(c->builder, index, stored)) {
 		r->answered = true;
 	}
 	buf_free(&err);
 	return true;
+}
+
+static void stored_free(struct collect *c)
+{
+	for (size_t i = 0; c->stored && i < c->job->nrcpt; i++)
+		qmgr_rcpt_free(&c->stored[i]);
+	free(c->stored);
 }
 
 /* The messages a queue may still start under max-msg-rate. */
@@ -982,20 +999,23 @@ static void expire_unsent(struct qmgr_sched *s, struct job *j)
 
 /* The job's recipients are in flight in the database before smtp may
  * see them; false (the job is not sent) when that cannot be written. */
-static bool mark_in_flight(struct qmgr_sched *s, struct job *j, int64_t now)
+static bool mark_in_flight(struct qmgr_sched *s, struct job *j, const struct qmgr_rcpt *stored, int64_t now)
 {
 	struct qmgr_rcpt_ref *refs = mem_reallocarray(NULL, j->nrcpt ? j->nrcpt : 1, sizeof(*refs));
+	struct qmgr_rcpt *records = mem_reallocarray(NULL, j->nrcpt ? j->nrcpt : 1, sizeof(*records));
 	size_t n = 0;
 	for (size_t i = 0; i < j->nrcpt; i++) {
 		if (j->rcpts[i].answered)
 			continue;
 		memcpy(refs[n].qid, j->rcpts[i].qid, QMGR_QID_SIZE);
-		refs[n++].index = j->rcpts[i].index;
+		refs[n].index = j->rcpts[i].index;
+		records[n++] = stored[i];
 	}
 	struct buf err = BUF_INIT;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	enum qmgr_store_status status = qmgr_store_mark_in_flight(s->st, refs, n, j->id, now + s->grace, now, &err);
+	enum qmgr_store_status status =
+	    qmgr_store_mark_in_flight(s->st, refs, records, n, j->id, now + s->grace, now, &err);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	s->mark_jobs++;
 	s->mark_rcpts += n;
@@ -1004,6 +1024,7 @@ static bool mark_in_flight(struct qmgr_sched *s, struct job *j, int64_t now)
 		log_error("queue %s: job %" PRId64 " not started: %s", j->queue->name, j->id, buf_cstr(&err));
 	buf_free(&err);
 	free(refs);
+	free(records);
 	return status == QMGR_STORE_OK;
 }
 
@@ -1048,8 +1069,9 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	q->jobs++;
 	s->jobs_running++;
 	expire_unsent(s, j);
-	bool sent = c.messages > 0 && qmgr_smtp_can_run(c.builder) && mark_in_flight(s, j, now) &&
+	bool sent = c.messages > 0 && qmgr_smtp_can_run(c.builder) && mark_in_flight(s, j, c.stored, now) &&
 	            qmgr_smtp_run(c.builder, true);
+	stored_free(&c);
 	if (!sent || c.messages == 0) {
 		job_free(s, j);
 		return false;

@@ -263,24 +263,19 @@ bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const st
 	return !b->failed;
 }
 
-bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, const char *qid, size_t index, struct buf *err)
+bool qmgr_smtp_add_rcpt(struct qmgr_job_builder *b, size_t index, const struct qmgr_rcpt *r)
 {
-	struct qmgr_rcpt r;
-	bool found;
-	if (!qmgr_store_get_rcpt(qmgr_sched_store(b->c->sched), qid, index, &r, &found, err))
-		return false;
 	struct ipc_writer w;
 	ipc_write_begin(&w, &b->frames, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "recipient");
 	ipc_put_int(&w, IPC_ATTR_JOB_ID, b->job_id);
 	ipc_put_int(&w, IPC_ATTR_RCPT_INDEX, (int64_t)index);
-	ipc_put_str(&w, IPC_ATTR_RECIPIENT, r.address);
-	if (r.orcpt)
-		ipc_put_str(&w, IPC_ATTR_ORCPT, r.orcpt);
-	if (r.notify)
-		ipc_put_str(&w, IPC_ATTR_NOTIFY, r.notify);
+	ipc_put_str(&w, IPC_ATTR_RECIPIENT, r->address);
+	if (r->orcpt)
+		ipc_put_str(&w, IPC_ATTR_ORCPT, r->orcpt);
+	if (r->notify)
+		ipc_put_str(&w, IPC_ATTR_NOTIFY, r->notify);
 	frame_end(b, &w);
-	qmgr_rcpt_free(&r);
 	return !b->failed;
 }
 

@@ -1434,14 +1434,19 @@ enum qmgr_store_status qmgr_store_apply_many(struct qmgr_store *st, struct qmgr_
 /* Holds one recipient for a job: its due entry moves to until, so that
  * after a crash it waits for smtp's replayed result instead of being
  * sent again at once. */
-static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, int64_t job_id, int64_t until,
-                    struct buf *err)
+static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, const struct qmgr_rcpt *stored,
+                    int64_t job_id, int64_t until, struct buf *err)
 {
 	struct qmgr_rcpt r;
-	qmgr_key_rcpt(&w->key, ref->qid, ref->index);
-	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
-	if (ret != 0)
-		return ret == DB_NOTFOUND ? 0 : ret;
+	int ret = 0;
+	if (stored) {
+		r = *stored; /* a shallow copy: its strings stay the caller's */
+	} else {
+		qmgr_key_rcpt(&w->key, ref->qid, ref->index);
+		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+		if (ret != 0)
+			return ret == DB_NOTFOUND ? 0 : ret;
+	}
 	if (due_state(r.state)) {
 		qmgr_key_due(&w->key, r.queue, r.next_attempt, ref->qid, ref->index);
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
@@ -1450,12 +1455,14 @@ static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, int64_
 		if (ret == 0)
 			ret = put_rcpt(w, ref->qid, ref->index, &r);
 	}
-	qmgr_rcpt_free(&r);
+	if (!stored)
+		qmgr_rcpt_free(&r);
 	return ret;
 }
 
-enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
-                                                 int64_t job_id, int64_t until, int64_t now, struct buf *err)
+enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs,
+                                                 const struct qmgr_rcpt *stored, size_t n, int64_t job_id,
+                                                 int64_t until, int64_t now, struct buf *err)
 {
 	struct write_ctx w = {.st = st, .now = now};
 	enum qmgr_store_status status = begin(&w, err);
@@ -1463,7 +1470,7 @@ enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const st
 		return status;
 	int ret = 0;
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		ret = mark_one(&w, &refs[i], job_id, until, err);
+		ret = mark_one(&w, &refs[i], stored ? &stored[i] : NULL, job_id, until, err);
 	status = finish(&w, ret, err);
 	write_ctx_free(&w);
 	return status;

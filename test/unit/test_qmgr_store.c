@@ -386,7 +386,18 @@ static void test_in_flight_and_replay(void **state)
 		refs[i].index = i;
 	}
 	int64_t job = ((int64_t)3 << 32) + 7;
-	assert_int_equal(qmgr_store_mark_in_flight(f->st, refs, 2, job, NOW + 600, NOW, &err), QMGR_STORE_OK);
+	/* the records read here (as the scheduler hands them over), or read by
+	 * the store itself */
+	assert_int_equal(qmgr_store_mark_in_flight(f->st, refs, NULL, 2, job - 1, NOW + 300, NOW, &err), QMGR_STORE_OK);
+	struct qmgr_rcpt stored[2];
+	for (size_t i = 0; i < 2; i++) {
+		assert_true(qmgr_store_get_rcpt(f->st, qid, i, &stored[i], &found, &err));
+		assert_int_equal(stored[i].in_flight, job - 1);
+	}
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 300), 1);
+	assert_int_equal(qmgr_store_mark_in_flight(f->st, refs, stored, 2, job, NOW + 600, NOW, &err), QMGR_STORE_OK);
+	for (size_t i = 0; i < 2; i++)
+		qmgr_rcpt_free(&stored[i]);
 	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
 	assert_int_equal(r.in_flight, job);
 	assert_int_equal(r.next_attempt, NOW + 600);
