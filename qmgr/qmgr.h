@@ -202,6 +202,8 @@ bool qmgr_store_flush(struct qmgr_store *st, struct buf *err);
 /* Writes dirty pages and a checkpoint record; log files no longer needed
  * are removed by Berkeley DB (DB_LOG_AUTO_REMOVE).  Thread-safe. */
 bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err);
+/* The log has grown enough since the last checkpoint for another now. */
+bool qmgr_store_checkpoint_due(struct qmgr_store *st);
 /* The accounting record types to make (bit 1u << enum acct_type): those
  * some <acct-file> holds.  Records of other types are not written to the
  * outbox.  Until called, every type is made. */

@@ -102,7 +102,12 @@ struct qmgr_bodies {
 		uint64_t bytes, segments;
 	} restoring;
 
-	/* Shared with the flushing thread, under mu. */
+	/* Syncs take turns (a group commit's and a checkpoint's): one that
+	 * returns leaves nothing written before it began unsynced, even
+	 * what another sync had taken over and was still syncing. */
+	pthread_mutex_t sync_mu;
+
+	/* Shared with the flushing threads, under mu. */
 	pthread_mutex_t mu;
 	bool active_dirty; /* written since the last sync */
 	bool unlogged;     /* a write since the last sync is not in the log */
@@ -273,6 +278,7 @@ struct qmgr_bodies *qmgr_bodies_new(const char *queue_dir, struct buf *err)
 	b->restoring.fd = -1;
 	b->next_number = 1;
 	pthread_mutex_init(&b->mu, NULL);
+	pthread_mutex_init(&b->sync_mu, NULL);
 	pthread_cond_init(&b->spare_wanted, NULL);
 	return b;
 }
@@ -899,6 +905,7 @@ static bool sync_fd(const struct qmgr_bodies *b, int fd, struct buf *err)
 bool qmgr_bodies_sync(struct qmgr_bodies *b, bool all, uint64_t *doomed_mark, struct buf *err)
 {
 	struct sync_batch batch;
+	pthread_mutex_lock(&b->sync_mu);
 	take_batch(b, all, &batch, doomed_mark);
 	bool ok = true;
 	if (batch.active_fd >= 0)
@@ -915,6 +922,7 @@ bool qmgr_bodies_sync(struct qmgr_bodies *b, bool all, uint64_t *doomed_mark, st
 			buf_printf(err, "cannot sync %s: %s", b->dir, strerror(errno));
 		ok = false;
 	}
+	pthread_mutex_unlock(&b->sync_mu);
 	return ok;
 }
 
@@ -947,6 +955,7 @@ void qmgr_bodies_free(struct qmgr_bodies *b)
 		close(b->rotated[i]);
 	pthread_cond_destroy(&b->spare_wanted);
 	pthread_mutex_destroy(&b->mu);
+	pthread_mutex_destroy(&b->sync_mu);
 	free(b->rotated);
 	free(b->doomed);
 	free(b->segs);

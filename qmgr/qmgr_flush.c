@@ -5,9 +5,11 @@
  * durable, and the commits that arrive while that fsync runs are covered
  * by the next one.
  * So under load one fsync serves many messages, and an idle queue still
- * acknowledges a lone message after a single fsync.  The thread also
- * takes the periodic checkpoints, so the event loop never waits on the
- * disk.
+ * acknowledges a lone message after a single fsync.  A second thread
+ * takes the periodic checkpoints, so that neither the event loop nor a
+ * group commit waits for one (under load a checkpoint takes about half
+ * a second, and when this thread took them, they waited for a moment
+ * without commits, which a busy queue may not have for minutes).
  *
  * Tickets order everything: each wait gets the next ticket; a flush
  * started after ticket t was issued covers every ticket up to t. */
@@ -26,6 +28,8 @@
 #include "log.h"
 #include "mem.h"
 
+#define CHECKPOINT_POLL_MILLIS 1000
+
 struct waiter {
 	uint64_t ticket;
 	qmgr_durable_fn fn;
@@ -42,13 +46,15 @@ struct outcome {
 struct qmgr_flusher {
 	struct qmgr_store *st;
 	int checkpoint_secs;
-	pthread_t thread;
+	pthread_t thread, checkpointer;
+	bool checkpointer_started;
 	int wake_pipe[2]; /* thread -> loop: outcomes are ready */
 	struct event *wake;
 
 	/* Shared with the thread, under mu. */
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	pthread_cond_t cv;      /* tickets were issued, or stop */
+	pthread_cond_t stop_cv; /* stop (for the checkpointer) */
 	uint64_t issued; /* the last ticket handed out */
 	bool stopping;
 	struct outcome *outcomes;
@@ -90,15 +96,6 @@ static void flush_upto(struct qmgr_flusher *f, uint64_t target, uint64_t previou
 	wake_loop(f);
 }
 
-static void checkpoint(struct qmgr_flusher *f)
-{
-	pthread_mutex_unlock(&f->mu);
-	struct buf err = BUF_INIT;
-	if (!qmgr_store_checkpoint(f->st, &err))
-		log_error("%s", buf_cstr(&err));
-	buf_free(&err);
-	pthread_mutex_lock(&f->mu);
-}
 
 struct timespec qmgr_deadline_after(long millis)
 {
@@ -117,7 +114,6 @@ static void *flusher_thread(void *arg)
 {
 	struct qmgr_flusher *f = arg;
 	uint64_t done = 0;
-	struct timespec next_checkpoint = qmgr_deadline_after(f->checkpoint_secs * 1000L);
 	pthread_mutex_lock(&f->mu);
 	for (;;) {
 		if (f->issued > done) {
@@ -128,10 +124,40 @@ static void *flusher_thread(void *arg)
 		}
 		if (f->stopping)
 			break;
-		if (pthread_cond_timedwait(&f->cv, &f->mu, &next_checkpoint) == ETIMEDOUT) {
-			checkpoint(f);
-			next_checkpoint = qmgr_deadline_after(f->checkpoint_secs * 1000L);
+		pthread_cond_wait(&f->cv, &f->mu);
+	}
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+/* Every checkpoint_secs, or sooner once the log has grown enough
+ * (looked at every CHECKPOINT_POLL_MILLIS), beside the flushes: Berkeley
+ * DB lets both run at once, and the segments' syncs take turns in
+ * qmgr_bodies_sync. */
+static bool time_reached(const struct timespec *t)
+{
+	struct timespec now = qmgr_deadline_after(0);
+	return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+static void *checkpointer_thread(void *arg)
+{
+	struct qmgr_flusher *f = arg;
+	pthread_mutex_lock(&f->mu);
+	struct timespec next = qmgr_deadline_after(f->checkpoint_secs * 1000L);
+	while (!f->stopping) {
+		struct timespec poll = qmgr_deadline_after(CHECKPOINT_POLL_MILLIS);
+		if (pthread_cond_timedwait(&f->stop_cv, &f->mu, &poll) != ETIMEDOUT)
+			continue;
+		pthread_mutex_unlock(&f->mu);
+		if (time_reached(&next) || qmgr_store_checkpoint_due(f->st)) {
+			struct buf err = BUF_INIT;
+			if (!qmgr_store_checkpoint(f->st, &err))
+				log_error("%s", buf_cstr(&err));
+			buf_free(&err);
+			next = qmgr_deadline_after(f->checkpoint_secs * 1000L);
 		}
+		pthread_mutex_lock(&f->mu);
 	}
 	pthread_mutex_unlock(&f->mu);
 	return NULL;
@@ -212,8 +238,21 @@ static void flusher_free(struct qmgr_flusher *f)
 	}
 	pthread_mutex_destroy(&f->mu);
 	pthread_cond_destroy(&f->cv);
+	pthread_cond_destroy(&f->stop_cv);
 	free(f->waiters);
 	free(f);
+}
+
+static void stop_checkpointer(struct qmgr_flusher *f)
+{
+	if (!f->checkpointer_started)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stopping = true;
+	pthread_cond_signal(&f->stop_cv);
+	pthread_mutex_unlock(&f->mu);
+	pthread_join(f->checkpointer, NULL);
+	f->checkpointer_started = false;
 }
 
 struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_store *st, int checkpoint_secs,
@@ -225,6 +264,7 @@ struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_sto
 	f->wake_pipe[0] = f->wake_pipe[1] = -1;
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_cond_init(&f->cv, NULL);
+	pthread_cond_init(&f->stop_cv, NULL);
 	if (!make_pipe(f->wake_pipe, err)) {
 		flusher_free(f);
 		return NULL;
@@ -234,9 +274,13 @@ struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_sto
 	if (rc == 0)
 		rc = event_add(f->wake, NULL);
 	if (rc == 0)
+		rc = pthread_create(&f->checkpointer, NULL, checkpointer_thread, f);
+	f->checkpointer_started = rc == 0;
+	if (rc == 0)
 		rc = pthread_create(&f->thread, NULL, flusher_thread, f);
 	if (rc != 0) {
-		buf_printf(err, "cannot start the flush thread: %s", rc > 0 ? strerror(rc) : "event setup failed");
+		buf_printf(err, "cannot start the flush threads: %s", rc > 0 ? strerror(rc) : "event setup failed");
+		stop_checkpointer(f);
 		flusher_free(f);
 		return NULL;
 	}
@@ -247,6 +291,7 @@ void qmgr_flusher_stop(struct qmgr_flusher *f)
 {
 	if (f == NULL)
 		return;
+	stop_checkpointer(f);
 	pthread_mutex_lock(&f->mu);
 	f->stopping = true;
 	pthread_cond_signal(&f->cv);

@@ -38,6 +38,11 @@
  * many are remembered). */
 #define DAMAGED_REMEMBERED 64
 #define CACHE_BYTES (32u * 1024 * 1024)
+/* A checkpoint is due once the log has grown by this many files (of
+ * LOG_FILE_BYTES) since the last one, whatever the time: it bounds the
+ * log's disk space and what recovery replays after a crash (at full
+ * load the log grows by some 70 MB a second). */
+#define CHECKPOINT_LOG_FILES 64
 /* New tables' pages (an existing table keeps its own).  The keys of a
  * queue only grow: pages fill at one end and empty at the other, and
  * every split or free logs whole pages.  16 KB pages do that a quarter
@@ -78,7 +83,8 @@ struct qmgr_store {
 	uint64_t outbox_saved;   /* outbox_next in meta.db */
 	unsigned records_wanted; /* record types to make: bit 1u << enum acct_type */
 	bool broken;
-	bool txn_open; /* a write transaction runs: no second one may begin */
+	bool txn_open;            /* a write transaction runs: no second one may begin */
+	uint32_t checkpoint_file; /* the log's file when the last checkpoint began */
 	struct qmgr_bodies *bodies;
 	struct qmgr_logahead *logahead; /* the daemon's: NULL in tools and tests */
 	struct buf sweep_resume;        /* where the sweep's scan of bodies.db goes on */
@@ -542,6 +548,7 @@ bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err)
 	}
 	if (!synced)
 		return false;
+	st->checkpoint_file = end.file;
 	if (st->bodies)
 		qmgr_bodies_unlink_freed(st->bodies, freed);
 	if ((ret = qmgr_seglog_remove_before(st->env, end.file)) != 0)
@@ -1064,13 +1071,18 @@ char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment)
 static bool current_log_file(void *ctx, uint32_t *number, uint64_t *offset)
 {
 	struct qmgr_store *st = ctx;
-	DB_LOG_STAT *stat;
-	if (st->env->log_stat(st->env, &stat, 0) != 0)
+	DB_LSN end;
+	if (qmgr_seglog_end(st->env, &end) != 0)
 		return false;
-	*number = stat->st_cur_file;
-	*offset = stat->st_cur_offset;
-	free(stat);
+	*number = end.file;
+	*offset = end.offset;
 	return true;
+}
+
+bool qmgr_store_checkpoint_due(struct qmgr_store *st)
+{
+	DB_LSN end;
+	return qmgr_seglog_end(st->env, &end) == 0 && end.file >= st->checkpoint_file + CHECKPOINT_LOG_FILES;
 }
 
 bool qmgr_store_prepare_files(struct qmgr_store *st, struct buf *err)

@@ -1,7 +1,7 @@
 /* test_qmgr_flush.c: unit tests of qmgr's group commit: every commit that
  * waits is answered exactly once, in order, from the event loop; a stop
  * answers what is still waiting, including commits made by the callbacks
- * themselves. */
+ * themselves; checkpoints run while commits never stop. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -94,12 +95,97 @@ static void test_stop_answers_waiters_and_their_followers(void **state)
 	run_waiters(true);
 }
 
+/* Checkpoints run beside commits that never stop (the loop commits
+ * again at every turn): within a few seconds of a 1 s interval one has
+ * run and removed the log files it no longer needs, while the commits
+ * went on being answered. */
+struct busy {
+	struct event_base *base;
+	struct qmgr_store *st;
+	struct qmgr_flusher *flusher;
+	struct event *again;
+	uint64_t answered;
+};
+
+static void on_busy_durable(void *arg, bool ok, const char *reason)
+{
+	struct busy *b = arg;
+	assert_true(ok);
+	b->answered++;
+}
+
+static void commit_and_wait(evutil_socket_t fd, short what, void *arg)
+{
+	struct busy *b = arg;
+	struct buf err = BUF_INIT;
+	char value[64] = {0};
+	assert_true(qmgr_store_put_raw(b->st, QMGR_TABLE_META, "busy", 4, value, sizeof(value), &err));
+	buf_free(&err);
+	qmgr_flusher_wait(b->flusher, on_busy_durable, b);
+	struct timeval now = {0, 0};
+	evtimer_add(b->again, &now);
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+	char *path = testutil_path(dir, name);
+	bool exists = access(path, F_OK) == 0;
+	free(path);
+	return exists;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static void test_checkpoints_run_while_commits_never_stop(void **state)
+{
+	char *dir = testutil_tmpdir();
+	struct buf err = BUF_INIT;
+	struct busy b = {.base = event_base_new()};
+	b.st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
+	assert_non_null(b.st);
+	/* the log past its first files */
+	char *filler = mem_zalloc(1024 * 1024);
+	for (int i = 0; i < 25 && !file_exists(dir, "log.0000000003"); i++)
+		assert_true(qmgr_store_put_raw(b.st, QMGR_TABLE_META, "filler", 6, filler, 1024 * 1024, &err));
+	free(filler);
+	assert_true(file_exists(dir, "log.0000000001"));
+	b.flusher = qmgr_flusher_start(b.base, b.st, 1, &err);
+	assert_non_null(b.flusher);
+	b.again = evtimer_new(b.base, commit_and_wait, &b);
+	struct timeval now = {0, 0};
+	evtimer_add(b.again, &now);
+	struct event *deadline = evtimer_new(b.base, on_deadline, b.base);
+	bool removed = false;
+	for (int tenth = 0; tenth < 40 && !removed; tenth++) {
+		struct timeval tv = {0, 100000};
+		evtimer_add(deadline, &tv);
+		event_base_dispatch(b.base);
+		removed = !file_exists(dir, "log.0000000001");
+	}
+	uint64_t before = b.answered;
+	event_del(b.again);
+	qmgr_flusher_stop(b.flusher);
+	assert_true(removed);
+	assert_true(before > 100); /* the commits went on all along */
+	event_free(b.again);
+	event_free(deadline);
+	event_base_free(b.base);
+	qmgr_store_close(b.st);
+	testutil_rmtree(dir);
+	free(dir);
+	buf_free(&err);
+}
+
 int main(void)
 {
 	log_open("test_qmgr_flush", LOG_TO_STDERR, NULL);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_waiter_answered_once_in_order),
 	    cmocka_unit_test(test_stop_answers_waiters_and_their_followers),
+	    cmocka_unit_test(test_checkpoints_run_while_commits_never_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
