@@ -159,10 +159,9 @@ void log_batch_stop(void)
  * or worse goes out at once, after them. */
 static void emit_line(enum log_level level, const char *line, size_t len)
 {
-	bool batched = batch.on && level < LOG_LEVEL_ERROR && len <= sizeof(batch.data) &&
-	               pthread_equal(batch.thread, pthread_self());
-	if (!batched) {
-		if (batch.on && pthread_equal(batch.thread, pthread_self()))
+	bool ours = batch.on && pthread_equal(batch.thread, pthread_self());
+	if (!ours || level >= LOG_LEVEL_ERROR || len > sizeof(batch.data)) {
+		if (ours)
 			log_flush();
 		write_out(line, len);
 		return;

@@ -172,6 +172,10 @@ uint64_t qmgr_key_seq_value(const void *key, size_t len);
 
 /* A key in printable form, for error messages about corrupt records. */
 void qmgr_key_describe(struct buf *out, const void *key, size_t len);
+/* Numbers as big-endian bytes (keys, references, log records), of
+ * 1 to 8 bytes. */
+void qmgr_be_put(unsigned char *out, uint64_t v, int bytes);
+uint64_t qmgr_be_get(const unsigned char *in, int bytes);
 
 /* ---- the store (qmgr_store.c) ------------------------------------------- */
 

@@ -167,26 +167,12 @@ uint64_t qmgr_body_checksum(const void *data, size_t len)
 
 /* ---- references ---------------------------------------------------------------- */
 
-static void put_be64(unsigned char *out, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		out[i] = (unsigned char)v;
-}
-
-static uint64_t get_be64(const unsigned char *in)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | in[i];
-	return v;
-}
-
 void qmgr_body_ref_encode(const struct qmgr_body_ref *r, unsigned char out[QMGR_BODY_REF_SIZE])
 {
-	put_be64(out, r->segment);
-	put_be64(out + 8, r->offset);
-	put_be64(out + 16, r->length);
-	put_be64(out + 24, r->checksum);
+	qmgr_be_put(out, r->segment, 8);
+	qmgr_be_put(out + 8, r->offset, 8);
+	qmgr_be_put(out + 16, r->length, 8);
+	qmgr_be_put(out + 24, r->checksum, 8);
 }
 
 bool qmgr_body_ref_decode(const void *v, size_t len, struct qmgr_body_ref *r)
@@ -194,10 +180,10 @@ bool qmgr_body_ref_decode(const void *v, size_t len, struct qmgr_body_ref *r)
 	if (len != QMGR_BODY_REF_SIZE)
 		return false;
 	const unsigned char *p = v;
-	r->segment = get_be64(p);
-	r->offset = get_be64(p + 8);
-	r->length = get_be64(p + 16);
-	r->checksum = get_be64(p + 24);
+	r->segment = qmgr_be_get(p, 8);
+	r->offset = qmgr_be_get(p + 8, 8);
+	r->length = qmgr_be_get(p + 16, 8);
+	r->checksum = qmgr_be_get(p + 24, 8);
 	return true;
 }
 
@@ -345,78 +331,6 @@ bool qmgr_bodies_scan(struct qmgr_bodies *b, int64_t now, struct buf *err)
 		scan_one(b, dirfd(d), e->d_name, now);
 	closedir(d);
 	return true;
-}
-
-static bool pread_all(int fd, void *data, size_t len, uint64_t offset, size_t *got);
-
-/* ---- after a crash: logged writes back into their segments ------------------------------ */
-
-/* The segment being restored is done: synced if it changed, closed. */
-static bool restore_close(struct qmgr_bodies *b, struct buf *err)
-{
-	struct restoring *r = &b->restoring;
-	if (r->fd < 0)
-		return true;
-	bool ok = !r->changed || fdatasync(r->fd) == 0;
-	if (!ok)
-		buf_printf(err, "cannot sync the body segment %s/%016" PRIX64 ": %s", b->dir, r->segment, strerror(errno));
-	if (r->changed)
-		r->segments++;
-	close(r->fd);
-	r->fd = -1;
-	r->changed = false;
-	return ok;
-}
-
-static bool restore_open(struct qmgr_bodies *b, uint64_t segment, struct buf *err)
-{
-	struct restoring *r = &b->restoring;
-	if (r->fd >= 0 && r->segment == segment)
-		return true;
-	if (!restore_close(b, err))
-		return false;
-	char *path = segment_path(b, segment);
-	r->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (r->fd < 0)
-		buf_printf(err, "cannot open the body segment %s: %s", path, strerror(errno));
-	free(path);
-	r->segment = segment;
-	return r->fd >= 0;
-}
-
-/* Bytes the log holds for a segment: written again where the file does
- * not hold them (a crash lost them with the page cache).  Segments
- * nothing names are left alone: the scan removed their files. */
-bool qmgr_bodies_restore(struct qmgr_bodies *b, uint64_t segment, uint64_t offset, const void *data, size_t len,
-                         struct buf *err)
-{
-	if (segment_find(b, segment) == NULL)
-		return true;
-	if (!restore_open(b, segment, err))
-		return false;
-	struct restoring *r = &b->restoring;
-	unsigned char *have = mem_alloc(len ? len : 1);
-	size_t got = 0;
-	bool same = pread_all(r->fd, have, len, offset, &got) && got == len && memcmp(have, data, len) == 0;
-	free(have);
-	if (same)
-		return true;
-	if (!fileio_pwrite_all(r->fd, data, len, offset)) {
-		buf_printf(err, "cannot write to the body segment %s/%016" PRIX64 ": %s", b->dir, segment,
-		           strerror(errno));
-		return false;
-	}
-	r->changed = true;
-	r->bytes += len;
-	return true;
-}
-
-bool qmgr_bodies_restore_end(struct qmgr_bodies *b, uint64_t *bytes, uint64_t *segments, struct buf *err)
-{
-	bool ok = restore_close(b, err);
-	*bytes = b->restoring.bytes;
-	*segments = b->restoring.segments;
-	return ok;
 }
 
 /* ---- appending (event loop) ------------------------------------------------------------ */
@@ -811,6 +725,76 @@ bool qmgr_bodies_read(struct qmgr_bodies *b, const char *qid, const struct qmgr_
 		return checked(b, qid, ref, body, err);
 	body->data[body->len] = '\0';
 	return false;
+}
+
+/* ---- after a crash: logged writes back into their segments ------------------------------ */
+
+/* The segment being restored is done: synced if it changed, closed. */
+static bool restore_close(struct qmgr_bodies *b, struct buf *err)
+{
+	struct restoring *r = &b->restoring;
+	if (r->fd < 0)
+		return true;
+	bool ok = !r->changed || fdatasync(r->fd) == 0;
+	if (!ok)
+		buf_printf(err, "cannot sync the body segment %s/%016" PRIX64 ": %s", b->dir, r->segment, strerror(errno));
+	if (r->changed)
+		r->segments++;
+	close(r->fd);
+	r->fd = -1;
+	r->changed = false;
+	return ok;
+}
+
+static bool restore_open(struct qmgr_bodies *b, uint64_t segment, struct buf *err)
+{
+	struct restoring *r = &b->restoring;
+	if (r->fd >= 0 && r->segment == segment)
+		return true;
+	if (!restore_close(b, err))
+		return false;
+	char *path = segment_path(b, segment);
+	r->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (r->fd < 0)
+		buf_printf(err, "cannot open the body segment %s: %s", path, strerror(errno));
+	free(path);
+	r->segment = segment;
+	return r->fd >= 0;
+}
+
+/* Bytes the log holds for a segment: written again where the file does
+ * not hold them (a crash lost them with the page cache).  Segments
+ * nothing names are left alone: the scan removed their files. */
+bool qmgr_bodies_restore(struct qmgr_bodies *b, uint64_t segment, uint64_t offset, const void *data, size_t len,
+                         struct buf *err)
+{
+	if (segment_find(b, segment) == NULL)
+		return true;
+	if (!restore_open(b, segment, err))
+		return false;
+	struct restoring *r = &b->restoring;
+	unsigned char *have = mem_alloc(len ? len : 1);
+	size_t got = 0;
+	bool same = pread_all(r->fd, have, len, offset, &got) && got == len && memcmp(have, data, len) == 0;
+	free(have);
+	if (same)
+		return true;
+	if (!fileio_pwrite_all(r->fd, data, len, offset)) {
+		buf_printf(err, "cannot write to the body segment %s/%016" PRIX64 ": %s", b->dir, segment,
+		           strerror(errno));
+		return false;
+	}
+	r->changed = true;
+	r->bytes += len;
+	return true;
+}
+
+bool qmgr_bodies_restore_end(struct qmgr_bodies *b, uint64_t *bytes, uint64_t *segments, struct buf *err)
+{
+	bool ok = restore_close(b, err);
+	*bytes = b->restoring.bytes;
+	*segments = b->restoring.segments;
+	return ok;
 }
 
 /* ---- references come and go (event loop, after commits) --------------------------------- */

@@ -47,7 +47,7 @@ struct qmgr_flusher {
 	struct qmgr_store *st;
 	int checkpoint_secs;
 	pthread_t thread, checkpointer;
-	bool checkpointer_started;
+	bool thread_started, checkpointer_started;
 	int wake_pipe[2]; /* thread -> loop: outcomes are ready */
 	struct event *wake;
 
@@ -243,16 +243,20 @@ static void flusher_free(struct qmgr_flusher *f)
 	free(f);
 }
 
-static void stop_checkpointer(struct qmgr_flusher *f)
+/* The checkpointer first, so that no checkpoint runs once the flush
+ * thread is gone. */
+static void stop_threads(struct qmgr_flusher *f)
 {
-	if (!f->checkpointer_started)
-		return;
 	pthread_mutex_lock(&f->mu);
 	f->stopping = true;
 	pthread_cond_signal(&f->stop_cv);
+	pthread_cond_signal(&f->cv);
 	pthread_mutex_unlock(&f->mu);
-	pthread_join(f->checkpointer, NULL);
-	f->checkpointer_started = false;
+	if (f->checkpointer_started)
+		pthread_join(f->checkpointer, NULL);
+	if (f->thread_started)
+		pthread_join(f->thread, NULL);
+	f->checkpointer_started = f->thread_started = false;
 }
 
 struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_store *st, int checkpoint_secs,
@@ -278,9 +282,10 @@ struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_sto
 	f->checkpointer_started = rc == 0;
 	if (rc == 0)
 		rc = pthread_create(&f->thread, NULL, flusher_thread, f);
+	f->thread_started = rc == 0;
 	if (rc != 0) {
 		buf_printf(err, "cannot start the flush threads: %s", rc > 0 ? strerror(rc) : "event setup failed");
-		stop_checkpointer(f);
+		stop_threads(f);
 		flusher_free(f);
 		return NULL;
 	}
@@ -291,12 +296,7 @@ void qmgr_flusher_stop(struct qmgr_flusher *f)
 {
 	if (f == NULL)
 		return;
-	stop_checkpointer(f);
-	pthread_mutex_lock(&f->mu);
-	f->stopping = true;
-	pthread_cond_signal(&f->cv);
-	pthread_mutex_unlock(&f->mu);
-	pthread_join(f->thread, NULL);
+	stop_threads(f);
 	drain_outcomes(f);
 	/* Callbacks may have committed more (the next message a client had
 	 * sent): flush those here, the thread is gone. */

@@ -398,10 +398,25 @@ bool qmgr_record_outbox_decode(const void *v, size_t len, struct ipc_msg *msg, s
 
 /* ---- keys -------------------------------------------------------------- */
 
+void qmgr_be_put(unsigned char *out, uint64_t v, int bytes)
+{
+	for (int i = bytes - 1; i >= 0; i--, v >>= 8)
+		out[i] = (unsigned char)v;
+}
+
+uint64_t qmgr_be_get(const unsigned char *in, int bytes)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < bytes; i++)
+		v = v << 8 | in[i];
+	return v;
+}
+
 static void put_be(struct buf *key, uint64_t v, int bytes)
 {
-	for (int i = bytes - 1; i >= 0; i--)
-		buf_putc(key, (char)(unsigned char)(v >> (8 * i)));
+	unsigned char be[8];
+	qmgr_be_put(be, v, bytes);
+	buf_append(key, be, (size_t)bytes);
 }
 
 void qmgr_key_rcpt(struct buf *key, const char *qid, size_t index)
@@ -437,11 +452,7 @@ void qmgr_key_seq(struct buf *key, uint64_t seq)
 
 uint64_t qmgr_key_seq_value(const void *key, size_t len)
 {
-	const unsigned char *p = key;
-	uint64_t v = 0;
-	for (size_t i = 0; i < len && i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
+	return qmgr_be_get(key, len < 8 ? (int)len : 8);
 }
 
 void qmgr_key_describe(struct buf *out, const void *key, size_t len)

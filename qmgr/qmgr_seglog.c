@@ -55,20 +55,6 @@ static uint32_t record_type(const DBT *rec)
 	return type;
 }
 
-static void put_be(unsigned char *out, uint64_t v, int bytes)
-{
-	for (int i = bytes - 1; i >= 0; i--, v >>= 8)
-		out[i] = (unsigned char)v;
-}
-
-static uint64_t get_be(const unsigned char *in, int bytes)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < bytes; i++)
-		v = v << 8 | in[i];
-	return v;
-}
-
 /* Recovery passes over records without a transaction; a reader that
  * does not (printing, verifying) finds nothing to do in ours. */
 static int ignore_record(DB_ENV *env, DBT *rec, DB_LSN *lsn, db_recops op)
@@ -85,8 +71,8 @@ int qmgr_seglog_write(struct __db_env *env, uint64_t segment, uint64_t offset, c
 {
 	unsigned char *rec = mem_alloc(WRITE_FIXED_BYTES + len);
 	put_header(rec, SEGLOG_WRITE);
-	put_be(rec + HEADER_BYTES, segment, 8);
-	put_be(rec + HEADER_BYTES + 8, offset, 8);
+	qmgr_be_put(rec + HEADER_BYTES, segment, 8);
+	qmgr_be_put(rec + HEADER_BYTES + 8, offset, 8);
 	memcpy(rec + WRITE_FIXED_BYTES, data, len);
 	DBT dbt = {.data = rec, .size = (u_int32_t)(WRITE_FIXED_BYTES + len)};
 	DB_LSN lsn;
@@ -111,8 +97,8 @@ int qmgr_seglog_synced(struct __db_env *env, const DB_LSN *before)
 {
 	unsigned char rec[SYNCED_BYTES];
 	put_header(rec, SEGLOG_SYNCED);
-	put_be(rec + HEADER_BYTES, before->file, 4);
-	put_be(rec + HEADER_BYTES + 4, before->offset, 4);
+	qmgr_be_put(rec + HEADER_BYTES, before->file, 4);
+	qmgr_be_put(rec + HEADER_BYTES + 4, before->offset, 4);
 	DBT dbt = {.data = rec, .size = sizeof(rec)};
 	DB_LSN lsn;
 	return env->log_put(env, &lsn, &dbt, 0);
@@ -169,8 +155,8 @@ static int find_restore_start(DB_LOGC *cur, DB_LSN *from, bool *empty)
 		*empty = false;
 		if (!bounded && record_type(&rec) == SEGLOG_SYNCED && rec.size == SYNCED_BYTES) {
 			const unsigned char *p = (const unsigned char *)rec.data + HEADER_BYTES;
-			bound.file = (u_int32_t)get_be(p, 4);
-			bound.offset = (u_int32_t)get_be(p + 4, 4);
+			bound.file = (u_int32_t)qmgr_be_get(p, 4);
+			bound.offset = (u_int32_t)qmgr_be_get(p + 4, 4);
 			bounded = true;
 			if (log_compare(&lsn, &bound) < 0)
 				break;
@@ -185,7 +171,8 @@ static bool restore_record(struct qmgr_bodies *b, const DBT *rec, struct buf *er
 	if (rec->size < WRITE_FIXED_BYTES)
 		return true;
 	const unsigned char *p = (const unsigned char *)rec->data + HEADER_BYTES;
-	return qmgr_bodies_restore(b, get_be(p, 8), get_be(p + 8, 8), p + 16, rec->size - WRITE_FIXED_BYTES, err);
+	return qmgr_bodies_restore(b, qmgr_be_get(p, 8), qmgr_be_get(p + 8, 8), p + 16, rec->size - WRITE_FIXED_BYTES,
+	                           err);
 }
 
 int qmgr_seglog_restore(struct __db_env *env, struct qmgr_bodies *b, struct buf *err)
