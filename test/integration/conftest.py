@@ -70,6 +70,7 @@ def design_config(tmp_path):
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -110,6 +111,26 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_log(daemon, *texts, count=None, timeout=10.0):
+    """Waits until daemon's log holds every one of texts (exactly count times
+    each, if given) and returns the log. A daemon writes its info and
+    warning lines at the end of a loop turn, after the replies of that turn,
+    so a line may reach the file just after the reply that announced it."""
+    def seen():
+        log = daemon.log_text()
+        if count is None:
+            found = all(t in log for t in texts)
+        else:
+            found = all(log.count(t) == count for t in texts)
+        return log if found else None
+    return wait_for(seen, timeout, what=f"{texts} in the log")
+
+
+def wait_for_log_match(daemon, pattern, timeout=10.0):
+    """Waits until a line of daemon's log matches pattern; returns the match."""
+    return wait_for(lambda: re.search(pattern, daemon.log_text()), timeout, what=f"/{pattern}/ in the log")
 
 
 def ensure_tern_user():

@@ -104,8 +104,8 @@ def test_log_file_rotated_with_the_shipped_snippet(tern):
         with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
             s.sendmail("a@tern.test", ["after@rot.example"], b"Subject: after\r\n\r\nhello\r\n")
         wait_for(lambda: log_has(log, "after@rot.example"), 30, what="the delivery logged in the new file")
-        for role in ("qmgr", "smtpd", "smtp", "acctd"):
-            assert log_has(log, f"tern/{role}"), (role, log.read_text())
+        wait_for(lambda: all(log_has(log, f"tern/{role}") for role in ("qmgr", "smtpd", "smtp", "acctd")),
+                 10, what="every worker's lines in the new file")
         assert not log_has(logs / "tern.log.1", "after@rot.example")
         if os.geteuid() == 0:
             assert log.stat().st_uid == pwd.getpwnam("tern").pw_uid

@@ -9,6 +9,7 @@ import resource
 import socket
 
 from test_acctd_records import DBT, Feeder, acctd_factory, delivery  # noqa: F401 (fixture)
+from conftest import wait_for_log
 
 ROTATING_BLOCK = """<acct-file LOG/acct.csv>
     records d, b
@@ -127,7 +128,7 @@ def test_start_cuts_back_what_was_never_confirmed(acctd_factory):
     assert moved.read_bytes() == good
     header, rows = a.rows()
     assert header == HEADER and rows == []
-    assert a.log_text().count("never confirmed") == 3
+    wait_for_log(a, "never confirmed", count=3)
     a.kill()
     # A file that is not ours (another header) is never cut: it is moved aside.
     live.unlink()
@@ -166,4 +167,4 @@ def test_write_failure_is_retried_and_not_confirmed(acctd_factory):
     assert f.wait_ack(20) == 20
     _, seqs = all_rows(a)
     assert seqs == list(range(1, 21))
-    assert "retrying" in a.log_text() and "written again" in a.log_text()
+    wait_for_log(a, "retrying", "written again")

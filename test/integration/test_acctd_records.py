@@ -4,7 +4,6 @@ protocol (resume, resends, gaps) and configuration errors.  The Acctd and
 Feeder helpers here are shared by the other test_acctd_*.py files."""
 import csv
 import os
-import pwd
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ import time
 import pytest
 
 import ternipc
-from conftest import TOP, HERE, ensure_tern_user, wait_for
+from conftest import TOP, HERE, ensure_tern_user, wait_for, wait_for_log
 
 ACCTD = TOP / "acctd" / "acctd"
 DBT = ("type,timeLogged,timeQueued,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,srcType,"
@@ -325,7 +324,7 @@ def test_hello_agrees_on_the_sequence_after_a_reset(acctd_factory):
     f.wait_ack(41)
     _, rows = a.rows()
     assert [r[4].split("@")[0] for r in rows] == [f"user{i}" for i in (1, 2, 3, 4, 5, 101, 102, 41)]
-    assert a.log_text().count("do not follow ours") == 2
+    wait_for_log(a, "do not follow ours", count=2)
 
 
 def test_disable_acct_records_per_domain(acctd_factory):

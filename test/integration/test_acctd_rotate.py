@@ -14,7 +14,7 @@ import pytest
 
 from test_acctd_crash import HEADER, ROTATING_BLOCK, record_type
 from test_acctd_records import DBT, Feeder, acctd_factory, delivery  # noqa: F401 (fixture)
-from conftest import wait_for
+from conftest import wait_for, wait_for_log
 
 ROTATED = re.compile(r"^acct-\d{4}-\d{2}-\d{2}-\d{4}\.csv$")
 
@@ -145,7 +145,7 @@ def test_logrotate_with_sigusr1_while_records_flow(acctd_factory, tern_dir):
     assert len(names) >= 4, names
     assert all(n == "acct.csv" or re.match(r"^acct\.csv\.\d+$", n) for n in names), names
     assert sorted(rows_in(a, names)) == list(range(1, 3001))
-    assert "reopened" in a.log_text()
+    wait_for_log(a, "reopened")
 
 
 def test_reopen_request_after_a_manual_move(acctd_factory):
@@ -195,4 +195,4 @@ def test_copytruncate_gets_a_new_header(acctd_factory):
     f.send(2, "d", **delivery(2))
     f.wait_ack(2)
     assert rows_in(a, ["acct.csv"]) == [2]
-    assert "copytruncate" in a.log_text()
+    wait_for_log(a, "copytruncate")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import TOP, shipped_logrotate, wait_for
+from conftest import TOP, shipped_logrotate, wait_for, wait_for_log
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
 DAEMONS = ("master", "smtpd", "qmgr", "smtp", "acctd", "pickup", "local")
@@ -389,7 +389,7 @@ def test_shipped_logrotate_snippet_loses_no_record(acctd_factory, tern_dir):
     assert len(names) >= 3, names
     assert all(n == "acct.csv" or re.match(r"^acct\.csv\.\d+$", n) for n in names), names
     assert sorted(rows_in(a, names)) == list(range(1, 2001))
-    assert "reopened" in a.log_text()
+    wait_for_log(a, "reopened")
 
 
 @pytest.mark.skipif(not (TOP / "acctd" / "acctd").exists(), reason="acctd is not built")

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import TOP, wait_for
+from conftest import TOP, wait_for, wait_for_log
 from test_qmgr_delivery import Sink
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
@@ -293,7 +293,7 @@ def test_missing_then_stale_alias_database_is_logged(tern, sink, users):
     for n in (1, 2):
         send(tern, [f"{users[0]}@local.test"], f"Subject: n{n}\r\n\r\nx\r\n".encode())
     mbox(maildir, users[0], 2)
-    assert tern.log_text().count(f"no aliases: {tern.base / 'aliases.db'} does not exist") == 1
+    wait_for_log(tern, f"no aliases: {tern.base / 'aliases.db'} does not exist", count=1)
     compile_aliases(tern, f"again: {users[0]}\n")
     later = os.stat(tern.base / "aliases.db").st_mtime + 60
     os.utime(tern.base / "aliases", (later, later))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import free_port, smtp_greeting, wait_for
+from conftest import free_port, smtp_greeting, wait_for, wait_for_log
 
 ROOT = os.geteuid() == 0
 
@@ -98,9 +98,8 @@ def test_crashing_service_is_throttled(tern):
     assert 2 <= smtpd["restarts"] <= 16, smtpd
     assert smtpd["state"] == "throttled" and smtpd["throttled"]
     assert qmgr["state"] == "running" and qmgr["restarts"] == 0
-    log_text = tern.log_text()
-    assert log_text.count("service smtpd keeps failing at start-up: throttling its restarts") == 1
-    assert "/nonexistent/cert.pem" in log_text
+    wait_for_log(tern, "service smtpd keeps failing at start-up: throttling its restarts", count=1)
+    wait_for_log(tern, "/nonexistent/cert.pem")
 
 
 def test_reload_with_broken_file_keeps_old_configuration(tern):
@@ -289,7 +288,7 @@ def test_control_permissions(tern):
         assert r.returncode == 1
         assert "permission denied" in r.stderr
     assert tern.status()["status"] == "running"
-    assert "refused \"stop\" from an unprivileged user" in tern.log_text()
+    wait_for_log(tern, "refused \"stop\" from an unprivileged user")
 
 
 def test_hostile_control_client_is_dropped(tern):
@@ -334,9 +333,9 @@ def test_daemonised_tern_logs_every_process_to_log_file(tern):
     tern.write_config(f"log-file {log_file}\n")
     r = tern.ctl("start", "-d", tern.libexec)
     assert r.rc == 0, r.err
-    wait_for(lambda: log_file.exists() and "tern/qmgr[" in log_file.read_text(), what="qmgr in the log file")
-    text = log_file.read_text()
-    assert "tern/master[" in text and "tern/smtpd[" in text
+    wait_for(lambda: log_file.exists() and all(f"tern/{role}[" in log_file.read_text()
+                                               for role in ("master", "qmgr", "smtpd")),
+             what="master, qmgr and smtpd in the log file")
     assert tern.ctl("stop").rc == 0
     assert "tern/master[" in log_file.read_text().splitlines()[-1]
 

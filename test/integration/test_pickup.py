@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import TOP, wait_for
+from conftest import TOP, wait_for, wait_for_log, wait_for_log_match
 from test_qmgr_delivery import Sink
 
 SENDMAIL = TOP / "ctl" / "tern-sendmail"
@@ -73,7 +73,7 @@ def test_sendmail_while_stopped_is_delivered_once_tern_starts(tern, sink):
     assert "hello from cron" in m["data"]
     assert re.search(r"Received: by tern\.test \(tern pickup, from userid 0 \(root\)\);\r\n\t", m["data"])
     wait_for(lambda: list(pickup.iterdir()) == [], 5, what="the pickup file removed")
-    assert re.search(r"[0-9A-F]{16}: pickup file \S+\.msg, from=<cron@example.org>, nrcpt=1", tern.log_text())
+    wait_for_log_match(tern, r"[0-9A-F]{16}: pickup file \S+\.msg, from=<cron@example.org>, nrcpt=1")
 
 
 def test_powermta_pickup_file_by_hand_is_delivered(tern, sink):
@@ -137,7 +137,8 @@ def test_malformed_files_go_to_the_bad_directory_and_the_rest_is_delivered(tern,
     assert os.path.islink(bad / "symlink.msg")
     assert (bad / "garbage.msg").read_bytes() == BAD_FILES["garbage"][0]  # kept as it was
     assert sorted(p.name for p in pickup.iterdir()) == ["half.tmp"]
-    log = tern.log_text()
+    log = wait_for_log(tern, "not a regular file", "a symbolic link",
+                       *(f"pickup file {name}.msg moved to" for name in BAD_FILES))
     for name, (_, reason) in BAD_FILES.items():
         assert re.search(rf"pickup file {name}\.msg moved to {re.escape(str(bad))}: .*{reason}", log), name
     assert "pickup file symlink.msg moved to" in log and "a symbolic link" in log
@@ -259,7 +260,7 @@ def test_source_pickup_header_rules_virtual_mta_and_job(tern, sink):
     assert got["plain@example.net"]["jobId"] == "job-8" and got["plain@example.net"]["vmta"] == ""
     assert got["viavmta@example.net"]["jobId"] == "job-7" and got["viavmta@example.net"]["vmta"] == "v1"
     wait_for(lambda: (bad / "3-unknown.msg").exists(), 10, what="the unknown virtual MTA refused")
-    assert "the virtual MTA nope is not configured" in tern.log_text()
+    wait_for_log(tern, "the virtual MTA nope is not configured")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run mailq as other users")
@@ -373,7 +374,7 @@ def test_a_file_qmgr_keeps_breaking_off_on_goes_to_the_bad_directory(tern, sink)
     try:
         drop(pickup, "poison", b"x-sender: a@example.org\nx-receiver: poison@example.net\n\nx\n")
         wait_for(lambda: (bad / "poison.msg").exists(), 30, what="the file put aside")
-        assert re.search(r"pickup file poison\.msg moved to .*: qmgr broke off 5 times in a row", tern.log_text())
+        wait_for_log_match(tern, r"pickup file poison\.msg moved to .*: qmgr broke off 5 times in a row")
     finally:
         stop.set()
         t.join()

@@ -21,7 +21,7 @@ import pytest
 
 import ternipc
 import ternqmgr
-from conftest import wait_for
+from conftest import wait_for, wait_for_log
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 QMGR = TOP / "qmgr" / "qmgr"
@@ -456,8 +456,6 @@ def test_smtp_message_reaches_the_queue_through_smtpd(tern):
     the 250 after DATA means the message is in the queue."""
     import smtplib
 
-    from conftest import wait_for
-
     # max-smtp-out 0 holds the queue: smtp runs under master too, and this
     # test looks at the message as it was queued.
     tern.write_config(extra="<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
@@ -479,4 +477,4 @@ def test_smtp_message_reaches_the_queue_through_smtpd(tern):
     [(qid, (sender, size, count))] = listing.messages.items()
     assert (sender, count) == ("alice@example.org", 2)
     assert [r[2] for r in listing.rcpts[qid]] == ["bob@example.com", "carol@example.net"]
-    assert f"{qid}: queued" in tern.log_text()
+    wait_for_log(tern, f"{qid}: queued")
