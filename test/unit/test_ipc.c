@@ -149,6 +149,55 @@ static void test_round_trip_every_attribute(void **state)
 	buf_free(&err);
 }
 
+static bool is_attribute_name(const char *name)
+{
+	for (int i = 0; i < IPC_ATTR_COUNT; i++)
+		if (strcmp(ipc_attr_name(i), name) == 0)
+			return true;
+	return false;
+}
+
+/* A name one byte away from a real one, or one byte longer or shorter,
+ * is unknown: the decoder's name table looks at a few bytes of a name to
+ * find its slot, and must still compare the whole of it. */
+static void test_near_names_unknown(void **state)
+{
+	struct ipc_spec spec[IPC_ATTR_COUNT];
+	for (int i = 0; i < IPC_ATTR_COUNT; i++)
+		spec[i] = (struct ipc_spec){(enum ipc_attr)i, IPC_OPTIONAL};
+	size_t tried = 0;
+	for (int i = 0; i < IPC_ATTR_COUNT; i++) {
+		const char *name = ipc_attr_name(i);
+		size_t len = strlen(name);
+		char variant[260];
+		for (size_t pos = 0; pos <= len; pos++) {
+			for (int change = 0; change < 3; change++) {
+				memcpy(variant, name, len + 1);
+				if (change == 0 && pos < len)
+					variant[pos] = variant[pos] == 'z' ? 'y' : 'z'; /* one byte changed */
+				else if (change == 1 && pos == len)
+					memcpy(variant + len, "x", 2); /* one byte longer */
+				else if (change == 2 && pos == len && len > 1)
+					variant[len - 1] = '\0'; /* one byte shorter */
+				else
+					continue;
+				if (is_attribute_name(variant))
+					continue;
+				struct buf payload = BUF_INIT, err = BUF_INIT;
+				raw_str(&payload, variant, "v");
+				struct ipc_msg msg;
+				assert_false(ipc_decode(payload.data, payload.len, spec, IPC_ATTR_COUNT, &msg, &err));
+				assert_true(testutil_contains(buf_cstr(&err), "unknown attribute"));
+				ipc_msg_free(&msg);
+				buf_free(&payload);
+				buf_free(&err);
+				tried++;
+			}
+		}
+	}
+	assert_true(tried > (size_t)IPC_ATTR_COUNT * 4);
+}
+
 /* Wire names must be unique, or the decoder could not tell them apart. */
 static void test_attribute_names_unique(void **state)
 {
@@ -582,6 +631,7 @@ int main(void)
 	    cmocka_unit_test(test_round_trip_types),
 	    cmocka_unit_test(test_round_trip_every_attribute),
 	    cmocka_unit_test(test_attribute_names_unique),
+	    cmocka_unit_test(test_near_names_unknown),
 	    cmocka_unit_test(test_write_errors),
 	    cmocka_unit_test(test_decode_errors),
 	    cmocka_unit_test(test_truncated_payload_every_position),
