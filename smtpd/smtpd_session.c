@@ -112,19 +112,21 @@ static void send_replies_now(struct smtpd_session *s)
 /* text is "CODE rest" with '\n' between lines of a multi-line reply. */
 static void send_reply(struct smtpd_session *s, const char *text)
 {
-	char code[4] = {text[0], text[1], text[2], '\0'};
-	const char *line = text + (strlen(text) > 3 ? 4 : 3);
+	size_t len = strlen(text);
+	const char *line = text + (len > 3 ? 4 : 3), *end = text + len;
 	for (;;) {
-		const char *nl = strchr(line, '\n');
-		size_t n = nl ? (size_t)(nl - line) : strlen(line);
-		buf_printf(&s->replies, "%s%c%.*s\r\n", code, nl ? '-' : ' ', (int)n, line);
+		const char *nl = memchr(line, '\n', (size_t)(end - line));
+		buf_append(&s->replies, text, 3); /* the code on every line */
+		buf_putc(&s->replies, nl ? '-' : ' ');
+		buf_append(&s->replies, line, (size_t)((nl ? nl : end) - line));
+		buf_append(&s->replies, "\r\n", 2);
 		if (nl == NULL)
 			break;
 		line = nl + 1;
 	}
 	if (s->busy == 0)
 		release_replies(s);
-	log_reply(s, text, strlen(text));
+	log_reply(s, text, len);
 	if (text[0] == '5' || (text[0] == '4' && text[1] != '2'))
 		s->errors++;
 }
