@@ -608,9 +608,15 @@ struct qmgr_traffic_ring {
 	int64_t unit; /* seconds per bucket */
 	int64_t stamp[60];
 	uint64_t count[60][QMGR_TRAFFIC_KINDS];
+	/* the sums over the 60 units up to sum_unit, kept up by each add:
+	 * summed afresh once per unit, not at every count */
+	int64_t sum_unit;
+	uint64_t sum[QMGR_TRAFFIC_KINDS];
 };
 
-void qmgr_traffic_add(struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind, uint64_t n);
+/* Counts n and returns the kind's sum over the last 60 units, this one
+ * included. */
+uint64_t qmgr_traffic_add(struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind, uint64_t n);
 /* The sum over the last 60 units. */
 uint64_t qmgr_traffic_sum(const struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind);
 

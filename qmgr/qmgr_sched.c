@@ -1153,7 +1153,7 @@ void qmgr_sched_kick(struct qmgr_sched *s)
 
 /* ---- traffic --------------------------------------------------------------------- */
 
-void qmgr_traffic_add(struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind, uint64_t n)
+uint64_t qmgr_traffic_add(struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind, uint64_t n)
 {
 	int64_t unit = now / r->unit;
 	size_t i = (size_t)(unit % 60);
@@ -1161,7 +1161,13 @@ void qmgr_traffic_add(struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffi
 		r->stamp[i] = unit;
 		memset(r->count[i], 0, sizeof(r->count[i]));
 	}
+	if (r->sum_unit != unit) {
+		for (int k = 0; k < QMGR_TRAFFIC_KINDS; k++)
+			r->sum[k] = qmgr_traffic_sum(r, now, (enum qmgr_traffic_kind)k);
+		r->sum_unit = unit;
+	}
 	r->count[i][kind] += n;
+	return r->sum[kind] += n;
 }
 
 uint64_t qmgr_traffic_sum(const struct qmgr_traffic_ring *r, int64_t now, enum qmgr_traffic_kind kind)
@@ -1183,10 +1189,8 @@ static void keep_top(uint64_t *top, uint64_t sum)
 void qmgr_sched_count(struct qmgr_sched *s, enum qmgr_traffic_kind kind, uint64_t n)
 {
 	int64_t now = time(NULL);
-	qmgr_traffic_add(&s->counters.last_minute, now, kind, n);
-	qmgr_traffic_add(&s->counters.last_hour, now, kind, n);
-	keep_top(&s->counters.top_minute[kind], qmgr_traffic_sum(&s->counters.last_minute, now, kind));
-	keep_top(&s->counters.top_hour[kind], qmgr_traffic_sum(&s->counters.last_hour, now, kind));
+	keep_top(&s->counters.top_minute[kind], qmgr_traffic_add(&s->counters.last_minute, now, kind, n));
+	keep_top(&s->counters.top_hour[kind], qmgr_traffic_add(&s->counters.last_hour, now, kind, n));
 	if (kind == QMGR_IN_MSGS)
 		s->counters.received_msgs += n;
 	else if (kind == QMGR_IN_RCPTS)
