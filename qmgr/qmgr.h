@@ -689,6 +689,30 @@ void qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent);
  * qmgr restarted or lost the connection. */
 void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m);
 
+/* Fresh jobs: the new recipients of an enqueue batch whose queue can send
+ * at once (room for a job, nothing older due, no rate limit) are written
+ * in flight for a job by the batch's own transaction, and the job is
+ * built from the messages in memory once it has committed: they are not
+ * read back from the queue nor marked in flight by a transaction of
+ * their own.  The rest are due now and wait for a scheduling pass.
+ *   fresh = qmgr_sched_fresh_begin(s, now);
+ *   qmgr_sched_fresh_claim() for each recipient (before the commit);
+ *   then qmgr_sched_fresh_start() once committed, or
+ *   qmgr_sched_fresh_cancel() (the claims undone) when not. */
+struct qmgr_fresh;
+struct qmgr_fresh *qmgr_sched_fresh_begin(struct qmgr_sched *s, int64_t now);
+/* Recipient r of message (its index in the batch), going to queue: when a
+ * fresh job takes it, r->in_flight and r->next_attempt say so and are
+ * written with it. */
+void qmgr_sched_fresh_claim(struct qmgr_fresh *f, size_t message, const char *queue, size_t body_len,
+                            struct qmgr_rcpt *r);
+/* The batch committed (msgs as given to qmgr_store_add_messages, with
+ * their queue IDs): the fresh jobs go to smtp.  Frees f. */
+void qmgr_sched_fresh_start(struct qmgr_fresh *f, const struct qmgr_new_message *msgs, size_t n);
+/* The batch did not commit: the claimed recipients (msgs) are due now
+ * again, as if never claimed.  Frees f. */
+void qmgr_sched_fresh_cancel(struct qmgr_fresh *f, const struct qmgr_new_message *msgs, size_t n);
+
 /* ---- the smtp client (qmgr_smtp.c) ----------------------------------------- */
 
 struct qmgr_smtp;

@@ -392,9 +392,33 @@ static void commit_one(struct client *c)
 	buf_free(&err);
 }
 
+/* Before the commit: the recipients a fresh job can take at once
+ * (qmgr_sched_fresh_claim). */
+static struct qmgr_fresh *claim_fresh(struct qmgr_enqueue *eq, struct qmgr_new_message *msgs, size_t n, int64_t now)
+{
+	if (eq->sched == NULL)
+		return NULL;
+	struct qmgr_fresh *f = qmgr_sched_fresh_begin(eq->sched, now);
+	struct buf queue = BUF_INIT, err = BUF_INIT;
+	for (size_t i = 0; i < n; i++) {
+		const struct qmgr_incoming *in = msgs[i].in;
+		const char *vmta = ipc_msg_str(&in->envelope, IPC_ATTR_VMTA);
+		for (size_t k = 0; k < in->nrcpt; k++) {
+			buf_reset(&queue);
+			if (qmgr_queue_name(in->rcpts[k].address, vmta, &queue, &err))
+				qmgr_sched_fresh_claim(f, i, buf_cstr(&queue), in->body.len, &in->rcpts[k]);
+			buf_reset(&err);
+		}
+	}
+	buf_free(&queue);
+	buf_free(&err);
+	return f;
+}
+
 /* The end of the turn: one transaction for every message completed in
- * it.  Should it fail, each message is tried alone, so that one bad
- * message costs the others nothing. */
+ * it, with the new recipients that fresh jobs take written in flight.
+ * Should it fail, each message is tried alone (without fresh jobs), so
+ * that one bad message costs the others nothing. */
 static void commit_batch(evutil_socket_t fd, short what, void *arg)
 {
 	struct qmgr_enqueue *eq = arg;
@@ -406,16 +430,26 @@ static void commit_batch(evutil_socket_t fd, short what, void *arg)
 	struct qmgr_new_message *msgs = mem_calloc(n, sizeof(*msgs));
 	for (size_t i = 0; i < n; i++)
 		msgs[i].in = &batch[i]->in;
+	int64_t now = (int64_t)time(NULL);
+	struct qmgr_fresh *fresh = claim_fresh(eq, msgs, n, now);
 	struct buf err = BUF_INIT;
-	bool together = n > 1 && qmgr_store_add_messages(eq->st, msgs, n, (int64_t)time(NULL), &err) == QMGR_STORE_OK;
-	if (n > 1 && !together)
-		log_warning("%zu messages could not be committed together (%s): one by one", n, buf_cstr(&err));
-	for (size_t i = 0; i < n; i++) {
-		if (together) {
+	enum qmgr_store_status status = qmgr_store_add_messages(eq->st, msgs, n, now, &err);
+	if (status == QMGR_STORE_OK) {
+		if (fresh)
+			qmgr_sched_fresh_start(fresh, msgs, n);
+		for (size_t i = 0; i < n; i++) {
 			memcpy(batch[i]->qid, msgs[i].qid, QMGR_QID_SIZE);
 			committed(batch[i]);
+		}
+	} else {
+		if (fresh)
+			qmgr_sched_fresh_cancel(fresh, msgs, n);
+		if (n == 1) {
+			refused(batch[0], status, buf_cstr(&err));
 		} else {
-			commit_one(batch[i]);
+			log_warning("%zu messages could not be committed together (%s): one by one", n, buf_cstr(&err));
+			for (size_t i = 0; i < n; i++)
+				commit_one(batch[i]);
 		}
 	}
 	buf_free(&err);

@@ -61,6 +61,7 @@ struct qmgr_sched {
 	int64_t grace;                           /* in-flight-grace */
 	struct qmgr_patterns *patterns;          /* <smtp-pattern-list> blocks */
 	uint64_t mark_jobs, mark_rcpts, mark_us; /* what marking in flight cost */
+	uint64_t fresh_jobs, fresh_rcpts;        /* jobs that needed no mark */
 	uint64_t total_max_out;
 	uint64_t jobs_running;
 	struct qmgr_counters counters;
@@ -1047,13 +1048,29 @@ static void defer_unreadable(struct qmgr_sched *s, struct collect *c)
 	buf_free(&c->unreadable_why);
 }
 
-static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+static struct job *job_new(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t id)
 {
 	struct job *j = mem_zalloc(sizeof(*j));
-	j->id = ++s->next_job_id;
+	j->id = id;
 	j->queue = q;
-	struct collect c = {.s = s, .q = q, .job = j, .now = now, .rate_left = rate_left(q, now)};
 	j->agent = q->local ? s->local : s->smtp;
+	return j;
+}
+
+/* The job runs (or is about to): it counts against its queue's
+ * connections until job_free. */
+static void job_register(struct qmgr_sched *s, struct job *j)
+{
+	j->next = s->jobs;
+	s->jobs = j;
+	j->queue->jobs++;
+	s->jobs_running++;
+}
+
+static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+{
+	struct job *j = job_new(s, q, ++s->next_job_id);
+	struct collect c = {.s = s, .q = q, .job = j, .now = now, .rate_left = rate_left(q, now)};
 	c.builder = qmgr_smtp_begin(j->agent, j->id, q->name);
 	struct buf err = BUF_INIT;
 	if (!qmgr_store_walk_due(s->st, q->name, now, collect_rcpt, &c, &err))
@@ -1064,10 +1081,7 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 		qmgr_smtp_end_message(c.builder);
 	if (qmgr_backoff_rate(q)->count != VALUE_UNLIMITED)
 		q->rate_used += c.messages;
-	j->next = s->jobs;
-	s->jobs = j;
-	q->jobs++;
-	s->jobs_running++;
+	job_register(s, j);
 	expire_unsent(s, j);
 	bool sent = c.messages > 0 && qmgr_smtp_can_run(c.builder) && mark_in_flight(s, j, c.stored, now) &&
 	            qmgr_smtp_run(c.builder, true);
@@ -1079,11 +1093,16 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 	return true;
 }
 
-static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+/* The queue may start a job now, if it has recipients due. */
+static bool queue_has_room(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 {
 	check_backoff_end(s, q, now);
-	if (q->state.paused || q->jobs >= qmgr_backoff_max_out(q) || (q->state.next_retry && now < q->state.next_retry))
-		return false;
+	return !q->state.paused && q->jobs < qmgr_backoff_max_out(q) && !(q->state.next_retry && now < q->state.next_retry);
+}
+
+/* The queue's first due time, read from due.db when not known. */
+static int64_t next_due(struct qmgr_sched *s, struct qmgr_squeue *q)
+{
 	if (q->next_due == 0) {
 		bool found;
 		struct buf err = BUF_INIT;
@@ -1093,7 +1112,12 @@ static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now
 		if (!found)
 			q->next_due = INT64_MAX;
 	}
-	return q->next_due <= now;
+	return q->next_due;
+}
+
+static bool queue_ready(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
+{
+	return queue_has_room(s, q, now) && next_due(s, q) <= now;
 }
 
 /* Starts the jobs that are due, at most JOBS_PER_PASS of them: each costs
@@ -1149,6 +1173,159 @@ void qmgr_sched_kick(struct qmgr_sched *s)
 		struct timeval tv = {0, 0};
 		evtimer_add(s->tick, &tv);
 	}
+}
+
+/* ---- fresh jobs (qmgr.h) ---------------------------------------------------- */
+
+/* The new recipients of one queue in an enqueue batch, and what they
+ * count against the job limits. */
+struct fresh_job {
+	struct qmgr_squeue *q;
+	int64_t id;
+	size_t messages, rcpts, bytes;
+	size_t last_message; /* the batch index of the last message claimed, + 1 */
+};
+
+struct qmgr_fresh {
+	struct qmgr_sched *s;
+	int64_t now;
+	struct fresh_job *jobs;
+	size_t njobs;
+	struct fresh_job *refused; /* queues that cannot take one now: asked once */
+	size_t nrefused;
+};
+
+struct qmgr_fresh *qmgr_sched_fresh_begin(struct qmgr_sched *s, int64_t now)
+{
+	struct qmgr_fresh *f = mem_zalloc(sizeof(*f));
+	f->s = s;
+	f->now = now;
+	return f;
+}
+
+static struct fresh_job *fresh_find(struct fresh_job *list, size_t n, const char *queue)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i].q->name, queue) == 0)
+			return &list[i];
+	return NULL;
+}
+
+/* Whether a fresh job may start on the queue: what a scheduling pass
+ * would let it start, and nothing due before the new recipients, so
+ * that they do not pass older ones (the pass takes those first). */
+static bool fresh_allowed(struct qmgr_fresh *f, struct qmgr_squeue *q)
+{
+	struct qmgr_sched *s = f->s;
+	return !s->quiesced && s->jobs_running + f->njobs < s->total_max_out && queue_has_room(s, q, f->now) &&
+	       qmgr_backoff_rate(q)->count == VALUE_UNLIMITED && !expired(q, f->now, f->now) &&
+	       qmgr_smtp_available(q->local ? s->local : s->smtp) && next_due(s, q) > f->now;
+}
+
+static struct fresh_job *fresh_job_for(struct qmgr_fresh *f, const char *queue)
+{
+	struct fresh_job *fj = fresh_find(f->jobs, f->njobs, queue);
+	if (fj || fresh_find(f->refused, f->nrefused, queue))
+		return fj;
+	struct qmgr_squeue *q = qmgr_sched_find(f->s, queue);
+	if (q == NULL) /* a new queue: its first recipients go the usual way */
+		return NULL;
+	bool allowed = fresh_allowed(f, q);
+	struct fresh_job **list = allowed ? &f->jobs : &f->refused;
+	size_t *n = allowed ? &f->njobs : &f->nrefused;
+	*list = mem_reallocarray(*list, *n + 1, sizeof(**list));
+	fj = &(*list)[(*n)++];
+	*fj = (struct fresh_job){.q = q, .id = allowed ? ++f->s->next_job_id : 0};
+	return allowed ? fj : NULL;
+}
+
+void qmgr_sched_fresh_claim(struct qmgr_fresh *f, size_t message, const char *queue, size_t body_len,
+                            struct qmgr_rcpt *r)
+{
+	struct fresh_job *fj = fresh_job_for(f, queue);
+	if (fj == NULL || fj->rcpts >= JOB_MAX_RCPTS)
+		return;
+	if (fj->last_message != message + 1) {
+		if (fj->messages >= JOB_MAX_MSGS || fj->bytes >= JOB_MAX_BYTES)
+			return;
+		fj->messages++;
+		fj->bytes += body_len;
+		fj->last_message = message + 1;
+	}
+	fj->rcpts++;
+	r->in_flight = fj->id;
+	r->next_attempt = f->now + f->s->grace;
+}
+
+static void fresh_free(struct qmgr_fresh *f)
+{
+	free(f->jobs);
+	free(f->refused);
+	free(f);
+}
+
+/* One message's claimed recipients into the job; false when it holds none. */
+static bool fresh_add_message(struct qmgr_fresh *f, struct job *j, struct qmgr_job_builder *b,
+                              const struct qmgr_new_message *m)
+{
+	const struct qmgr_incoming *in = m->in;
+	bool added = false;
+	for (size_t k = 0; k < in->nrcpt; k++) {
+		if (in->rcpts[k].in_flight != j->id)
+			continue;
+		if (!added) {
+			struct buf body = BUF_INIT, err = BUF_INIT;
+			buf_append(&body, in->body.data, in->body.len);
+			if (!qmgr_smtp_add_message(b, m->qid, &in->envelope, &body, &err))
+				log_error("%s: cannot hand the message to smtp: %s", m->qid, buf_cstr(&err));
+			buf_free(&body);
+			buf_free(&err);
+			added = true;
+		}
+		qmgr_smtp_add_rcpt(b, k, &in->rcpts[k]);
+		j->rcpts = mem_reallocarray(j->rcpts, j->nrcpt + 1, sizeof(*j->rcpts));
+		struct job_rcpt *r = &j->rcpts[j->nrcpt++];
+		memset(r, 0, sizeof(*r));
+		memcpy(r->qid, m->qid, QMGR_QID_SIZE);
+		r->index = k;
+		r->received = f->now;
+		inflight_add(f->s, m->qid, k);
+	}
+	if (added)
+		qmgr_smtp_end_message(b);
+	return added;
+}
+
+void qmgr_sched_fresh_start(struct qmgr_fresh *f, const struct qmgr_new_message *msgs, size_t n)
+{
+	struct qmgr_sched *s = f->s;
+	for (size_t i = 0; i < f->njobs; i++) {
+		struct job *j = job_new(s, f->jobs[i].q, f->jobs[i].id);
+		struct qmgr_job_builder *b = qmgr_smtp_begin(j->agent, j->id, j->queue->name);
+		for (size_t m = 0; m < n; m++)
+			fresh_add_message(f, j, b, &msgs[m]);
+		job_register(s, j);
+		s->fresh_jobs++;
+		s->fresh_rcpts += j->nrcpt;
+		if (!qmgr_smtp_can_run(b) || !qmgr_smtp_run(b, true)) {
+			/* in flight in the queue: due again after in-flight-grace */
+			log_warning("queue %s: job %" PRId64 " could not be handed to smtp", j->queue->name, j->id);
+			job_free(s, j);
+		}
+	}
+	fresh_free(f);
+}
+
+void qmgr_sched_fresh_cancel(struct qmgr_fresh *f, const struct qmgr_new_message *msgs, size_t n)
+{
+	for (size_t m = 0; m < n; m++) {
+		for (size_t k = 0; k < msgs[m].in->nrcpt; k++) {
+			struct qmgr_rcpt *r = &msgs[m].in->rcpts[k];
+			r->in_flight = 0; /* only a claim sets it on a new recipient */
+			r->next_attempt = 0;
+		}
+	}
+	fresh_free(f);
 }
 
 /* ---- traffic --------------------------------------------------------------------- */
@@ -1333,6 +1510,8 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 		log_info("in-flight marks: %" PRIu64 " jobs, %" PRIu64 " recipients, %.1f ms (%.1f us per job)",
 		         s->mark_jobs, s->mark_rcpts, (double)s->mark_us / 1000,
 		         (double)s->mark_us / (double)s->mark_jobs);
+	if (s->fresh_jobs)
+		log_info("fresh jobs: %" PRIu64 " jobs, %" PRIu64 " recipients", s->fresh_jobs, s->fresh_rcpts);
 	qmgr_smtp_free(s->smtp);
 	s->smtp = NULL;
 	qmgr_smtp_free(s->local);

@@ -257,7 +257,7 @@ bool qmgr_smtp_add_message(struct qmgr_job_builder *b, const char *qid, const st
 		ipc_put_str(&w, IPC_ATTR_BODY_TYPE,
 		            strcmp(ipc_msg_str(env, IPC_ATTR_BODY_TYPE), "7BIT") == 0 ? "7BIT" : "8BITMIME");
 	put_if(&w, env, IPC_ATTR_SMTPUTF8);
-	ipc_put_int(&w, IPC_ATTR_SIZE, ipc_msg_int(env, IPC_ATTR_BODY_SIZE));
+	ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)b->body.len);
 	frame_end(b, &w);
 	memcpy(b->qid, qid, QMGR_QID_SIZE);
 	return !b->failed;

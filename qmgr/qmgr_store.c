@@ -780,7 +780,10 @@ static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr
 		r.queue = queue.data;
 		r.state = QMGR_RCPT_PENDING;
 		r.attempts = 0;
-		r.next_attempt = w->now;
+		/* due now, unless a fresh job holds it (in_flight, with its
+		 * next_attempt: qmgr_sched_fresh_claim) */
+		if (r.in_flight == 0)
+			r.next_attempt = w->now;
 		r.last_result = NULL;
 		ret = put_rcpt(w, qid, i, &r);
 		if (ret == 0)

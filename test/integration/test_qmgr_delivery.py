@@ -388,6 +388,59 @@ def test_reload_applies_new_queue_settings(setup):
     assert "configuration reloaded" in q.log()
 
 
+def fresh_and_marked(log):
+    """The (jobs, recipients) qmgr reports at its stop for fresh jobs and
+    for jobs marked in flight by a scheduling pass."""
+    counts = []
+    for what in ("fresh jobs", "in-flight marks"):
+        m = re.search(what + r": (\d+) jobs, (\d+) recipients", log)
+        counts.append((int(m.group(1)), int(m.group(2))) if m else (0, 0))
+    return counts
+
+
+def test_new_messages_for_a_queue_with_room_go_out_in_fresh_jobs(setup):
+    """Once the queue exists, a new message for it, with a connection to
+    spare and nothing older due, is written in flight by its own commit
+    and handed to smtp from memory: no scheduling pass reads it back or
+    marks it.  Nothing stays in the queue."""
+    q, sink = setup(ROUTE)
+    q.enqueue("a@example.org", ["first@example.net"])  # makes the queue
+    wait_for(lambda: sink.delivered() == ["first@example.net"], 15, what="the first delivery")
+    rcpts = [f"f{i}@example.net" for i in range(6)]
+    for i in range(0, 6, 2):
+        q.enqueue("a@example.org", rcpts[i:i + 2])
+        wait_for(lambda: set(rcpts[:i + 2]) <= set(sink.delivered()), 15, what="a delivery")
+    done = re.compile(r"^.*?(\w{16}): recipient (\d+), queue [^:]*: delivered", re.M)
+    wait_for(lambda: len(done.findall(q.log())) == 7, 10, what="every result recorded")
+    q.stop()
+    fresh, marked = fresh_and_marked(q.log())
+    assert fresh == (3, 6) and marked == (1, 1)
+    assert sorted(sink.delivered()) == sorted(["first@example.net"] + rcpts)  # each once
+    assert "message\t" not in q.offline("-L").decode()
+
+
+def test_a_queue_without_room_takes_new_messages_in_its_turn(setup):
+    """With its one connection busy, a queue's new messages are due at
+    once, not held for a job: the scheduling pass sends them when the
+    connection is free, each once."""
+    q, sink = setup(ROUTE + "  max-smtp-out 1\n", "--delay", "0.3")
+    q.enqueue("a@example.org", ["first@example.net"])
+    wait_for(lambda: sink.delivered() == ["first@example.net"], 15, what="the first delivery")
+    rcpts = [f"w{i}@example.net" for i in range(5)]
+    for r in rcpts:
+        q.enqueue("a@example.org", [r])
+    wait_for(lambda: set(rcpts) <= set(sink.delivered()), 30, what="every delivery")
+    done = re.compile(r"^.*?(\w{16}): recipient (\d+), queue [^:]*: delivered", re.M)
+    wait_for(lambda: len(done.findall(q.log())) == 6, 10, what="every result recorded")
+    q.stop()
+    fresh, marked = fresh_and_marked(q.log())
+    # at most one of the five found the connection free; the rest were
+    # marked by a pass (as the first was: its queue was new)
+    assert marked[1] >= 5 and fresh[1] + marked[1] == 6
+    assert sorted(sink.delivered()) == sorted(["first@example.net"] + rcpts)
+    assert "message\t" not in q.offline("-L").decode()
+
+
 def test_smtp_killed_mid_job_its_recipients_are_retried(setup, base):
     """A dead smtp replays nothing: its recipients wait in-flight-grace,
     then go again."""
