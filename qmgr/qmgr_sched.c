@@ -1264,8 +1264,8 @@ static void fresh_free(struct qmgr_fresh *f)
 	free(f);
 }
 
-/* One message's claimed recipients into the job; false when it holds none. */
-static bool fresh_add_message(struct qmgr_fresh *f, struct job *j, struct qmgr_job_builder *b,
+/* The message and its recipients claimed for the job, if any. */
+static void fresh_add_message(struct qmgr_fresh *f, struct job *j, struct qmgr_job_builder *b,
                               const struct qmgr_new_message *m)
 {
 	const struct qmgr_incoming *in = m->in;
@@ -1293,7 +1293,6 @@ static bool fresh_add_message(struct qmgr_fresh *f, struct job *j, struct qmgr_j
 	}
 	if (added)
 		qmgr_smtp_end_message(b);
-	return added;
 }
 
 void qmgr_sched_fresh_start(struct qmgr_fresh *f, const struct qmgr_new_message *msgs, size_t n)
