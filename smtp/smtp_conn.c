@@ -266,8 +266,10 @@ static void handshake(struct smtp_conn *c)
 }
 
 /* Everything that can move: one function for both directions, because
- * OpenSSL may need to read in order to write and the other way round. */
-static void pump(struct smtp_conn *c)
+ * OpenSSL may need to read in order to write and the other way round.
+ * In clear a socket is read only when it said it is readable: after a
+ * write the reply is not there yet, and a read would only say so. */
+static void pump(struct smtp_conn *c, short what)
 {
 	if (c->state == CONN_HANDSHAKE) {
 		handshake(c);
@@ -275,7 +277,7 @@ static void pump(struct smtp_conn *c)
 	}
 	if (c->state != CONN_OPEN)
 		return;
-	if (flush(c) && c->state == CONN_OPEN && !c->closed)
+	if (flush(c) && c->state == CONN_OPEN && !c->closed && (c->ssl != NULL || (what & EV_READ)))
 		fill(c);
 }
 
@@ -314,7 +316,7 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_conn *c = arg;
 	enter(c);
-	pump(c);
+	pump(c, what);
 	leave(c);
 }
 
