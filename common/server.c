@@ -241,22 +241,15 @@ static struct event *add_signal(struct server_run *run, int sig, event_callback_
 	return ev;
 }
 
-/* With urgent_after_callbacks, the loop looks for new events after that
- * many callbacks below the first priority, instead of running every
- * active one first.  The changelist makes epoll_ctl wait for the next
- * epoll_wait, so arming and disarming an event within one turn (as
- * bev_write_now() does) costs no system call. */
-static struct event_base *new_event_base(const struct server_daemon *daemon)
+/* The changelist makes epoll_ctl wait for the next epoll_wait, so arming
+ * and disarming an event within one turn (as bev_write_now() does) costs
+ * no system call. */
+static struct event_base *new_event_base(void)
 {
 	struct event_config *cfg = event_config_new();
 	if (cfg == NULL)
 		return NULL;
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-	if (daemon->urgent_after_callbacks > 0 &&
-	    event_config_set_max_dispatch_interval(cfg, NULL, daemon->urgent_after_callbacks, 1) != 0) {
-		event_config_free(cfg);
-		return NULL;
-	}
 	struct event_base *base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
 	return base;
@@ -288,7 +281,7 @@ static void batch_log_lines(struct server_run *run)
 static int run_loop(const struct server_daemon *daemon)
 {
 	struct server_run run = {.daemon = daemon};
-	if ((run.base = new_event_base(daemon)) == NULL)
+	if ((run.base = new_event_base()) == NULL)
 		log_fatal("cannot create the event loop");
 	run.on_term = add_signal(&run, SIGTERM, on_stop_signal);
 	run.on_int = add_signal(&run, SIGINT, on_stop_signal);

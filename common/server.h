@@ -55,11 +55,6 @@ struct server_daemon {
 	/* The daemon needs root to do its work (the local agent switches its
 	 * effective identity per delivery): -R is expected, not warned about. */
 	bool keeps_root;
-	/* When > 0, the loop looks for new events after this many callbacks
-	 * below the first priority, so that a first-priority event (qmgr's
-	 * group commit) does not wait behind a burst of others; 0: every
-	 * active callback runs first (libevent's default). */
-	int urgent_after_callbacks;
 };
 
 /* Runs the daemon; returns the process exit status (0 after a stop, 2 on

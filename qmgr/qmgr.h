@@ -508,6 +508,11 @@ struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_sto
  * arrive while a flush runs share the next one. */
 typedef void (*qmgr_durable_fn)(void *ctx, bool ok, const char *reason);
 void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx);
+/* At the end of a callback: when a flush has ended since the loop last
+ * took the outcomes, its replies go out right after this callback,
+ * before the other ready ones.  One atomic read otherwise; f may be
+ * NULL. */
+void qmgr_flusher_notice(struct qmgr_flusher *f);
 /* Stops the thread after a last flush (calling the waiting callbacks)
  * and logs how many commits shared each flush. */
 void qmgr_flusher_stop(struct qmgr_flusher *f);

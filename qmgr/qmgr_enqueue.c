@@ -616,7 +616,10 @@ static void process_input(struct client *c)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-	process_input(arg);
+	struct client *c = arg;
+	struct qmgr_flusher *flusher = c->eq->flusher;
+	process_input(c); /* may free c */
+	qmgr_flusher_notice(flusher);
 }
 
 static void on_durable(void *ctx, bool ok, const char *reason)

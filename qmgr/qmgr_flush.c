@@ -12,11 +12,21 @@
  * without commits, which a busy queue may not have for minutes).
  *
  * Tickets order everything: each wait gets the next ticket; a flush
- * started after ticket t was issued covers every ticket up to t. */
+ * started after ticket t was issued covers every ticket up to t.
+ *
+ * The thread tells the loop through a pipe, whose event has the loop's
+ * first priority.  A busy loop has many callbacks ready at once (a
+ * message from each smtpd connection); rather than look for new events
+ * after each of them (an epoll_wait each), the busiest callbacks ask
+ * qmgr_flusher_notice, which reads one counter, and make the wake-up
+ * active themselves when a flush has ended: libevent runs a
+ * higher-priority event as soon as the callback that made it active
+ * returns. */
 #include "qmgr.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +70,10 @@ struct qmgr_flusher {
 	struct outcome *outcomes;
 	size_t noutcomes;
 	uint64_t flushes, flushed_tickets;
+	/* Outcomes added so far, also read without mu by
+	 * qmgr_flusher_notice; the loop has taken seen of them. */
+	_Atomic uint64_t posted;
+	uint64_t seen;
 
 	/* The loop's own: waiters in ticket order. */
 	struct waiter *waiters;
@@ -90,6 +104,7 @@ static void flush_upto(struct qmgr_flusher *f, uint64_t target, uint64_t previou
 	bool ok = qmgr_store_flush(f->st, &err);
 	pthread_mutex_lock(&f->mu);
 	add_outcome(f, target, ok, buf_cstr(&err));
+	atomic_fetch_add_explicit(&f->posted, 1, memory_order_release);
 	f->flushes++;
 	f->flushed_tickets += target - previous;
 	buf_free(&err);
@@ -189,6 +204,7 @@ static void drain_outcomes(struct qmgr_flusher *f)
 	size_t n = f->noutcomes;
 	f->outcomes = NULL;
 	f->noutcomes = 0;
+	f->seen = atomic_load_explicit(&f->posted, memory_order_relaxed);
 	pthread_mutex_unlock(&f->mu);
 	for (size_t i = 0; i < n; i++) {
 		settle(f, &list[i]);
@@ -204,6 +220,12 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	while (read(fd, bytes, sizeof(bytes)) == (ssize_t)sizeof(bytes))
 		continue;
 	drain_outcomes(arg);
+}
+
+void qmgr_flusher_notice(struct qmgr_flusher *f)
+{
+	if (f != NULL && atomic_load_explicit(&f->posted, memory_order_acquire) != f->seen)
+		event_active(f->wake, EV_READ, 0);
 }
 
 void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx)

@@ -455,8 +455,6 @@ int main(int argc, char **argv, char **envp)
 		    .stop = daemon_stop,
 		    .drains = true,
 		    .reload = daemon_reload,
-		    /* the group commit's replies first: clients wait on them */
-		    .urgent_after_callbacks = 1,
 		};
 		/* Only the skeleton's own options are left (parse_args checked),
 		 * and the process's real argv is what setproctitle can rewrite. */
