@@ -133,6 +133,16 @@ def wait_for_log_match(daemon, pattern, timeout=10.0):
     return wait_for(lambda: re.search(pattern, daemon.log_text()), timeout, what=f"/{pattern}/ in the log")
 
 
+def process_alive(pid):
+    """True while pid runs; a zombie waiting to be reaped has ended, and a
+    process reaped between opening its stat file and reading it too."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return ") Z " not in f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def ensure_tern_user():
     """As root the workers run as the tern user: make sure it exists."""
     if os.geteuid() != 0:

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from conftest import shipped_logrotate, wait_for
+from conftest import process_alive, shipped_logrotate, wait_for
 from test_qmgr_delivery import Sink
 
 MESSAGES = 300
@@ -114,8 +114,7 @@ def test_log_file_rotated_with_the_shipped_snippet(tern):
     finally:
         tern.ctl("stop")
         sink.stop()
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
-             30, what="master to exit")
+    wait_for(lambda: not process_alive(pid), 30, what="master to exit")
 
 
 def test_reopen_log_without_a_log_file_says_so(tern):

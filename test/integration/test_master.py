@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import free_port, smtp_greeting, wait_for, wait_for_log
+from conftest import free_port, process_alive, smtp_greeting, wait_for, wait_for_log
 
 ROOT = os.geteuid() == 0
 
@@ -21,15 +21,6 @@ def proc_uids(pid):
             if line.startswith("Uid:"):
                 return tuple(int(x) for x in line.split()[1:4])
     raise AssertionError(f"no Uid line for {pid}")
-
-
-def alive(pid):
-    """True while pid runs (a zombie waiting to be reaped has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return ") Z " not in f.read()
-    except FileNotFoundError:
-        return False
 
 
 def test_status_and_version(tern):
@@ -170,7 +161,7 @@ def set_smtpd_processes(tern, n):
     old = tern.service("smtpd")["pids"]
     assert tern.ctl("reload").rc == 0
     wait_for(lambda: set(tern.service("smtpd")["pids"]).isdisjoint(old) and
-             tern.service("smtpd")["ready"] == n and not any(alive(p) for p in old),
+             tern.service("smtpd")["ready"] == n and not any(process_alive(p) for p in old),
              what=f"{n} new smtpd workers, the old ones gone")
     return tern.service("smtpd")["pids"]
 
@@ -210,7 +201,7 @@ def test_stop_leaves_nothing_behind(tern):
     assert "tern stopped." in r.out
     assert tern.master.wait(timeout=30) == 0
     for pid in workers:
-        assert not alive(pid)
+        assert not process_alive(pid)
     assert not (tern.spool / "public" / "control").exists()
     assert not (tern.spool / "master.pid").exists()
     assert smtp_greeting(tern.port, timeout=1) is None
@@ -248,7 +239,7 @@ def test_ternctl_start_and_stop(tern):
     assert tern.ctl("start", "-d", tern.libexec).rc == 1  # already running
     r = tern.ctl("stop")
     assert r.rc == 0, r.err
-    assert not alive(pid)
+    assert not process_alive(pid)
     r = tern.ctl("status")
     assert r.rc == 1 and "not running" in r.err
 
@@ -258,7 +249,7 @@ def test_killed_master_takes_its_workers_along(tern):
     workers = tern.worker_pids()
     tern.master.kill()
     tern.master.wait()
-    wait_for(lambda: not any(alive(p) for p in workers), timeout=5, what="workers to exit")
+    wait_for(lambda: not any(process_alive(p) for p in workers), timeout=5, what="workers to exit")
     tern.start()
     assert smtp_greeting(tern.port).startswith("220 ")
 
@@ -364,7 +355,7 @@ def test_reload_lets_sessions_in_flight_finish(tern):
     code, reply = s.data(b"Subject: across a reload\r\n\r\nhello\r\n")
     assert code == 250 and b"queued as" in reply
     s.quit()
-    wait_for(lambda: not any(alive(p) for p in old), what="the old workers to finish")
+    wait_for(lambda: not any(process_alive(p) for p in old), what="the old workers to finish")
     assert smtp_greeting(second).startswith("220 ")
 
 
