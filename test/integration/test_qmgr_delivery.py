@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,6 +86,19 @@ class Queue(Qmgr):
             args += ["-u", "nobody"]
         self.smtp = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
+        # qmgr tries smtp's socket once a second: a test whose recipients
+        # expire within seconds must not lose one of those tries to smtp's
+        # start-up (slow under the sanitizers).
+        wait_for(self.smtp_accepts, 20, what="smtp listening")
+
+    def smtp_accepts(self):
+        assert self.smtp.poll() is None, f"smtp exited with {self.smtp.returncode}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(self.spool / "private" / "smtp"))
+            except OSError:
+                return False
+        return True
 
     def enqueue(self, sender, rcpts, body=BODY, **env):
         with ternqmgr.EnqueueClient(self.socket) as c:
