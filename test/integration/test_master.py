@@ -43,6 +43,23 @@ def test_status_and_version(tern):
     assert open(f"/proc/{tern.master.pid}/cmdline").read().startswith("tern: master")
 
 
+def scheduling_policy(pid):
+    """The scheduling policy of pid and of each of its threads (os.SCHED_*)."""
+    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_pipeline_workers_run_as_sched_batch(tern):
+    tern.start()
+    pids = {x["name"]: x["pids"] for x in tern.status()["services"]}
+    for name in ("smtpd", "smtp", "acctd"):
+        for pid in pids[name]:
+            assert scheduling_policy(pid) == {os.SCHED_BATCH}, (name, pid)
+    for name in ("qmgr", "local", "pickup"):
+        for pid in pids[name]:
+            assert scheduling_policy(pid) == {os.SCHED_OTHER}, (name, pid)
+    assert scheduling_policy(tern.master.pid) == {os.SCHED_OTHER}
+
+
 @pytest.mark.skipif(not ROOT, reason="privilege separation needs root")
 def test_master_is_root_and_workers_are_tern(tern):
     tern.start()
