@@ -1,5 +1,6 @@
-/* bev_write.c: output of a plain socket bufferevent written at once, and
- * its waiting input read at once (see bev_write.h). */
+/* bev_write.c: output of a plain socket bufferevent written at once, its
+ * waiting input read at once, and libevent's socket read without its
+ * FIONREAD (see bev_write.h). */
 #include "bev_write.h"
 
 #include <stdbool.h>
@@ -42,6 +43,36 @@ void bev_send(struct bufferevent *bev, const void *data, size_t len)
 /* What libevent 2.1 reads at most in one go (EVBUFFER_MAX_READ). */
 #define LIBEVENT_READ_MAX 4096
 
+/* Only the length of the vectors is trimmed, as evbuffer_commit_space
+ * allows; got < 0 counts as nothing read. */
+static void trim_to(struct evbuffer_iovec *v, int n, ssize_t got)
+{
+	size_t left = got > 0 ? (size_t)got : 0;
+	for (int i = 0; i < n; i++) {
+		if (v[i].iov_len > left)
+			v[i].iov_len = left;
+		left -= v[i].iov_len;
+	}
+}
+
+int evbuffer_read(struct evbuffer *buf, evutil_socket_t fd, int howmuch)
+{
+	if (howmuch < 0 || howmuch > LIBEVENT_READ_MAX)
+		howmuch = LIBEVENT_READ_MAX;
+	struct evbuffer_iovec v[2];
+	/* fails on a buffer whose end is frozen, as libevent's does */
+	int n = evbuffer_reserve_space(buf, howmuch, v, 2);
+	if (n <= 0)
+		return -1;
+	trim_to(v, n, howmuch);
+	ssize_t got = readv(fd, v, n);
+	if (got <= 0)
+		return (int)got; /* nothing committed: the space stays free */
+	trim_to(v, n, got);
+	evbuffer_commit_space(buf, v, n);
+	return (int)got;
+}
+
 /* How much more bev may read now: what the socket holds, within the
  * read high-water mark and BEV_READ_WAITING_MAX; 0 when nothing. */
 static size_t readable_now(struct bufferevent *bev, evutil_socket_t fd, size_t have)
@@ -73,19 +104,8 @@ void bev_read_waiting(struct bufferevent *bev)
 	struct evbuffer_iovec v[2];
 	int n = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
 	if (n > 0) {
-		size_t room = 0;
-		for (int i = 0; i < n; i++) {
-			if (v[i].iov_len > want - room)
-				v[i].iov_len = want - room;
-			room += v[i].iov_len;
-		}
-		ssize_t got = readv(fd, v, n);
-		size_t left = got > 0 ? (size_t)got : 0;
-		for (int i = 0; i < n; i++) {
-			if (v[i].iov_len > left)
-				v[i].iov_len = left;
-			left -= v[i].iov_len;
-		}
+		trim_to(v, n, (ssize_t)want);
+		trim_to(v, n, readv(fd, v, n));
 		evbuffer_commit_space(in, v, n);
 	}
 	evbuffer_freeze(in, 0);

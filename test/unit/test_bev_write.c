@@ -4,13 +4,15 @@
  * and the write callback runs from the loop as it would after libevent's
  * own write; and of bev_read_waiting(): one read callback gets all that
  * waits, in order, within the read high-water mark, and the end of stream
- * still comes after it. */
+ * still comes after it; and of tern's evbuffer_read(): libevent's reads
+ * are bound to it, and it keeps libevent's contract. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
@@ -267,6 +269,66 @@ static void test_the_end_of_stream_still_comes(void **state)
 	pair_close(&p);
 }
 
+/* ---- evbuffer_read ------------------------------------------------------- */
+
+/* libevent's calls look the name up as this does. */
+static void test_libevent_reads_are_bound_to_ours(void **state)
+{
+	assert_ptr_equal(dlsym(RTLD_DEFAULT, "evbuffer_read"), (void *)evbuffer_read);
+}
+
+static void test_a_read_takes_what_waits_up_to_4_kb_or_howmuch(void **state)
+{
+	struct pair p;
+	pair_with_waiting_input(&p, 10000, false);
+	struct evbuffer *buf = evbuffer_new();
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), -1), 4096);
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), 100000), 4096);
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), 1000), 1000);
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), -1), 10000 - 9192);
+	assert_int_equal(evbuffer_get_length(buf), 10000);
+	assert_numbered(buf, 10000);
+	/* nothing waits: the socket's EAGAIN, and the buffer unchanged */
+	errno = 0;
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), -1), -1);
+	assert_int_equal(errno, EAGAIN);
+	assert_int_equal(evbuffer_get_length(buf), 10000);
+	shutdown(p.peer, SHUT_WR);
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), -1), 0);
+	assert_int_equal(evbuffer_get_length(buf), 10000);
+	evbuffer_free(buf);
+	pair_close(&p);
+}
+
+static void test_a_frozen_end_is_not_read_into(void **state)
+{
+	struct pair p;
+	pair_with_waiting_input(&p, 100, false);
+	struct evbuffer *buf = evbuffer_new();
+	evbuffer_freeze(buf, 0);
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), -1), -1);
+	assert_int_equal(evbuffer_get_length(buf), 0);
+	evbuffer_unfreeze(buf, 0);
+	assert_int_equal(evbuffer_read(buf, bufferevent_getfd(p.bev), -1), 100);
+	evbuffer_free(buf);
+	pair_close(&p);
+}
+
+/* Through a bufferevent: its callback sees the data, its event callback
+ * the end of stream. */
+static void test_a_bufferevent_reads_through_it(void **state)
+{
+	struct pair p;
+	pair_with_waiting_input(&p, 3000, true);
+	bufferevent_setcb(p.bev, NULL, NULL, on_event, &p);
+	for (int turns = 0; !p.eof && turns < 100; turns++)
+		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_true(p.eof);
+	assert_int_equal(evbuffer_get_length(bufferevent_get_input(p.bev)), 3000);
+	assert_numbered(bufferevent_get_input(p.bev), 3000);
+	pair_close(&p);
+}
+
 int main(void)
 {
 	log_open("test_bev_write", LOG_TO_STDERR, NULL);
@@ -279,6 +341,10 @@ int main(void)
 	    cmocka_unit_test(test_a_small_input_is_left_to_libevent),
 	    cmocka_unit_test(test_the_read_high_water_mark_holds),
 	    cmocka_unit_test(test_the_end_of_stream_still_comes),
+	    cmocka_unit_test(test_libevent_reads_are_bound_to_ours),
+	    cmocka_unit_test(test_a_read_takes_what_waits_up_to_4_kb_or_howmuch),
+	    cmocka_unit_test(test_a_frozen_end_is_not_read_into),
+	    cmocka_unit_test(test_a_bufferevent_reads_through_it),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
