@@ -1,7 +1,7 @@
 /* tern-fastsink: the benchmark's SMTP sink.  One event loop accepts any
- * number of sessions, answers every command at once (PIPELINING, optional
- * STARTTLS), throws the messages away and counts them; the count goes to a
- * status file that the benchmark driver polls. */
+ * number of sessions, answers every command at once (PIPELINING, CHUNKING,
+ * optional STARTTLS), throws the messages away and counts them; the count
+ * goes to a status file that the benchmark driver polls. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -25,10 +25,13 @@
 
 struct conn {
 	struct bufferevent *bev;
-	bool in_data;    /* reading a message body */
-	bool data_start; /* nothing of the body read yet */
-	bool tls_next;   /* switch to TLS once the 220 has left */
-	bool tls_active; /* STARTTLS done */
+	bool in_data;      /* reading a message body */
+	bool data_start;   /* nothing of the body read yet */
+	bool in_chunk;     /* reading a BDAT chunk */
+	bool chunk_last;   /* ... the message's last */
+	size_t chunk_left; /* ... octets of it still to come */
+	bool tls_next;     /* switch to TLS once the 220 has left */
+	bool tls_active;   /* STARTTLS done */
 };
 
 static struct event_base *base;
@@ -53,7 +56,7 @@ static void reply(struct conn *c, const char *text)
 
 static void ehlo(struct conn *c)
 {
-	reply(c, "250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 0\r\n");
+	reply(c, "250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 0\r\n250-CHUNKING\r\n");
 	if (ssl_ctx != NULL && !c->tls_active)
 		reply(c, "250-STARTTLS\r\n");
 	reply(c, "250 ENHANCEDSTATUSCODES\r\n");
@@ -68,6 +71,11 @@ static bool command(struct conn *c, const char *line, size_t len)
 		reply(c, "354 go ahead\r\n");
 		c->in_data = true;
 		c->data_start = true;
+	} else if (len >= 5 && strncasecmp(line, "BDAT ", 5) == 0) {
+		char *end;
+		c->chunk_left = strtoul(line + 5, &end, 10);
+		c->chunk_last = strncasecmp(end, " LAST", 5) == 0;
+		c->in_chunk = true;
 	} else if (len >= 4 && strncasecmp(line, "QUIT", 4) == 0) {
 		reply(c, "221 2.0.0 bye\r\n");
 		return false;
@@ -107,6 +115,16 @@ static bool body(struct conn *c, struct evbuffer *in)
 	return false;
 }
 
+/* Consumes chunk octets; true when the whole chunk was seen. */
+static bool chunk(struct conn *c, struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in);
+	size_t take = len < c->chunk_left ? len : c->chunk_left;
+	evbuffer_drain(in, take);
+	c->chunk_left -= take;
+	return c->chunk_left == 0;
+}
+
 static void conn_read(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
@@ -120,6 +138,15 @@ static void conn_read(struct bufferevent *bev, void *arg)
 			c->in_data = false;
 			messages++;
 			reply(c, "250 2.0.0 accepted\r\n");
+			continue;
+		}
+		if (c->in_chunk) {
+			if (!chunk(c, in))
+				return;
+			c->in_chunk = false;
+			if (c->chunk_last)
+				messages++;
+			reply(c, c->chunk_last ? "250 2.0.0 accepted\r\n" : "250 2.0.0 chunk received\r\n");
 			continue;
 		}
 		size_t len;

@@ -209,7 +209,7 @@ const struct conf_directive conf_directives[] = {
     {.name = "http-webhook-transfer-encoding", .type = CONF_T_STRING, .scopes = A, .flags = CONF_PENDING},
     {.name = "http-webhook-url", .type = CONF_T_STRING, .scopes = A, .flags = CONF_PENDING},
     {.name = "ignore-8bitmime", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_SUPPORTED},
-    {.name = "ignore-chunking", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_PENDING},
+    {.name = "ignore-chunking", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_SUPPORTED},
     {.name = "ignore-dsn", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_SUPPORTED},
     {.name = "ignore-pipelining", .type = CONF_T_BOOL, .scopes = D, .def = "no", .flags = CONF_SUPPORTED},
     {.name = "immediate-tls", .type = CONF_T_BOOL, .scopes = L, .def = "no", .flags = CONF_SUPPORTED},

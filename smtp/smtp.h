@@ -62,17 +62,20 @@ const char *smtp_reply_default_enhanced(int code);
 
 /* ESMTP extensions we use, from the EHLO reply. */
 struct smtp_ehlo {
-	bool pipelining, size, eightbitmime, dsn, smtputf8, starttls;
+	bool pipelining, size, eightbitmime, dsn, smtputf8, starttls, chunking;
 	uint64_t size_limit; /* 0: none announced */
 	char keywords[512];  /* "PIPELINING,SIZE,8BITMIME,..." for accounting */
 };
 void smtp_ehlo_parse(const struct smtp_reply *reply, struct smtp_ehlo *out);
 
-/* Appends body to out with CRLF line ends and dot-stuffing, ending in
- * CRLF (the final "." line is not added).  Returns the message size in
- * bytes as it is counted for SIZE and accounting: CRLF line ends, no
- * stuffing. */
+/* Appends body to out with CRLF line ends, ending in CRLF: the content
+ * as BDAT sends it (RFC 3030).  Returns the bytes appended, the message
+ * size as SIZE and accounting count it. */
 size_t smtp_body_encode(const char *body, size_t len, struct buf *out);
+/* The content as DATA sends it: emit is called with consecutive pieces
+ * of it, dot-stuffed (RFC 5321 4.5.2); the final "." line is not added. */
+typedef void (*smtp_emit_fn)(void *arg, const void *data, size_t len);
+void smtp_body_dot_stuff(const char *content, size_t len, smtp_emit_fn emit, void *arg);
 /* xtext (RFC 3461) of s, for ORCPT and ENVID built from plain text. */
 void smtp_xtext_append(struct buf *out, const char *s);
 
@@ -122,7 +125,7 @@ struct smtp_policy {
 	int64_t connection_idle_timeout; /* 0: close when the job is done */
 	uint64_t max_rcpt_per_transaction;
 	uint16_t default_port;
-	bool ignore_pipelining, ignore_8bitmime, ignore_dsn;
+	bool ignore_pipelining, ignore_8bitmime, ignore_dsn, ignore_chunking;
 	bool bounce_upon_5xx_greeting;
 	/* bounce-upon-no-mx: yes bounces at once; an interval or no falls
 	 * back to the domain's addresses (qmgr bounces by age). */
@@ -255,9 +258,8 @@ struct smtp_msg {
 	bool smtputf8;
 	struct smtp_rcpt *rcpts;
 	size_t nrcpts, cap;
-	struct buf body; /* as qmgr sent it */
-	struct buf wire; /* CRLF, dot-stuffed, without the final dot */
-	size_t size;     /* smtp_body_encode's count */
+	struct buf body;    /* as qmgr sent it */
+	struct buf content; /* CRLF line ends, not dot-stuffed (smtp_body_encode) */
 };
 
 /* What one connection found out, copied into every result it produced. */

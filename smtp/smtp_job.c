@@ -88,7 +88,7 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 	ipc_put_str(&w, IPC_ATTR_OUTCOME, status_name(status));
 	ipc_put_str(&w, IPC_ATTR_DSN_STATUS, enhanced);
 	job_proto_put_clipped(&w, IPC_ATTR_REASON, diagnostic);
-	ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)msg->size);
+	ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)msg->content.len);
 	if (peer && peer->target) {
 		char ip[ADDR_IP_STRLEN];
 		addr_ip_format(&peer->target->ip, ip);
@@ -143,7 +143,7 @@ static void msg_free(struct smtp_msg *msg)
 	}
 	free(msg->rcpts);
 	buf_free(&msg->body);
-	buf_free(&msg->wire);
+	buf_free(&msg->content);
 }
 
 static void job_unlink(struct smtp_job *job)
@@ -320,7 +320,7 @@ static bool on_message(void *state, const struct ipc_msg *m, struct buf *err)
 	msg->body_type = opt_strdup(m, IPC_ATTR_BODY_TYPE);
 	msg->smtputf8 = ipc_msg_int(m, IPC_ATTR_SMTPUTF8) != 0;
 	buf_init(&msg->body);
-	buf_init(&msg->wire);
+	buf_init(&msg->content);
 	return true;
 }
 
@@ -379,7 +379,7 @@ static bool job_ready(struct smtp_job *job, struct buf *err)
 			buf_printf(err, "message %s of job %lld has no recipient", msg->queue_id, (long long)job->id);
 			return false;
 		}
-		msg->size = smtp_body_encode(msg->body.data ? msg->body.data : "", msg->body.len, &msg->wire);
+		smtp_body_encode(msg->body.data ? msg->body.data : "", msg->body.len, &msg->content);
 		buf_free(&msg->body);
 	}
 	return true;

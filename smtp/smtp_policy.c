@@ -70,6 +70,7 @@ static void load_limits(struct smtp_policy *p, const struct conf_settings *s)
 		p->max_rcpt_per_transaction = 1000;
 	p->default_port = (uint16_t)conf_get_uint(s, "default-smtp-port");
 	p->ignore_pipelining = conf_get_bool(s, "ignore-pipelining");
+	p->ignore_chunking = conf_get_bool(s, "ignore-chunking");
 	p->ignore_8bitmime = conf_get_bool(s, "ignore-8bitmime");
 	p->ignore_dsn = conf_get_bool(s, "ignore-dsn");
 	p->bounce_upon_5xx_greeting = conf_get_bool(s, "bounce-upon-5xx-greeting");

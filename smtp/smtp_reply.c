@@ -156,6 +156,8 @@ static void ehlo_line(struct smtp_ehlo *out, const char *line, size_t len)
 		out->smtputf8 = true;
 	else if (keyword_is(word, wlen, "STARTTLS"))
 		out->starttls = true;
+	else if (keyword_is(word, wlen, "CHUNKING"))
+		out->chunking = true;
 	else if (keyword_is(word, wlen, "SIZE")) {
 		out->size = true;
 		if (wlen < len)
@@ -182,9 +184,10 @@ void smtp_ehlo_parse(const struct smtp_reply *reply, struct smtp_ehlo *out)
 
 size_t smtp_body_encode(const char *body, size_t len, struct buf *out)
 {
-	size_t size = 0, pos = 0;
+	size_t pos = 0;
 	if (len > 0)
-		buf_reserve(out, len + len / 64 + 2);
+		buf_reserve(out, out->len + len + len / 64 + 2);
+	size_t start = out->len;
 	while (pos < len) {
 		const char *nl = memchr(body + pos, '\n', len - pos);
 		size_t end = nl ? (size_t)(nl - body) : len;
@@ -192,14 +195,26 @@ size_t smtp_body_encode(const char *body, size_t len, struct buf *out)
 		/* A CR before the LF belongs to the line end, not the text. */
 		if (line_len > 0 && body[end - 1] == '\r' && nl)
 			line_len--;
-		if (line_len > 0 && body[pos] == '.')
-			buf_putc(out, '.');
 		buf_append(out, body + pos, line_len);
 		buf_append(out, "\r\n", 2);
-		size += line_len + 2;
 		pos = nl ? end + 1 : len;
 	}
-	return size;
+	return out->len - start;
+}
+
+void smtp_body_dot_stuff(const char *content, size_t len, smtp_emit_fn emit, void *arg)
+{
+	size_t from = 0; /* what is not emitted yet */
+	for (size_t line = 0; line < len;) {
+		if (content[line] == '.') {
+			emit(arg, content + from, line - from);
+			emit(arg, ".", 1);
+			from = line; /* the line's own dot follows the added one */
+		}
+		const char *nl = memchr(content + line, '\n', len - line);
+		line = nl ? (size_t)(nl - content) + 1 : len;
+	}
+	emit(arg, content + from, len - from);
 }
 
 void smtp_xtext_append(struct buf *out, const char *s)

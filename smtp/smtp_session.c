@@ -1,8 +1,10 @@
 /* smtp_session.c: the SMTP dialogue of one outbound connection: greeting,
  * EHLO (HELO when EHLO is refused), STARTTLS by the queue's TLS policy and
  * EHLO again, then transactions for the job's unfinished messages (several
- * recipients each, pipelined when the server offers PIPELINING) until the
- * job is done or max-msg-per-connection is reached, then QUIT.
+ * recipients each, pipelined when the server offers PIPELINING; the content
+ * in one BDAT LAST chunk right behind the envelope when it also offers
+ * CHUNKING, else after DATA's 354) until the job is done or
+ * max-msg-per-connection is reached, then QUIT.
  *
  * TLS policy is enforced here, in one place: with require-starttls no
  * MAIL command is ever written before the handshake has succeeded (and,
@@ -31,7 +33,7 @@ enum state {
 	S_HELO,
 	S_STARTTLS,
 	S_TLS,
-	S_TXN,        /* MAIL, RCPT, DATA replies */
+	S_TXN,        /* MAIL, RCPT, DATA replies; with BDAT, the chunk's too */
 	S_BODY,       /* the reply to the final dot */
 	S_DOT_IGNORE, /* a 354 without accepted recipients: "." and ignore */
 	S_RSET,
@@ -39,7 +41,7 @@ enum state {
 	S_IDLE, /* parked between jobs of its queue */
 };
 
-enum cmd_kind { CMD_MAIL, CMD_RCPT, CMD_DATA };
+enum cmd_kind { CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_BDAT };
 
 struct cmd {
 	enum cmd_kind kind;
@@ -79,6 +81,7 @@ struct smtp_session {
 	bool next_sent;    /* the next message's envelope followed the dot */
 	size_t after_dot;  /* bytes written to the connection after the dot */
 	bool body_drained; /* the whole message and its dot are written */
+	bool chunk_sent;   /* the transaction's BDAT LAST chunk is written or on its way */
 	bool dispatching;  /* inside a reply's handler: freeing waits (see on_readable) */
 	bool dead;         /* freed while dispatching: free once the handler returns */
 	/* how the session ends, once QUIT is answered */
@@ -224,7 +227,7 @@ static void format_mail(struct smtp_session *s, struct buf *line)
 	const struct smtp_msg *msg = s->msg;
 	buf_printf(line, "MAIL FROM:<%s>", msg->sender);
 	if (s->ehlo.size)
-		buf_printf(line, " SIZE=%zu", msg->size);
+		buf_printf(line, " SIZE=%zu", msg->content.len);
 	if (wants_8bitmime(s, msg))
 		buf_puts(line, " BODY=8BITMIME");
 	if (msg->smtputf8)
@@ -254,6 +257,22 @@ static void format_rcpt(struct smtp_session *s, const struct smtp_rcpt *rcpt, st
 	buf_puts(line, "\r\n");
 }
 
+/* RFC 3030: the whole content as one last chunk, right behind the
+ * envelope; its reply is the message's verdict.  Until it is written,
+ * data-send-timeout, then smtp-data-termination-timeout (on_drained). */
+static void send_chunk(struct smtp_session *s)
+{
+	struct buf line = BUF_INIT;
+	buf_printf(&line, "BDAT %zu LAST\r\n", s->msg->content.len);
+	send_line(s, &line);
+	buf_free(&line);
+	smtp_conn_write(s->conn, s->msg->content.data, s->msg->content.len);
+	s->nsent++;
+	s->chunk_sent = true;
+	s->body_drained = false;
+	smtp_conn_set_timeout(s->conn, s->job->policy.data_send_timeout);
+}
+
 static void send_command(struct smtp_session *s, const struct cmd *cmd)
 {
 	struct buf line = BUF_INIT;
@@ -268,6 +287,9 @@ static void send_command(struct smtp_session *s, const struct cmd *cmd)
 	case CMD_DATA:
 		buf_puts(&line, "DATA\r\n");
 		break;
+	case CMD_BDAT:
+		send_chunk(s);
+		return;
 	}
 	send_line(s, &line);
 	buf_free(&line);
@@ -278,6 +300,15 @@ static void send_command(struct smtp_session *s, const struct cmd *cmd)
 static bool pipelining(const struct smtp_session *s)
 {
 	return s->ehlo.pipelining && !s->job->policy.ignore_pipelining;
+}
+
+/* BDAT instead of DATA: the content goes with the envelope, so a message
+ * costs one round trip even when no other message is sent with it.  Only
+ * pipelined: without PIPELINING each command would wait for its reply
+ * anyway. */
+static bool chunking(const struct smtp_session *s)
+{
+	return s->ehlo.chunking && pipelining(s) && !s->job->policy.ignore_chunking;
 }
 
 /* Sends what may be sent now: everything with PIPELINING, else the next
@@ -304,7 +335,7 @@ static bool prepare_transaction(struct smtp_session *s, struct smtp_msg *msg)
 		return false;
 	s->msg = msg;
 	s->ncmds = s->nsent = s->nanswered = s->naccepted = 0;
-	s->txn_failed = false;
+	s->txn_failed = s->chunk_sent = false;
 	s->cmds = mem_reallocarray(s->cmds, msg->nrcpts + 2, sizeof *s->cmds);
 	s->accepted = mem_reallocarray(s->accepted, msg->nrcpts + 1, sizeof *s->accepted);
 	s->cmds[s->ncmds++] = (struct cmd){CMD_MAIL, 0};
@@ -312,7 +343,7 @@ static bool prepare_transaction(struct smtp_session *s, struct smtp_msg *msg)
 	for (size_t i = 0; i < msg->nrcpts && s->ncmds - 1 < limit; i++)
 		if (msg->rcpts[i].status == SMTP_RCPT_PENDING)
 			s->cmds[s->ncmds++] = (struct cmd){CMD_RCPT, i};
-	s->cmds[s->ncmds++] = (struct cmd){CMD_DATA, 0};
+	s->cmds[s->ncmds++] = (struct cmd){chunking(s) ? CMD_BDAT : CMD_DATA, 0};
 	s->txn_msg = msg;
 	return true;
 }
@@ -422,7 +453,7 @@ void smtp_session_shutdown(void)
 
 bool smtp_session_delivering(const struct smtp_session *s)
 {
-	return s != NULL && s->state == S_BODY;
+	return s != NULL && (s->state == S_BODY || (s->state == S_TXN && s->chunk_sent));
 }
 
 static void next_transaction(struct smtp_session *s)
@@ -485,9 +516,14 @@ static bool send_next_envelope(struct smtp_session *s)
 	return true;
 }
 
+static void write_to_conn(void *conn, const void *data, size_t len)
+{
+	smtp_conn_write(conn, data, len);
+}
+
 static void send_body(struct smtp_session *s)
 {
-	smtp_conn_write(s->conn, s->msg->wire.data, s->msg->wire.len);
+	smtp_body_dot_stuff(s->msg->content.data, s->msg->content.len, write_to_conn, s->conn);
 	smtp_conn_write(s->conn, ".\r\n", 3);
 	/* Until everything is written, then smtp-data-termination-timeout
 	 * (on_drained). */
@@ -522,6 +558,29 @@ static void on_data_reply(struct smtp_session *s, const struct smtp_reply *r)
 	rset(s);
 }
 
+/* The reply to the BDAT LAST chunk: the verdict on the message for the
+ * recipients the server accepted (with none, the server refuses the
+ * chunk, and that reply says nothing new). */
+static void on_chunk_reply(struct smtp_session *s, const struct smtp_reply *r)
+{
+	s->chunk_sent = false;
+	if (!s->txn_failed)
+		for (size_t i = 0; i < s->naccepted; i++)
+			report_reply(s, &s->msg->rcpts[s->accepted[i]], r);
+	/* A verdict while we are still sending: the rest of the chunk would
+	 * be read as commands, so this connection is done for. */
+	if (!s->body_drained && smtp_conn_unsent(s->conn) > 0) {
+		finish(s, SMTP_END_BROKEN, "the server replied before the end of the message");
+		return;
+	}
+	/* RFC 3030 2: after a refused chunk the transaction is failed, not
+	 * over; RSET ends it before the next MAIL. */
+	if (r->code / 100 != 2)
+		rset(s);
+	else
+		next_transaction(s);
+}
+
 static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 {
 	const struct cmd *cmd = &s->cmds[s->nanswered++];
@@ -544,6 +603,9 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 		break;
 	case CMD_DATA:
 		on_data_reply(s, r);
+		return;
+	case CMD_BDAT:
+		on_chunk_reply(s, r);
 		return;
 	}
 	if (s->nanswered < s->nsent)
@@ -852,15 +914,17 @@ static void on_readable(void *arg, struct buf *in)
 static void on_drained(void *arg)
 {
 	struct smtp_session *s = arg;
-	if (s->state == S_BODY) {
+	if (s->state == S_BODY || (s->state == S_TXN && s->chunk_sent)) {
 		s->body_drained = true;
 		smtp_conn_set_timeout(s->conn, s->job->policy.data_termination_timeout);
 	}
 }
 
-static const char *state_name(enum state st)
+static const char *state_name(const struct smtp_session *s)
 {
-	switch (st) {
+	if (s->state == S_TXN && s->chunk_sent && s->body_drained)
+		return "after the end of data";
+	switch (s->state) {
 	case S_CONNECT:
 		return "connecting";
 	case S_GREETING:
@@ -899,7 +963,7 @@ static void on_failed(void *arg, const char *why)
 	if (s->state == S_CONNECT)
 		buf_puts(&text, why);
 	else
-		buf_printf(&text, "%s (%s, %s)", why, s->target->mx, state_name(s->state));
+		buf_printf(&text, "%s (%s, %s)", why, s->target->mx, state_name(s));
 	switch (s->state) {
 	case S_QUIT:
 		finish(s, s->end, s->end_why);

@@ -3,6 +3,8 @@ dialogue, per-recipient results, several messages per connection, the
 next host after a refused connection or a 4xx greeting."""
 import time
 
+import pytest
+
 from conftest import free_port, wait_for_log
 from test_smtp_harness import BODY, agent, sinks  # noqa: F401  (fixtures)
 
@@ -84,8 +86,9 @@ def test_next_envelope_goes_with_the_dot(agent, sinks):
     """With PIPELINING the next message's MAIL, RCPT and DATA follow the
     previous message's dot (RFC 2920 3.1), so the server has them when it
     reads the dot: one round trip a message.  A 5xx to one dot leaves the
-    next message alone."""
-    sink = sinks("--rule", '{"command": "EOD", "session_message": 2, "reply": "554 5.7.1 content rejected"}')
+    next message alone.  (DATA: the server offers no CHUNKING.)"""
+    sink = sinks("--without", "CHUNKING",
+                 "--rule", '{"command": "EOD", "session_message": 2, "reply": "554 5.7.1 content rejected"}')
     agent.start(config(sink.port))
     msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net", f"s{i}@example.net"]} for i in range(4)]
     results, done = agent.deliver("example.net/{default}", msgs)
@@ -101,11 +104,82 @@ def test_next_envelope_goes_with_the_dot(agent, sinks):
     assert [m["outcome"] for m in session["messages"]] == ["accepted", "rejected", "accepted", "accepted"]
 
 
+def test_bdat_sends_the_content_with_the_envelope(agent, sinks):
+    """With CHUNKING and PIPELINING a message is MAIL, RCPT and one BDAT
+    LAST chunk of the content as it is (no dot-stuffing), written at once:
+    one round trip a message.  A refused chunk concerns only its message,
+    and RSET ends its transaction before the next one."""
+    sink = sinks("--rule", '{"command": "EOD", "session_message": 2, "reply": "554 5.7.1 content rejected"}')
+    agent.start(config(sink.port))
+    body = b"Subject: dots\n\n.\n..two\n.one\nend"
+    msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net", f"s{i}@example.net"], "body": body}
+            for i in range(3)]
+    results, done = agent.deliver("example.net/{default}", msgs)
+    assert done["outcome"] == "done"
+    r = by_address(results)
+    assert r["r1@example.net"]["outcome"] == r["s1@example.net"]["outcome"] == "bounced"
+    assert r["r1@example.net"]["reason"] == "smtp;554 5.7.1 content rejected"
+    assert all(r[f"{p}{i}@example.net"]["outcome"] == "delivered" for i in (0, 2) for p in "rs")
+    content = "Subject: dots\r\n\r\n.\r\n..two\r\n.one\r\nend\r\n"
+    [session] = sink.sessions()
+    assert [m["outcome"] for m in session["messages"]] == ["accepted", "rejected", "accepted"]
+    for m in sink.messages():
+        assert m["method"] == "BDAT" and m["bdat_chunks"] == 1
+        assert m["mail_params"]["SIZE"] == str(len(content)) and m["size"] == len(content)
+        if m["outcome"] == "accepted":
+            assert m["data"] == content
+    verbs = [c["verb"] for c in session["commands"]]
+    txn = ["MAIL", "RCPT", "RCPT", "BDAT"]
+    assert verbs == ["EHLO"] + txn + txn + ["RSET"] + txn + ["QUIT"]
+    # the envelope did not wait for its replies: the chunk came with it
+    assert all(c.get("pipelined") for c in session["commands"] if c["verb"] == "MAIL")
+    assert [c["line"] for c in session["commands"] if c["verb"] == "BDAT"] == [f"BDAT {len(content)} LAST"] * 3
+
+
+def test_bdat_after_refused_recipients(agent, sinks):
+    """A chunk sent after every RCPT was refused is refused too; that
+    reply adds nothing, and RSET ends the transaction."""
+    sink = sinks("--rcpt", "^bad@=550 5.1.1 no such user")
+    agent.start(config(sink.port))
+    results, done = agent.deliver("example.net/{default}", [
+        {"queue_id": "M0", "rcpts": ["bad@example.net"]}, {"queue_id": "M1", "rcpts": ["good@example.net"]}])
+    r = by_address(results)
+    assert r["bad@example.net"]["outcome"] == "bounced"
+    assert r["bad@example.net"]["reason"] == "smtp;550 5.1.1 no such user"
+    assert r["good@example.net"]["outcome"] == "delivered"
+    [session] = sink.sessions()
+    verbs = [c["verb"] for c in session["commands"]]
+    assert verbs == ["EHLO", "MAIL", "RCPT", "BDAT", "RSET", "MAIL", "RCPT", "BDAT", "QUIT"]
+
+
+def test_ignore_chunking_keeps_data(agent, sinks):
+    plain = sinks()
+    agent.start(config(plain.port, "  ignore-chunking yes\n"))
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert results[0]["outcome"] == "delivered"
+    assert "CHUNKING" in results[0]["esmtp"]
+    assert plain.messages()[0]["method"] == "DATA"
+
+
+def test_bdat_hang_after_the_chunk_times_out(agent, sinks):
+    """No reply to the last chunk: smtp-data-termination-timeout, counted
+    once the chunk is written, and the reason says where it hung."""
+    sink = sinks("--hang", "EOD")
+    agent.start(config(sink.port, "  smtp-data-termination-timeout 1s\n"))
+    t0 = time.monotonic()
+    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    assert time.monotonic() - t0 < 5
+    assert results[0]["outcome"] == "deferred"
+    assert "timed out" in results[0]["reason"] and "after the end of data" in results[0]["reason"]
+    assert sink.sessions()[0]["messages"][0]["method"] == "BDAT"
+
+
 def test_421_to_a_dot_defers_the_message_sent_after_it(agent, sinks):
     """The server closes after the first dot: the envelope that went with
     the dot was never answered, so that message is deferred too, as is the
     one not begun; every recipient has a result."""
-    sink = sinks("--rule", '{"command": "EOD", "session_message": 1, "reply": "421 4.3.2 closing down"}')
+    sink = sinks("--without", "CHUNKING",
+                 "--rule", '{"command": "EOD", "session_message": 1, "reply": "421 4.3.2 closing down"}')
     agent.start(config(sink.port))
     msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net"]} for i in range(3)]
     results, done = agent.deliver("example.net/{default}", msgs)
@@ -233,8 +307,9 @@ def test_timeout_after_data_defers(agent, sinks):
     assert done["outcome"] == "failed"
 
 
-def test_dropped_connection_mid_transaction_defers(agent, sinks):
-    sink = sinks("--drop", "DATA")
+@pytest.mark.parametrize("verb", ["DATA", "BDAT"])
+def test_dropped_connection_mid_transaction_defers(agent, sinks, verb):
+    sink = sinks("--drop", verb, *(["--without", "CHUNKING"] if verb == "DATA" else []))
     agent.start(config(sink.port))
     results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
     assert results[0]["outcome"] == "deferred"

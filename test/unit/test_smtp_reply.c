@@ -106,42 +106,77 @@ static void test_ehlo_keywords(void **state)
 	struct smtp_reply r;
 	smtp_reply_init(&r);
 	feed(&in, "250-mx.example PIPELINING says hi\r\n250-pipelining\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n"
-	          "250-DSN\r\n250-STARTTLS\r\n250 SMTPUTF8\r\n");
+	          "250-DSN\r\n250-STARTTLS\r\n250-CHUNKING\r\n250 SMTPUTF8\r\n");
 	assert_int_equal(smtp_reply_take(&in, &r), SMTP_LINE_COMPLETE);
 	struct smtp_ehlo e;
 	smtp_ehlo_parse(&r, &e);
-	assert_true(e.pipelining && e.size && e.eightbitmime && e.dsn && e.starttls && e.smtputf8);
+	assert_true(e.pipelining && e.size && e.eightbitmime && e.dsn && e.starttls && e.smtputf8 && e.chunking);
 	assert_int_equal(e.size_limit, 52428800);
-	assert_string_equal(e.keywords, "PIPELINING,SIZE,8BITMIME,DSN,STARTTLS,SMTPUTF8");
+	assert_string_equal(e.keywords, "PIPELINING,SIZE,8BITMIME,DSN,STARTTLS,CHUNKING,SMTPUTF8");
 
 	feed(&in, "250 mx.example STARTTLS\r\n"); /* the greeting line is no keyword */
 	smtp_reply_take(&in, &r);
 	smtp_ehlo_parse(&r, &e);
 	assert_false(e.starttls);
+	assert_false(e.chunking);
 	assert_string_equal(e.keywords, "");
 	buf_free(&in);
 	smtp_reply_free(&r);
 }
 
-static void assert_encoded(const char *body, const char *wire, size_t size)
+static void assert_encoded(const char *body, const char *content)
 {
 	struct buf out = BUF_INIT;
-	assert_int_equal(smtp_body_encode(body, strlen(body), &out), size);
-	assert_string_equal(buf_cstr(&out), wire);
+	buf_puts(&out, "kept");
+	assert_int_equal(smtp_body_encode(body, strlen(body), &out), strlen(content));
+	assert_string_equal(buf_cstr(&out) + 4, content);
 	buf_free(&out);
 }
 
 static void test_body_encoding(void **state)
 {
 	(void)state;
-	assert_encoded("a\nb\n", "a\r\nb\r\n", 6);
-	assert_encoded("a\r\nb\r\n", "a\r\nb\r\n", 6);
-	assert_encoded("no end", "no end\r\n", 8);
-	assert_encoded(".\n..\n.x\nx.\n", "..\r\n...\r\n..x\r\nx.\r\n", 15);
-	assert_encoded("", "", 0);
-	assert_encoded("\n\n", "\r\n\r\n", 4);
+	assert_encoded("a\nb\n", "a\r\nb\r\n");
+	assert_encoded("a\r\nb\r\n", "a\r\nb\r\n");
+	assert_encoded("no end", "no end\r\n");
+	assert_encoded(".\n..\n.x\nx.\n", ".\r\n..\r\n.x\r\nx.\r\n"); /* BDAT: no stuffing */
+	assert_encoded("", "");
+	assert_encoded("\n\n", "\r\n\r\n");
 	/* a lone CR inside a line is text, not a line end */
-	assert_encoded("a\rb\n", "a\rb\r\n", 5);
+	assert_encoded("a\rb\n", "a\rb\r\n");
+}
+
+struct pieces {
+	struct buf all;
+	int calls;
+};
+
+static void collect(void *arg, const void *data, size_t len)
+{
+	struct pieces *p = arg;
+	buf_append(&p->all, data, len);
+	p->calls++;
+}
+
+static void assert_stuffed(const char *content, const char *wire, int calls)
+{
+	struct pieces p = {BUF_INIT, 0};
+	smtp_body_dot_stuff(content, strlen(content), collect, &p);
+	assert_string_equal(buf_cstr(&p.all), wire);
+	assert_int_equal(p.calls, calls);
+	buf_free(&p.all);
+}
+
+static void test_dot_stuffing(void **state)
+{
+	(void)state;
+	/* no line begins with a dot: the content in one piece */
+	assert_stuffed("a\r\nb.\r\n", "a\r\nb.\r\n", 1);
+	assert_stuffed(".\r\n..\r\n.x\r\nx.\r\n", "..\r\n...\r\n..x\r\nx.\r\n", 7);
+	assert_stuffed("a\r\n.\r\n", "a\r\n..\r\n", 3);
+	assert_stuffed("", "", 1);
+	/* a dot after a lone CR is inside a line */
+	assert_stuffed("a\r.b\r\n", "a\r.b\r\n", 1);
 }
 
 static void test_xtext(void **state)
@@ -161,6 +196,7 @@ int main(void)
 	    cmocka_unit_test(test_enhanced_codes),
 	    cmocka_unit_test(test_ehlo_keywords),
 	    cmocka_unit_test(test_body_encoding),
+	    cmocka_unit_test(test_dot_stuffing),
 	    cmocka_unit_test(test_xtext),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
