@@ -4,7 +4,9 @@
  * recipients each, pipelined when the server offers PIPELINING; the content
  * in one BDAT LAST chunk right behind the envelope when it also offers
  * CHUNKING, else after DATA's 354) until the job is done or
- * max-msg-per-connection is reached, then QUIT.
+ * max-msg-per-connection is reached, then QUIT.  With BDAT the job's next
+ * messages go out behind the first, each behind an RSET, before any
+ * reply has come: a window of transactions in flight (send_ahead).
  *
  * TLS policy is enforced here, in one place: with require-starttls no
  * MAIL command is ever written before the handshake has succeeded (and,
@@ -41,12 +43,26 @@ enum state {
 	S_IDLE, /* parked between jobs of its queue */
 };
 
-enum cmd_kind { CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_BDAT };
+enum cmd_kind { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_BDAT };
 
 struct cmd {
 	enum cmd_kind kind;
 	size_t rcpt; /* CMD_RCPT: index in the message */
 };
+
+/* A transaction written behind the current one before its replies came:
+ * RSET, MAIL, RCPTs and the BDAT LAST chunk. */
+struct ahead {
+	struct smtp_msg *msg;
+	struct cmd *cmds;
+	size_t ncmds;
+	size_t bytes; /* what it added to the connection's output */
+};
+
+/* The window: transactions in flight behind the current one, and the
+ * output they may hold unsent. */
+#define AHEAD_MAX 16
+#define AHEAD_BYTES_MAX (1024 * 1024)
 
 struct smtp_session {
 	struct smtp_job *job;           /* NULL while idle */
@@ -82,8 +98,11 @@ struct smtp_session {
 	size_t after_dot;  /* bytes written to the connection after the dot */
 	bool body_drained; /* the whole message and its dot are written */
 	bool chunk_sent;   /* the transaction's BDAT LAST chunk is written or on its way */
-	bool dispatching;  /* inside a reply's handler: freeing waits (see on_readable) */
-	bool dead;         /* freed while dispatching: free once the handler returns */
+	bool txn_whole;    /* the transaction carries every recipient its message has left */
+	struct ahead ahead[AHEAD_MAX];
+	size_t nahead;
+	bool dispatching; /* inside a reply's handler: freeing waits (see on_readable) */
+	bool dead;        /* freed while dispatching: free once the handler returns */
 	/* how the session ends, once QUIT is answered */
 	enum smtp_session_end end;
 	char *end_why;
@@ -119,6 +138,8 @@ static void session_free(struct smtp_session *s)
 	smtp_conn_close(s->conn);
 	smtp_reply_free(&s->reply);
 	free(s->cmds);
+	for (size_t i = 0; i < s->nahead; i++)
+		free(s->ahead[i].cmds);
 	free(s->accepted);
 	free(s->body_accepted);
 	free(s->end_why);
@@ -222,9 +243,8 @@ static bool use_dsn(const struct smtp_session *s)
 	return s->ehlo.dsn && !s->job->policy.ignore_dsn;
 }
 
-static void format_mail(struct smtp_session *s, struct buf *line)
+static void format_mail(struct smtp_session *s, const struct smtp_msg *msg, struct buf *line)
 {
-	const struct smtp_msg *msg = s->msg;
 	buf_printf(line, "MAIL FROM:<%s>", msg->sender);
 	if (s->ehlo.size)
 		buf_printf(line, " SIZE=%zu", msg->content.len);
@@ -258,42 +278,54 @@ static void format_rcpt(struct smtp_session *s, const struct smtp_rcpt *rcpt, st
 }
 
 /* RFC 3030: the whole content as one last chunk, right behind the
- * envelope; its reply is the message's verdict.  Until it is written,
- * data-send-timeout, then smtp-data-termination-timeout (on_drained). */
-static void send_chunk(struct smtp_session *s)
+ * envelope; its reply is the message's verdict. */
+static void write_chunk(struct smtp_session *s, const struct smtp_msg *msg)
 {
 	struct buf line = BUF_INIT;
-	buf_printf(&line, "BDAT %zu LAST\r\n", s->msg->content.len);
+	buf_printf(&line, "BDAT %zu LAST\r\n", msg->content.len);
 	send_line(s, &line);
 	buf_free(&line);
-	smtp_conn_write(s->conn, s->msg->content.data, s->msg->content.len);
-	s->nsent++;
-	s->chunk_sent = true;
-	s->body_drained = false;
-	smtp_conn_set_timeout(s->conn, s->job->policy.data_send_timeout);
+	smtp_conn_write(s->conn, msg->content.data, msg->content.len);
 }
 
-static void send_command(struct smtp_session *s, const struct cmd *cmd)
+/* One command of a transaction for msg. */
+static void write_command(struct smtp_session *s, struct smtp_msg *msg, const struct cmd *cmd)
 {
 	struct buf line = BUF_INIT;
 	switch (cmd->kind) {
+	case CMD_RSET:
+		buf_puts(&line, "RSET\r\n");
+		break;
 	case CMD_MAIL:
-		format_mail(s, &line);
+		format_mail(s, msg, &line);
 		s->began = true;
 		break;
 	case CMD_RCPT:
-		format_rcpt(s, &s->msg->rcpts[cmd->rcpt], &line);
+		format_rcpt(s, &msg->rcpts[cmd->rcpt], &line);
 		break;
 	case CMD_DATA:
 		buf_puts(&line, "DATA\r\n");
 		break;
 	case CMD_BDAT:
-		send_chunk(s);
+		write_chunk(s, msg);
 		return;
 	}
 	send_line(s, &line);
 	buf_free(&line);
+}
+
+/* Until a chunk is written, data-send-timeout, then
+ * smtp-data-termination-timeout (on_drained). */
+static void send_command(struct smtp_session *s, const struct cmd *cmd)
+{
+	write_command(s, s->msg, cmd);
 	s->nsent++;
+	if (cmd->kind == CMD_BDAT) {
+		s->chunk_sent = true;
+		s->body_drained = false;
+		smtp_conn_set_timeout(s->conn, s->job->policy.data_send_timeout);
+		return;
+	}
 	smtp_conn_set_timeout(s->conn, cmd->kind == CMD_DATA ? DATA_INIT_TIMEOUT : COMMAND_TIMEOUT);
 }
 
@@ -343,10 +375,13 @@ static bool prepare_transaction(struct smtp_session *s, struct smtp_msg *msg)
 	for (size_t i = 0; i < msg->nrcpts && s->ncmds - 1 < limit; i++)
 		if (msg->rcpts[i].status == SMTP_RCPT_PENDING)
 			s->cmds[s->ncmds++] = (struct cmd){CMD_RCPT, i};
+	s->txn_whole = s->ncmds - 1 == pending_rcpts(msg);
 	s->cmds[s->ncmds++] = (struct cmd){chunking(s) ? CMD_BDAT : CMD_DATA, 0};
 	s->txn_msg = msg;
 	return true;
 }
+
+static void fill_window(struct smtp_session *s);
 
 static bool begin_transaction(struct smtp_session *s, struct smtp_msg *msg)
 {
@@ -354,7 +389,90 @@ static bool begin_transaction(struct smtp_session *s, struct smtp_msg *msg)
 		return false;
 	s->state = S_TXN;
 	send_commands(s);
+	fill_window(s);
 	return true;
+}
+
+/* ---- the window (BDAT) ---------------------------------------------------------- */
+
+/* Whether msg may go out now behind what is in flight: a whole message
+ * in one transaction, that the server can take. */
+static bool may_send_ahead(const struct smtp_session *s, const struct smtp_msg *msg)
+{
+	size_t pending = pending_rcpts(msg);
+	return pending > 0 && pending <= s->job->policy.max_rcpt_per_transaction &&
+	       (!msg->smtputf8 || s->ehlo.smtputf8);
+}
+
+/* RSET first: after a refused chunk the transaction before is failed,
+ * not over (RFC 3030 2), and this MAIL must not land inside it. */
+static void send_ahead(struct smtp_session *s, struct smtp_msg *msg)
+{
+	struct ahead *a = &s->ahead[s->nahead++];
+	size_t before = smtp_conn_unsent(s->conn);
+	a->msg = msg;
+	a->cmds = mem_reallocarray(NULL, msg->nrcpts + 3, sizeof *a->cmds);
+	a->ncmds = 0;
+	a->cmds[a->ncmds++] = (struct cmd){CMD_RSET, 0};
+	a->cmds[a->ncmds++] = (struct cmd){CMD_MAIL, 0};
+	for (size_t i = 0; i < msg->nrcpts; i++)
+		if (msg->rcpts[i].status == SMTP_RCPT_PENDING)
+			a->cmds[a->ncmds++] = (struct cmd){CMD_RCPT, i};
+	a->cmds[a->ncmds++] = (struct cmd){CMD_BDAT, 0};
+	for (size_t i = 0; i < a->ncmds; i++)
+		write_command(s, msg, &a->cmds[i]);
+	a->bytes = smtp_conn_unsent(s->conn) - before;
+}
+
+/* With BDAT, the job's next messages follow the current transaction at
+ * once, in order, so that one write and one read serve several: up to
+ * AHEAD_MAX of them, while the connection may take them
+ * (max-msg-per-connection) and qmgr is there. */
+static void fill_window(struct smtp_session *s)
+{
+	struct smtp_job *job = s->job;
+	uint64_t cap = job->policy.max_msg_per_connection;
+	if (!chunking(s) || !s->txn_whole || job->orphaned)
+		return;
+	while (s->nahead < AHEAD_MAX && smtp_conn_unsent(s->conn) < AHEAD_BYTES_MAX) {
+		size_t next = job->next_msg + 1 + s->nahead;
+		if (next >= job->nmsgs || (cap && s->msgs_on_conn + s->nahead + 2 > cap) ||
+		    !may_send_ahead(s, &job->msgs[next]))
+			return;
+		send_ahead(s, &job->msgs[next]);
+	}
+}
+
+static size_t ahead_bytes(const struct smtp_session *s)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->nahead; i++)
+		n += s->ahead[i].bytes;
+	return n;
+}
+
+/* The current message has every result: the first transaction of the
+ * window becomes the current one, and the window grows again. */
+static void next_ahead(struct smtp_session *s)
+{
+	struct smtp_job *job = s->job;
+	struct ahead a = s->ahead[0];
+	memmove(s->ahead, s->ahead + 1, --s->nahead * sizeof *s->ahead);
+	job->next_msg++;
+	s->msgs_on_conn++;
+	free(s->cmds);
+	s->cmds = a.cmds;
+	s->ncmds = s->nsent = a.ncmds;
+	s->nanswered = s->naccepted = 0;
+	s->accepted = mem_reallocarray(s->accepted, a.msg->nrcpts + 1, sizeof *s->accepted);
+	s->msg = s->txn_msg = a.msg;
+	s->txn_failed = false;
+	s->txn_whole = s->chunk_sent = true;
+	s->state = S_TXN;
+	s->body_drained = smtp_conn_unsent(s->conn) <= ahead_bytes(s);
+	smtp_conn_set_timeout(s->conn,
+	                      s->body_drained ? job->policy.data_termination_timeout : job->policy.data_send_timeout);
+	fill_window(s);
 }
 
 /* Recipients of a message the server cannot take get their result at
@@ -569,13 +687,15 @@ static void on_chunk_reply(struct smtp_session *s, const struct smtp_reply *r)
 			report_reply(s, &s->msg->rcpts[s->accepted[i]], r);
 	/* A verdict while we are still sending: the rest of the chunk would
 	 * be read as commands, so this connection is done for. */
-	if (!s->body_drained && smtp_conn_unsent(s->conn) > 0) {
+	if (smtp_conn_unsent(s->conn) > ahead_bytes(s)) {
 		finish(s, SMTP_END_BROKEN, "the server replied before the end of the message");
 		return;
 	}
+	if (s->nahead > 0)
+		next_ahead(s); /* which begins with RSET */
 	/* RFC 3030 2: after a refused chunk the transaction is failed, not
 	 * over; RSET ends it before the next MAIL. */
-	if (r->code / 100 != 2)
+	else if (r->code / 100 != 2)
 		rset(s);
 	else
 		next_transaction(s);
@@ -585,6 +705,8 @@ static void on_txn_reply(struct smtp_session *s, const struct smtp_reply *r)
 {
 	const struct cmd *cmd = &s->cmds[s->nanswered++];
 	switch (cmd->kind) {
+	case CMD_RSET:
+		break; /* the window's: whatever it says, MAIL's reply tells */
 	case CMD_MAIL:
 		if (r->code / 100 != 2) {
 			s->txn_failed = true;

@@ -106,9 +106,9 @@ def test_next_envelope_goes_with_the_dot(agent, sinks):
 
 def test_bdat_sends_the_content_with_the_envelope(agent, sinks):
     """With CHUNKING and PIPELINING a message is MAIL, RCPT and one BDAT
-    LAST chunk of the content as it is (no dot-stuffing), written at once:
-    one round trip a message.  A refused chunk concerns only its message,
-    and RSET ends its transaction before the next one."""
+    LAST chunk of the content as it is (no dot-stuffing), and the job's
+    next messages follow at once, each behind an RSET: one round trip for
+    the job.  A refused chunk concerns only its message."""
     sink = sinks("--rule", '{"command": "EOD", "session_message": 2, "reply": "554 5.7.1 content rejected"}')
     agent.start(config(sink.port))
     body = b"Subject: dots\n\n.\n..two\n.one\nend"
@@ -130,10 +130,11 @@ def test_bdat_sends_the_content_with_the_envelope(agent, sinks):
             assert m["data"] == content
     verbs = [c["verb"] for c in session["commands"]]
     txn = ["MAIL", "RCPT", "RCPT", "BDAT"]
-    assert verbs == ["EHLO"] + txn + txn + ["RSET"] + txn + ["QUIT"]
+    assert verbs == ["EHLO"] + txn + ["RSET"] + txn + ["RSET"] + txn + ["QUIT"]
     # the envelope did not wait for its replies: the chunk came with it
     assert all(c.get("pipelined") for c in session["commands"] if c["verb"] == "MAIL")
-    assert [c["line"] for c in session["commands"] if c["verb"] == "BDAT"] == [f"BDAT {len(content)} LAST"] * 3
+    bdats = [c for c in session["commands"] if c["verb"] == "BDAT"]
+    assert [c["line"] for c in bdats] == [f"BDAT {len(content)} LAST"] * 3
 
 
 def test_bdat_after_refused_recipients(agent, sinks):
@@ -161,33 +162,56 @@ def test_ignore_chunking_keeps_data(agent, sinks):
     assert plain.messages()[0]["method"] == "DATA"
 
 
-def test_bdat_hang_after_the_chunk_times_out(agent, sinks):
-    """No reply to the last chunk: smtp-data-termination-timeout, counted
-    once the chunk is written, and the reason says where it hung."""
+def test_bdat_window_goes_out_before_any_reply(agent, sinks):
+    """The server answers no chunk: the job's other messages went out
+    behind the first anyway (the sink records what it reads while it
+    hangs), and smtp-data-termination-timeout, counted once everything
+    is written, defers them all, saying where it hung."""
     sink = sinks("--hang", "EOD")
     agent.start(config(sink.port, "  smtp-data-termination-timeout 1s\n"))
     t0 = time.monotonic()
-    results, done = agent.deliver("example.net/{default}", [{"rcpts": ["b@example.net"]}])
+    msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net"]} for i in range(3)]
+    results, done = agent.deliver("example.net/{default}", msgs)
     assert time.monotonic() - t0 < 5
-    assert results[0]["outcome"] == "deferred"
-    assert "timed out" in results[0]["reason"] and "after the end of data" in results[0]["reason"]
-    assert sink.sessions()[0]["messages"][0]["method"] == "BDAT"
+    assert len(results) == 3 and all(x["outcome"] == "deferred" for x in results)
+    assert all("timed out" in x["reason"] and "after the end of data" in x["reason"] for x in results[:1])
+    [session] = sink.sessions()
+    assert [c["verb"] for c in session["commands"][:4]] == ["EHLO", "MAIL", "RCPT", "BDAT"]
+    unanswered = [c["line"] for c in session["commands"][4:] if c.get("ignored")]
+    assert [x.split(":")[0].split(" ")[0] for x in unanswered if x.startswith(("RSET", "MAIL", "RCPT", "BDAT"))] \
+        == ["RSET", "MAIL", "RCPT", "BDAT"] * 2
 
 
-def test_421_to_a_dot_defers_the_message_sent_after_it(agent, sinks):
-    """The server closes after the first dot: the envelope that went with
-    the dot was never answered, so that message is deferred too, as is the
-    one not begun; every recipient has a result."""
-    sink = sinks("--without", "CHUNKING",
-                 "--rule", '{"command": "EOD", "session_message": 1, "reply": "421 4.3.2 closing down"}')
+def test_window_keeps_to_max_msg_per_connection(agent, sinks):
+    """Seven one-recipient messages, max-msg-per-connection 3: the window
+    never sends a connection more than three."""
+    sink = sinks()
+    agent.start(config(sink.port, "  max-msg-per-connection 3\n"))
+    msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net"]} for i in range(7)]
+    results, done = agent.deliver("example.net/{default}", msgs)
+    assert done["outcome"] == "done" and all(x["outcome"] == "delivered" for x in results)
+    sessions = sink.sessions(3)
+    assert sorted(len(x["messages"]) for x in sessions) == [1, 3, 3]
+    assert sorted(m["queue_id"] is not None for m in sink.messages()) == [True] * 7
+
+
+@pytest.mark.parametrize("method", ["DATA", "BDAT"])
+def test_421_to_the_end_of_data_defers_what_was_sent_after_it(agent, sinks, method):
+    """The server closes after the first message.  What went out behind
+    it was never answered (with DATA the envelope that went with the dot,
+    with BDAT the window's whole transactions), so those messages are
+    deferred too, as is any not begun; every recipient has a result."""
+    without = ["--without", "CHUNKING"] if method == "DATA" else []
+    sink = sinks(*without, "--rule", '{"command": "EOD", "session_message": 1, "reply": "421 4.3.2 closing down"}')
     agent.start(config(sink.port))
     msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@example.net"]} for i in range(3)]
     results, done = agent.deliver("example.net/{default}", msgs)
     r = by_address(results)
     assert len(r) == 3 and all(x["outcome"] == "deferred" for x in r.values())
     assert r["r0@example.net"]["reason"] == "smtp;421 4.3.2 closing down"
-    assert "connection closed by the server" in r["r1@example.net"]["reason"]
+    assert all("connection closed by the server" in r[f"r{i}@example.net"]["reason"] for i in (1, 2))
     assert done["outcome"] == "failed"
+    assert sink.sessions()[0]["messages"][0]["method"] == method
 
 
 def test_connection_reuse_and_limits(agent, sinks):
