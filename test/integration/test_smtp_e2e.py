@@ -67,3 +67,34 @@ def test_max_smtp_out_bounds_connections(tern):
         assert 1 <= most <= 3, most
     finally:
         sink.stop()
+
+
+def test_bdat_window_into_our_own_smtpd(tern, tmp_path):
+    """smtp's window (RSET, MAIL, RCPT, BDAT LAST behind one another,
+    before any reply) against tern's own smtpd: every message of the job
+    gets its own verdict, a refused recipient refuses only its chunk, and
+    what was accepted is relayed on."""
+    from test_smtp_harness import Agent
+    sink = Sink(tern.base, "--no-starttls")
+    agent = Agent(tmp_path)
+    try:
+        tern.write_config("<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
+                          f"<domain final.example>\n    smtp-hosts [127.0.0.1]:{sink.port}\n</domain>\n")
+        tern.start()
+        agent.start(f"<domain relay.example>\n  smtp-hosts [127.0.0.1]:{tern.port}\n  use-starttls no\n"
+                    "</domain>\n")
+        msgs = [{"queue_id": f"M{i}", "rcpts": [f"r{i}@final.example"],
+                 "body": f"Subject: m{i}\n\nbody {i}\n".encode()} for i in range(5)]
+        msgs[2]["rcpts"] = ["<bad>@final.example"]
+        results, done = agent.deliver("relay.example/{default}", msgs)
+        r = {x["recipient"]: x for x in results}
+        assert r["<bad>@final.example"]["outcome"] == "bounced", r
+        ok = [f"r{i}@final.example" for i in (0, 1, 3, 4)]
+        assert all(r[a]["outcome"] == "delivered" and "CHUNKING" in r[a]["esmtp"] for a in ok), r
+        assert done["outcome"] == "done"
+        wait_for(lambda: sorted(sink.delivered()) == ok, 30, what="the four relayed")
+        bodies = sorted(m["data"].split("\r\n\r\n", 1)[1] for m in sink.records("message"))
+        assert bodies == [f"body {i}\r\n" for i in (0, 1, 3, 4)]
+    finally:
+        assert agent.stop() in (0, None)
+        sink.stop()
