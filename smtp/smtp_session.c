@@ -343,6 +343,13 @@ static bool chunking(const struct smtp_session *s)
 	return s->ehlo.chunking && pipelining(s) && !s->job->policy.ignore_chunking;
 }
 
+/* BDAT for msg: not when it is over the server's announced SIZE, which
+ * refuses its MAIL; with DATA the content then never leaves. */
+static bool chunking_for(const struct smtp_session *s, const struct smtp_msg *msg)
+{
+	return chunking(s) && !(s->ehlo.size_limit && msg->content.len > s->ehlo.size_limit);
+}
+
 /* Sends what may be sent now: everything with PIPELINING, else the next
  * command once the previous one is answered. */
 static void send_commands(struct smtp_session *s)
@@ -376,7 +383,7 @@ static bool prepare_transaction(struct smtp_session *s, struct smtp_msg *msg)
 		if (msg->rcpts[i].status == SMTP_RCPT_PENDING)
 			s->cmds[s->ncmds++] = (struct cmd){CMD_RCPT, i};
 	s->txn_whole = s->ncmds - 1 == pending_rcpts(msg);
-	s->cmds[s->ncmds++] = (struct cmd){chunking(s) ? CMD_BDAT : CMD_DATA, 0};
+	s->cmds[s->ncmds++] = (struct cmd){chunking_for(s, msg) ? CMD_BDAT : CMD_DATA, 0};
 	s->txn_msg = msg;
 	return true;
 }
@@ -401,7 +408,7 @@ static bool may_send_ahead(const struct smtp_session *s, const struct smtp_msg *
 {
 	size_t pending = pending_rcpts(msg);
 	return pending > 0 && pending <= s->job->policy.max_rcpt_per_transaction &&
-	       (!msg->smtputf8 || s->ehlo.smtputf8);
+	       (!msg->smtputf8 || s->ehlo.smtputf8) && chunking_for(s, msg);
 }
 
 /* RSET first: after a refused chunk the transaction before is failed,
@@ -432,7 +439,9 @@ static void fill_window(struct smtp_session *s)
 {
 	struct smtp_job *job = s->job;
 	uint64_t cap = job->policy.max_msg_per_connection;
-	if (!chunking(s) || !s->txn_whole || job->orphaned)
+	/* behind a BDAT transaction only: behind DATA, what follows would be
+	 * read as the message if the server said 354 */
+	if (!s->txn_whole || s->cmds[s->ncmds - 1].kind != CMD_BDAT || job->orphaned)
 		return;
 	while (s->nahead < AHEAD_MAX && smtp_conn_unsent(s->conn) < AHEAD_BYTES_MAX) {
 		size_t next = job->next_msg + 1 + s->nahead;

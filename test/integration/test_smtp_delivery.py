@@ -153,6 +153,28 @@ def test_bdat_after_refused_recipients(agent, sinks):
     assert verbs == ["EHLO", "MAIL", "RCPT", "BDAT", "RSET", "MAIL", "RCPT", "BDAT", "QUIT"]
 
 
+def test_message_over_the_servers_size_goes_with_data(agent, sinks):
+    """A message over the SIZE the server announced is sent with DATA, so
+    that its refused MAIL leaves the content unsent, and nothing is sent
+    behind it before its replies; the others still go with BDAT."""
+    sink = sinks("--max-size", "1000")
+    agent.start(config(sink.port))
+    small = b"Subject: s\n\nsmall\n"
+    msgs = [{"queue_id": "M0", "rcpts": ["a@example.net"], "body": small},
+            {"queue_id": "M1", "rcpts": ["big@example.net"], "body": b"Subject: b\n\n" + b"x" * 2000 + b"\n"},
+            {"queue_id": "M2", "rcpts": ["c@example.net"], "body": small}]
+    results, done = agent.deliver("example.net/{default}", msgs)
+    r = by_address(results)
+    assert r["big@example.net"]["outcome"] == "bounced" and "552" in r["big@example.net"]["reason"]
+    assert r["a@example.net"]["outcome"] == r["c@example.net"]["outcome"] == "delivered"
+    [session] = sink.sessions()
+    verbs = [c["verb"] for c in session["commands"]]
+    assert verbs == ["EHLO", "MAIL", "RCPT", "BDAT", "MAIL", "RCPT", "DATA", "RSET",
+                     "MAIL", "RCPT", "BDAT", "QUIT"], verbs
+    chunks = [c["size"] for c in session["commands"] if c["verb"] == "BDAT"]
+    assert chunks == [len(b"Subject: s\r\n\r\nsmall\r\n")] * 2
+
+
 def test_ignore_chunking_keeps_data(agent, sinks):
     plain = sinks()
     agent.start(config(plain.port, "  ignore-chunking yes\n"))
