@@ -175,6 +175,35 @@ def test_message_over_the_servers_size_goes_with_data(agent, sinks):
     assert chunks == [len(b"Subject: s\r\n\r\nsmall\r\n")] * 2
 
 
+def test_window_gives_each_reply_to_its_own_message(agent, sinks):
+    """Thirty messages in one job, so the window is full and refills:
+    refused recipients, a refused MAIL and refused, deferred and accepted
+    chunks among them, and every recipient gets the verdict meant for
+    it."""
+    sink = sinks("--rcpt", "^no=550 5.1.1 no such user", "--rule",
+                 '{"command": "EOD", "session_message": [4, 17], "reply": "554 5.7.1 content rejected"}',
+                 "--rule", '{"command": "EOD", "session_message": 9, "reply": "451 4.3.0 try later"}',
+                 "--rule", '{"command": "MAIL", "session_message": 23, "reply": "550 5.7.1 sender refused"}')
+    agent.start(config(sink.port))
+    msgs = [{"queue_id": f"M{i}", "rcpts": [f"a{i}@example.net", f"no{i}@example.net"] if i % 5 == 0 else
+             [f"a{i}@example.net"]} for i in range(1, 31)]
+    results, done = agent.deliver("example.net/{default}", msgs)
+    assert done["outcome"] == "done"
+    r = by_address(results)
+    assert len(r) == 36
+    expect = {i: ("delivered", "250") for i in range(1, 31)}
+    expect.update({4: ("bounced", "554"), 17: ("bounced", "554"), 9: ("deferred", "451"), 23: ("bounced", "550")})
+    for i, (outcome, code) in expect.items():
+        got = r[f"a{i}@example.net"]
+        assert (got["outcome"], got["reason"][5:8]) == (outcome, code), (i, got)
+    for i in range(5, 31, 5):
+        assert r[f"no{i}@example.net"]["outcome"] == "bounced", i
+    [session] = sink.sessions()
+    verbs = [c["verb"] for c in session["commands"]]
+    assert verbs.count("BDAT") == 30
+    assert verbs.count("RSET") == 29  # every message but the first went in the window
+
+
 def test_ignore_chunking_keeps_data(agent, sinks):
     plain = sinks()
     agent.start(config(plain.port, "  ignore-chunking yes\n"))
