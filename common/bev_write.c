@@ -74,13 +74,13 @@ int evbuffer_read(struct evbuffer *buf, evutil_socket_t fd, int howmuch)
 }
 
 /* How much more bev may read now: what the socket holds, within the
- * read high-water mark and BEV_READ_WAITING_MAX; 0 when nothing. */
-static size_t readable_now(struct bufferevent *bev, evutil_socket_t fd, size_t have)
+ * read high-water mark and max; 0 when nothing. */
+static size_t readable_now(struct bufferevent *bev, evutil_socket_t fd, size_t have, size_t max)
 {
 	int waiting = 0;
 	if (ioctl(fd, FIONREAD, &waiting) < 0 || waiting <= 0)
 		return 0;
-	size_t want = (size_t)waiting < BEV_READ_WAITING_MAX ? (size_t)waiting : BEV_READ_WAITING_MAX;
+	size_t want = (size_t)waiting < max ? (size_t)waiting : max;
 	size_t high = 0;
 	bufferevent_getwatermark(bev, EV_READ, NULL, &high);
 	if (high > 0)
@@ -90,12 +90,17 @@ static size_t readable_now(struct bufferevent *bev, evutil_socket_t fd, size_t h
 
 void bev_read_waiting(struct bufferevent *bev)
 {
+	bev_read_waiting_at_most(bev, BEV_READ_WAITING_MAX);
+}
+
+void bev_read_waiting_at_most(struct bufferevent *bev, size_t max)
+{
 	struct evbuffer *in = bufferevent_get_input(bev);
 	evutil_socket_t fd = bufferevent_getfd(bev);
 	size_t have = evbuffer_get_length(in);
 	if (fd < 0 || have < LIBEVENT_READ_MAX)
 		return;
-	size_t want = readable_now(bev, fd, have);
+	size_t want = readable_now(bev, fd, have, max);
 	if (want == 0)
 		return;
 	/* the bufferevent keeps its input's end frozen against all but its

@@ -7,9 +7,12 @@
  *   qmgr:   status 250 + queue_id once the message is durable,
  *           or status 451/452/552 + reason (nothing was kept)
  *
- * A protocol violation closes that connection only.  While a message
- * waits for its commit and flush the connection's further input stays
- * unread, so a client cannot run ahead of its acknowledgements.
+ * A protocol violation closes that connection only.  A client may send
+ * its next messages before the replies to those before (pipelining):
+ * they are read and committed as they come, and the replies go out in
+ * the order of the messages.  With PIPELINE_MAX messages waiting for
+ * their replies the connection's further input stays unread, so a
+ * client cannot run far ahead of its acknowledgements.
  *
  * Messages completed in the same turn of the event loop share one
  * transaction: under load many connections finish a message per turn,
@@ -42,13 +45,35 @@
 #define RCPT_MAX 10000
 /* Enough input for one whole frame, so a frame can always complete. */
 #define READ_HIGH_WATER (IPC_FRAME_MAX_DEFAULT + IPC_FRAME_HEADER)
+/* Complete messages of one connection waiting for their replies. */
+#define PIPELINE_MAX 64
+/* What a turn reads of one connection beyond libevent's 4 KB. */
+#define TURN_READ_MAX (64 * 1024)
 
 enum client_state {
 	WANT_ENVELOPE, /* between messages */
 	WANT_RCPT,     /* recipients, or the first body chunk, or end */
 	WANT_DATA,     /* body chunks or end */
-	WANT_COMMIT,   /* complete, waiting for the turn's transaction */
-	WANT_FLUSH,    /* committed, waiting until it is durable */
+	WANT_REPLAY,   /* smtp's replayed results, waiting until durable */
+};
+
+/* One message: received (client.receiving), then complete and in the
+ * client's list until its reply has gone, waiting meanwhile for the
+ * turn's transaction and then for the flush. */
+struct message {
+	struct client *c;
+	struct message *next; /* the client's next complete message */
+	struct qmgr_incoming in;
+	bool have_envelope;
+	bool too_big;
+	bool answered;
+	struct buf reply; /* the reply frame, sent once those before it are */
+	char qid[QMGR_QID_SIZE];
+	char **queues; /* of the message waiting for its flush */
+	uint64_t *queue_rcpts;
+	size_t queues_n;
+	char *sender; /* of the message waiting for its flush, for its log line */
+	size_t size, nrcpt;
 };
 
 struct client {
@@ -56,16 +81,11 @@ struct client {
 	struct bufferevent *bev; /* NULL once the peer is gone */
 	struct client *prev, *next;
 	enum client_state state;
-	struct qmgr_incoming in;
-	bool have_envelope;
-	bool too_big;
-	bool processing; /* inside process_input: callbacks must not re-enter */
-	char qid[QMGR_QID_SIZE];
-	char **queues; /* of the message waiting for its flush */
-	uint64_t *queue_rcpts;
-	size_t queues_n;
-	char *sender; /* of the message waiting for its flush, for its log line */
-	size_t size, nrcpt;
+	bool processing;             /* inside process_input: callbacks must not re-enter */
+	struct message *receiving;   /* the message being received */
+	struct message *head, *tail; /* complete messages, in order, until answered */
+	size_t unanswered;           /* how many */
+	bool pipelining;             /* it sent a message before the reply to one before */
 	struct buf payload;
 };
 
@@ -78,9 +98,10 @@ struct qmgr_enqueue {
 	struct qmgr_sched *sched;
 	struct qmgr_control *control;
 	struct client *clients;
-	struct event *exit_event; /* the queue broke: leave, to be recovered */
+	struct event *exit_event;   /* the queue broke: leave, to be recovered */
 	struct event *commit_event; /* the end of the turn: commit the batch */
-	struct client **batch;      /* complete messages, in WANT_COMMIT */
+	struct event *write_event;  /* replies made in this pass: written together */
+	struct message **batch;     /* complete messages waiting for the turn's commit */
 	size_t nbatch, batch_cap;
 };
 
@@ -155,85 +176,122 @@ out:
 
 /* ---- replies ------------------------------------------------------------- */
 
-static void send_frame(struct client *c, struct ipc_writer *w, struct buf *frame)
+static void process_input(struct client *c);
+static void client_free(struct client *c);
+
+static void message_free(struct message *m)
+{
+	qmgr_incoming_free(&m->in);
+	for (size_t i = 0; i < m->queues_n; i++)
+		free(m->queues[i]);
+	free(m->queues);
+	free(m->queue_rcpts);
+	free(m->sender);
+	buf_free(&m->reply);
+	free(m);
+}
+
+/* Sends the replies that are due, in the order of the messages; frees
+ * the client once it is gone and owes nothing.  May free c. */
+static void send_replies(struct client *c)
+{
+	bool was_full = c->unanswered >= PIPELINE_MAX;
+	while (c->head && c->head->answered) {
+		struct message *m = c->head;
+		c->head = m->next;
+		if (c->head == NULL)
+			c->tail = NULL;
+		c->unanswered--;
+		if (c->bev && m->reply.len) {
+			bufferevent_write(c->bev, m->reply.data, m->reply.len);
+			event_active(c->eq->write_event, 0, 0);
+		}
+		message_free(m);
+	}
+	if (c->bev == NULL) {
+		if (c->head == NULL && c->state != WANT_REPLAY)
+			client_free(c);
+		return;
+	}
+	if (was_full && c->unanswered < PIPELINE_MAX && !c->processing)
+		process_input(c);
+}
+
+static void finish_frame(struct buf *frame, struct ipc_writer *w)
 {
 	struct buf err = BUF_INIT;
 	if (!ipc_write_end(w, &err))
 		log_panic("cannot encode an enqueue reply: %s", buf_cstr(&err));
 	buf_free(&err);
+}
+
+/* The message's reply is known: it goes once those before it have. */
+static void answer(struct message *m, int status, const char *queue_id, const char *reason)
+{
+	struct ipc_writer w;
+	ipc_write_begin(&w, &m->reply, 0);
+	ipc_put_int(&w, IPC_ATTR_STATUS, status);
+	if (queue_id)
+		ipc_put_str(&w, IPC_ATTR_QUEUE_ID, queue_id);
+	if (reason)
+		ipc_put_str(&w, IPC_ATTR_REASON, reason);
+	finish_frame(&m->reply, &w);
+	m->answered = true;
+	send_replies(m->c);
+}
+
+/* The replies of a pass (a flush's, typically) go out with one write
+ * per connection, once the pass has made them all. */
+static void write_replies(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr_enqueue *eq = arg;
+	for (struct client *c = eq->clients; c; c = c->next)
+		bev_write_now(c->bev);
+}
+
+/* Not acknowledged, and nothing said: the client will try again. */
+static void drop_unanswered(struct message *m)
+{
+	buf_reset(&m->reply);
+	m->answered = true;
+	send_replies(m->c);
+}
+
+/* A reply to the client itself (smtp's replay), between messages. */
+static void reply_now(struct client *c, int status, const char *reason)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	ipc_write_begin(&w, &frame, 0);
+	ipc_put_int(&w, IPC_ATTR_STATUS, status);
+	if (reason)
+		ipc_put_str(&w, IPC_ATTR_REASON, reason);
+	finish_frame(&frame, &w);
 	if (c->bev)
-		bev_send(c->bev, frame->data, frame->len);
-}
-
-static void reply_ok(struct client *c)
-{
-	struct buf frame = BUF_INIT;
-	struct ipc_writer w;
-	ipc_write_begin(&w, &frame, 0);
-	ipc_put_int(&w, IPC_ATTR_STATUS, 250);
-	ipc_put_str(&w, IPC_ATTR_QUEUE_ID, c->qid);
-	send_frame(c, &w, &frame);
-	buf_free(&frame);
-}
-
-static void reply_status(struct client *c, int status)
-{
-	struct buf frame = BUF_INIT;
-	struct ipc_writer w;
-	ipc_write_begin(&w, &frame, 0);
-	ipc_put_int(&w, IPC_ATTR_STATUS, status);
-	send_frame(c, &w, &frame);
-	buf_free(&frame);
-}
-
-static void reply_error(struct client *c, int status, const char *reason)
-{
-	struct buf frame = BUF_INIT;
-	struct ipc_writer w;
-	ipc_write_begin(&w, &frame, 0);
-	ipc_put_int(&w, IPC_ATTR_STATUS, status);
-	ipc_put_str(&w, IPC_ATTR_REASON, reason);
-	send_frame(c, &w, &frame);
+		bev_send(c->bev, frame.data, frame.len);
 	buf_free(&frame);
 }
 
 /* ---- connections ------------------------------------------------------------ */
 
-static void reset_message(struct client *c)
-{
-	qmgr_incoming_free(&c->in);
-	for (size_t i = 0; i < c->queues_n; i++)
-		free(c->queues[i]);
-	free(c->queues);
-	free(c->queue_rcpts);
-	c->queues = NULL;
-	c->queue_rcpts = NULL;
-	c->queues_n = 0;
-	free(c->sender);
-	c->sender = NULL;
-	c->have_envelope = false;
-	c->too_big = false;
-	c->qid[0] = '\0';
-	c->state = WANT_ENVELOPE;
-}
-
 static void client_free(struct client *c)
 {
-	reset_message(c);
+	if (c->receiving)
+		message_free(c->receiving);
 	buf_free(&c->payload);
 	free(c);
 }
 
-/* A complete message waits for its commit or flush: the connection's
- * input waits too. */
+/* Complete messages waiting for their replies, or smtp's replay waiting
+ * for its flush: the connection's input waits too. */
 static bool waiting(const struct client *c)
 {
-	return c->state == WANT_COMMIT || c->state == WANT_FLUSH;
+	return c->state == WANT_REPLAY || c->unanswered >= PIPELINE_MAX;
 }
 
-/* Drops the connection.  A client waiting for a commit or flush is freed
- * when that reports, since the batch or the flusher holds a pointer to
- * it. */
+/* Drops the connection.  A client with messages waiting for a commit or
+ * flush is freed when the last of them is answered, since the batch or
+ * the flusher holds a pointer to them. */
 static void client_close(struct client *c)
 {
 	if (c->bev) {
@@ -247,7 +305,7 @@ static void client_close(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
-	if (!waiting(c))
+	if (c->head == NULL && c->state != WANT_REPLAY)
 		client_free(c);
 }
 
@@ -261,10 +319,13 @@ static void violation(struct client *c, const char *why)
 
 static bool on_envelope(struct client *c, struct buf *err)
 {
-	if (!qmgr_envelope_decode(c->payload.data, c->payload.len, &c->in.envelope, err))
+	struct message *m = mem_zalloc(sizeof(*m));
+	m->c = c;
+	c->receiving = m;
+	if (!qmgr_envelope_decode(c->payload.data, c->payload.len, &m->in.envelope, err))
 		return false;
-	c->have_envelope = true;
-	if (!qmgr_envelope_check(&c->in.envelope, err))
+	m->have_envelope = true;
+	if (!qmgr_envelope_check(&m->in.envelope, err))
 		return false;
 	c->state = WANT_RCPT;
 	return true;
@@ -272,19 +333,20 @@ static bool on_envelope(struct client *c, struct buf *err)
 
 static bool on_rcpt(struct client *c, struct buf *err)
 {
+	struct qmgr_incoming *in = &c->receiving->in;
 	struct ipc_msg m;
 	if (!ipc_decode(c->payload.data, c->payload.len, rcpt_spec, IPC_SPEC_COUNT(rcpt_spec), &m, err))
 		return false;
 	struct buf queue = BUF_INIT;
 	const char *address = ipc_msg_str(&m, IPC_ATTR_RECIPIENT);
-	bool ok = qmgr_queue_name(address, ipc_msg_str(&c->in.envelope, IPC_ATTR_VMTA), &queue, err);
-	if (ok && c->in.nrcpt >= RCPT_MAX) {
+	bool ok = qmgr_queue_name(address, ipc_msg_str(&in->envelope, IPC_ATTR_VMTA), &queue, err);
+	if (ok && in->nrcpt >= RCPT_MAX) {
 		buf_printf(err, "more than %d recipients", RCPT_MAX);
 		ok = false;
 	}
 	if (ok) {
-		c->in.rcpts = mem_reallocarray(c->in.rcpts, c->in.nrcpt + 1, sizeof(*c->in.rcpts));
-		struct qmgr_rcpt *r = &c->in.rcpts[c->in.nrcpt++];
+		in->rcpts = mem_reallocarray(in->rcpts, in->nrcpt + 1, sizeof(*in->rcpts));
+		struct qmgr_rcpt *r = &in->rcpts[in->nrcpt++];
 		memset(r, 0, sizeof(*r));
 		r->address = mem_strdup(address);
 		r->orcpt = ipc_msg_has(&m, IPC_ATTR_ORCPT) ? mem_strdup(ipc_msg_str(&m, IPC_ATTR_ORCPT)) : NULL;
@@ -302,93 +364,90 @@ static bool on_data(struct client *c, struct buf *err)
 		return false;
 	size_t len;
 	const void *chunk = ipc_msg_data(&m, IPC_ATTR_DATA, &len);
+	struct message *msg = c->receiving;
 	/* Too big: keep reading to the end, keep nothing, refuse then. */
-	if (c->in.body.len + len > MESSAGE_MAX) {
-		c->too_big = true;
-		buf_free(&c->in.body);
+	if (msg->in.body.len + len > MESSAGE_MAX) {
+		msg->too_big = true;
+		buf_free(&msg->in.body);
 	}
-	if (!c->too_big)
-		buf_append(&c->in.body, chunk, len);
+	if (!msg->too_big)
+		buf_append(&msg->in.body, chunk, len);
 	ipc_msg_free(&m);
 	c->state = WANT_DATA;
 	return true;
 }
 
 static void on_durable(void *ctx, bool ok, const char *reason);
-static void process_input(struct client *c);
 
 /* The scheduler learns of the queues a new message went to. */
-static void announce_queues(struct client *c)
+static void announce_queues(struct message *m)
 {
-	for (size_t i = 0; c->eq->sched && i < c->queues_n; i++)
-		qmgr_sched_queued(c->eq->sched, c->queues[i], c->queue_rcpts[i]);
-	if (c->eq->sched)
-		qmgr_sched_count(c->eq->sched, QMGR_IN_MSGS, 1);
+	struct qmgr_sched *sched = m->c->eq->sched;
+	for (size_t i = 0; sched && i < m->queues_n; i++)
+		qmgr_sched_queued(sched, m->queues[i], m->queue_rcpts[i]);
+	if (sched)
+		qmgr_sched_count(sched, QMGR_IN_MSGS, 1);
 }
 
-static void remember_queues(struct client *c)
+static void remember_queues(struct message *m)
 {
 	struct buf queue = BUF_INIT, err = BUF_INIT;
-	const char *vmta = ipc_msg_str(&c->in.envelope, IPC_ATTR_VMTA);
-	for (size_t i = 0; i < c->in.nrcpt; i++) {
+	const char *vmta = ipc_msg_str(&m->in.envelope, IPC_ATTR_VMTA);
+	for (size_t i = 0; i < m->in.nrcpt; i++) {
 		buf_reset(&queue);
-		if (!qmgr_queue_name(c->in.rcpts[i].address, vmta, &queue, &err))
+		if (!qmgr_queue_name(m->in.rcpts[i].address, vmta, &queue, &err))
 			continue;
 		size_t k = 0;
-		while (k < c->queues_n && strcmp(c->queues[k], buf_cstr(&queue)) != 0)
+		while (k < m->queues_n && strcmp(m->queues[k], buf_cstr(&queue)) != 0)
 			k++;
-		if (k == c->queues_n) {
-			c->queues = mem_reallocarray(c->queues, c->queues_n + 1, sizeof(char *));
-			c->queue_rcpts = mem_reallocarray(c->queue_rcpts, c->queues_n + 1, sizeof(uint64_t));
-			c->queues[c->queues_n] = mem_strdup(buf_cstr(&queue));
-			c->queue_rcpts[c->queues_n++] = 0;
+		if (k == m->queues_n) {
+			m->queues = mem_reallocarray(m->queues, m->queues_n + 1, sizeof(char *));
+			m->queue_rcpts = mem_reallocarray(m->queue_rcpts, m->queues_n + 1, sizeof(uint64_t));
+			m->queues[m->queues_n] = mem_strdup(buf_cstr(&queue));
+			m->queue_rcpts[m->queues_n++] = 0;
 		}
-		c->queue_rcpts[k]++;
+		m->queue_rcpts[k]++;
 	}
 	buf_free(&queue);
 	buf_free(&err);
 }
 
 /* Committed: the message waits for its flush, then its 250. */
-static void committed(struct client *c)
+static void committed(struct message *m)
 {
-	const char *sender = ipc_msg_str(&c->in.envelope, IPC_ATTR_SENDER);
-	c->sender = mem_strdup(sender ? sender : "");
-	c->size = c->in.body.len;
-	c->nrcpt = c->in.nrcpt;
-	remember_queues(c);
-	qmgr_incoming_free(&c->in);
-	c->state = WANT_FLUSH;
-	if (c->eq->sync)
-		qmgr_flusher_wait(c->eq->flusher, on_durable, c);
+	struct qmgr_enqueue *eq = m->c->eq;
+	const char *sender = ipc_msg_str(&m->in.envelope, IPC_ATTR_SENDER);
+	m->sender = mem_strdup(sender ? sender : "");
+	m->size = m->in.body.len;
+	m->nrcpt = m->in.nrcpt;
+	remember_queues(m);
+	qmgr_incoming_free(&m->in);
+	if (eq->sync)
+		qmgr_flusher_wait(eq->flusher, on_durable, m);
 	else
-		on_durable(c, true, NULL);
+		on_durable(m, true, NULL);
 }
 
 /* The commit failed: nothing of the message was kept. */
-static void refused(struct client *c, enum qmgr_store_status status, const char *reason)
+static void refused(struct message *m, enum qmgr_store_status status, const char *reason)
 {
+	struct qmgr_enqueue *eq = m->c->eq;
 	log_error("message refused: %s", reason);
-	reply_error(c, status == QMGR_STORE_NOSPACE ? 452 : 451,
-	            status == QMGR_STORE_NOSPACE ? "4.3.1 Insufficient system storage"
-	                                         : "4.3.0 Queue write failed, try again later");
-	reset_message(c);
-	if (qmgr_store_broken(c->eq->st))
-		event_active(c->eq->exit_event, 0, 0);
-	if (c->bev == NULL)
-		client_free(c);
-	else if (!c->processing)
-		process_input(c);
+	if (qmgr_store_broken(eq->st))
+		event_active(eq->exit_event, 0, 0);
+	answer(m, status == QMGR_STORE_NOSPACE ? 452 : 451, NULL,
+	       status == QMGR_STORE_NOSPACE ? "4.3.1 Insufficient system storage"
+	                                    : "4.3.0 Queue write failed, try again later");
 }
 
-static void commit_one(struct client *c)
+static void commit_one(struct message *m)
 {
 	struct buf err = BUF_INIT;
-	enum qmgr_store_status status = qmgr_store_add_message(c->eq->st, &c->in, (int64_t)time(NULL), c->qid, &err);
+	enum qmgr_store_status status = qmgr_store_add_message(m->c->eq->st, &m->in, (int64_t)time(NULL), m->qid, &err);
 	if (status == QMGR_STORE_OK)
-		committed(c);
+		committed(m);
 	else
-		refused(c, status, buf_cstr(&err));
+		refused(m, status, buf_cstr(&err));
 	buf_free(&err);
 }
 
@@ -423,7 +482,7 @@ static void commit_batch(evutil_socket_t fd, short what, void *arg)
 {
 	struct qmgr_enqueue *eq = arg;
 	size_t n = eq->nbatch;
-	struct client **batch = eq->batch;
+	struct message **batch = eq->batch;
 	/* callbacks may complete the next messages: a new batch */
 	eq->batch = NULL;
 	eq->nbatch = eq->batch_cap = 0;
@@ -457,20 +516,30 @@ static void commit_batch(evutil_socket_t fd, short what, void *arg)
 	free(batch);
 }
 
+/* A complete message joins the client's list, in order, and the turn's
+ * batch. */
 static void commit_message(struct client *c)
 {
 	struct qmgr_enqueue *eq = c->eq;
-	if (c->too_big) {
-		reply_error(c, 552, "5.3.4 Message too big for the queue");
-		reset_message(c);
+	struct message *m = c->receiving;
+	c->receiving = NULL;
+	c->state = WANT_ENVELOPE;
+	c->pipelining = c->pipelining || c->head;
+	if (c->tail)
+		c->tail->next = m;
+	else
+		c->head = m;
+	c->tail = m;
+	c->unanswered++;
+	if (m->too_big) {
+		answer(m, 552, NULL, "5.3.4 Message too big for the queue");
 		return;
 	}
-	c->state = WANT_COMMIT;
 	if (eq->nbatch == eq->batch_cap) {
 		eq->batch_cap = eq->batch_cap ? 2 * eq->batch_cap : 16;
 		eq->batch = mem_reallocarray(eq->batch, eq->batch_cap, sizeof(*eq->batch));
 	}
-	eq->batch[eq->nbatch++] = c;
+	eq->batch[eq->nbatch++] = m;
 	/* at the tail of the turn's queue: after every connection ready now */
 	if (eq->nbatch == 1)
 		event_active(eq->commit_event, 0, 0);
@@ -482,7 +551,7 @@ static bool on_end(struct client *c, struct buf *err)
 	if (!ipc_decode(c->payload.data, c->payload.len, end_spec, IPC_SPEC_COUNT(end_spec), &m, err))
 		return false;
 	ipc_msg_free(&m);
-	if (c->in.nrcpt == 0) {
+	if (c->receiving->in.nrcpt == 0) {
 		buf_puts(err, "end of a message without recipients");
 		return false;
 	}
@@ -525,9 +594,9 @@ static void on_replay_durable(void *ctx, bool ok, const char *reason)
 	struct client *c = ctx;
 	c->state = WANT_ENVELOPE;
 	if (ok)
-		reply_status(c, 250);
+		reply_now(c, 250, NULL);
 	else
-		reply_error(c, 451, "4.3.0 Queue write failed, try again later");
+		reply_now(c, 451, "4.3.0 Queue write failed, try again later");
 	if (c->bev == NULL) {
 		client_free(c);
 		return;
@@ -538,7 +607,7 @@ static void on_replay_durable(void *ctx, bool ok, const char *reason)
 
 static bool on_replay_end(struct client *c)
 {
-	c->state = WANT_FLUSH;
+	c->state = WANT_REPLAY;
 	if (c->eq->flusher)
 		qmgr_flusher_wait(c->eq->flusher, on_replay_durable, c);
 	else
@@ -553,6 +622,11 @@ static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 	case WANT_ENVELOPE:
 		if (strcmp(verb, "enqueue") == 0)
 			return on_envelope(c, err);
+		/* the others are answered at once: not among replies still due */
+		if (c->head) {
+			buf_printf(err, "\"%s\" while messages wait for their replies", verb);
+			return false;
+		}
 		if (strncmp(verb, "qmgr.", 5) == 0 && c->eq->control)
 			return on_control(c, verb);
 		if (strcmp(verb, "result") == 0)
@@ -566,13 +640,12 @@ static bool handle_frame(struct client *c, const char *verb, struct buf *err)
 		/* data and end are allowed after recipients */
 		__attribute__((fallthrough));
 	case WANT_DATA:
-		if (strcmp(verb, "data") == 0 && c->in.nrcpt > 0)
+		if (strcmp(verb, "data") == 0 && c->receiving->in.nrcpt > 0)
 			return on_data(c, err);
 		if (strcmp(verb, "end") == 0)
 			return on_end(c, err);
 		break;
-	case WANT_COMMIT:
-	case WANT_FLUSH:
+	case WANT_REPLAY:
 		break;
 	}
 	buf_printf(err, "unexpected request \"%s\"", verb);
@@ -618,35 +691,34 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct client *c = arg;
 	struct qmgr_flusher *flusher = c->eq->flusher;
+	/* A client that pipelines (smtpd's pipe) has more messages waiting
+	 * than libevent's 4 KB read: they join this turn's commit, up to
+	 * TURN_READ_MAX.  Not one that waits for each reply, whose message
+	 * may be one with a thousand recipients: turns of those made
+	 * `ternctl show queues` wait (common/bev_write.h). */
+	if (c->pipelining)
+		bev_read_waiting_at_most(bev, TURN_READ_MAX);
 	process_input(c); /* may free c */
 	qmgr_flusher_notice(flusher);
 }
 
 static void on_durable(void *ctx, bool ok, const char *reason)
 {
-	struct client *c = ctx;
+	struct message *m = ctx;
+	struct qmgr_enqueue *eq = m->c->eq;
 	if (ok) {
 		/* one line a message: what was queued, once it is durable */
-		log_info("%s: queued, from=<%s>, size=%zu, nrcpt=%zu", c->qid, c->sender, c->size, c->nrcpt);
-		reply_ok(c);
-		announce_queues(c);
+		log_info("%s: queued, from=<%s>, size=%zu, nrcpt=%zu", m->qid, m->sender, m->size, m->nrcpt);
+		announce_queues(m);
+		answer(m, 250, m->qid, NULL);
 	} else {
 		/* The commit may yet reach the disk: a duplicate is possible,
 		 * a loss is not, since the client will try again. */
-		log_error("%s: not acknowledged: %s", c->qid, reason);
-		reply_error(c, 451, "4.3.0 Queue write failed, try again later");
-		if (qmgr_store_broken(c->eq->st))
-			event_active(c->eq->exit_event, 0, 0);
+		log_error("%s: not acknowledged: %s", m->qid, reason);
+		if (qmgr_store_broken(eq->st))
+			event_active(eq->exit_event, 0, 0);
+		answer(m, 451, NULL, "4.3.0 Queue write failed, try again later");
 	}
-	reset_message(c);
-	if (c->bev == NULL) {
-		client_free(c);
-		return;
-	}
-	/* Answered at once (sync-msg-create no): the loop in process_input
-	 * goes on with the next frame itself. */
-	if (!c->processing)
-		process_input(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -703,14 +775,19 @@ struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, 
 	eq->sched = sched;
 	eq->exit_event = event_new(base, -1, 0, on_broken, eq);
 	eq->commit_event = event_new(base, -1, 0, commit_batch, eq);
+	eq->write_event = event_new(base, -1, 0, write_replies, eq);
+	if (eq->write_event)
+		event_priority_set(eq->write_event, QMGR_PRIORITY_FIRST);
 	eq->listener =
 	    evconnlistener_new(base, on_accept, eq, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, listen_fd);
-	if (eq->listener == NULL || eq->exit_event == NULL || eq->commit_event == NULL) {
+	if (eq->listener == NULL || eq->exit_event == NULL || eq->commit_event == NULL || eq->write_event == NULL) {
 		buf_puts(err, "cannot watch the enqueue socket");
 		if (eq->exit_event)
 			event_free(eq->exit_event);
 		if (eq->commit_event)
 			event_free(eq->commit_event);
+		if (eq->write_event)
+			event_free(eq->write_event);
 		free(eq);
 		return NULL;
 	}
@@ -731,10 +808,11 @@ void qmgr_enqueue_stop(struct qmgr_enqueue *eq)
 	/* complete but never committed: not acknowledged, so the senders
 	 * will try again */
 	for (size_t i = 0; i < eq->nbatch; i++)
-		client_free(eq->batch[i]);
+		drop_unanswered(eq->batch[i]);
 	free(eq->batch);
 	evconnlistener_free(eq->listener);
 	event_free(eq->exit_event);
 	event_free(eq->commit_event);
+	event_free(eq->write_event);
 	free(eq);
 }

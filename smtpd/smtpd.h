@@ -185,6 +185,7 @@ struct smtpd_server {
 	/* Connections to qmgr between messages, reused by the next one. */
 	struct bufferevent **idle_qmgr;
 	size_t nidle_qmgr;
+	struct smtpd_enqueue_pipe *pipe; /* small messages' shared connection */
 };
 
 void smtpd_server_session_gone(struct smtpd_server *srv, struct smtpd_session *s);
@@ -348,5 +349,10 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done);
 void smtpd_enqueue_abort(struct smtpd_enqueue *e);
 /* Closes the idle connections to qmgr (stop, reload). */
 void smtpd_enqueue_pool_clear(struct smtpd_server *srv);
+/* The pipe (smtpd_enqueue.c) at a reload: it takes no new message and
+ * closes once every message on it is answered. */
+void smtpd_enqueue_pipe_retire(struct smtpd_server *srv);
+/* ...and at the end: messages still on it get no answer. */
+void smtpd_enqueue_pipe_close(struct smtpd_server *srv);
 
 #endif

@@ -3,7 +3,7 @@
  * this file streams them on smtpd's event loop, and the rest of smtpd sees
  * open / write / finish / abort.
  *
- * One connection per message, in IPC frames (common/ipc.h):
+ * A message, in IPC frames (common/ipc.h):
  *
  *   smtpd -> qmgr  request=enqueue  sender, [envid], [ret], [size] (declared),
  *                                   [body_type], [smtputf8], client_ip,
@@ -14,12 +14,19 @@
  *   smtpd -> qmgr  request=end
  *   qmgr -> smtpd  status (250, 451, 452, 552), [queue_id], [reason]
  *
- * The connection is opened at DATA (or the first BDAT), so that a missing
- * qmgr is a 451 before the client sends the message; the envelope goes
- * out with the first text, once the header section has named the virtual
- * MTA and the job.  qmgr answers 250 with the queue ID only once the
- * message is durable.  A connection that closes before "end" abandons the
- * message: qmgr keeps nothing of it. */
+ * A small message (its text fits in one chunk, its frames in
+ * PIPE_MESSAGE_MAX) goes at its end on the process's shared connection,
+ * the pipe, behind the messages already waiting there: qmgr answers them
+ * in order (doc/queue.md), and what the sessions complete in one turn
+ * goes in one write.  Any other streams on a connection of its own,
+ * from a pool of idle ones.
+ *
+ * A connection is taken at DATA (or the first BDAT) unless the pipe is
+ * up, so that a missing qmgr is a 451 before the client sends the
+ * message; the envelope goes out with the first text, once the header
+ * section has named the virtual MTA and the job.  qmgr answers 250 with
+ * the queue ID only once the message is durable.  A connection that
+ * closes before "end" abandons the message: qmgr keeps nothing of it. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,14 +56,24 @@
 /* Idle connections to qmgr kept for the next messages: a connect per
  * message costs smtpd and qmgr more than the message's own frames. */
 #define ENQUEUE_POOL_MAX 16
+/* Messages waiting for their answers on the pipe; qmgr reads on up to
+ * 64 (qmgr_enqueue.c). */
+#define PIPE_MAX 64
+/* The frames of a message the pipe takes, at most: a message with many
+ * recipients is a turn's work for qmgr alone, on its own connection. */
+#define PIPE_MESSAGE_MAX (16 * 1024)
 
 struct smtpd_enqueue {
 	struct smtpd_session *session;
-	struct bufferevent *bev;
-	struct buf chunk; /* body text not yet framed */
-	uint64_t sent;    /* body octets framed */
+	struct bufferevent *bev; /* NULL on the pipe */
+	struct buf chunk;        /* body text not yet framed */
+	uint64_t sent;           /* body octets framed */
 	bool envelope_sent;
+	bool written; /* some frames left for qmgr on its own connection */
 	bool failed;
+	struct buf held;                 /* frames, while it has no connection of its own */
+	struct smtpd_enqueue_pipe *pipe; /* the pipe it waits on, if any */
+	struct smtpd_enqueue *pipe_next;
 	struct buf why;
 	smtpd_enqueue_done_fn done;
 	struct event *later; /* reports a failure outside the caller's stack */
@@ -69,6 +86,7 @@ static void enqueue_free(struct smtpd_enqueue *e)
 	if (e->later)
 		event_free(e->later);
 	buf_free(&e->chunk);
+	buf_free(&e->held);
 	buf_free(&e->why);
 	free(e);
 }
@@ -80,8 +98,10 @@ static void write_frame_out(struct smtpd_enqueue *e, struct buf *frame, bool ok,
 	if (!ok && !e->failed)
 		buf_printf(&e->why, "cannot encode: %s", buf_cstr(err));
 	e->failed = e->failed || !ok;
-	if (!e->failed && frame->len)
+	if (!e->failed && frame->len && e->bev)
 		bufferevent_write(e->bev, frame->data, frame->len);
+	else if (!e->failed && frame->len)
+		buf_append(&e->held, frame->data, frame->len);
 	buf_reset(frame);
 	buf_reset(err);
 }
@@ -197,6 +217,193 @@ void smtpd_enqueue_pool_clear(struct smtpd_server *srv)
 	srv->idle_qmgr = NULL;
 }
 
+/* ---- the pipe --------------------------------------------------------------------------- */
+
+struct smtpd_enqueue_pipe {
+	struct smtpd_server *srv;
+	struct bufferevent *bev;
+	struct smtpd_enqueue *head, *tail; /* waiting for their answers, in order */
+	size_t n;
+	struct event *write; /* what the turn put on it goes in one write */
+	bool retiring;       /* a reload: closed once it owes nothing, takes nothing new */
+	bool closed;         /* pipe_close ran (an answer's callback may end the server) */
+	bool dispatching;    /* inside on_pipe_reply: freeing waits for it */
+};
+
+/* The pipe is over: every message still on it gets why (or nothing, when
+ * its session is gone). */
+static void pipe_close(struct smtpd_enqueue_pipe *p, const char *why)
+{
+	if (p->closed)
+		return;
+	p->closed = true;
+	if (p->srv->pipe == p)
+		p->srv->pipe = NULL;
+	bufferevent_free(p->bev);
+	p->bev = NULL;
+	event_free(p->write);
+	while (p->head) {
+		struct smtpd_enqueue *e = p->head;
+		p->head = e->pipe_next;
+		smtpd_enqueue_done_fn done = e->done;
+		e->done = NULL;
+		if (done)
+			done(e->session, 0, NULL, why);
+		enqueue_free(e);
+	}
+	if (!p->dispatching)
+		free(p);
+}
+
+static bool pipe_answer(struct smtpd_enqueue_pipe *p, const struct buf *payload, struct buf *err)
+{
+	struct enqueue_reply reply;
+	if (p->head == NULL) {
+		buf_puts(err, "an answer from qmgr for no message");
+		return false;
+	}
+	if (!enqueue_reply_decode(payload->data, payload->len, &reply, err)) {
+		buf_puts(err, " (answer from qmgr)");
+		return false;
+	}
+	struct smtpd_enqueue *e = p->head;
+	p->head = e->pipe_next;
+	if (p->head == NULL) {
+		p->tail = NULL;
+		bufferevent_set_timeouts(p->bev, NULL, NULL);
+	}
+	p->n--;
+	smtpd_enqueue_done_fn done = e->done;
+	e->done = NULL;
+	if (done)
+		done(e->session, reply.code, reply.queue_id, reply.reason);
+	enqueue_free(e);
+	enqueue_reply_free(&reply);
+	return true;
+}
+
+static void on_pipe_reply(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_enqueue_pipe *p = arg;
+	struct buf err = BUF_INIT, payload = BUF_INIT;
+	p->dispatching = true;
+	while (!p->closed) {
+		enum ipc_frame_status st = ipc_frame_take_evbuffer(bufferevent_get_input(bev), 0, &payload, &err);
+		if (st == IPC_FRAME_PARTIAL) {
+			if (p->n == 0 && p->retiring)
+				pipe_close(p, NULL);
+			break;
+		}
+		if (st == IPC_FRAME_ERROR || !pipe_answer(p, &payload, &err)) {
+			log_error("qmgr connection: %s", buf_cstr(&err));
+			pipe_close(p, buf_cstr(&err));
+			break;
+		}
+	}
+	p->dispatching = false;
+	if (p->closed)
+		free(p);
+	buf_free(&payload);
+	buf_free(&err);
+}
+
+static void on_pipe_event(struct bufferevent *bev, short what, void *arg)
+{
+	if (what & BEV_EVENT_TIMEOUT)
+		pipe_close(arg, "no answer from qmgr in time");
+	else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		pipe_close(arg, what & BEV_EVENT_EOF ? "qmgr closed the connection" : strerror(EVUTIL_SOCKET_ERROR()));
+}
+
+static void on_pipe_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_enqueue_pipe *p = arg;
+	bev_write_now(p->bev);
+}
+
+/* The pipe that takes a message now, if any. */
+static struct smtpd_enqueue_pipe *pipe_usable(struct smtpd_server *srv)
+{
+	struct smtpd_enqueue_pipe *p = srv->pipe;
+	return p && p->n < PIPE_MAX && !p->retiring && !srv->stopping ? p : NULL;
+}
+
+/* The first pipe is the connection of the message that opens it. */
+static struct smtpd_enqueue_pipe *pipe_open(struct smtpd_server *srv, struct smtpd_enqueue *e)
+{
+	struct smtpd_enqueue_pipe *p = mem_zalloc(sizeof(*p));
+	p->srv = srv;
+	p->bev = e->bev;
+	e->bev = NULL;
+	p->write = event_new(srv->base, -1, 0, on_pipe_write, p);
+	bufferevent_setcb(p->bev, on_pipe_reply, NULL, on_pipe_event, p);
+	bufferevent_setwatermark(p->bev, EV_WRITE, 0, 0);
+	bufferevent_set_timeouts(p->bev, NULL, NULL);
+	srv->pipe = p;
+	return p;
+}
+
+static size_t pending_frames(const struct smtpd_enqueue *e)
+{
+	return e->bev ? evbuffer_get_length(bufferevent_get_output(e->bev)) : e->held.len;
+}
+
+/* A message complete before any of its frames left: onto the pipe, to
+ * go out with what the other sessions put there in this turn. */
+static bool pipe_put(struct smtpd_enqueue *e)
+{
+	struct smtpd_server *srv = e->session->srv;
+	if (e->failed || e->written || pending_frames(e) > PIPE_MESSAGE_MAX)
+		return false;
+	struct smtpd_enqueue_pipe *p = pipe_usable(srv);
+	if (p == NULL && (srv->pipe || e->bev == NULL || srv->stopping))
+		return false;
+	if (p == NULL)
+		p = pipe_open(srv, e); /* the frames are on its connection */
+	if (e->held.len)
+		bufferevent_write(p->bev, e->held.data, e->held.len);
+	buf_free(&e->held);
+	if (e->bev) {
+		/* the front of a bufferevent's output is frozen to all but its
+		 * own write (bev_write_now): this move takes all of it */
+		struct evbuffer *frames = bufferevent_get_output(e->bev);
+		evbuffer_unfreeze(frames, 1);
+		evbuffer_add_buffer(bufferevent_get_output(p->bev), frames);
+		evbuffer_freeze(frames, 1);
+		if (!pool_put(srv, e->bev))
+			bufferevent_free(e->bev);
+		e->bev = NULL;
+	}
+	e->pipe = p;
+	if (p->tail)
+		p->tail->pipe_next = e;
+	else
+		p->head = e;
+	p->tail = e;
+	/* a qmgr that stops answering must not hold the clients forever */
+	if (p->n++ == 0) {
+		struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
+		bufferevent_set_timeouts(p->bev, &tv, &tv);
+	}
+	event_active(p->write, 0, 0);
+	return true;
+}
+
+void smtpd_enqueue_pipe_retire(struct smtpd_server *srv)
+{
+	struct smtpd_enqueue_pipe *p = srv->pipe;
+	if (p && p->n == 0)
+		pipe_close(p, NULL);
+	else if (p)
+		p->retiring = true;
+}
+
+void smtpd_enqueue_pipe_close(struct smtpd_server *srv)
+{
+	if (srv->pipe)
+		pipe_close(srv->pipe, "smtpd is stopping");
+}
+
 /* ---- the answer ------------------------------------------------------------------------ */
 
 static void finish(struct smtpd_enqueue *e, int code, const char *queue_id, const char *reason)
@@ -276,19 +483,19 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the interface --------------------------------------------------------------------- */
 
-struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *err)
+/* The message's own connection: from the pool, or a new one. */
+static bool attach(struct smtpd_enqueue *e, struct buf *err)
 {
+	struct smtpd_session *s = e->session;
 	struct bufferevent *bev = pool_take(s->srv);
 	if (bev == NULL) {
 		int fd = ipc_connect_nonblocking(s->conf->qmgr_socket, err);
 		if (fd < 0)
-			return NULL;
+			return false;
 		bev = bufferevent_socket_new(s->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 		if (bev == NULL)
 			log_fatal("cannot create a bufferevent");
 	}
-	struct smtpd_enqueue *e = mem_zalloc(sizeof(*e));
-	e->session = s;
 	e->bev = bev;
 	bufferevent_setcb(e->bev, on_reply, on_written, on_event, e);
 	bufferevent_setwatermark(e->bev, EV_WRITE, ENQUEUE_LOW, 0);
@@ -297,7 +504,36 @@ struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *er
 	bufferevent_set_timeouts(e->bev, NULL, &tv);
 	/* writing is bev_write_now()'s: it arms EV_WRITE when qmgr lags */
 	bufferevent_enable(e->bev, EV_READ);
+	if (e->held.len) {
+		bufferevent_write(e->bev, e->held.data, e->held.len);
+		buf_free(&e->held);
+	}
+	return true;
+}
+
+/* With a working pipe, qmgr is there: the message takes no connection
+ * until it needs one (a body over a chunk), and likely never. */
+struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *err)
+{
+	struct smtpd_enqueue *e = mem_zalloc(sizeof(*e));
+	e->session = s;
+	if (pipe_usable(s->srv) == NULL && !attach(e, err)) {
+		free(e);
+		return NULL;
+	}
 	return e;
+}
+
+/* A message that outgrew the pipe's: its own connection now, or a 451
+ * at its end. */
+static void attach_late(struct smtpd_enqueue *e)
+{
+	struct buf err = BUF_INIT;
+	if (e->bev == NULL && !e->failed && !attach(e, &err)) {
+		buf_printf(&e->why, "qmgr: %s", buf_cstr(&err));
+		e->failed = true;
+	}
+	buf_free(&err);
 }
 
 void smtpd_enqueue_write(struct smtpd_enqueue *e, const void *data, size_t len)
@@ -313,14 +549,18 @@ void smtpd_enqueue_write(struct smtpd_enqueue *e, const void *data, size_t len)
 		len -= n;
 		if (e->chunk.len == ENQUEUE_CHUNK) {
 			flush_chunk(e);
-			bev_write_now(e->bev);
+			attach_late(e);
+			if (e->bev) {
+				bev_write_now(e->bev);
+				e->written = true;
+			}
 		}
 	}
 }
 
 size_t smtpd_enqueue_pending(const struct smtpd_enqueue *e)
 {
-	return e->failed ? 0 : evbuffer_get_length(bufferevent_get_output(e->bev));
+	return e->failed || e->bev == NULL ? 0 : evbuffer_get_length(bufferevent_get_output(e->bev));
 }
 
 void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
@@ -330,12 +570,17 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 	flush_chunk(e);
 	struct buf frame = BUF_INIT, err = BUF_INIT;
 	write_frame_out(e, &frame, enqueue_put_end(&frame, &err), &err);
-	bev_write_now(e->bev);
 	buf_free(&frame);
 	buf_free(&err);
 	e->done = done;
-	struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
-	bufferevent_set_timeouts(e->bev, &tv, &tv);
+	if (pipe_put(e))
+		return;
+	attach_late(e); /* the pipe went away meanwhile */
+	if (e->bev) {
+		bev_write_now(e->bev);
+		struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
+		bufferevent_set_timeouts(e->bev, &tv, &tv);
+	}
 	if (e->failed) {
 		/* the caller expects the answer later, never from inside this call */
 		e->later = evtimer_new(e->session->srv->base, on_later, e);
@@ -347,5 +592,7 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 void smtpd_enqueue_abort(struct smtpd_enqueue *e)
 {
 	e->done = NULL;
-	enqueue_free(e);
+	if (e->pipe == NULL)
+		enqueue_free(e);
+	/* on the pipe: its answer is dropped when it comes (pipe_answer) */
 }

@@ -198,6 +198,7 @@ static void finish_if_drained(struct smtpd_server *srv)
 		event_free(srv->drain_timer);
 		srv->drain_timer = NULL;
 	}
+	smtpd_enqueue_pipe_close(srv);
 	smtpd_enqueue_pool_clear(srv);
 	event_base_loopexit(srv->base, NULL);
 }
@@ -303,6 +304,7 @@ static void smtpd_reload(void *ctx)
 		smtpd_conf_unref(srv->conf);
 		srv->conf = c;
 		smtpd_enqueue_pool_clear(srv); /* the spool, and so qmgr, may have moved */
+		smtpd_enqueue_pipe_retire(srv);
 		log_info("configuration reloaded");
 	}
 	buf_free(&err);

@@ -10,6 +10,7 @@ service back when space returns) and a throughput figure."""
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -279,6 +280,42 @@ def test_many_concurrent_clients_get_distinct_ids(qmgr):
     assert set(listing.messages) == set(acked)
     for qid, (_, size) in acked.items():
         assert listing.messages[qid][1] == size
+
+
+def test_pipelined_messages_are_answered_in_order(qmgr):
+    """A client sends 100 messages without waiting for a reply: qmgr
+    commits them as they come (many per flush, not one per reply) and
+    answers them in their order; a control request then waits for no
+    reply, since none is due."""
+    from ternqmgr import enqueue_frames
+    n = 100
+    with qmgr.client() as c:
+        c.send_raw(b"".join(enqueue_frames(f"s{i}@example.org", [f"r{i}@example.com"], b"x" * (i + 1) + b"\r\n")
+                            for i in range(n)))
+        replies = [c.receive() for _ in range(n)]
+    assert [r["status"] for r in replies] == [250] * n
+    qids = [r["queue_id"] for r in replies]
+    assert len(set(qids)) == n
+    qmgr.stop()
+    listing = qmgr.listing()
+    listing.check_consistent()
+    for i, qid in enumerate(qids):
+        assert listing.messages[qid][:2] == (f"s{i}@example.org", i + 3), (i, qid)
+    flushes = re.search(r"group commit: (\d+) commits in (\d+) flushes", qmgr.log())
+    assert int(flushes[2]) < n / 2, flushes[0]
+
+
+def test_request_answered_at_once_among_unanswered_messages_is_a_violation(qmgr):
+    """Its reply would overtake those still due: that client is dropped
+    (its message, complete, is queued all the same), the others go on."""
+    from ternqmgr import enqueue_frames
+    with qmgr.client() as bad, qmgr.client() as good:
+        bad.send_raw(enqueue_frames("a@example.org", ["b@example.com"], b"x\r\n")
+                     + ternipc.encode([("request", "replay-end")]))
+        with pytest.raises(ConnectionError):
+            bad.receive()
+        assert good.enqueue("a@example.org", ["b@example.com"], b"y\r\n")["status"] == 250
+    assert "while messages wait for their replies" in qmgr.log()
 
 
 def test_kill_9_under_load_loses_no_acknowledged_message(spool, capsys):

@@ -121,6 +121,7 @@ class FakeQmgr:
         self.slow = False  # read slowly, so that smtpd must pause its client
         self.reply_delay = 0.0  # seconds before answering a message's end
         self.count = 0
+        self.connections = 0
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
         os.chmod(self.path, 0o777)
@@ -135,10 +136,11 @@ class FakeQmgr:
             if self.stop_r in r:
                 return
             conn, _ = self.sock.accept()
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+            self.connections += 1
+            threading.Thread(target=self.handle, args=(conn, self.connections), daemon=True).start()
 
-    def handle(self, conn):
-        msg = {"recipients": [], "data": b""}
+    def handle(self, conn, number):
+        msg = {"recipients": [], "data": b"", "connection": number}
         buf = b""
         with conn:
             while True:
@@ -181,7 +183,7 @@ class FakeQmgr:
                         else:
                             status, reason = self.answer
                             conn.sendall(ternipc.encode({"status": status, "reason": reason}))
-                        msg = {"recipients": [], "data": b""}
+                        msg = {"recipients": [], "data": b"", "connection": number}
 
     def close(self):
         os.write(self.stop_w, b"x")
@@ -440,6 +442,38 @@ def test_qmgr_lost_in_the_middle_gives_451(start):
         code, text = c.data(MESSAGE + "x" * 70 + "\r\n")
         assert code == 451 and text.startswith(b"4.3.0")
         assert c.noop()[0] == 250
+
+
+def test_small_messages_of_many_sessions_share_one_qmgr_connection(start):
+    """Messages that end before any of their frames left go on one shared
+    connection (smtpd's pipe), behind one another, and each session gets
+    the answer to its own message; a message larger than a chunk streams
+    on a connection of its own."""
+    d = start()
+    d.qmgr.reply_delay = 0.05
+    results = {}
+
+    def send(i):
+        with d.smtp() as c:
+            c.ehlo("client.test")
+            c.mail("a@x.org")
+            c.rcpt("b@example.com")
+            code, text = c.data(f"Subject: m{i}\r\n\r\nbody {i}\r\n")
+            results[i] = (code, text.decode().rsplit(" ", 1)[-1])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(code for code, _ in results.values()) == [250] * 12
+    by_qid = {m["queue_id"]: m for m in d.qmgr.messages}
+    for i, (_, qid) in results.items():
+        assert f"Subject: m{i}\r\n".encode() in by_qid[qid]["data"], (i, qid)
+    assert len({m["connection"] for m in d.qmgr.messages}) == 1
+    with d.smtp() as c:
+        c.sendmail("a@x.org", ["b@example.com"], "Subject: big\r\n\r\n" + ("y" * 70 + "\r\n") * 2000)
+    assert d.qmgr.messages[-1]["connection"] != d.qmgr.messages[0]["connection"]
 
 
 def test_swaks_plain(start):
