@@ -207,6 +207,28 @@ static void test_one_callback_reads_all_that_waits(void **state)
 	pair_close(&p);
 }
 
+static void on_read_waiting_10000(struct bufferevent *bev, void *arg)
+{
+	struct pair *p = arg;
+	p->read_callbacks++;
+	bev_read_waiting_at_most(bev, 10000);
+}
+
+/* With a bound, a callback gets libevent's 4 KB and at most that more;
+ * the rest waits in the socket for the next turn. */
+static void test_a_bound_limits_what_one_callback_reads(void **state)
+{
+	struct pair p;
+	pair_with_waiting_input(&p, 150 * 1024, false);
+	bufferevent_setcb(p.bev, on_read_waiting_10000, NULL, on_event, &p);
+	event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	struct evbuffer *in = bufferevent_get_input(p.bev);
+	assert_int_equal(p.read_callbacks, 1);
+	assert_int_equal(evbuffer_get_length(in), 4096 + 10000);
+	assert_numbered(in, 4096 + 10000);
+	pair_close(&p);
+}
+
 /* Less than libevent's own 4 KB read: nothing more is tried. */
 static void test_a_small_input_is_left_to_libevent(void **state)
 {
@@ -339,6 +361,7 @@ int main(void)
 	    cmocka_unit_test(test_a_later_enable_sends_output_added_without_it),
 	    cmocka_unit_test(test_one_callback_reads_all_that_waits),
 	    cmocka_unit_test(test_a_small_input_is_left_to_libevent),
+	    cmocka_unit_test(test_a_bound_limits_what_one_callback_reads),
 	    cmocka_unit_test(test_the_read_high_water_mark_holds),
 	    cmocka_unit_test(test_the_end_of_stream_still_comes),
 	    cmocka_unit_test(test_libevent_reads_are_bound_to_ours),
