@@ -230,6 +230,16 @@ struct smtpd_enqueue_pipe {
 	bool dispatching;    /* inside on_pipe_reply: freeing waits for it */
 };
 
+/* A message of the pipe has its answer: to its session, if still there. */
+static void answer_and_free(struct smtpd_enqueue *e, int code, const char *queue_id, const char *reason)
+{
+	smtpd_enqueue_done_fn done = e->done;
+	e->done = NULL;
+	if (done)
+		done(e->session, code, queue_id, reason);
+	enqueue_free(e);
+}
+
 /* The pipe is over: every message still on it gets why (or nothing, when
  * its session is gone). */
 static void pipe_close(struct smtpd_enqueue_pipe *p, const char *why)
@@ -245,11 +255,7 @@ static void pipe_close(struct smtpd_enqueue_pipe *p, const char *why)
 	while (p->head) {
 		struct smtpd_enqueue *e = p->head;
 		p->head = e->pipe_next;
-		smtpd_enqueue_done_fn done = e->done;
-		e->done = NULL;
-		if (done)
-			done(e->session, 0, NULL, why);
-		enqueue_free(e);
+		answer_and_free(e, 0, NULL, why);
 	}
 	if (!p->dispatching)
 		free(p);
@@ -273,11 +279,7 @@ static bool pipe_answer(struct smtpd_enqueue_pipe *p, const struct buf *payload,
 		bufferevent_set_timeouts(p->bev, NULL, NULL);
 	}
 	p->n--;
-	smtpd_enqueue_done_fn done = e->done;
-	e->done = NULL;
-	if (done)
-		done(e->session, reply.code, reply.queue_id, reply.reason);
-	enqueue_free(e);
+	answer_and_free(e, reply.code, reply.queue_id, reply.reason);
 	enqueue_reply_free(&reply);
 	return true;
 }
