@@ -1,7 +1,8 @@
 /* tern-fastsink: the benchmark's SMTP sink.  One event loop accepts any
  * number of sessions, answers every command at once (PIPELINING, CHUNKING,
- * optional STARTTLS), throws the messages away and counts them; the count
- * goes to a status file that the benchmark driver polls. */
+ * optional STARTTLS), throws the messages away and counts them; the count,
+ * and the CLOCK_MONOTONIC time at which the last message was taken, go to a
+ * status file that the benchmark driver polls. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -37,6 +39,7 @@ struct conn {
 static struct event_base *base;
 static SSL_CTX *ssl_ctx; /* NULL: no STARTTLS */
 static unsigned long messages, written = ~0UL;
+static struct timespec last_taken; /* when messages last grew */
 static int status_fd = -1;
 
 static void conn_read(struct bufferevent *bev, void *arg);
@@ -125,6 +128,12 @@ static bool chunk(struct conn *c, struct evbuffer *in)
 	return c->chunk_left == 0;
 }
 
+static void message_taken(void)
+{
+	messages++;
+	clock_gettime(CLOCK_MONOTONIC, &last_taken);
+}
+
 static void conn_read(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
@@ -136,7 +145,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
 			if (!body(c, in))
 				return;
 			c->in_data = false;
-			messages++;
+			message_taken();
 			reply(c, "250 2.0.0 accepted\r\n");
 			continue;
 		}
@@ -145,7 +154,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
 				return;
 			c->in_chunk = false;
 			if (c->chunk_last)
-				messages++;
+				message_taken();
 			reply(c, c->chunk_last ? "250 2.0.0 accepted\r\n" : "250 2.0.0 chunk received\r\n");
 			continue;
 		}
@@ -210,8 +219,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	if (status_fd < 0 || messages == written)
 		return;
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%lu\n", messages);
+	char buf[64];
+	int n = snprintf(buf, sizeof(buf), "%20lu %20lld.%09ld\n", messages, (long long)last_taken.tv_sec,
+	                 last_taken.tv_nsec);
 	if (pwrite(status_fd, buf, (size_t)n, 0) == n)
 		written = messages;
 }

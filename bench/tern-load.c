@@ -331,6 +331,7 @@ static void report(void)
 	printf("messages %lu\n", accepted);
 	printf("rejected %lu\n", rejected);
 	printf("failures %u\n", failures);
+	printf("started_mono_s %.6f\n", t_start);
 	printf("elapsed_s %.4f\n", elapsed);
 	printf("rate_msg_s %.1f\n", elapsed > 0 ? (double)accepted / elapsed : 0.0);
 	printf("latency_p50_ms %.3f\n", percentile(0.50));
