@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "fileio.h"
 #include "log.h"
@@ -320,6 +321,18 @@ char *conf_host_name(const struct conf *conf)
 {
 	const char *host = conf_get_string(conf_global(conf), "host-name");
 	return host && *host ? mem_strdup(host) : fileio_system_host_name();
+}
+
+unsigned conf_worker_processes(const struct conf *conf, const char *directive)
+{
+	uint64_t n = conf_get_uint(conf_global(conf), directive);
+	if (n == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		n = cpus > 0 ? (uint64_t)cpus : 1;
+		if (strcmp(directive, "smtpd-processes") == 0)
+			n = (n + 1) / 2;
+	}
+	return n > 256 ? 256 : (unsigned)n;
 }
 
 char *conf_pickup_dir(const struct conf *conf)

@@ -160,7 +160,7 @@ bool master_services_all_gone(const struct master *m);
 void master_services_free(struct master *m);
 /* Process ids of a service's live workers, space separated. */
 void master_service_pids(const struct master_service *s, struct buf *out);
-/* The processes conf asks for of service id (smtpd-processes 0: one per CPU). */
+/* The processes conf asks for of service id (conf_worker_processes). */
 unsigned master_services_wanted(const struct conf *conf, enum master_service_id id);
 unsigned master_service_running(const struct master_service *s);
 /* Workers that reported the end of their start-up. */

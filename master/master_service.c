@@ -54,14 +54,7 @@ static const struct service_def service_defs[SERVICE_COUNT] = {
 
 static unsigned wanted_processes(const struct conf *conf, const struct service_def *def)
 {
-	if (def->count_directive == NULL)
-		return 1;
-	uint64_t n = conf_get_uint(conf_global(conf), def->count_directive);
-	if (n == 0) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		n = cpus > 0 ? (uint64_t)cpus : 1;
-	}
-	return n > 256 ? 256 : (unsigned)n;
+	return def->count_directive ? conf_worker_processes(conf, def->count_directive) : 1;
 }
 
 static void on_restart_timer(evutil_socket_t fd, short what, void *arg)

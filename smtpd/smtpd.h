@@ -114,7 +114,7 @@ struct smtpd_conf {
 	char *spool;
 	char *qmgr_socket;
 	uint64_t max_sessions; /* total-max-smtp-in */
-	uint64_t processes;    /* smtpd-processes (0: one per CPU) resolved */
+	uint64_t processes;    /* smtpd-processes resolved (conf_worker_processes) */
 	bool relay_debug;
 };
 struct smtpd_conf *smtpd_conf_ref(struct smtpd_conf *c);

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <openssl/ssl.h>
 
@@ -48,12 +47,7 @@ struct smtpd_conf *smtpd_conf_load(const char *path, struct buf *err)
 	c->spool = mem_strdup(conf_spool(conf));
 	c->qmgr_socket = mem_asprintf("%s/private/qmgr", c->spool);
 	c->max_sessions = conf_get_uint(g, "total-max-smtp-in");
-	/* as master counts them (master_service.c) */
-	c->processes = conf_get_uint(g, "smtpd-processes");
-	if (c->processes == 0) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		c->processes = cpus > 0 ? (uint64_t)cpus : 1;
-	}
+	c->processes = conf_worker_processes(conf, "smtpd-processes");
 	c->relay_debug = conf_get_bool(g, "relay-debug");
 	return c;
 }

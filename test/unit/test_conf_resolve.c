@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "testutil.h"
@@ -296,6 +297,25 @@ static void test_global_and_vmta_inheritance(void **state)
 	conf_free(conf);
 }
 
+/* 0 asks for the automatic count: smtp one process per CPU, smtpd one per
+ * two CPUs; a number is taken as it is, up to 256. */
+static void test_worker_processes(void **state)
+{
+	(void)state;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned n = cpus > 0 ? (unsigned)cpus : 1;
+	if (n > 256)
+		n = 256;
+	struct conf *conf = load("smtpd-processes 0\n");
+	assert_int_equal(conf_worker_processes(conf, "smtp-processes"), n);
+	assert_int_equal(conf_worker_processes(conf, "smtpd-processes"), (n + 1) / 2);
+	conf_free(conf);
+	conf = load("smtpd-processes 3\nsmtp-processes 256\n");
+	assert_int_equal(conf_worker_processes(conf, "smtpd-processes"), 3);
+	assert_int_equal(conf_worker_processes(conf, "smtp-processes"), 256);
+	conf_free(conf);
+}
+
 static void count_one(const char *name, const struct conf_setting *setting, void *arg)
 {
 	(void)setting;
@@ -330,6 +350,7 @@ int main(void)
 	    cmocka_unit_test(test_duplicate_sources_merge),
 	    cmocka_unit_test(test_global_and_vmta_inheritance),
 	    cmocka_unit_test(test_each_lists_the_scope),
+	    cmocka_unit_test(test_worker_processes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
