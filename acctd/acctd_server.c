@@ -44,10 +44,7 @@
 #define ACCTD_MAX_FRAME IPC_FRAME_MAX_DEFAULT
 #define BATCH_MAX 2000
 #define RETRY_SECONDS 1
-/* A row reaches its file at most this long after its record came; each
- * batch costs a state-file commit (a new file renamed over the old one),
- * which at 20 ms was a third of acctd's CPU under load. */
-#define GATHER_MSECS 100
+#define GATHER_MSECS 20
 /* A consumer this far behind is dropped; it resumes from its last seq. */
 #define TAIL_BACKLOG_MAX (8 * 1024 * 1024)
 /* A dropped client that does not read its error frame is not waited for. */
