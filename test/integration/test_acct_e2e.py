@@ -281,3 +281,22 @@ def test_kill_9_acctd_and_qmgr_in_turn_under_load(tern, sinks):
     assert stray <= set(sender.attempts), sorted(stray - set(sender.attempts))[:10]
     for r in rows:
         assert r["dsnAction"] == "relayed", r
+
+
+def test_a_burst_of_records_leaves_the_outbox(tern, sinks):
+    """Four hundred deliveries in a burst: acctd confirms their records in
+    batches of hundreds, every recipient gets one d row and qmgr's outbox
+    empties."""
+    sink = sinks("--no-starttls")
+    acct = configure(tern, route("plain.example", sink.port))
+    tern.start()
+    rcpts = [f"r{i}@plain.example" for i in range(400)]
+    with smtplib.SMTP("127.0.0.1", tern.port, timeout=30) as s:
+        for n in range(0, len(rcpts), 100):
+            s.sendmail("a@example.org", rcpts[n:n + 100], BODY)
+    wait_for(lambda: set(rcpts) <= set(sink.delivered()), 60, interval=0.5, what="every recipient at the sink")
+    wait_for(lambda: len(d_rows(acct)) >= len(rcpts), 30, interval=0.2, what="a d row for every recipient")
+    per_rcpt = collections.Counter(r["rcpt"] for r in d_rows(acct))
+    assert per_rcpt == collections.Counter(rcpts)
+    wait_for(lambda: tern.ctl("show", "status", "--json").json()["accounting"]["pending"] == 0, 10,
+             what="the outbox to drain")
