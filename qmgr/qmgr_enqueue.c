@@ -64,7 +64,6 @@ struct message {
 	struct client *c;
 	struct message *next; /* the client's next complete message */
 	struct qmgr_incoming in;
-	bool have_envelope;
 	bool too_big;
 	bool answered;
 	struct buf reply; /* the reply frame, sent once those before it are */
@@ -324,7 +323,6 @@ static bool on_envelope(struct client *c, struct buf *err)
 	c->receiving = m;
 	if (!qmgr_envelope_decode(c->payload.data, c->payload.len, &m->in.envelope, err))
 		return false;
-	m->have_envelope = true;
 	if (!qmgr_envelope_check(&m->in.envelope, err))
 		return false;
 	c->state = WANT_RCPT;
