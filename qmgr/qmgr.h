@@ -48,9 +48,9 @@ void qmgr_logahead_stop(struct qmgr_logahead *la);
 /* ---- settings (qmgr_settings.c) ----------------------------------------- */
 
 struct qmgr_settings {
-	char *spool;          /* <spool>: the queue lives in <spool>/queue */
-	bool sync_msg_create; /* flush the log before acknowledging */
-	struct conf *conf;    /* the whole configuration: queues resolve theirs */
+	char *spool;           /* <spool>: the queue lives in <spool>/queue */
+	bool sync_msg_create;  /* flush the log before acknowledging */
+	struct conf *conf;     /* the whole configuration: queues resolve theirs */
 	unsigned acct_records; /* record types some <acct-file> holds: bit 1u << enum acct_type */
 };
 
@@ -176,6 +176,8 @@ void qmgr_key_describe(struct buf *out, const void *key, size_t len);
  * 1 to 8 bytes. */
 void qmgr_be_put(unsigned char *out, uint64_t v, int bytes);
 uint64_t qmgr_be_get(const unsigned char *in, int bytes);
+/* A queue name's (or any string's) 32-bit FNV-1a hash, for tables in memory. */
+uint32_t qmgr_name_hash(const char *s);
 
 /* ---- the store (qmgr_store.c) ------------------------------------------- */
 
@@ -590,6 +592,11 @@ struct qmgr_squeue {
 	uint64_t rate_used;
 	uint64_t rcpts; /* recipients waiting (pending or deferred) */
 	uint64_t delivered, bounced, deferred;
+	/* the enqueue batch (qmgr_sched_fresh_begin) that last asked for a
+	 * fresh job here, and its answer: the job's slot, or none */
+	uint64_t fresh_batch;
+	size_t fresh_slot;
+	bool fresh_refused;
 	struct qmgr_squeue *next, *hash_next;
 };
 

@@ -387,25 +387,38 @@ static void announce_queues(struct message *m)
 		qmgr_sched_count(sched, QMGR_IN_MSGS, 1);
 }
 
+/* The message's queues and how many of its recipients go to each.  A
+ * bulk message has thousands of recipients over as many queues: the
+ * names are found in a table of their hashes (slots hold index + 1). */
 static void remember_queues(struct message *m)
 {
 	struct buf queue = BUF_INIT, err = BUF_INIT;
 	const char *vmta = ipc_msg_str(&m->in.envelope, IPC_ATTR_VMTA);
+	size_t cap = 16, room = 0;
+	while (cap < 2 * m->in.nrcpt)
+		cap *= 2;
+	size_t *slots = mem_zalloc(cap * sizeof(*slots));
 	for (size_t i = 0; i < m->in.nrcpt; i++) {
 		buf_reset(&queue);
 		if (!qmgr_queue_name(m->in.rcpts[i].address, vmta, &queue, &err))
 			continue;
-		size_t k = 0;
-		while (k < m->queues_n && strcmp(m->queues[k], buf_cstr(&queue)) != 0)
-			k++;
-		if (k == m->queues_n) {
-			m->queues = mem_reallocarray(m->queues, m->queues_n + 1, sizeof(char *));
-			m->queue_rcpts = mem_reallocarray(m->queue_rcpts, m->queues_n + 1, sizeof(uint64_t));
-			m->queues[m->queues_n] = mem_strdup(buf_cstr(&queue));
-			m->queue_rcpts[m->queues_n++] = 0;
+		const char *name = buf_cstr(&queue);
+		size_t h = qmgr_name_hash(name) & (cap - 1);
+		while (slots[h] != 0 && strcmp(m->queues[slots[h] - 1], name) != 0)
+			h = (h + 1) & (cap - 1);
+		if (slots[h] == 0) {
+			if (m->queues_n == room) {
+				room = room ? 2 * room : 8;
+				m->queues = mem_reallocarray(m->queues, room, sizeof(char *));
+				m->queue_rcpts = mem_reallocarray(m->queue_rcpts, room, sizeof(uint64_t));
+			}
+			m->queues[m->queues_n] = mem_strdup(name);
+			m->queue_rcpts[m->queues_n] = 0;
+			slots[h] = ++m->queues_n;
 		}
-		m->queue_rcpts[k]++;
+		m->queue_rcpts[slots[h] - 1]++;
 	}
+	free(slots);
 	buf_free(&queue);
 	buf_free(&err);
 }

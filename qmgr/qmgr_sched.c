@@ -54,10 +54,12 @@ struct qmgr_sched {
 	size_t ncount, counted;
 	struct event *count_ev;
 	struct qmgr_squeue *queues;                /* by priority, highest first */
+	struct qmgr_squeue *queues_tail;           /* its last: most queues join at the end */
 	struct qmgr_squeue *by_name[HASH_BUCKETS]; /* the same, hashed */
 	struct inflight *inflight[HASH_BUCKETS];   /* recipients in jobs */
 	struct job *jobs;
 	int64_t next_job_id;
+	uint64_t fresh_batches;                  /* enqueue batches begun (qmgr_fresh.batch) */
 	int64_t grace;                           /* in-flight-grace */
 	struct qmgr_patterns *patterns;          /* <smtp-pattern-list> blocks */
 	uint64_t mark_jobs, mark_rcpts, mark_us; /* what marking in flight cost */
@@ -131,10 +133,7 @@ struct job {
 
 static uint32_t hash_str(const char *s, size_t index)
 {
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	h = (h ^ (uint32_t)index) * 16777619u;
+	uint32_t h = (qmgr_name_hash(s) ^ (uint32_t)index) * 16777619u;
 	return h % HASH_BUCKETS;
 }
 
@@ -222,11 +221,17 @@ static struct qmgr_squeue *queue_add(struct qmgr_sched *s, const char *name, con
 	struct qmgr_squeue **h = &s->by_name[hash_str(name, 0)];
 	q->hash_next = *h;
 	*h = q;
+	/* after every queue of its priority or higher: at the end, unless
+	 * it outranks the last (thousands of queues mostly share one) */
 	struct qmgr_squeue **p = &s->queues;
+	if (s->queues_tail && s->queues_tail->priority >= q->priority)
+		p = &s->queues_tail->next;
 	while (*p && (*p)->priority >= q->priority)
 		p = &(*p)->next;
 	q->next = *p;
 	*p = q;
+	if (q->next == NULL)
+		s->queues_tail = q;
 	return q;
 }
 
@@ -1097,7 +1102,8 @@ static bool start_job(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 static bool queue_has_room(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t now)
 {
 	check_backoff_end(s, q, now);
-	return !q->state.paused && q->jobs < qmgr_backoff_max_out(q) && !(q->state.next_retry && now < q->state.next_retry);
+	return !q->state.paused && q->jobs < qmgr_backoff_max_out(q) &&
+	       !(q->state.next_retry && now < q->state.next_retry);
 }
 
 /* The queue's first due time, read from due.db when not known. */
@@ -1186,29 +1192,24 @@ struct fresh_job {
 	size_t last_message; /* the batch index of the last message claimed, + 1 */
 };
 
+/* One enqueue batch's fresh jobs.  Each queue is asked once per batch;
+ * the queue keeps the answer (fresh_batch, fresh_slot, fresh_refused), so
+ * a recipient finds its job through its queue's hash, not by a scan. */
 struct qmgr_fresh {
 	struct qmgr_sched *s;
+	uint64_t batch;
 	int64_t now;
 	struct fresh_job *jobs;
-	size_t njobs;
-	struct fresh_job *refused; /* queues that cannot take one now: asked once */
-	size_t nrefused;
+	size_t njobs, cap;
 };
 
 struct qmgr_fresh *qmgr_sched_fresh_begin(struct qmgr_sched *s, int64_t now)
 {
 	struct qmgr_fresh *f = mem_zalloc(sizeof(*f));
 	f->s = s;
+	f->batch = ++s->fresh_batches;
 	f->now = now;
 	return f;
-}
-
-static struct fresh_job *fresh_find(struct fresh_job *list, size_t n, const char *queue)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(list[i].q->name, queue) == 0)
-			return &list[i];
-	return NULL;
 }
 
 /* Whether a fresh job may start on the queue: what a scheduling pass
@@ -1224,19 +1225,22 @@ static bool fresh_allowed(struct qmgr_fresh *f, struct qmgr_squeue *q)
 
 static struct fresh_job *fresh_job_for(struct qmgr_fresh *f, const char *queue)
 {
-	struct fresh_job *fj = fresh_find(f->jobs, f->njobs, queue);
-	if (fj || fresh_find(f->refused, f->nrefused, queue))
-		return fj;
 	struct qmgr_squeue *q = qmgr_sched_find(f->s, queue);
 	if (q == NULL) /* a new queue: its first recipients go the usual way */
 		return NULL;
-	bool allowed = fresh_allowed(f, q);
-	struct fresh_job **list = allowed ? &f->jobs : &f->refused;
-	size_t *n = allowed ? &f->njobs : &f->nrefused;
-	*list = mem_reallocarray(*list, *n + 1, sizeof(**list));
-	fj = &(*list)[(*n)++];
-	*fj = (struct fresh_job){.q = q, .id = allowed ? ++f->s->next_job_id : 0};
-	return allowed ? fj : NULL;
+	if (q->fresh_batch == f->batch)
+		return q->fresh_refused ? NULL : &f->jobs[q->fresh_slot];
+	q->fresh_batch = f->batch;
+	q->fresh_refused = !fresh_allowed(f, q);
+	if (q->fresh_refused)
+		return NULL;
+	if (f->njobs == f->cap) {
+		f->cap = f->cap ? 2 * f->cap : 8;
+		f->jobs = mem_reallocarray(f->jobs, f->cap, sizeof(*f->jobs));
+	}
+	q->fresh_slot = f->njobs++;
+	f->jobs[q->fresh_slot] = (struct fresh_job){.q = q, .id = ++f->s->next_job_id};
+	return &f->jobs[q->fresh_slot];
 }
 
 void qmgr_sched_fresh_claim(struct qmgr_fresh *f, size_t message, const char *queue, size_t body_len,
@@ -1260,7 +1264,6 @@ void qmgr_sched_fresh_claim(struct qmgr_fresh *f, size_t message, const char *qu
 static void fresh_free(struct qmgr_fresh *f)
 {
 	free(f->jobs);
-	free(f->refused);
 	free(f);
 }
 
@@ -1443,6 +1446,7 @@ static void free_queues(struct qmgr_sched *s)
 {
 	free(s->to_count);
 	s->to_count = NULL;
+	s->queues_tail = NULL;
 	while (s->queues) {
 		struct qmgr_squeue *q = s->queues;
 		s->queues = q->next;

@@ -121,3 +121,17 @@ def test_queue_recover_refuses_while_tern_runs(tern):
     r = tern.ctl("queue", "recover", "-d", tern.libexec)
     assert r.rc == 0, r.err
     assert "Queue recovered." in r.out
+
+
+def test_queues_are_served_and_shown_highest_priority_first(tern):
+    """queue-priority orders the queues whatever order they appear in;
+    among equals, the older first."""
+    prio = {"lo.test": 10, "mid.test": 50, "mid2.test": 50, "hi.test": 90, "lo2.test": 10}
+    tern.write_config("".join(f"<domain {d}>\n  smtp-hosts [127.0.0.1]:1\n  retry-after 1h\n"
+                              f"  queue-priority {p}\n</domain>\n" for d, p in prio.items()))
+    tern.start()
+    for d in ("lo.test", "mid.test", "hi.test", "mid2.test", "lo2.test"):
+        enqueue(tern, "a@example.org", [f"x@{d}"])
+    wait_for(lambda: len(queues(tern)) == 5, 10, what="five queues")
+    r = tern.ctl("show", "queues", "--json")
+    assert [q["queue"].split("/")[0] for q in r.json()] == ["hi.test", "mid.test", "mid2.test", "lo.test", "lo2.test"]
