@@ -1267,45 +1267,82 @@ static void fresh_free(struct qmgr_fresh *f)
 	free(f);
 }
 
-/* The message and its recipients claimed for the job, if any. */
-static void fresh_add_message(struct qmgr_fresh *f, struct job *j, struct qmgr_job_builder *b,
-                              const struct qmgr_new_message *m)
+/* A claimed recipient: message m of the batch, its recipient k. */
+struct fresh_claim {
+	size_t m, k;
+};
+
+/* The batch's job that claimed a recipient (in_flight = its ID): job IDs
+ * are given in order as the jobs are made, so the ID gives the slot. */
+static bool fresh_slot_of(const struct qmgr_fresh *f, int64_t id, size_t *slot)
 {
-	const struct qmgr_incoming *in = m->in;
-	bool added = false;
-	for (size_t k = 0; k < in->nrcpt; k++) {
-		if (in->rcpts[k].in_flight != j->id)
-			continue;
-		if (!added) {
+	if (f->njobs == 0 || id < f->jobs[0].id || (uint64_t)(id - f->jobs[0].id) >= f->njobs)
+		return false;
+	*slot = (size_t)(id - f->jobs[0].id);
+	return f->jobs[*slot].id == id;
+}
+
+/* Every job's claimed recipients, each job's together and in the batch's
+ * order, found in one pass: claims[first[i] .. first[i + 1]) are job i's. */
+static struct fresh_claim *fresh_claims(const struct qmgr_fresh *f, const struct qmgr_new_message *msgs, size_t n,
+                                        size_t **first_out)
+{
+	size_t *first = mem_zalloc((f->njobs + 1) * sizeof(*first)), slot;
+	for (size_t m = 0; m < n; m++)
+		for (size_t k = 0; k < msgs[m].in->nrcpt; k++)
+			if (fresh_slot_of(f, msgs[m].in->rcpts[k].in_flight, &slot))
+				first[slot + 1]++;
+	for (size_t i = 0; i < f->njobs; i++)
+		first[i + 1] += first[i];
+	size_t *filled = mem_zalloc((f->njobs + 1) * sizeof(*filled));
+	struct fresh_claim *claims = mem_reallocarray(NULL, first[f->njobs] + 1, sizeof(*claims));
+	for (size_t m = 0; m < n; m++)
+		for (size_t k = 0; k < msgs[m].in->nrcpt; k++)
+			if (fresh_slot_of(f, msgs[m].in->rcpts[k].in_flight, &slot))
+				claims[first[slot] + filled[slot]++] = (struct fresh_claim){m, k};
+	free(filled);
+	*first_out = first;
+	return claims;
+}
+
+/* A job's claimed recipients, message by message. */
+static void fresh_add_claims(struct qmgr_fresh *f, struct job *j, struct qmgr_job_builder *b,
+                             const struct qmgr_new_message *msgs, const struct fresh_claim *claims, size_t count)
+{
+	j->rcpts = mem_reallocarray(j->rcpts, j->nrcpt + count, sizeof(*j->rcpts));
+	for (size_t c = 0; c < count; c++) {
+		const struct qmgr_new_message *m = &msgs[claims[c].m];
+		const struct qmgr_incoming *in = m->in;
+		size_t k = claims[c].k;
+		if (c == 0 || claims[c - 1].m != claims[c].m) {
 			struct buf body = BUF_INIT, err = BUF_INIT;
 			buf_append(&body, in->body.data, in->body.len);
 			if (!qmgr_smtp_add_message(b, m->qid, &in->envelope, &body, &err))
 				log_error("%s: cannot hand the message to smtp: %s", m->qid, buf_cstr(&err));
 			buf_free(&body);
 			buf_free(&err);
-			added = true;
 		}
 		qmgr_smtp_add_rcpt(b, k, &in->rcpts[k]);
-		j->rcpts = mem_reallocarray(j->rcpts, j->nrcpt + 1, sizeof(*j->rcpts));
 		struct job_rcpt *r = &j->rcpts[j->nrcpt++];
 		memset(r, 0, sizeof(*r));
 		memcpy(r->qid, m->qid, QMGR_QID_SIZE);
 		r->index = k;
 		r->received = f->now;
 		inflight_add(f->s, m->qid, k);
+		if (c + 1 == count || claims[c + 1].m != claims[c].m)
+			qmgr_smtp_end_message(b);
 	}
-	if (added)
-		qmgr_smtp_end_message(b);
 }
 
 void qmgr_sched_fresh_start(struct qmgr_fresh *f, const struct qmgr_new_message *msgs, size_t n)
 {
 	struct qmgr_sched *s = f->s;
+	size_t *first;
+	struct fresh_claim *claims = fresh_claims(f, msgs, n, &first);
 	for (size_t i = 0; i < f->njobs; i++) {
 		struct job *j = job_new(s, f->jobs[i].q, f->jobs[i].id);
 		struct qmgr_job_builder *b = qmgr_smtp_begin(j->agent, j->id, j->queue->name);
-		for (size_t m = 0; m < n; m++)
-			fresh_add_message(f, j, b, &msgs[m]);
+		fresh_add_claims(f, j, b, msgs, claims + first[i], first[i + 1] - first[i]);
 		job_register(s, j);
 		s->fresh_jobs++;
 		s->fresh_rcpts += j->nrcpt;
@@ -1315,6 +1352,8 @@ void qmgr_sched_fresh_start(struct qmgr_fresh *f, const struct qmgr_new_message 
 			job_free(s, j);
 		}
 	}
+	free(claims);
+	free(first);
 	fresh_free(f);
 }
 
