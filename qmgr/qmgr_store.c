@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -32,6 +33,10 @@
  * no stored record starts with, then the reference. */
 #define OUTBOX_REF_MARK 0xB0
 #define OUTBOX_REF_SIZE (1 + QMGR_BODY_REF_SIZE)
+/* Done prefixes remembered (see struct done_hint): a cache of this many
+ * slots (a power of two), a queue ID looked for in DONE_HINT_WAYS of them. */
+#define DONE_HINT_SLOTS 8192
+#define DONE_HINT_WAYS 4
 /* Queue IDs are microseconds; meta.db reserves this many ahead. */
 #define QID_RESERVE_MICROS UINT64_C(10000000)
 /* The sweep logs a damaged body once, not at every pass (the last so
@@ -72,6 +77,16 @@ static const char META_LAST_QID[] = "last_qid";
 static const char META_OUTBOX_NEXT[] = "outbox_next";
 static const char META_JOB_GEN[] = "job_gen";
 
+/* How far a message's recipients are known to be done (delivered or
+ * bounced, no DSN pending) by a committed transaction: every one below
+ * prefix.  Such a recipient never changes again, so whether the message
+ * is done is read from there on: a bulk message's thousand results each
+ * read a recipient or two, not the whole list. */
+struct done_hint {
+	char qid[QMGR_QID_SIZE]; /* "" for an empty slot */
+	size_t prefix;
+};
+
 struct qmgr_store {
 	DB_ENV *env;
 	DB *db[QMGR_TABLE_COUNT];
@@ -91,6 +106,7 @@ struct qmgr_store {
 	/* bodies the sweep found damaged and logged: not logged again */
 	char damaged[DAMAGED_REMEMBERED][QMGR_QID_SIZE];
 	size_t ndamaged_seen;
+	struct done_hint *done_hints; /* DONE_HINT_SLOTS, made when first needed */
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -502,6 +518,7 @@ void qmgr_store_close(struct qmgr_store *st)
 		close(st->lock_fd);
 	qmgr_bodies_free(st->bodies);
 	buf_free(&st->sweep_resume);
+	free(st->done_hints);
 	free(st->dir);
 	free(st);
 }
@@ -585,6 +602,9 @@ struct write_ctx {
 	size_t nadded, nremoved;
 	uint64_t qid_reserve; /* written to meta.db in this transaction (0: none) */
 	uint64_t last_id;     /* the last queue ID given, in this transaction too */
+	/* done prefixes read in this transaction, kept once it has committed */
+	struct done_hint *hints;
+	size_t nhints;
 };
 
 static void write_ctx_free(struct write_ctx *w)
@@ -593,6 +613,42 @@ static void write_ctx_free(struct write_ctx *w)
 	buf_free(&w->val);
 	free(w->seg_added);
 	free(w->seg_removed);
+	free(w->hints);
+}
+
+/* The slot that holds qid's done prefix; with make, one for it (taking
+ * an empty slot among its ways, else the first: a cache may forget). */
+static struct done_hint *done_hint(struct qmgr_store *st, const char *qid, bool make)
+{
+	if (st->done_hints == NULL) {
+		if (!make)
+			return NULL;
+		st->done_hints = mem_zalloc(DONE_HINT_SLOTS * sizeof(*st->done_hints));
+	}
+	size_t home = qmgr_name_hash(qid) & (DONE_HINT_SLOTS - 1);
+	struct done_hint *empty = NULL;
+	for (size_t i = 0; i < DONE_HINT_WAYS; i++) {
+		struct done_hint *d = &st->done_hints[(home + i) & (DONE_HINT_SLOTS - 1)];
+		if (strcmp(d->qid, qid) == 0)
+			return d;
+		if (empty == NULL && d->qid[0] == '\0')
+			empty = d;
+	}
+	if (!make)
+		return NULL;
+	struct done_hint *d = empty ? empty : &st->done_hints[home];
+	snprintf(d->qid, sizeof(d->qid), "%s", qid);
+	d->prefix = 0;
+	return d;
+}
+
+static void keep_done_hints(struct write_ctx *w)
+{
+	for (size_t i = 0; i < w->nhints; i++) {
+		struct done_hint *d = done_hint(w->st, w->hints[i].qid, true);
+		if (w->hints[i].prefix > d->prefix)
+			d->prefix = w->hints[i].prefix;
+	}
 }
 
 static void note_segment(uint64_t **list, size_t *n, uint64_t segment)
@@ -644,6 +700,7 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 		return db_fail(w->st, ret, err, "queue commit failed");
 	w->st->outbox_next = w->outbox_seq;
 	count_segments(w);
+	keep_done_hints(w);
 	return QMGR_STORE_OK;
 }
 
@@ -1286,15 +1343,21 @@ static int del_prefix(struct write_ctx *w, enum qmgr_table t, const char *qid)
 
 /* Whether every recipient is delivered or bounced with no DSN pending
  * (a pending DSN needs the message).  known, when not NULL, is recipient
- * known_index as it is about to be written: it is not read again. */
+ * known_index as it is about to be written: it is not read again.  The
+ * recipients below the message's done prefix (struct done_hint) are not
+ * read either; how far this reading found them done is kept if the
+ * transaction commits. */
 static int message_done(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope,
                         const struct qmgr_rcpt *known, size_t known_index, bool *done, struct buf *err)
 {
 	int64_t count = ipc_msg_int(envelope, IPC_ATTR_RCPT_COUNT);
+	const struct done_hint *hint = count > 1 ? done_hint(w->st, qid, false) : NULL;
+	int64_t from = hint && !(known && known_index < hint->prefix) ? (int64_t)hint->prefix : 0;
 	struct buf k = BUF_INIT;
 	int ret = 0;
 	*done = true;
-	for (int64_t i = 0; *done && ret == 0 && i < count; i++) {
+	int64_t i = from;
+	for (; *done && ret == 0 && i < count; i++) {
 		if (known && (size_t)i == known_index) {
 			*done = final_state(known->state) && !known->dsn_pending;
 			continue;
@@ -1308,6 +1371,14 @@ static int message_done(struct write_ctx *w, const char *qid, const struct ipc_m
 		}
 	}
 	buf_free(&k);
+	/* the loop stopped past the first recipient not done, or at count */
+	int64_t prefix = *done ? count : i - 1;
+	if (ret == 0 && count > 1 && prefix > from) {
+		w->hints = mem_reallocarray(w->hints, w->nhints + 1, sizeof(*w->hints));
+		struct done_hint *h = &w->hints[w->nhints++];
+		snprintf(h->qid, sizeof(h->qid), "%s", qid);
+		h->prefix = (size_t)prefix;
+	}
 	return ret;
 }
 

@@ -362,6 +362,47 @@ static void test_outcomes_applied_together(void **state)
 	buf_free(&err);
 }
 
+/* Whether a message is done is read from the recipients not yet known
+ * to be done, a prefix that only a committed transaction moves: results
+ * in any order, a deferral among them and a batch that fails half-way
+ * leave the message until its last recipient is done. */
+static void test_message_done_after_results_in_any_order(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	struct ipc_msg msg;
+	bool changed, found;
+	add(f->st, 5, 2000, qid);
+	struct qmgr_outcome delivered = {.state = QMGR_RCPT_DELIVERED, .result = "smtp;250 ok", .rtype = "d"};
+	struct qmgr_outcome deferred = {
+	    .state = QMGR_RCPT_DEFERRED, .result = "smtp;451 later", .next_attempt = NOW + 60, .rtype = "t"};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 1, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 3, &deferred, NOW, &changed, &err), QMGR_STORE_OK);
+
+	/* 2 and 3 delivered, then an unknown recipient: none of it happened */
+	struct qmgr_apply_item bad[] = {
+	    {qid, 2, &delivered, false}, {qid, 3, &delivered, false}, {qid, 9, &delivered, false}};
+	assert_int_not_equal(qmgr_store_apply_many(f->st, bad, 3, NOW, &err), QMGR_STORE_OK);
+	buf_reset(&err);
+
+	/* 4 delivered: 2 is pending and 3 deferred, the message stays */
+	assert_int_equal(qmgr_store_apply(f->st, qid, 4, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	assert_true(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	assert_true(found);
+	ipc_msg_free(&msg);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 3, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	assert_true(found);
+	ipc_msg_free(&msg);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 2, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_false(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	assert_false(found);
+	buf_free(&err);
+}
+
 static bool count_queue(void *ctx, const char *name, const struct qmgr_queue_state *q)
 {
 	(*(int *)ctx)++;
@@ -1362,6 +1403,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_recipient_states, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_final_results_apply_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outcomes_applied_together, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_message_done_after_results_in_any_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_in_flight_and_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reschedule_and_queue_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
