@@ -57,7 +57,8 @@ struct qmgr_sched {
 	struct qmgr_squeue *queues_tail;           /* its last: most queues join at the end */
 	struct qmgr_squeue *by_name[HASH_BUCKETS]; /* the same, hashed */
 	struct inflight *inflight[HASH_BUCKETS];   /* recipients in jobs */
-	struct job *jobs;
+	struct job *jobs;                          /* running, the newest first */
+	struct job *last_found;                    /* by job_find: a job's results come together */
 	int64_t next_job_id;
 	uint64_t fresh_batches;                  /* enqueue batches begun (qmgr_fresh.batch) */
 	int64_t grace;                           /* in-flight-grace */
@@ -128,7 +129,8 @@ struct job {
 	size_t nrcpt;
 	struct job_bounce *bounces;
 	size_t nbounce;
-	struct job *next;
+	size_t next_result; /* where the next result is looked for in rcpts */
+	struct job *next, *prev;
 };
 
 static uint32_t hash_str(const char *s, size_t index)
@@ -654,17 +656,27 @@ static void expire(struct job *j, const char *qid, size_t index, const char *las
 
 static struct job *job_find(struct qmgr_sched *s, int64_t id)
 {
+	if (s->last_found && s->last_found->id == id)
+		return s->last_found;
 	struct job *j = s->jobs;
 	while (j && j->id != id)
 		j = j->next;
+	if (j)
+		s->last_found = j;
 	return j;
 }
 
+/* smtp reports a job's recipients in the order it was given them: the
+ * search starts after the one found last and goes round. */
 static struct job_rcpt *job_rcpt_find(struct job *j, const char *qid, size_t index)
 {
-	for (size_t i = 0; i < j->nrcpt; i++)
-		if (j->rcpts[i].index == index && strcmp(j->rcpts[i].qid, qid) == 0)
+	for (size_t n = 0; n < j->nrcpt; n++) {
+		size_t i = (j->next_result + n) % j->nrcpt;
+		if (j->rcpts[i].index == index && strcmp(j->rcpts[i].qid, qid) == 0) {
+			j->next_result = i + 1;
 			return &j->rcpts[i];
+		}
+	}
 	return NULL;
 }
 
@@ -782,10 +794,14 @@ void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m)
 
 static void job_free(struct qmgr_sched *s, struct job *j)
 {
-	struct job **p = &s->jobs;
-	while (*p != j)
-		p = &(*p)->next;
-	*p = j->next;
+	if (j->prev)
+		j->prev->next = j->next;
+	else
+		s->jobs = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
+	if (s->last_found == j)
+		s->last_found = NULL;
 	flush_bounces(s, j);
 	for (size_t i = 0; i < j->nrcpt; i++)
 		if (!j->rcpts[i].answered)
@@ -1067,6 +1083,9 @@ static struct job *job_new(struct qmgr_sched *s, struct qmgr_squeue *q, int64_t 
 static void job_register(struct qmgr_sched *s, struct job *j)
 {
 	j->next = s->jobs;
+	j->prev = NULL;
+	if (s->jobs)
+		s->jobs->prev = j;
 	s->jobs = j;
 	j->queue->jobs++;
 	s->jobs_running++;
