@@ -394,10 +394,13 @@ static void remember_queues(struct message *m)
 {
 	struct buf queue = BUF_INIT, err = BUF_INIT;
 	const char *vmta = ipc_msg_str(&m->in.envelope, IPC_ATTR_VMTA);
-	size_t cap = 16, room = 0;
+	size_t cap = 16;
 	while (cap < 2 * m->in.nrcpt)
 		cap *= 2;
 	size_t *slots = mem_zalloc(cap * sizeof(*slots));
+	/* no more queues than recipients */
+	m->queues = mem_reallocarray(m->queues, m->queues_n + m->in.nrcpt, sizeof(char *));
+	m->queue_rcpts = mem_reallocarray(m->queue_rcpts, m->queues_n + m->in.nrcpt, sizeof(uint64_t));
 	for (size_t i = 0; i < m->in.nrcpt; i++) {
 		buf_reset(&queue);
 		if (!qmgr_queue_name(m->in.rcpts[i].address, vmta, &queue, &err))
@@ -407,11 +410,6 @@ static void remember_queues(struct message *m)
 		while (slots[h] != 0 && strcmp(m->queues[slots[h] - 1], name) != 0)
 			h = (h + 1) & (cap - 1);
 		if (slots[h] == 0) {
-			if (m->queues_n == room) {
-				room = room ? 2 * room : 8;
-				m->queues = mem_reallocarray(m->queues, room, sizeof(char *));
-				m->queue_rcpts = mem_reallocarray(m->queue_rcpts, room, sizeof(uint64_t));
-			}
 			m->queues[m->queues_n] = mem_strdup(name);
 			m->queue_rcpts[m->queues_n] = 0;
 			slots[h] = ++m->queues_n;
