@@ -121,7 +121,7 @@ struct acctd_tail {
 	struct acctd_frame *ring; /* ACCTD_TAIL_KEEP slots */
 	size_t first, count;
 	struct acctd_frame *batch; /* records of the batch not yet committed */
-	size_t nbatch;
+	size_t nbatch, batch_cap;
 };
 
 /* Keeps a record of the pending batch. */

@@ -14,12 +14,19 @@ static struct acctd_frame *ring_at(const struct acctd_tail *t, size_t i)
 	return &t->ring[(t->first + i) % ACCTD_TAIL_KEEP];
 }
 
+/* A batch holds hundreds of records under load: its array grows by
+ * doubling and is kept for the next batch, and each frame is allocated
+ * once, at its size. */
 void acctd_tail_hold(struct acctd_tail *t, uint64_t seq, const void *payload, size_t len)
 {
-	t->batch = mem_reallocarray(t->batch, t->nbatch + 1, sizeof(*t->batch));
+	if (t->nbatch == t->batch_cap) {
+		t->batch_cap = t->batch_cap ? 2 * t->batch_cap : 64;
+		t->batch = mem_reallocarray(t->batch, t->batch_cap, sizeof(*t->batch));
+	}
 	struct acctd_frame *f = &t->batch[t->nbatch++];
 	f->seq = seq;
 	buf_init(&f->bytes);
+	buf_reserve(&f->bytes, IPC_FRAME_HEADER + len);
 	unsigned char head[IPC_FRAME_HEADER] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
 	                                        (unsigned char)(len >> 8), (unsigned char)len};
 	buf_append(&f->bytes, head, sizeof(head));
@@ -30,8 +37,6 @@ void acctd_tail_drop_batch(struct acctd_tail *t)
 {
 	for (size_t i = 0; i < t->nbatch; i++)
 		buf_free(&t->batch[i].bytes);
-	free(t->batch);
-	t->batch = NULL;
 	t->nbatch = 0;
 }
 
@@ -51,9 +56,7 @@ void acctd_tail_commit(struct acctd_tail *t)
 {
 	for (size_t i = 0; i < t->nbatch; i++)
 		ring_push(t, &t->batch[i]);
-	free(t->batch);
-	t->batch = NULL;
-	t->nbatch = 0;
+	t->nbatch = 0; /* the frames are the ring's now; the array serves the next batch */
 }
 
 uint64_t acctd_tail_oldest(const struct acctd_tail *t)
@@ -89,6 +92,7 @@ uint64_t acctd_tail_each_after(const struct acctd_tail *t, uint64_t seq,
 void acctd_tail_free(struct acctd_tail *t)
 {
 	acctd_tail_drop_batch(t);
+	free(t->batch);
 	for (size_t i = 0; i < t->count; i++)
 		buf_free(&ring_at(t, i)->bytes);
 	free(t->ring);
