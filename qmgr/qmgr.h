@@ -501,13 +501,16 @@ int qmgr_seglog_restore(struct __db_env *env, struct qmgr_bodies *b, struct buf 
 
 struct qmgr_flusher;
 
-/* Starts the thread that flushes the log when asked and checkpoints
- * every checkpoint_secs. */
+/* Starts the group commit: the event loop flushes the log itself at the
+ * end of a turn while a flush takes under loop_flush_max_micros on
+ * average (0: never), a thread when flushes are slower; another thread
+ * checkpoints every checkpoint_secs. */
 struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_store *st, int checkpoint_secs,
-                                        struct buf *err);
+                                        int loop_flush_max_micros, struct buf *err);
 /* Calls fn(ctx, ok, reason) in the event loop once every transaction
  * committed so far is durable (or its flush failed: !ok).  Commits that
- * arrive while a flush runs share the next one. */
+ * arrive while a flush runs share the next one; the loop's own flush
+ * comes after every callback ready in its turn. */
 typedef void (*qmgr_durable_fn)(void *ctx, bool ok, const char *reason);
 void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx);
 /* At the end of a callback: when a flush has ended since the loop last
@@ -515,6 +518,8 @@ void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx);
  * before the other ready ones.  One atomic read otherwise; f may be
  * NULL. */
 void qmgr_flusher_notice(struct qmgr_flusher *f);
+/* How many flushes there were, and how many of them the loop made. */
+void qmgr_flusher_counts(struct qmgr_flusher *f, uint64_t *flushes, uint64_t *by_loop);
 /* Stops the thread after a last flush (calling the waiting callbacks)
  * and logs how many commits shared each flush. */
 void qmgr_flusher_stop(struct qmgr_flusher *f);

@@ -1,27 +1,31 @@
 /* qmgr_flush.c: group commit.  The event loop commits each message
  * without an fsync (DB_TXN_WRITE_NOSYNC: the log records reach the
- * operating system, not the disk) and asks this thread for a flush.  The
- * thread flushes the log: one fsync makes every commit made so far
- * durable, and the commits that arrive while that fsync runs are covered
- * by the next one.
- * So under load one fsync serves many messages, and an idle queue still
- * acknowledges a lone message after a single fsync.  A second thread
- * takes the periodic checkpoints, so that neither the event loop nor a
- * group commit waits for one (under load a checkpoint takes about half
- * a second, and when this thread took them, they waited for a moment
- * without commits, which a busy queue may not have for minutes).
+ * operating system, not the disk) and waits for a flush of the log: one
+ * fsync makes every commit made so far durable, and the commits that
+ * arrive while it runs share the next one.  So under load one fsync
+ * serves many messages, and an idle queue still acknowledges a lone
+ * message after a single fsync.
+ *
+ * Who flushes depends on how long a flush takes (a moving average of the
+ * last few).  While flushes are quick, the loop flushes by itself at the
+ * end of its turn, once the turn's commits are made: blocking for a
+ * fraction of a millisecond costs less than handing the flush to a
+ * thread and being woken when it ends, and the messages that arrive
+ * meanwhile make the next group larger.  When the disk is slow, a flush
+ * thread takes them, so that the loop goes on serving deliveries and
+ * commands while the disk works; it tells the loop through a pipe, whose
+ * event has the loop's first priority.  A busy loop has many callbacks
+ * ready at once; rather than look for new events after each of them
+ * (an epoll_wait each), the busiest callbacks ask qmgr_flusher_notice,
+ * which reads one counter, and make the wake-up active themselves when a
+ * flush has ended.
+ *
+ * A second thread takes the periodic checkpoints, so that neither the
+ * event loop nor a group commit waits for one (under load a checkpoint
+ * takes about half a second).
  *
  * Tickets order everything: each wait gets the next ticket; a flush
- * started after ticket t was issued covers every ticket up to t.
- *
- * The thread tells the loop through a pipe, whose event has the loop's
- * first priority.  A busy loop has many callbacks ready at once (a
- * message from each smtpd connection); rather than look for new events
- * after each of them (an epoll_wait each), the busiest callbacks ask
- * qmgr_flusher_notice, which reads one counter, and make the wake-up
- * active themselves when a flush has ended: libevent runs a
- * higher-priority event as soon as the callback that made it active
- * returns. */
+ * started after ticket t was issued covers every ticket up to t. */
 #include "qmgr.h"
 
 #include <errno.h>
@@ -39,6 +43,8 @@
 #include "mem.h"
 
 #define CHECKPOINT_POLL_MILLIS 1000
+/* The average's weight of the newest flush. */
+#define FLUSH_TIME_WEIGHT 0.125
 
 struct waiter {
 	uint64_t ticket;
@@ -56,20 +62,24 @@ struct outcome {
 struct qmgr_flusher {
 	struct qmgr_store *st;
 	int checkpoint_secs;
+	double loop_flush_max_micros; /* the loop flushes while the average is below */
 	pthread_t thread, checkpointer;
 	bool thread_started, checkpointer_started;
 	int wake_pipe[2]; /* thread -> loop: outcomes are ready */
 	struct event *wake;
+	struct event *turn_end; /* the loop's own flush, once its turn's commits are made */
 
 	/* Shared with the thread, under mu. */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;      /* tickets were issued, or stop */
 	pthread_cond_t stop_cv; /* stop (for the checkpointer) */
-	uint64_t issued; /* the last ticket handed out */
+	uint64_t issued;  /* the last ticket handed out */
+	uint64_t flushed; /* every ticket up to this one has had its flush */
+	double flush_micros; /* a flush's time, moving average */
 	bool stopping;
 	struct outcome *outcomes;
 	size_t noutcomes;
-	uint64_t flushes, flushed_tickets;
+	uint64_t flushes, flushed_tickets, flushes_by_loop;
 	/* Outcomes added so far, also read without mu by
 	 * qmgr_flusher_notice; the loop has taken seen of them. */
 	_Atomic uint64_t posted;
@@ -96,17 +106,45 @@ static void wake_loop(struct qmgr_flusher *f)
 		log_error("cannot wake the event loop: %s", strerror(errno));
 }
 
-/* Called with mu held; returns with it held. */
-static void flush_upto(struct qmgr_flusher *f, uint64_t target, uint64_t previous)
+static double micros_since(const struct timespec *start)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) * 1e6 + (double)(now.tv_nsec - start->tv_nsec) / 1e3;
+}
+
+/* Flushes the log for the tickets up to target, from either side.
+ * Called with mu held; returns with it held, the counts and the average
+ * updated. */
+static bool flush_locked(struct qmgr_flusher *f, uint64_t target, struct buf *err)
 {
 	pthread_mutex_unlock(&f->mu);
-	struct buf err = BUF_INIT;
-	bool ok = qmgr_store_flush(f->st, &err);
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	bool ok = qmgr_store_flush(f->st, err);
+	double took = micros_since(&start);
 	pthread_mutex_lock(&f->mu);
+	f->flush_micros += (took - f->flush_micros) * FLUSH_TIME_WEIGHT;
+	f->flushes++;
+	if (target > f->flushed) {
+		f->flushed_tickets += target - f->flushed;
+		f->flushed = target;
+	}
+	return ok;
+}
+
+static bool flushes_are_quick(const struct qmgr_flusher *f)
+{
+	return f->flush_micros < f->loop_flush_max_micros;
+}
+
+/* Called with mu held; returns with it held. */
+static void flush_upto(struct qmgr_flusher *f, uint64_t target)
+{
+	struct buf err = BUF_INIT;
+	bool ok = flush_locked(f, target, &err);
 	add_outcome(f, target, ok, buf_cstr(&err));
 	atomic_fetch_add_explicit(&f->posted, 1, memory_order_release);
-	f->flushes++;
-	f->flushed_tickets += target - previous;
 	buf_free(&err);
 	wake_loop(f);
 }
@@ -125,16 +163,15 @@ struct timespec qmgr_deadline_after(long millis)
 	return ts;
 }
 
+/* A ticket the loop flushes itself may also be flushed here, when the
+ * thread is awake anyway: the second flush finds nothing to write. */
 static void *flusher_thread(void *arg)
 {
 	struct qmgr_flusher *f = arg;
-	uint64_t done = 0;
 	pthread_mutex_lock(&f->mu);
 	for (;;) {
-		if (f->issued > done) {
-			uint64_t target = f->issued;
-			flush_upto(f, target, done);
-			done = target;
+		if (f->issued > f->flushed && !flushes_are_quick(f)) {
+			flush_upto(f, f->issued);
 			continue;
 		}
 		if (f->stopping)
@@ -236,9 +273,38 @@ void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx)
 	}
 	pthread_mutex_lock(&f->mu);
 	uint64_t ticket = ++f->issued;
-	pthread_cond_signal(&f->cv);
+	bool by_loop = flushes_are_quick(f);
+	if (!by_loop)
+		pthread_cond_signal(&f->cv);
 	pthread_mutex_unlock(&f->mu);
 	f->waiters[f->nwaiters++] = (struct waiter){ticket, fn, ctx};
+	if (by_loop)
+		event_active(f->turn_end, 0, 0);
+}
+
+/* The end of the loop's turn: its commits are made, and the loop
+ * flushes them itself, unless flushes have become slow meanwhile. */
+static void on_turn_end(evutil_socket_t fd, short what, void *arg)
+{
+	struct qmgr_flusher *f = arg;
+	pthread_mutex_lock(&f->mu);
+	uint64_t target = f->issued;
+	if (target <= f->flushed) {
+		pthread_mutex_unlock(&f->mu);
+		return; /* the thread's flush covered them: its outcome is on the way */
+	}
+	if (!flushes_are_quick(f)) {
+		pthread_cond_signal(&f->cv);
+		pthread_mutex_unlock(&f->mu);
+		return;
+	}
+	struct buf err = BUF_INIT;
+	bool ok = flush_locked(f, target, &err);
+	f->flushes_by_loop++;
+	pthread_mutex_unlock(&f->mu);
+	struct outcome o = {target, ok, ok ? NULL : (char *)buf_cstr(&err)};
+	settle(f, &o);
+	buf_free(&err);
 }
 
 static bool make_pipe(int fds[2], struct buf *err)
@@ -254,6 +320,8 @@ static void flusher_free(struct qmgr_flusher *f)
 {
 	if (f->wake)
 		event_free(f->wake);
+	if (f->turn_end)
+		event_free(f->turn_end);
 	if (f->wake_pipe[0] >= 0) {
 		close(f->wake_pipe[0]);
 		close(f->wake_pipe[1]);
@@ -282,10 +350,11 @@ static void stop_threads(struct qmgr_flusher *f)
 }
 
 struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_store *st, int checkpoint_secs,
-                                        struct buf *err)
+                                        int loop_flush_max_micros, struct buf *err)
 {
 	struct qmgr_flusher *f = mem_zalloc(sizeof(*f));
 	f->st = st;
+	f->loop_flush_max_micros = loop_flush_max_micros;
 	f->checkpoint_secs = checkpoint_secs > 0 ? checkpoint_secs : 1;
 	f->wake_pipe[0] = f->wake_pipe[1] = -1;
 	pthread_mutex_init(&f->mu, NULL);
@@ -296,7 +365,11 @@ struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_sto
 		return NULL;
 	}
 	f->wake = event_new(base, f->wake_pipe[0], EV_READ | EV_PERSIST, on_wake, f);
-	int rc = f->wake ? event_priority_set(f->wake, QMGR_PRIORITY_FIRST) : -1;
+	/* after every callback ready in the turn (the turn's commit among them) */
+	f->turn_end = event_new(base, -1, 0, on_turn_end, f);
+	int rc = f->wake && f->turn_end ? event_priority_set(f->wake, QMGR_PRIORITY_FIRST) : -1;
+	if (rc == 0)
+		rc = event_priority_set(f->turn_end, event_base_get_npriorities(base) - 1);
 	if (rc == 0)
 		rc = event_add(f->wake, NULL);
 	if (rc == 0)
@@ -314,6 +387,14 @@ struct qmgr_flusher *qmgr_flusher_start(struct event_base *base, struct qmgr_sto
 	return f;
 }
 
+void qmgr_flusher_counts(struct qmgr_flusher *f, uint64_t *flushes, uint64_t *by_loop)
+{
+	pthread_mutex_lock(&f->mu);
+	*flushes = f->flushes;
+	*by_loop = f->flushes_by_loop;
+	pthread_mutex_unlock(&f->mu);
+}
+
 void qmgr_flusher_stop(struct qmgr_flusher *f)
 {
 	if (f == NULL)
@@ -324,16 +405,17 @@ void qmgr_flusher_stop(struct qmgr_flusher *f)
 	 * sent): flush those here, the thread is gone. */
 	while (f->nwaiters > 0) {
 		struct buf err = BUF_INIT;
-		bool ok = qmgr_store_flush(f->st, &err);
-		struct outcome o = {f->issued, ok, ok ? NULL : (char *)buf_cstr(&err)};
-		f->flushes++;
-		f->flushed_tickets += f->nwaiters;
+		pthread_mutex_lock(&f->mu);
+		uint64_t target = f->issued;
+		bool ok = flush_locked(f, target, &err);
+		pthread_mutex_unlock(&f->mu);
+		struct outcome o = {target, ok, ok ? NULL : (char *)buf_cstr(&err)};
 		settle(f, &o);
 		buf_free(&err);
 	}
 	if (f->flushes)
-		log_info("group commit: %llu commits in %llu flushes, %.1f per flush",
+		log_info("group commit: %llu commits in %llu flushes, %.1f per flush (%llu by the event loop)",
 		         (unsigned long long)f->flushed_tickets, (unsigned long long)f->flushes,
-		         (double)f->flushed_tickets / (double)f->flushes);
+		         (double)f->flushed_tickets / (double)f->flushes, (unsigned long long)f->flushes_by_loop);
 	flusher_free(f);
 }

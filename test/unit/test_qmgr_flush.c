@@ -1,7 +1,9 @@
 /* test_qmgr_flush.c: unit tests of qmgr's group commit: every commit that
- * waits is answered exactly once, in order, from the event loop; a stop
- * answers what is still waiting, including commits made by the callbacks
- * themselves; checkpoints run while commits never stop. */
+ * waits is answered exactly once, in order, from the event loop, whether
+ * the loop flushes itself, the flush thread does, or flushes move from one
+ * to the other as their time changes; a stop answers what is still
+ * waiting, including commits made by the callbacks themselves;
+ * checkpoints run while commits never stop. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +24,13 @@
 
 #define WAITERS 50
 
+/* loop_flush_max_micros: the loop always flushes, never does, or does
+ * until its first flush (which takes more than a microsecond) has moved
+ * the average above the limit. */
+#define LOOP_ALWAYS 1000000000
+#define LOOP_NEVER 0
+#define LOOP_FIRST_ONLY 1
+
 struct run {
 	struct event_base *base;
 	struct qmgr_flusher *flusher;
@@ -29,6 +38,8 @@ struct run {
 	int order[WAITERS];
 	int count;
 	bool chain; /* the callback of waiter 0 waits once more */
+	bool in_turns; /* waiters come a few per turn of the loop, not all at once */
+	int next;      /* the next waiter to come */
 };
 
 struct waiter_ctx {
@@ -55,21 +66,48 @@ static void on_durable(void *arg, bool ok, const char *reason)
 		event_base_loopbreak(r->base);
 }
 
-static void run_waiters(bool stop_before_loop)
+/* Five waiters a turn, the turns a millisecond apart. */
+static void add_some(evutil_socket_t fd, short what, void *arg);
+
+static void add_waiters(struct run *r, int n)
+{
+	for (int i = 0; i < n && r->next < WAITERS; i++, r->next++) {
+		ctxs[r->next] = (struct waiter_ctx){r, r->next};
+		qmgr_flusher_wait(r->flusher, on_durable, &ctxs[r->next]);
+	}
+}
+
+static struct event *turns;
+
+static void add_some(evutil_socket_t fd, short what, void *arg)
+{
+	struct run *r = arg;
+	add_waiters(r, 5);
+	struct timeval ms = {0, 1000};
+	if (r->next < WAITERS)
+		evtimer_add(turns, &ms);
+}
+
+/* Runs WAITERS waits; the flush counts come back in flushes and by_loop. */
+static void run_waiters(bool stop_before_loop, bool in_turns, int loop_max, uint64_t *flushes, uint64_t *by_loop)
 {
 	char *dir = testutil_tmpdir();
 	struct buf err = BUF_INIT;
 	struct qmgr_store *st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
 	assert_non_null(st);
-	struct run r = {.base = event_base_new(), .chain = stop_before_loop};
-	r.flusher = qmgr_flusher_start(r.base, st, 60, &err);
+	struct run r = {.base = event_base_new(), .chain = stop_before_loop, .in_turns = in_turns};
+	r.flusher = qmgr_flusher_start(r.base, st, 60, loop_max, &err);
 	assert_non_null(r.flusher);
-	for (int i = 0; i < WAITERS; i++) {
-		ctxs[i] = (struct waiter_ctx){&r, i};
-		qmgr_flusher_wait(r.flusher, on_durable, &ctxs[i]);
+	turns = evtimer_new(r.base, add_some, &r);
+	if (in_turns) {
+		struct timeval now = {0, 0};
+		evtimer_add(turns, &now);
+	} else {
+		add_waiters(&r, WAITERS);
 	}
 	if (!stop_before_loop)
 		event_base_dispatch(r.base);
+	qmgr_flusher_counts(r.flusher, flushes, by_loop);
 	qmgr_flusher_stop(r.flusher);
 	for (int i = 0; i < WAITERS; i++)
 		assert_int_equal(r.answered[i], 1);
@@ -78,6 +116,7 @@ static void run_waiters(bool stop_before_loop)
 		assert_true(r.order[i] > r.order[i - 1]);
 	if (stop_before_loop)
 		assert_int_equal(r.count, WAITERS + 1);
+	event_free(turns);
 	event_base_free(r.base);
 	qmgr_store_close(st);
 	testutil_rmtree(dir);
@@ -87,12 +126,36 @@ static void run_waiters(bool stop_before_loop)
 
 static void test_every_waiter_answered_once_in_order(void **state)
 {
-	run_waiters(false);
+	uint64_t flushes, by_loop;
+	run_waiters(false, false, LOOP_ALWAYS, &flushes, &by_loop);
+	/* all of them made at once: the loop's one flush at the end of the turn */
+	assert_int_equal(flushes, 1);
+	assert_int_equal(by_loop, 1);
+	run_waiters(false, false, LOOP_NEVER, &flushes, &by_loop);
+	assert_true(flushes >= 1);
+	assert_int_equal(by_loop, 0);
+}
+
+static void test_waiters_in_turns_by_the_loop_the_thread_or_both(void **state)
+{
+	uint64_t flushes, by_loop;
+	run_waiters(false, true, LOOP_ALWAYS, &flushes, &by_loop);
+	assert_int_equal(flushes, WAITERS / 5);
+	assert_int_equal(by_loop, flushes);
+	run_waiters(false, true, LOOP_NEVER, &flushes, &by_loop);
+	assert_true(flushes >= 1);
+	assert_int_equal(by_loop, 0);
+	/* slower than the limit after the first: the thread takes over */
+	run_waiters(false, true, LOOP_FIRST_ONLY, &flushes, &by_loop);
+	assert_int_equal(by_loop, 1);
+	assert_true(flushes > 1);
 }
 
 static void test_stop_answers_waiters_and_their_followers(void **state)
 {
-	run_waiters(true);
+	uint64_t flushes, by_loop;
+	run_waiters(true, false, LOOP_ALWAYS, &flushes, &by_loop);
+	run_waiters(true, false, LOOP_NEVER, &flushes, &by_loop);
 }
 
 /* Checkpoints run beside commits that never stop (the loop commits
@@ -152,7 +215,7 @@ static void test_checkpoints_run_while_commits_never_stop(void **state)
 		assert_true(qmgr_store_put_raw(b.st, QMGR_TABLE_META, "filler", 6, filler, 1024 * 1024, &err));
 	free(filler);
 	assert_true(file_exists(dir, "log.0000000001"));
-	b.flusher = qmgr_flusher_start(b.base, b.st, 1, &err);
+	b.flusher = qmgr_flusher_start(b.base, b.st, 1, LOOP_ALWAYS, &err);
 	assert_non_null(b.flusher);
 	b.again = evtimer_new(b.base, commit_and_wait, &b);
 	struct timeval now = {0, 0};
@@ -184,6 +247,7 @@ int main(void)
 	log_open("test_qmgr_flush", LOG_TO_STDERR, NULL);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_waiter_answered_once_in_order),
+	    cmocka_unit_test(test_waiters_in_turns_by_the_loop_the_thread_or_both),
 	    cmocka_unit_test(test_stop_answers_waiters_and_their_followers),
 	    cmocka_unit_test(test_checkpoints_run_while_commits_never_stop),
 	};
