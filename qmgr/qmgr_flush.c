@@ -75,6 +75,7 @@ struct qmgr_flusher {
 	pthread_cond_t stop_cv; /* stop (for the checkpointer) */
 	uint64_t issued;  /* the last ticket handed out */
 	uint64_t flushed; /* every ticket up to this one has had its flush */
+	bool thread_asked; /* the loop left the tickets issued so far to the thread */
 	double flush_micros; /* a flush's time, moving average */
 	bool stopping;
 	struct outcome *outcomes;
@@ -138,6 +139,13 @@ static bool flushes_are_quick(const struct qmgr_flusher *f)
 	return f->flush_micros < f->loop_flush_max_micros;
 }
 
+/* Called with mu held. */
+static void ask_thread(struct qmgr_flusher *f)
+{
+	f->thread_asked = true;
+	pthread_cond_signal(&f->cv);
+}
+
 /* Called with mu held; returns with it held. */
 static void flush_upto(struct qmgr_flusher *f, uint64_t target)
 {
@@ -163,14 +171,16 @@ struct timespec qmgr_deadline_after(long millis)
 	return ts;
 }
 
-/* A ticket the loop flushes itself may also be flushed here, when the
- * thread is awake anyway: the second flush finds nothing to write. */
+/* Flushes what the loop left to it.  Those tickets are flushed here even
+ * when flushes have become quick meanwhile (the loop flushes only the
+ * ones it keeps), so none is left waiting. */
 static void *flusher_thread(void *arg)
 {
 	struct qmgr_flusher *f = arg;
 	pthread_mutex_lock(&f->mu);
 	for (;;) {
-		if (f->issued > f->flushed && !flushes_are_quick(f)) {
+		if (f->thread_asked && f->issued > f->flushed) {
+			f->thread_asked = false;
 			flush_upto(f, f->issued);
 			continue;
 		}
@@ -275,7 +285,7 @@ void qmgr_flusher_wait(struct qmgr_flusher *f, qmgr_durable_fn fn, void *ctx)
 	uint64_t ticket = ++f->issued;
 	bool by_loop = flushes_are_quick(f);
 	if (!by_loop)
-		pthread_cond_signal(&f->cv);
+		ask_thread(f);
 	pthread_mutex_unlock(&f->mu);
 	f->waiters[f->nwaiters++] = (struct waiter){ticket, fn, ctx};
 	if (by_loop)
@@ -294,7 +304,7 @@ static void on_turn_end(evutil_socket_t fd, short what, void *arg)
 		return; /* the thread's flush covered them: its outcome is on the way */
 	}
 	if (!flushes_are_quick(f)) {
-		pthread_cond_signal(&f->cv);
+		ask_thread(f);
 		pthread_mutex_unlock(&f->mu);
 		return;
 	}
