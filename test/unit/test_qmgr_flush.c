@@ -38,8 +38,8 @@ struct run {
 	int order[WAITERS];
 	int count;
 	bool chain; /* the callback of waiter 0 waits once more */
-	bool in_turns; /* waiters come a few per turn of the loop, not all at once */
-	int next;      /* the next waiter to come */
+	int next;            /* the next waiter to come */
+	struct event *turns; /* adds a few waiters a turn, when they come in turns */
 };
 
 struct waiter_ctx {
@@ -66,9 +66,6 @@ static void on_durable(void *arg, bool ok, const char *reason)
 		event_base_loopbreak(r->base);
 }
 
-/* Five waiters a turn, the turns a millisecond apart. */
-static void add_some(evutil_socket_t fd, short what, void *arg);
-
 static void add_waiters(struct run *r, int n)
 {
 	for (int i = 0; i < n && r->next < WAITERS; i++, r->next++) {
@@ -77,15 +74,14 @@ static void add_waiters(struct run *r, int n)
 	}
 }
 
-static struct event *turns;
-
+/* Five waiters a turn, the turns a millisecond apart. */
 static void add_some(evutil_socket_t fd, short what, void *arg)
 {
 	struct run *r = arg;
 	add_waiters(r, 5);
 	struct timeval ms = {0, 1000};
 	if (r->next < WAITERS)
-		evtimer_add(turns, &ms);
+		evtimer_add(r->turns, &ms);
 }
 
 /* Runs WAITERS waits; the flush counts come back in flushes and by_loop. */
@@ -95,13 +91,13 @@ static void run_waiters(bool stop_before_loop, bool in_turns, int loop_max, uint
 	struct buf err = BUF_INIT;
 	struct qmgr_store *st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
 	assert_non_null(st);
-	struct run r = {.base = event_base_new(), .chain = stop_before_loop, .in_turns = in_turns};
+	struct run r = {.base = event_base_new(), .chain = stop_before_loop};
 	r.flusher = qmgr_flusher_start(r.base, st, 60, loop_max, &err);
 	assert_non_null(r.flusher);
-	turns = evtimer_new(r.base, add_some, &r);
+	r.turns = evtimer_new(r.base, add_some, &r);
 	if (in_turns) {
 		struct timeval now = {0, 0};
-		evtimer_add(turns, &now);
+		evtimer_add(r.turns, &now);
 	} else {
 		add_waiters(&r, WAITERS);
 	}
@@ -116,7 +112,7 @@ static void run_waiters(bool stop_before_loop, bool in_turns, int loop_max, uint
 		assert_true(r.order[i] > r.order[i - 1]);
 	if (stop_before_loop)
 		assert_int_equal(r.count, WAITERS + 1);
-	event_free(turns);
+	event_free(r.turns);
 	event_base_free(r.base);
 	qmgr_store_close(st);
 	testutil_rmtree(dir);

@@ -409,8 +409,6 @@ static bool count_queue(void *ctx, const char *name, const struct qmgr_queue_sta
 	return true;
 }
 
-/* schedule makes deferred recipients due now; a queue's state and its
- * "tq" record are written together. */
 /* A recipient handed to a job waits until the grace time; a replayed
  * result counts only for the job it is in flight for, and only once. */
 static void test_in_flight_and_replay(void **state)
