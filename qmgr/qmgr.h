@@ -399,6 +399,9 @@ enum qmgr_table {
 /* Overwrites one record with arbitrary bytes (tests of corrupt records). */
 bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void *key, size_t klen, const void *val,
                         size_t vlen, struct buf *err);
+/* One record's bytes as stored, into val (tests of the stored forms). */
+bool qmgr_store_get_raw(struct qmgr_store *st, enum qmgr_table table, const void *key, size_t klen, struct buf *val,
+                        struct buf *err);
 
 /* ---- body segments (qmgr_bodies.c) --------------------------------------- */
 

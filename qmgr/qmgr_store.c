@@ -28,11 +28,22 @@
 #include "log.h"
 #include "mem.h"
 
-#define SCHEMA_VERSION 1
-/* outbox.db values that refer to a record in a body segment: a mark that
- * no stored record starts with, then the reference. */
+/* Version 2: outbox.db entries hold a transaction's records together
+ * (OUTBOX_BATCH_MARK).  A version 1 queue is read as it is and marked 2,
+ * so that an older qmgr does not misread the new entries. */
+#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION_OLDEST 1
+/* outbox.db values that refer to records in a body segment start with a
+ * mark that no stored record starts with.  0xB0: one record, then the
+ * reference (queues of schema 1).  0xB1: the records one transaction
+ * made, under the last one's sequence number: the first still there (u64;
+ * those before it are confirmed), how many the segment holds (u32), then
+ * the reference to them, each as a u32 length and the record. */
 #define OUTBOX_REF_MARK 0xB0
 #define OUTBOX_REF_SIZE (1 + QMGR_BODY_REF_SIZE)
+#define OUTBOX_BATCH_MARK 0xB1
+#define OUTBOX_BATCH_SIZE (1 + 8 + 4 + QMGR_BODY_REF_SIZE)
+#define OUTBOX_LENGTH_BYTES 4
 /* Done prefixes remembered (see struct done_hint): a cache of this many
  * slots (a power of two), a queue ID looked for in DONE_HINT_WAYS of them. */
 #define DONE_HINT_SLOTS 8192
@@ -277,10 +288,16 @@ static bool check_schema(struct qmgr_store *st, struct buf *err)
 			buf_printf(err, "cannot write the schema version: %s", db_strerror(ret));
 			return false;
 		}
-	} else if (version != SCHEMA_VERSION) {
-		buf_printf(err, "the queue in %s has schema version %llu; this qmgr knows version %d", st->dir,
-		           (unsigned long long)version, SCHEMA_VERSION);
+	} else if (version < SCHEMA_VERSION_OLDEST || version > SCHEMA_VERSION) {
+		buf_printf(err, "the queue in %s has schema version %llu; this qmgr knows versions %d to %d", st->dir,
+		           (unsigned long long)version, SCHEMA_VERSION_OLDEST, SCHEMA_VERSION);
 		return false;
+	} else if (version < SCHEMA_VERSION) {
+		int ret = meta_put(st, NULL, META_SCHEMA, SCHEMA_VERSION);
+		if (ret != 0) {
+			buf_printf(err, "cannot write the schema version: %s", db_strerror(ret));
+			return false;
+		}
 	}
 	if (meta_get(st, NULL, META_LAST_QID, &last_qid, &qid_found, err) != 0)
 		return false;
@@ -411,13 +428,13 @@ static bool count_ref(void *ctx, const DBT *key, const struct qmgr_body_ref *ref
 typedef bool (*walk_fn)(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed);
 static bool walk(struct qmgr_store *st, enum qmgr_table t, const struct buf *start, walk_fn fn, void *ctx,
                  struct buf *err);
-static bool outbox_ref(const DBT *val, struct qmgr_body_ref *ref);
+static bool outbox_ref(uint64_t last, const DBT *val, struct qmgr_body_ref *ref);
 
 static bool count_outbox_ref(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
 {
 	struct qmgr_store *st = ctx;
 	struct qmgr_body_ref ref;
-	if (outbox_ref(val, &ref))
+	if (outbox_ref(qmgr_key_seq_value(key->data, key->size), val, &ref))
 		qmgr_bodies_count(st->bodies, ref.segment);
 	return true;
 }
@@ -596,6 +613,10 @@ struct write_ctx {
 	DB_TXN *txn;
 	struct buf key, val;
 	uint64_t outbox_seq; /* the next outbox sequence number */
+	/* the accounting records made so far, each a u32 length and the
+	 * record: one outbox entry once the transaction ends */
+	struct buf outbox_batch;
+	uint32_t outbox_count;
 	int64_t now;
 	/* segments gaining or losing a reference, counted once committed */
 	uint64_t *seg_added, *seg_removed;
@@ -611,6 +632,7 @@ static void write_ctx_free(struct write_ctx *w)
 {
 	buf_free(&w->key);
 	buf_free(&w->val);
+	buf_free(&w->outbox_batch);
 	free(w->seg_added);
 	free(w->seg_removed);
 	free(w->hints);
@@ -681,10 +703,14 @@ static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
 	return QMGR_STORE_OK;
 }
 
+static int put_outbox_batch(struct write_ctx *w);
+
 /* Commits (not flushed) or, after a failed write, aborts. */
 static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *err)
 {
 	w->st->txn_open = false;
+	if (ret == 0 && w->outbox_count > 0)
+		ret = put_outbox_batch(w);
 	/* what the transaction appended to a segment reaches the file
 	 * before the commit's log records do */
 	if (ret == 0 && w->st->bodies && !qmgr_bodies_write_pending(w->st->bodies, err))
@@ -715,10 +741,8 @@ static bool record_wanted(const struct qmgr_store *st, const char *type)
 	return !acct_type_parse(type, &t) || (st->records_wanted & (1u << t)) != 0;
 }
 
-/* An accounting record goes into the active body segment, like a body,
- * and outbox.db keeps its reference under the sequence number: the log
- * carries 33 bytes for it instead of the whole record, twice (added, then
- * deleted with its undo data).  A type no accounting file holds is not
+/* An accounting record gets its sequence number now and joins the
+ * transaction's other records; a type no accounting file holds is not
  * made at all. */
 static int append_outbox(struct write_ctx *w, const char *type, const char *qid, size_t index,
                          const struct ipc_msg *envelope, const struct qmgr_rcpt *r, const struct ipc_msg *detail)
@@ -726,32 +750,83 @@ static int append_outbox(struct write_ctx *w, const char *type, const char *qid,
 	if (!record_wanted(w->st, type))
 		return 0;
 	qmgr_record_outbox(&w->val, type, qid, index, w->now, envelope, r, detail);
+	unsigned char length[OUTBOX_LENGTH_BYTES];
+	qmgr_be_put(length, w->val.len, OUTBOX_LENGTH_BYTES);
+	buf_append(&w->outbox_batch, length, sizeof(length));
+	buf_append(&w->outbox_batch, w->val.data, w->val.len);
+	w->outbox_count++;
+	w->outbox_seq++;
+	return 0;
+}
+
+/* The transaction's records go into the active body segment together,
+ * like a body, and outbox.db keeps one reference to them under the last
+ * one's sequence number: one entry to add, read and delete for all of
+ * them, and the log carries 45 bytes for them instead of the records,
+ * twice (added, then deleted with its undo data). */
+static int put_outbox_batch(struct write_ctx *w)
+{
 	struct qmgr_body_ref ref;
 	struct buf err = BUF_INIT;
-	bool appended = qmgr_bodies_append(w->st->bodies, w->val.data, w->val.len, time(NULL), &ref, &err);
+	bool appended =
+	    qmgr_bodies_append(w->st->bodies, w->outbox_batch.data, w->outbox_batch.len, time(NULL), &ref, &err);
 	int saved = errno;
+	uint64_t last = w->outbox_seq - 1, first = w->outbox_seq - w->outbox_count;
 	if (!appended)
-		log_error("outbox record %" PRIu64 ": %s", w->outbox_seq, buf_cstr(&err));
+		log_error("outbox records %" PRIu64 "-%" PRIu64 ": %s", first, last, buf_cstr(&err));
 	buf_free(&err);
 	if (!appended)
 		return saved ? saved : EIO;
-	unsigned char v[OUTBOX_REF_SIZE] = {OUTBOX_REF_MARK};
-	qmgr_body_ref_encode(&ref, v + 1);
-	qmgr_key_seq(&w->key, w->outbox_seq++);
+	unsigned char v[OUTBOX_BATCH_SIZE] = {OUTBOX_BATCH_MARK};
+	qmgr_be_put(v + 1, first, 8);
+	qmgr_be_put(v + 9, w->outbox_count, 4);
+	qmgr_body_ref_encode(&ref, v + 13);
+	qmgr_key_seq(&w->key, last);
 	int ret = put_buf(w->st, w->txn, QMGR_TABLE_OUTBOX, &w->key, v, sizeof(v));
 	if (ret == 0)
 		note_segment(&w->seg_added, &w->nadded, ref.segment);
 	return ret;
 }
 
-/* outbox.db's value: a reference to the record in a segment, or (queues
- * from before segments held records) the record itself, which starts
- * with an attribute's type letter. */
-static bool outbox_ref(const DBT *val, struct qmgr_body_ref *ref)
+/* What an outbox.db entry under the sequence number last holds: the
+ * records first .. last of a transaction (count in the segment, from
+ * last - count + 1), one record in a segment, or (queues from before
+ * segments held records) the record itself, which starts with an
+ * attribute's type letter.  False for the last: no reference. */
+struct outbox_entry {
+	struct qmgr_body_ref ref;
+	bool batch;
+	uint64_t first;
+	uint32_t count;
+};
+
+static bool outbox_entry(uint64_t last, const DBT *val, struct outbox_entry *e)
 {
 	const unsigned char *v = val->data;
-	return val->size == OUTBOX_REF_SIZE && v[0] == OUTBOX_REF_MARK &&
-	       qmgr_body_ref_decode(v + 1, val->size - 1, ref);
+	*e = (struct outbox_entry){.first = last, .count = 1};
+	if (val->size == OUTBOX_REF_SIZE && v[0] == OUTBOX_REF_MARK)
+		return qmgr_body_ref_decode(v + 1, val->size - 1, &e->ref);
+	if (val->size != OUTBOX_BATCH_SIZE || v[0] != OUTBOX_BATCH_MARK)
+		return false;
+	e->batch = true;
+	e->first = qmgr_be_get(v + 1, 8);
+	e->count = (uint32_t)qmgr_be_get(v + 9, 4);
+	return qmgr_body_ref_decode(v + 13, QMGR_BODY_REF_SIZE, &e->ref);
+}
+
+/* A batch's numbers fit its key: first within the count's range. */
+static bool outbox_entry_sane(uint64_t last, const struct outbox_entry *e)
+{
+	return e->count >= 1 && e->count <= last && e->first > last - e->count && e->first <= last;
+}
+
+static bool outbox_ref(uint64_t last, const DBT *val, struct qmgr_body_ref *ref)
+{
+	struct outbox_entry e;
+	if (!outbox_entry(last, val, &e))
+		return false;
+	*ref = e.ref;
+	return true;
 }
 
 /* Creates the queue's row on its first recipient. */
@@ -1194,42 +1269,89 @@ bool qmgr_store_walk_messages(struct qmgr_store *st, qmgr_message_fn fn, void *c
 
 struct outbox_walk {
 	struct qmgr_store *st;
+	uint64_t from; /* records before this one are passed over */
 	qmgr_outbox_fn fn;
 	void *ctx;
-	struct buf record; /* read from its segment */
+	struct buf records; /* read from their segment */
+	bool more;          /* fn wants the next record */
 };
 
-/* The record a value holds or refers to. */
-static bool outbox_record(struct outbox_walk *o, const DBT *key, const DBT *val, struct ipc_msg *rec, struct buf *why)
+/* Hands fn one stored record, decoded. */
+static bool outbox_one(struct outbox_walk *o, uint64_t seq, const void *data, size_t len, struct buf *why)
 {
-	struct qmgr_body_ref ref;
-	if (!outbox_ref(val, &ref))
-		return qmgr_record_outbox_decode(val->data, val->size, rec, why);
-	/* an error names the record's key (corrupt()) */
-	buf_reset(&o->record);
-	return qmgr_bodies_read(o->st->bodies, "outbox record", &ref, &o->record, why) &&
-	       qmgr_record_outbox_decode(o->record.data, o->record.len, rec, why);
+	struct ipc_msg rec;
+	if (!qmgr_record_outbox_decode(data, len, &rec, why))
+		return false;
+	o->more = o->fn(o->ctx, seq, &rec);
+	ipc_msg_free(&rec);
+	return true;
+}
+
+/* Hands fn a batch's records from o->from on, each a u32 length and the
+ * record. */
+static bool outbox_batch(struct outbox_walk *o, uint64_t last, const struct outbox_entry *e, struct buf *why)
+{
+	const unsigned char *p = (const unsigned char *)o->records.data;
+	size_t at = 0, len = o->records.len;
+	uint64_t seq = last - e->count + 1;
+	for (; seq <= last && o->more; seq++) {
+		if (len - at < OUTBOX_LENGTH_BYTES) {
+			buf_printf(why, "record %" PRIu64 " is missing from its batch", seq);
+			return false;
+		}
+		size_t n = (size_t)qmgr_be_get(p + at, OUTBOX_LENGTH_BYTES);
+		at += OUTBOX_LENGTH_BYTES;
+		if (n > len - at) {
+			buf_printf(why, "record %" PRIu64 " is cut short in its batch", seq);
+			return false;
+		}
+		if (seq >= e->first && seq >= o->from && !outbox_one(o, seq, p + at, n, why))
+			return false;
+		at += n;
+	}
+	if (o->more && at != len) {
+		buf_puts(why, "the batch holds more than its count of records");
+		return false;
+	}
+	return true;
+}
+
+/* Hands fn the records an entry holds or refers to. */
+static bool outbox_records(struct outbox_walk *o, uint64_t last, const DBT *val, struct buf *why)
+{
+	struct outbox_entry e;
+	if (!outbox_entry(last, val, &e))
+		return outbox_one(o, last, val->data, val->size, why);
+	if (e.batch && !outbox_entry_sane(last, &e)) {
+		buf_printf(why, "a batch of %" PRIu32 " records from %" PRIu64 " does not end at %" PRIu64, e.count,
+		           e.first, last);
+		return false;
+	}
+	/* an error names the entry's key (corrupt()) */
+	buf_reset(&o->records);
+	if (!qmgr_bodies_read(o->st->bodies, "outbox record", &e.ref, &o->records, why))
+		return false;
+	if (!e.batch)
+		return outbox_one(o, last, o->records.data, o->records.len, why);
+	return outbox_batch(o, last, &e, why);
 }
 
 static bool outbox_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
 {
 	struct outbox_walk *o = ctx;
-	struct ipc_msg rec;
 	struct buf why = BUF_INIT;
 	bool ok = key->size == 8;
 	if (!ok)
 		buf_puts(&why, "the key is not a sequence number");
 	else
-		ok = outbox_record(o, key, val, &rec, &why);
+		ok = outbox_records(o, qmgr_key_seq_value(key->data, key->size), val, &why);
 	if (!ok) {
 		corrupt(err, QMGR_TABLE_OUTBOX, key, &why);
 		buf_free(&why);
 		*failed = true;
 		return false;
 	}
-	bool more = o->fn(o->ctx, qmgr_key_seq_value(key->data, key->size), &rec);
-	ipc_msg_free(&rec);
-	return more;
+	return o->more;
 }
 
 bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx, struct buf *err)
@@ -1237,24 +1359,29 @@ bool qmgr_store_walk_outbox(struct qmgr_store *st, qmgr_outbox_fn fn, void *ctx,
 	return qmgr_store_walk_outbox_from(st, 0, fn, ctx, err);
 }
 
+/* The entry that holds seq is the first whose key (its last record) is
+ * not below seq. */
 bool qmgr_store_walk_outbox_from(struct qmgr_store *st, uint64_t seq, qmgr_outbox_fn fn, void *ctx, struct buf *err)
 {
-	struct outbox_walk o = {.st = st, .fn = fn, .ctx = ctx, .record = BUF_INIT};
+	struct outbox_walk o = {.st = st, .from = seq, .fn = fn, .ctx = ctx, .records = BUF_INIT, .more = true};
 	struct buf start = BUF_INIT;
 	qmgr_key_seq(&start, seq);
 	bool ok = walk(st, QMGR_TABLE_OUTBOX, &start, outbox_step, &o, err);
 	buf_free(&start);
-	buf_free(&o.record);
+	buf_free(&o.records);
 	return ok;
 }
 
+/* The entry is enough: the records are not read. */
 static bool first_seq(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
 {
-	*(uint64_t *)ctx = qmgr_key_seq_value(key->data, key->size);
+	struct outbox_entry e;
+	uint64_t last = qmgr_key_seq_value(key->data, key->size);
+	outbox_entry(last, val, &e);
+	*(uint64_t *)ctx = e.batch && !outbox_entry_sane(last, &e) ? last : e.first;
 	return false;
 }
 
-/* The key is enough: the record is not read. */
 bool qmgr_store_outbox_first(struct qmgr_store *st, uint64_t *first, bool *found, struct buf *err)
 {
 	*first = 0;
@@ -1827,6 +1954,19 @@ bool qmgr_store_walk_queue(struct qmgr_store *st, const char *queue, qmgr_due_fn
 	return qmgr_store_walk_due(st, queue, INT64_MAX, fn, ctx, err);
 }
 
+/* A batch that seq confirms in part keeps the records after it. */
+static int confirm_part(DBC *cur, const DBT *val, uint64_t last, uint64_t seq)
+{
+	struct outbox_entry e;
+	if (!outbox_entry(last, val, &e) || !e.batch || !outbox_entry_sane(last, &e) || e.first > seq)
+		return 0;
+	unsigned char v[OUTBOX_BATCH_SIZE];
+	memcpy(v, val->data, sizeof(v));
+	qmgr_be_put(v + 1, seq + 1, 8);
+	DBT nval = {.data = v, .size = sizeof(v)};
+	return cur->put(cur, NULL, &nval, DB_CURRENT);
+}
+
 /* Deletes the records up to seq; the segments they were in lose a
  * reference once this commits. */
 static int confirm_in(struct write_ctx *w, uint64_t seq)
@@ -1837,12 +1977,17 @@ static int confirm_in(struct write_ctx *w, uint64_t seq)
 		return ret;
 	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC};
 	struct qmgr_body_ref ref;
-	while ((ret = cur->get(cur, &key, &val, DB_FIRST)) == 0 && qmgr_key_seq_value(key.data, key.size) <= seq) {
+	uint64_t last = 0;
+	while ((ret = cur->get(cur, &key, &val, DB_FIRST)) == 0 &&
+	       (last = qmgr_key_seq_value(key.data, key.size)) <= seq) {
 		if ((ret = cur->del(cur, 0)) != 0)
 			break;
-		if (outbox_ref(&val, &ref))
+		if (outbox_ref(last, &val, &ref))
 			note_segment(&w->seg_removed, &w->nremoved, ref.segment);
 	}
+	/* stopped at an entry after seq: the outbox is not empty */
+	if (ret == 0)
+		ret = confirm_part(cur, &val, last, seq);
 	cur->close(cur);
 	free(key.data);
 	free(val.data);
@@ -1879,6 +2024,22 @@ bool qmgr_store_put_raw(struct qmgr_store *st, enum qmgr_table table, const void
 	if (ret != 0)
 		db_fail(st, ret, err, "raw write failed");
 	return ret == 0;
+}
+
+bool qmgr_store_get_raw(struct qmgr_store *st, enum qmgr_table table, const void *key, size_t klen, struct buf *val,
+                        struct buf *err)
+{
+	DBT k = {.data = (void *)key, .size = (u_int32_t)klen};
+	DBT v = {.flags = DB_DBT_MALLOC};
+	int ret = st->db[table]->get(st->db[table], NULL, &k, &v, 0);
+	if (ret != 0) {
+		buf_printf(err, "raw read failed: %s", db_strerror(ret));
+		return false;
+	}
+	buf_reset(val);
+	buf_append(val, v.data, v.size);
+	free(v.data);
+	return true;
 }
 
 /* ---- the sweep: bodies out of old segments ------------------------------------ */

@@ -574,6 +574,143 @@ static bool count_message(void *ctx, const char *qid, const struct ipc_msg *msg)
 }
 
 /* A new queue's tables have 16 KB pages. */
+struct outbox_from {
+	struct outbox_list list;
+	uint64_t stop_after; /* 0: read on to the end */
+};
+
+static bool collect_outbox_until(void *ctx, uint64_t seq, const struct ipc_msg *rec)
+{
+	struct outbox_from *o = ctx;
+	collect_outbox(&o->list, seq, rec);
+	return o->stop_after == 0 || seq < o->stop_after;
+}
+
+static void read_outbox_from(struct qmgr_store *st, uint64_t seq, uint64_t stop_after, struct outbox_list *out)
+{
+	struct buf err = BUF_INIT;
+	struct outbox_from o = {.stop_after = stop_after};
+	assert_true(qmgr_store_walk_outbox_from(st, seq, collect_outbox_until, &o, &err));
+	*out = o.list;
+	buf_free(&err);
+}
+
+static uint64_t outbox_first(struct qmgr_store *st)
+{
+	uint64_t first;
+	bool found;
+	struct buf err = BUF_INIT;
+	assert_true(qmgr_store_outbox_first(st, &first, &found, &err));
+	buf_free(&err);
+	return found ? first : 0;
+}
+
+/* A transaction's records share one outbox entry: a walk may start or
+ * stop inside it, and a confirmation that ends inside it keeps the
+ * records after its end, across a reopen too. */
+static void test_outbox_batch_read_and_confirmed_in_part(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	add(f->st, 5, 10, qid); /* records 1-5, one entry */
+	add(f->st, 2, 10, qid); /* records 6-7 */
+
+	struct outbox_list o;
+	read_outbox_from(f->st, 3, 0, &o);
+	assert_int_equal(o.n, 5);
+	assert_int_equal(o.seq[0], 3);
+	assert_int_equal(o.seq[4], 7);
+	read_outbox_from(f->st, 2, 4, &o); /* the walk stops after 4 */
+	assert_int_equal(o.n, 3);
+	assert_int_equal(o.seq[2], 4);
+
+	assert_int_equal(qmgr_store_outbox_confirm(f->st, 2, &err), QMGR_STORE_OK);
+	assert_int_equal(outbox_first(f->st), 3);
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 5);
+	assert_int_equal(o.seq[0], 3);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	assert_int_equal(outbox_first(f->st), 3);
+	uint64_t next;
+	assert_true(qmgr_store_outbox_next(f->st, &next, &err));
+	assert_int_equal(next, 8);
+
+	/* the first entry goes whole, the second in part */
+	assert_int_equal(qmgr_store_outbox_confirm(f->st, 6, &err), QMGR_STORE_OK);
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 1);
+	assert_int_equal(o.seq[0], 7);
+	assert_int_equal(qmgr_store_outbox_confirm(f->st, 7, &err), QMGR_STORE_OK);
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 0);
+	assert_int_equal(outbox_first(f->st), 0);
+	buf_free(&err);
+}
+
+/* An entry whose numbers do not fit its key, or whose records do not
+ * fit its count, is an error that names outbox.db and the key. */
+static void test_outbox_batch_damaged(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT, key = BUF_INIT;
+	add(f->st, 3, 10, qid); /* records 1-3 under key 3 */
+	struct buf stored = BUF_INIT;
+	qmgr_key_seq(&key, 3);
+	assert_true(qmgr_store_get_raw(f->st, QMGR_TABLE_OUTBOX, key.data, key.len, &stored, &err));
+	assert_int_equal(stored.len, 45);
+	unsigned char *entry = (unsigned char *)stored.data;
+
+	/* a count larger than the records held */
+	qmgr_be_put(entry + 9, 4, 4);
+	qmgr_key_seq(&key, 4);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_OUTBOX, key.data, key.len, entry, stored.len, &err));
+	struct outbox_list o;
+	memset(&o, 0, sizeof(o));
+	assert_false(qmgr_store_walk_outbox_from(f->st, 4, collect_outbox, &o, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "corrupt record in outbox.db"));
+	assert_true(testutil_contains(buf_cstr(&err), "is missing from its batch"));
+
+	/* a first record past the entry's last */
+	buf_reset(&err);
+	qmgr_be_put(entry + 1, 9, 8);
+	qmgr_be_put(entry + 9, 3, 4);
+	qmgr_key_seq(&key, 5);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_OUTBOX, key.data, key.len, entry, stored.len, &err));
+	assert_false(qmgr_store_walk_outbox_from(f->st, 5, collect_outbox, &o, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "does not end at 5"));
+	buf_free(&stored);
+	buf_free(&key);
+	buf_free(&err);
+}
+
+/* A queue of schema 1 opens and is marked 2; a newer one is refused. */
+static void test_schema_upgrade(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	unsigned char version[8];
+	qmgr_be_put(version, 1, 8);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "schema", 6, version, 8, &err));
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	struct buf stored = BUF_INIT;
+	assert_true(qmgr_store_get_raw(f->st, QMGR_TABLE_META, "schema", 6, &stored, &err));
+	assert_int_equal(stored.len, 8);
+	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 2);
+	buf_free(&stored);
+
+	qmgr_be_put(version, 3, 8);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "schema", 6, version, 8, &err));
+	qmgr_store_close(f->st);
+	f->st = qmgr_store_open(f->dir, QMGR_OPEN_RECOVER, &err);
+	assert_null(f->st);
+	assert_true(testutil_contains(buf_cstr(&err), "has schema version 3; this qmgr knows versions 1 to 2"));
+	buf_free(&err);
+}
+
 static void test_new_tables_page_size(void **state)
 {
 	struct fixture *f = *state;
@@ -1405,6 +1542,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_in_flight_and_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reschedule_and_queue_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_batch_read_and_confirmed_in_part, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_batch_damaged, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_schema_upgrade, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_logged_segment_write_restored_after_crash, setup, teardown),
