@@ -711,6 +711,31 @@ static void test_schema_upgrade(void **state)
 	buf_free(&err);
 }
 
+/* A queue's row is made by its first message and kept as it is after:
+ * later messages, in the same store or after a reopen, leave the state
+ * written since alone. */
+static void test_queue_row_made_once(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	const char *queue = "dom0.example/{default}";
+	add(f->st, 1, 10, qid);
+	struct qmgr_queue_state q = {.paused = true};
+	assert_int_equal(qmgr_store_put_queue(f->st, queue, &q, NULL, NULL, NOW, &err), QMGR_STORE_OK);
+	add(f->st, 1, 10, qid);
+	struct qmgr_queue_state back;
+	bool found;
+	assert_true(qmgr_store_get_queue(f->st, queue, &back, &found, &err));
+	assert_true(found && back.paused);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	add(f->st, 1, 10, qid);
+	assert_true(qmgr_store_get_queue(f->st, queue, &back, &found, &err));
+	assert_true(found && back.paused);
+	buf_free(&err);
+}
+
 static void test_new_tables_page_size(void **state)
 {
 	struct fixture *f = *state;
@@ -1545,6 +1570,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_batch_read_and_confirmed_in_part, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_batch_damaged, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_schema_upgrade, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_row_made_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_logged_segment_write_restored_after_crash, setup, teardown),
