@@ -791,8 +791,9 @@ static int put_outbox_batch(struct write_ctx *w)
 /* What an outbox.db entry under the sequence number last holds: the
  * records first .. last of a transaction (count in the segment, from
  * last - count + 1), one record in a segment, or (queues from before
- * segments held records) the record itself, which starts with an
- * attribute's type letter.  False for the last: no reference. */
+ * segments held records, and "tq" records) the record itself, which
+ * starts with an attribute's type letter.  False for the record itself:
+ * there is no reference. */
 struct outbox_entry {
 	struct qmgr_body_ref ref;
 	bool batch;
