@@ -1,7 +1,8 @@
 /* tern-load: the benchmark's SMTP load generator.  Drives one server with
  * many concurrent sessions (each reusing its connection for many messages,
  * optionally after STARTTLS), pipelines the envelope, and measures the
- * "." -> 250 latency of every message; or holds many idle connections open. */
+ * "." -> 250 latency of every message (and the envelope's round trip, from
+ * MAIL to the 354); or holds many idle connections open. */
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -48,6 +49,13 @@ struct session {
 	bool failed;          /* a reply in this phase was not a success */
 	unsigned sent;        /* messages on this connection */
 	double t_dot;         /* when the body's last byte left */
+	double t_envelope;    /* when the envelope was queued for sending */
+};
+
+/* Latencies in seconds, one per message. */
+struct series {
+	double *values;
+	size_t n;
 };
 
 static struct opts opt = {
@@ -58,7 +66,7 @@ static char *body;
 static size_t body_len;
 static unsigned long claimed, accepted, rejected, rcpt_seq;
 static unsigned open_sessions, connecting, idle_ready, failures;
-static double *latencies;
+static struct series dot_latency, envelope_latency;
 static double t_start, t_last;
 
 static double now(void)
@@ -129,6 +137,7 @@ static void send_envelope(struct session *s)
 	}
 	evbuffer_add(out, "DATA\r\n", 6);
 	expect(s, P_ENVELOPE, opt.rcpts + 2);
+	s->t_envelope = now();
 }
 
 /* The next message on this connection, or QUIT when there is none. */
@@ -162,7 +171,8 @@ static void record_accept(struct session *s)
 {
 	double t = now();
 	if (!s->failed) {
-		latencies[accepted++] = t - s->t_dot;
+		dot_latency.values[dot_latency.n++] = t - s->t_dot;
+		accepted++;
 		t_last = t;
 	} else {
 		rejected++;
@@ -216,6 +226,7 @@ static bool phase_done(struct session *s)
 			rejected++;
 			return false;
 		}
+		envelope_latency.values[envelope_latency.n++] = now() - s->t_envelope;
 		expect(s, P_BODY, 1);
 		s->t_dot = 0;
 		evbuffer_add_reference(bufferevent_get_output(s->bev), body, body_len, NULL, NULL);
@@ -316,29 +327,42 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double percentile(double p)
+/* In milliseconds, of a sorted series. */
+static double percentile(const struct series *s, double p)
 {
-	if (accepted == 0)
+	if (s->n == 0)
 		return 0;
-	size_t i = (size_t)(p * (double)(accepted - 1) + 0.5);
-	return latencies[i] * 1000.0;
+	size_t i = (size_t)(p * (double)(s->n - 1) + 0.5);
+	return s->values[i] * 1000.0;
+}
+
+static double mean(const struct series *s)
+{
+	double sum = 0;
+	for (size_t i = 0; i < s->n; i++)
+		sum += s->values[i];
+	return s->n ? sum / (double)s->n * 1000.0 : 0;
 }
 
 static void report(void)
 {
 	double elapsed = t_last > t_start ? t_last - t_start : 0;
-	qsort(latencies, accepted, sizeof(double), cmp_double);
+	qsort(dot_latency.values, dot_latency.n, sizeof(double), cmp_double);
+	qsort(envelope_latency.values, envelope_latency.n, sizeof(double), cmp_double);
 	printf("messages %lu\n", accepted);
 	printf("rejected %lu\n", rejected);
 	printf("failures %u\n", failures);
 	printf("started_mono_s %.6f\n", t_start);
 	printf("elapsed_s %.4f\n", elapsed);
 	printf("rate_msg_s %.1f\n", elapsed > 0 ? (double)accepted / elapsed : 0.0);
-	printf("latency_p50_ms %.3f\n", percentile(0.50));
-	printf("latency_p90_ms %.3f\n", percentile(0.90));
-	printf("latency_p99_ms %.3f\n", percentile(0.99));
-	printf("latency_p999_ms %.3f\n", percentile(0.999));
-	printf("latency_max_ms %.3f\n", percentile(1.0));
+	printf("latency_p50_ms %.3f\n", percentile(&dot_latency, 0.50));
+	printf("latency_p90_ms %.3f\n", percentile(&dot_latency, 0.90));
+	printf("latency_p99_ms %.3f\n", percentile(&dot_latency, 0.99));
+	printf("latency_p999_ms %.3f\n", percentile(&dot_latency, 0.999));
+	printf("latency_max_ms %.3f\n", percentile(&dot_latency, 1.0));
+	printf("latency_mean_ms %.3f\n", mean(&dot_latency));
+	printf("envelope_p50_ms %.3f\n", percentile(&envelope_latency, 0.50));
+	printf("envelope_mean_ms %.3f\n", mean(&envelope_latency));
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -419,7 +443,10 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 	build_body();
-	latencies = calloc(opt.msgs + 1, sizeof(double));
+	dot_latency.values = calloc(opt.msgs + 1, sizeof(double));
+	envelope_latency.values = calloc(opt.msgs + 1, sizeof(double));
+	if (dot_latency.values == NULL || envelope_latency.values == NULL)
+		exit(1);
 	ssl_ctx = SSL_CTX_new(TLS_client_method());
 	SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_NONE, NULL);
 	base = event_base_new();
