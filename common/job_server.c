@@ -166,7 +166,8 @@ bool job_server_listen(struct event_base *base, int fd, const struct job_agent *
 {
 	agent = a;
 	evutil_make_socket_nonblocking(fd);
-	listener = evconnlistener_new(base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	/* backlog 0: the socket listens already, with its own backlog */
+	listener = evconnlistener_new(base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (listener == NULL) {
 		buf_puts(err, "cannot watch the service socket");
 		return false;

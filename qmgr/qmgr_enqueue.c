@@ -49,6 +49,11 @@
 #define PIPELINE_MAX 64
 /* What a turn reads of one connection beyond libevent's 4 KB. */
 #define TURN_READ_MAX (64 * 1024)
+/* Connections smtpd may have made that qmgr has not accepted yet: each
+ * message that does not fit smtpd's pipe makes one, and while qmgr's loop
+ * flushes, a burst of them waits here (the kernel caps it at
+ * net.core.somaxconn).  A full backlog fails smtpd's connect (EAGAIN). */
+#define ENQUEUE_BACKLOG 4096
 
 enum client_state {
 	WANT_ENVELOPE, /* between messages */
@@ -161,7 +166,7 @@ int qmgr_enqueue_listen(const char *spool, uid_t uid, gid_t gid, struct buf *err
 	mode_t old_mask = umask(0077);
 	int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 	umask(old_mask);
-	if (rc < 0 || listen(fd, 1024) < 0 || !own(path, uid, gid, err)) {
+	if (rc < 0 || listen(fd, ENQUEUE_BACKLOG) < 0 || !own(path, uid, gid, err)) {
 		if (err->len == 0)
 			buf_printf(err, "cannot listen on %s: %s", path, strerror(errno));
 		close(fd);
@@ -787,8 +792,10 @@ struct qmgr_enqueue *qmgr_enqueue_start(struct event_base *base, int listen_fd, 
 	eq->write_event = event_new(base, -1, 0, write_replies, eq);
 	if (eq->write_event)
 		event_priority_set(eq->write_event, QMGR_PRIORITY_FIRST);
+	/* backlog 0: the socket listens already (qmgr_enqueue_listen);
+	 * libevent's -1 would listen again, with a backlog of 128 */
 	eq->listener =
-	    evconnlistener_new(base, on_accept, eq, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, listen_fd);
+	    evconnlistener_new(base, on_accept, eq, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, listen_fd);
 	if (eq->listener == NULL || eq->exit_event == NULL || eq->commit_event == NULL || eq->write_event == NULL) {
 		buf_puts(err, "cannot watch the enqueue socket");
 		if (eq->exit_event)

@@ -52,10 +52,15 @@ def decode(payload):
 class Connection:
     """A blocking connection to a tern UNIX socket."""
 
-    def __init__(self, path, timeout=30.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
+    def __init__(self, path, timeout=30.0, sock=None):
+        """Connects to path, or takes over sock, a socket connected already."""
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+        else:
+            sock.settimeout(timeout)
+        self.sock = sock
         self.pending = b""
 
     def send(self, attrs):

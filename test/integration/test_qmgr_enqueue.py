@@ -282,6 +282,38 @@ def test_many_concurrent_clients_get_distinct_ids(qmgr):
         assert listing.messages[qid][1] == size
 
 
+def test_burst_of_connections_while_qmgr_is_busy(qmgr):
+    """smtpd opens a connection for each message its pipe has no room
+    for, and qmgr accepts them between turns of its loop: a burst that
+    arrives while the loop is busy waits in the socket's backlog.  With
+    qmgr stopped, 600 connections are made without one refused (a
+    backlog of 128 refused the 130th with EAGAIN, and smtpd answered that
+    message 451); once qmgr goes on, every one of them queues a message."""
+    import socket
+    n = 600
+    conns = []
+    os.kill(qmgr.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect(str(qmgr.socket))  # BlockingIOError when the backlog is full
+            conns.append(s)
+    finally:
+        os.kill(qmgr.proc.pid, signal.SIGCONT)
+    qids = []
+    for i, s in enumerate(conns):
+        with ternqmgr.EnqueueClient(None, sock=s) as c:
+            reply = c.enqueue(f"s{i}@example.org", [f"r{i}@example.com"], b"burst\r\n")
+        assert reply["status"] == 250, reply
+        qids.append(reply["queue_id"])
+    assert len(set(qids)) == n
+    qmgr.stop()
+    listing = qmgr.listing()
+    listing.check_consistent()
+    assert set(listing.messages) == set(qids)
+
+
 def test_pipelined_messages_are_answered_in_order(qmgr):
     """A client sends 100 messages without waiting for a reply: qmgr
     commits them as they come (many per flush, not one per reply) and
