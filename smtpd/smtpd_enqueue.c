@@ -24,7 +24,12 @@
  * A connection is taken at DATA (or the first BDAT) unless the pipe is
  * up, so that a missing qmgr is a 451 before the client sends the
  * message; the envelope goes out with the first text, once the header
- * section has named the virtual MTA and the job.  qmgr answers 250 with
+ * section has named the virtual MTA and the job.  A qmgr that is there
+ * but busy, whose socket's backlog is full (connect fails with EAGAIN),
+ * is not a failure: the frames wait in memory (up to HELD_MAX) and the
+ * connection is tried again with each chunk, then, once the message is
+ * complete, after a short and growing wait, for as long as an answer
+ * may take (ENQUEUE_REPLY_SECONDS).  qmgr answers 250 with
  * the queue ID only once the message is durable.  A connection that
  * closes before "end" abandons the message: qmgr keeps nothing of it. */
 #include <errno.h>
@@ -33,6 +38,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -62,6 +68,12 @@
 /* The frames of a message the pipe takes, at most: a message with many
  * recipients is a turn's work for qmgr alone, on its own connection. */
 #define PIPE_MESSAGE_MAX (16 * 1024)
+/* Frames held in memory while qmgr's backlog is full, at most. */
+#define HELD_MAX (1024 * 1024)
+/* The waits before connecting again to a busy qmgr: from the first,
+ * doubling up to the last. */
+#define CONNECT_RETRY_FIRST_MS 2
+#define CONNECT_RETRY_LAST_MS 250
 
 struct smtpd_enqueue {
 	struct smtpd_session *session;
@@ -77,6 +89,9 @@ struct smtpd_enqueue {
 	struct buf why;
 	smtpd_enqueue_done_fn done;
 	struct event *later; /* reports a failure outside the caller's stack */
+	struct event *retry; /* connects again to a busy qmgr */
+	int retry_ms;
+	time_t retry_until;
 };
 
 static void enqueue_free(struct smtpd_enqueue *e)
@@ -85,6 +100,8 @@ static void enqueue_free(struct smtpd_enqueue *e)
 		bufferevent_free(e->bev);
 	if (e->later)
 		event_free(e->later);
+	if (e->retry)
+		event_free(e->retry);
 	buf_free(&e->chunk);
 	buf_free(&e->held);
 	buf_free(&e->why);
@@ -485,7 +502,15 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the interface --------------------------------------------------------------------- */
 
-/* The message's own connection: from the pool, or a new one. */
+/* A connect that failed because qmgr has not yet accepted the ones
+ * before it: its socket's backlog is full. */
+static bool qmgr_busy(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+/* The message's own connection: from the pool, or a new one.  On false,
+ * errno is the connect's. */
 static bool attach(struct smtpd_enqueue *e, struct buf *err)
 {
 	struct smtpd_session *s = e->session;
@@ -520,20 +545,24 @@ struct smtpd_enqueue *smtpd_enqueue_open(struct smtpd_session *s, struct buf *er
 	struct smtpd_enqueue *e = mem_zalloc(sizeof(*e));
 	e->session = s;
 	if (pipe_usable(s->srv) == NULL && !attach(e, err)) {
-		free(e);
-		return NULL;
+		if (!qmgr_busy(errno)) {
+			free(e);
+			return NULL;
+		}
+		buf_reset(err); /* there, only busy: attach_late tries again */
 	}
 	return e;
 }
 
 /* A message that outgrew the pipe's: its own connection now, or a 451
- * at its end. */
+ * at its end.  A busy qmgr leaves the frames held, within HELD_MAX. */
 static void attach_late(struct smtpd_enqueue *e)
 {
 	struct buf err = BUF_INIT;
-	if (e->bev == NULL && !e->failed && !attach(e, &err)) {
+	if (e->bev == NULL && !e->failed && !attach(e, &err) && !(qmgr_busy(errno) && e->held.len <= HELD_MAX)) {
 		buf_printf(&e->why, "qmgr: %s", buf_cstr(&err));
 		e->failed = true;
+		buf_free(&e->held);
 	}
 	buf_free(&err);
 }
@@ -565,6 +594,46 @@ size_t smtpd_enqueue_pending(const struct smtpd_enqueue *e)
 	return e->failed || e->bev == NULL ? 0 : evbuffer_get_length(bufferevent_get_output(e->bev));
 }
 
+/* A complete message on its own connection: out, and answered in time. */
+static void send_complete(struct smtpd_enqueue *e)
+{
+	bev_write_now(e->bev);
+	struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
+	bufferevent_set_timeouts(e->bev, &tv, &tv);
+}
+
+static void on_connect_retry(evutil_socket_t fd, short what, void *arg);
+
+static void retry_later(struct smtpd_enqueue *e, int ms, time_t until)
+{
+	if (e->retry == NULL)
+		e->retry = evtimer_new(e->session->srv->base, on_connect_retry, e);
+	if (e->retry == NULL)
+		log_fatal("cannot create a timer");
+	e->retry_ms = ms;
+	e->retry_until = until;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(e->retry, &tv);
+}
+
+/* A complete message that a busy qmgr did not take: the pipe, if it has
+ * room now, or a connection of its own; else a longer wait, or a 451
+ * once an answer would have been overdue. */
+static void on_connect_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_enqueue *e = arg;
+	if (pipe_put(e))
+		return;
+	attach_late(e);
+	if (e->bev)
+		send_complete(e);
+	else if (!e->failed && time(NULL) < e->retry_until)
+		retry_later(e, e->retry_ms * 2 < CONNECT_RETRY_LAST_MS ? e->retry_ms * 2 : CONNECT_RETRY_LAST_MS,
+		            e->retry_until);
+	else
+		fail_now(e, "qmgr: its socket accepts no connection (backlog full)");
+}
+
 void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 {
 	if (!e->envelope_sent)
@@ -578,11 +647,10 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 	if (pipe_put(e))
 		return;
 	attach_late(e); /* the pipe went away meanwhile */
-	if (e->bev) {
-		bev_write_now(e->bev);
-		struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
-		bufferevent_set_timeouts(e->bev, &tv, &tv);
-	}
+	if (e->bev)
+		send_complete(e);
+	else if (!e->failed)
+		retry_later(e, CONNECT_RETRY_FIRST_MS, time(NULL) + ENQUEUE_REPLY_SECONDS);
 	if (e->failed) {
 		/* the caller expects the answer later, never from inside this call */
 		e->later = evtimer_new(e->session->srv->base, on_later, e);

@@ -7,6 +7,7 @@ dropped, the others go on), many concurrent clients, kill -9 at random
 moments (every acknowledged message survives exactly once, the outbox
 numbering stays gap-free), a full disk (temporary refusal, nothing lost,
 service back when space returns) and a throughput figure."""
+import contextlib
 import os
 import pathlib
 import random
@@ -547,3 +548,104 @@ def test_smtp_message_reaches_the_queue_through_smtpd(tern):
     assert (sender, count) == ("alice@example.org", 2)
     assert [r[2] for r in listing.rcpts[qid]] == ["bob@example.com", "carol@example.net"]
     wait_for_log(tern, f"{qid}: queued")
+
+
+def fill_backlog(path, limit=20000):
+    """Connects to a listening socket whose owner does not accept until
+    the kernel refuses (EAGAIN): the connections that fill its backlog."""
+    import resource
+    import socket
+    need = limit + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(need, hard) if hard != resource.RLIM_INFINITY
+                                                        else need), hard))
+    conns = []
+    try:
+        while len(conns) < limit:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(path))
+            except BlockingIOError:
+                s.close()
+                return conns
+            conns.append(s)
+    except BaseException:
+        for s in conns:
+            s.close()
+        raise
+    for s in conns:
+        s.close()
+    raise AssertionError(f"{limit} connections to {path} and its backlog is not full")
+
+
+@contextlib.contextmanager
+def busy_qmgr(tern):
+    """tern's qmgr stopped (its loop busy, as in a long flush) with its
+    socket's backlog full: smtpd's connects fail with EAGAIN meanwhile."""
+    [pid] = [p for p in tern.worker_pids() if pathlib.Path(f"/proc/{p}/comm").read_text().strip() == "qmgr"]
+    os.kill(pid, signal.SIGSTOP)
+    conns = []
+    try:
+        conns = fill_backlog(tern.spool / "private" / "qmgr")
+        yield
+    finally:
+        for s in conns:
+            s.close()
+        os.kill(pid, signal.SIGCONT)
+
+
+def start_relay_holding_the_queue(tern):
+    tern.write_config(extra="<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
+                      "<domain *>\n    max-smtp-out 0\n</domain>\n")
+    tern.start()
+    wait_for(lambda: (tern.spool / "private" / "qmgr").exists(), 20, what="qmgr's socket")
+
+
+def send_in_thread(tern, body, result):
+    import smtplib
+
+    def send():
+        try:
+            with smtplib.SMTP("127.0.0.1", tern.port, timeout=60) as s:
+                result["refused"] = s.sendmail("alice@example.org", ["bob@example.com"], body)
+        except Exception as e:  # a 451, among others
+            result["error"] = e
+    t = threading.Thread(target=send)
+    t.start()
+    return t
+
+
+def test_smtpd_waits_for_a_busy_qmgr_instead_of_refusing(tern):
+    """While qmgr's backlog is full a message is not refused with a 451:
+    smtpd keeps its frames and connects again, and the client gets its
+    250 once qmgr goes on."""
+    start_relay_holding_the_queue(tern)
+    result = {}
+    with busy_qmgr(tern):
+        client = send_in_thread(tern, b"Subject: busy qmgr\r\n\r\nhello\r\n", result)
+        time.sleep(1.5)  # smtpd tries again meanwhile
+        assert client.is_alive(), f"the client was answered while qmgr was stopped: {result}"
+    client.join(timeout=60)
+    assert result == {"refused": {}}, result
+    log = wait_for_log(tern, ": queued, from=<alice@example.org>")
+    assert "message not queued" not in log
+
+
+def test_smtpd_holds_at_most_a_megabyte_for_a_busy_qmgr(tern):
+    """A message larger than smtpd holds in memory for a busy qmgr
+    (HELD_MAX, 1 MB) gets a 451 at its end; nothing of it is queued, and
+    the next message goes through once qmgr is back."""
+    import smtplib
+    start_relay_holding_the_queue(tern)
+    result = {}
+    line = b"x" * 998 + b"\r\n"
+    with busy_qmgr(tern):
+        client = send_in_thread(tern, b"Subject: big\r\n\r\n" + line * 2100, result)
+        client.join(timeout=60)
+    assert isinstance(result.get("error"), smtplib.SMTPDataError) and result["error"].smtp_code == 451, result
+    with smtplib.SMTP("127.0.0.1", tern.port, timeout=60) as s:
+        assert s.sendmail("carol@example.org", ["dave@example.com"], b"Subject: after\r\n\r\nhi\r\n") == {}
+    log = wait_for_log(tern, ": queued, from=<carol@example.org>", "message not queued")
+    assert ": queued, from=<alice@example.org>" not in log
