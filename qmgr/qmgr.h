@@ -704,7 +704,9 @@ void qmgr_sched_results_begin(struct qmgr_sched *s);
 void qmgr_sched_results_end(struct qmgr_sched *s);
 void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg *m);
 struct qmgr_smtp;
-void qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent);
+/* The agent's connection is gone: its jobs end as lost (their recipients
+ * are tried again); returns how many there were. */
+size_t qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent);
 /* A result smtp replays (on the enqueue socket) for a job it ran before
  * qmgr restarted or lost the connection. */
 void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m);

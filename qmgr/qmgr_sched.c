@@ -847,13 +847,17 @@ void qmgr_sched_done(struct qmgr_sched *s, int64_t job_id, const struct ipc_msg 
 	qmgr_sched_kick(s);
 }
 
-void qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent)
+size_t qmgr_sched_lost(struct qmgr_sched *s, const struct qmgr_smtp *agent)
 {
+	size_t ended = 0;
 	for (struct job *j = s->jobs, *next; j; j = next) {
 		next = j->next;
-		if (j->agent == agent)
+		if (j->agent == agent) {
 			qmgr_sched_done(s, j->id, NULL);
+			ended++;
+		}
 	}
+	return ended;
 }
 
 /* ---- building jobs --------------------------------------------------------- */

@@ -74,15 +74,20 @@ bool qmgr_smtp_decode_result(const void *payload, size_t len, struct ipc_msg *m,
 
 /* ---- the connection ------------------------------------------------------------ */
 
-static void disconnect(struct qmgr_smtp *c, const char *why)
+/* The agent's jobs end with it; an agent that closes a connection with
+ * nothing on it (it is stopping) is no cause for a warning. */
+static void disconnect(struct qmgr_smtp *c, const char *why, bool clean)
 {
 	if (c->bev == NULL)
 		return;
-	log_warning("%s connection lost: %s; jobs in flight are retried", c->name, why);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	c->next_connect = time(NULL) + RECONNECT_SECS;
-	qmgr_sched_lost(c->sched, c);
+	size_t jobs = qmgr_sched_lost(c->sched, c);
+	if (jobs > 0 || !clean)
+		log_warning("%s connection lost: %s; %zu job%s in flight retried", c->name, why, jobs, jobs == 1 ? "" : "s");
+	else
+		log_info("%s closed its connection, no job in flight", c->name);
 }
 
 /* The job's results and its end are applied (committed): smtp may drop
@@ -134,7 +139,7 @@ static void handle_frame(struct qmgr_smtp *c)
 		ok = false;
 	}
 	if (!ok)
-		disconnect(c, buf_cstr(&err));
+		disconnect(c, buf_cstr(&err), false);
 	buf_free(&verb);
 	buf_free(&err);
 }
@@ -150,7 +155,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 		enum ipc_frame_status status =
 		    ipc_frame_take_evbuffer(bufferevent_get_input(c->bev), 0, &c->payload, &err);
 		if (status == IPC_FRAME_ERROR)
-			disconnect(c, buf_cstr(&err));
+			disconnect(c, buf_cstr(&err), false);
 		buf_free(&err);
 		if (status != IPC_FRAME_COMPLETE)
 			break;
@@ -162,9 +167,10 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct qmgr_smtp *c = arg;
-	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-		disconnect(c, (what & BEV_EVENT_EOF) ? "the agent closed the connection"
-		                                     : strerror(EVUTIL_SOCKET_ERROR()));
+	if (what & BEV_EVENT_ERROR)
+		disconnect(c, strerror(EVUTIL_SOCKET_ERROR()), false);
+	else if (what & BEV_EVENT_EOF)
+		disconnect(c, "the agent closed the connection", true);
 }
 
 static bool connect_smtp(struct qmgr_smtp *c)

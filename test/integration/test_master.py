@@ -1,6 +1,7 @@
 """master and the control channel, with the real daemons: supervision,
 privilege separation, crash throttle, reload, stop, and who may do what."""
 import os
+import re
 import pwd
 import grp
 import signal
@@ -222,6 +223,7 @@ def test_stop_leaves_nothing_behind(tern):
     assert not (tern.spool / "public" / "control").exists()
     assert not (tern.spool / "master.pid").exists()
     assert smtp_greeting(tern.port, timeout=1) is None
+    assert not re.findall(r"^.*: (?:warning|error|fatal): .*$", tern.log_text(), re.M)
     tern.start()  # nothing in the way of the next start
     assert smtp_greeting(tern.port).startswith("220 ")
 

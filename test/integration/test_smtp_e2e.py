@@ -5,6 +5,7 @@ it, and bounces after bounce-after with a DSN to the sender; max-smtp-out
 bounds the connections to a destination."""
 import email
 import email.policy
+import re
 import smtplib
 
 from conftest import wait_for
@@ -97,4 +98,25 @@ def test_bdat_window_into_our_own_smtpd(tern, tmp_path):
         assert bodies == [f"body {i}\r\n" for i in (0, 1, 3, 4)]
     finally:
         assert agent.stop() in (0, None)
+        sink.stop()
+
+
+def test_clean_stop_after_deliveries_logs_no_warning(tern):
+    """master stops smtp before qmgr: qmgr sees smtp's connection close.
+    With no job in flight that is an info line, not a warning that jobs
+    are retried; the whole stop logs no warning at all."""
+    sink = Sink(tern.base)
+    try:
+        tern.write_config("<source 127.0.0.1>\n    always-allow-relaying yes\n</source>\n"
+                          f"<domain *>\n    smtp-hosts [127.0.0.1]:{sink.port}\n</domain>\n")
+        tern.start()
+        mail(tern, "alice@tern.test", ["bob@far.example"])
+        wait_for(lambda: sink.delivered() == ["bob@far.example"], 30, what="the delivery")
+        r = tern.ctl("stop", timeout=90)
+        assert r.rc == 0, r.err
+        assert tern.master.wait(timeout=60) == 0
+        log = tern.log_text()
+        assert "qmgr[" in log and "smtp closed its connection, no job in flight" in log
+        assert not re.findall(r"^.*: (?:warning|error|fatal): .*$", log, re.M)
+    finally:
         sink.stop()
