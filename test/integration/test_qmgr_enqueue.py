@@ -557,9 +557,9 @@ def fill_backlog(path, limit=20000):
     import socket
     need = limit + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(need, hard) if hard != resource.RLIM_INFINITY
-                                                        else need), hard))
+    allowed = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft < allowed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
     conns = []
     try:
         while len(conns) < limit:
