@@ -594,12 +594,20 @@ size_t smtpd_enqueue_pending(const struct smtpd_enqueue *e)
 	return e->failed || e->bev == NULL ? 0 : evbuffer_get_length(bufferevent_get_output(e->bev));
 }
 
-/* A complete message on its own connection: out, and answered in time. */
-static void send_complete(struct smtpd_enqueue *e)
+/* A complete message to qmgr: on the pipe, or on a connection of its
+ * own, out and answered in time; false when it went on neither (a busy
+ * qmgr, or a failure). */
+static bool hand_over(struct smtpd_enqueue *e)
 {
+	if (pipe_put(e))
+		return true;
+	attach_late(e); /* the pipe is full, or went away meanwhile */
+	if (e->bev == NULL)
+		return false;
 	bev_write_now(e->bev);
 	struct timeval tv = {ENQUEUE_REPLY_SECONDS, 0};
 	bufferevent_set_timeouts(e->bev, &tv, &tv);
+	return true;
 }
 
 static void on_connect_retry(evutil_socket_t fd, short what, void *arg);
@@ -616,18 +624,14 @@ static void retry_later(struct smtpd_enqueue *e, int ms, time_t until)
 	evtimer_add(e->retry, &tv);
 }
 
-/* A complete message that a busy qmgr did not take: the pipe, if it has
- * room now, or a connection of its own; else a longer wait, or a 451
- * once an answer would have been overdue. */
+/* A complete message that a busy qmgr did not take: handed over now, or
+ * after a longer wait, or a 451 once an answer would have been overdue. */
 static void on_connect_retry(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpd_enqueue *e = arg;
-	if (pipe_put(e))
+	if (hand_over(e))
 		return;
-	attach_late(e);
-	if (e->bev)
-		send_complete(e);
-	else if (!e->failed && time(NULL) < e->retry_until)
+	if (!e->failed && time(NULL) < e->retry_until)
 		retry_later(e, e->retry_ms * 2 < CONNECT_RETRY_LAST_MS ? e->retry_ms * 2 : CONNECT_RETRY_LAST_MS,
 		            e->retry_until);
 	else
@@ -644,19 +648,16 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 	buf_free(&frame);
 	buf_free(&err);
 	e->done = done;
-	if (pipe_put(e))
+	if (hand_over(e))
 		return;
-	attach_late(e); /* the pipe went away meanwhile */
-	if (e->bev)
-		send_complete(e);
-	else if (!e->failed)
+	if (!e->failed) {
 		retry_later(e, CONNECT_RETRY_FIRST_MS, time(NULL) + ENQUEUE_REPLY_SECONDS);
-	if (e->failed) {
-		/* the caller expects the answer later, never from inside this call */
-		e->later = evtimer_new(e->session->srv->base, on_later, e);
-		struct timeval now = {0, 0};
-		evtimer_add(e->later, &now);
+		return;
 	}
+	/* the caller expects the answer later, never from inside this call */
+	e->later = evtimer_new(e->session->srv->base, on_later, e);
+	struct timeval now = {0, 0};
+	evtimer_add(e->later, &now);
 }
 
 void smtpd_enqueue_abort(struct smtpd_enqueue *e)
