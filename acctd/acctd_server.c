@@ -26,6 +26,7 @@
 #include "acctd.h"
 #include "bev_write.h"
 #include "ipc_evbuffer.h"
+#include "listen.h"
 #include "server.h"
 
 #include <errno.h>
@@ -34,7 +35,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -592,24 +592,9 @@ bool acctd_server_bind(struct acctd *a, uid_t uid, gid_t gid, struct buf *err)
 		a->socket_inherited = true;
 		return true;
 	}
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	if (strlen(a->socket_path) >= sizeof(sun.sun_path)) {
-		buf_printf(err, "socket path %s is too long", a->socket_path);
-		return false;
-	}
-	strcpy(sun.sun_path, a->socket_path);
 	/* One acctd per spool (master starts one): what is there is stale. */
-	unlink(a->socket_path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 64) < 0 ||
-	    chmod(a->socket_path, 0600) < 0 || (geteuid() == 0 && chown(a->socket_path, uid, gid) < 0)) {
-		buf_printf(err, "cannot create the socket %s: %s", a->socket_path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	a->listen_fd = fd;
-	return true;
+	a->listen_fd = listen_unix(a->socket_path, 64, 0600, uid, gid, err);
+	return a->listen_fd >= 0;
 }
 
 bool acctd_server_start(struct acctd *a, struct buf *err)

@@ -175,30 +175,41 @@ void listen_close(struct listen_sockets *s)
 	s->count = 0;
 }
 
+int listen_unix(const char *path, int backlog, mode_t mode, uid_t uid, gid_t gid, struct buf *err)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int n = snprintf(sun.sun_path, sizeof sun.sun_path, "%s.new", path);
+	if (n < 0 || (size_t)n >= sizeof sun.sun_path) {
+		buf_printf(err, "socket path %s is too long", path);
+		return -1;
+	}
+	unlink(sun.sun_path);
+	/* until chmod, the socket is its owner's alone */
+	mode_t old_mask = umask(0177);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	bool bound = fd >= 0 && bind(fd, (struct sockaddr *)&sun, sizeof sun) == 0;
+	umask(old_mask);
+	if (bound && listen(fd, backlog) == 0 && chmod(sun.sun_path, mode) == 0 &&
+	    (geteuid() != 0 || chown(sun.sun_path, uid, gid) == 0) && rename(sun.sun_path, path) == 0)
+		return fd;
+	buf_printf(err, "cannot listen on %s: %s", path, strerror(errno));
+	if (bound)
+		unlink(sun.sun_path);
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 int listen_private_socket(const char *spool, const char *name, const char *user, struct buf *err)
 {
 	char *dir = mem_asprintf("%s/private", spool);
 	struct passwd *pw = geteuid() == 0 ? getpwnam(user) : NULL;
 	if (mkdir(dir, 0700) == 0 && pw)
 		(void)!chown(dir, pw->pw_uid, pw->pw_gid);
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	int n = snprintf(sun.sun_path, sizeof sun.sun_path, "%s/%s", dir, name);
+	char *path = mem_asprintf("%s/%s", dir, name);
+	int fd = listen_unix(path, 128, 0600, pw ? pw->pw_uid : (uid_t)-1, pw ? pw->pw_gid : (gid_t)-1, err);
 	free(dir);
-	if (n < 0 || (size_t)n >= sizeof sun.sun_path) {
-		buf_printf(err, "service socket path too long under %s", spool);
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	unlink(sun.sun_path);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || listen(fd, 128) < 0) {
-		buf_printf(err, "cannot listen on %s: %s", sun.sun_path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	chmod(sun.sun_path, 0600);
-	if (pw)
-		(void)!chown(sun.sun_path, pw->pw_uid, pw->pw_gid);
+	free(path);
 	return fd;
 }
 

@@ -1,11 +1,13 @@
-/* listen.h: listening TCP sockets for an IP:PORT or CIDR:PORT endpoint
- * (see listen.c).  The sockets are non-blocking and close-on-exec; whoever
- * hands them to a worker clears close-on-exec on the copies it passes. */
+/* listen.h: listening TCP sockets for an IP:PORT or CIDR:PORT endpoint,
+ * and listening UNIX sockets (see listen.c).  The sockets are non-blocking
+ * and close-on-exec; whoever hands them to a worker clears close-on-exec
+ * on the copies it passes. */
 #ifndef TERN_LISTEN_H
 #define TERN_LISTEN_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "addr.h"
 #include "buf.h"
@@ -32,6 +34,14 @@ void listen_close(struct listen_sockets *s);
  * algorithm would hold the last record of a message until the peer's
  * delayed ACK, 40 ms later. */
 void socket_no_delay(int fd);
+
+/* A UNIX stream socket listening at path with mode, owned by uid:gid when
+ * we run as root ((uid_t)-1 or (gid_t)-1 keeps that part).  It is bound
+ * under a temporary name beside path and renamed into place once it
+ * listens with its final mode and owner, so whoever finds path can connect
+ * to it; a socket left at path by an earlier run is replaced.  The
+ * listening descriptor, or -1 with the reason in err. */
+int listen_unix(const char *path, int backlog, mode_t mode, uid_t uid, gid_t gid, struct buf *err);
 
 /* A delivery agent started by hand (tests, development) makes its own
  * service socket, <spool>/private/NAME (mode 0600; the directory 0700),

@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -24,6 +22,7 @@
 #include "config.h"
 #include "ipc.h"
 #include "ipc_evbuffer.h"
+#include "listen.h"
 
 #define CONTROL_MAX_FRAME (64 * 1024)
 #define CONTROL_TIMEOUT_SECONDS 10
@@ -317,25 +316,11 @@ static char *control_path(const struct master *m)
 bool master_control_open(struct master *m, struct buf *err)
 {
 	char *path = control_path(m);
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		buf_printf(err, "control socket path %s is too long", path);
-		free(path);
-		return false;
-	}
-	strcpy(sun.sun_path, path);
 	/* The pid file lock says no other master runs: what is there is stale. */
-	unlink(path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 64) < 0 ||
-	    chmod(path, 0660) < 0 || (geteuid() == 0 && chown(path, 0, m->user_gid) < 0)) {
-		buf_printf(err, "cannot create the control socket %s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		free(path);
-		return false;
-	}
+	int fd = listen_unix(path, 64, 0660, 0, m->user_gid, err);
 	free(path);
+	if (fd < 0)
+		return false;
 	m->control_fd = fd;
 	m->control_ev = event_new(m->base, fd, EV_READ | EV_PERSIST, on_accept, m);
 	event_add(m->control_ev, NULL);

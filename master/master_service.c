@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include <event2/event.h>
 
 #include "clock.h"
+#include "listen.h"
 
 /* Worker descriptors from 3 upwards: the shared private socket, the
  * listeners, then the status pipe. */
@@ -67,15 +67,11 @@ static void on_restart_timer(evutil_socket_t fd, short what, void *arg)
 static int open_private_socket(const struct master *m, const char *name)
 {
 	char *path = mem_asprintf("%s/private/%s", m->spool, name);
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sun.sun_path))
-		log_fatal("socket path %s is too long", path);
-	strcpy(sun.sun_path, path);
-	unlink(path); /* stale: the pid file says no other master runs */
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 256) < 0 ||
-	    chmod(path, 0600) < 0 || (geteuid() == 0 && chown(path, m->user_uid, m->user_gid) < 0))
-		log_fatal("cannot create socket %s: %s", path, strerror(errno));
+	struct buf err = BUF_INIT;
+	/* what is there is stale: the pid file says no other master runs */
+	int fd = listen_unix(path, 256, 0600, m->user_uid, m->user_gid, &err);
+	if (fd < 0)
+		log_fatal("%s", buf_cstr(&err));
 	free(path);
 	return fd;
 }

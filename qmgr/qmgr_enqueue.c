@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +35,7 @@
 
 #include "bev_write.h"
 #include "ipc_evbuffer.h"
+#include "listen.h"
 #include "log.h"
 #include "mem.h"
 
@@ -148,31 +148,9 @@ int qmgr_enqueue_listen(const char *spool, uid_t uid, gid_t gid, struct buf *err
 {
 	char *dir = mem_asprintf("%s/private", spool);
 	char *path = mem_asprintf("%s/qmgr", dir);
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	int fd = -1;
-	if (!make_private_dir(dir, uid, gid, err))
-		goto out;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		buf_printf(err, "socket path %s is too long", path);
-		goto out;
-	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) {
-		buf_printf(err, "socket: %s", strerror(errno));
-		goto out;
-	}
-	/* A socket left by a previous qmgr would make bind fail. */
-	unlink(path);
-	mode_t old_mask = umask(0077);
-	int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	umask(old_mask);
-	if (rc < 0 || listen(fd, ENQUEUE_BACKLOG) < 0 || !own(path, uid, gid, err)) {
-		if (err->len == 0)
-			buf_printf(err, "cannot listen on %s: %s", path, strerror(errno));
-		close(fd);
-		fd = -1;
-	}
-out:
+	if (make_private_dir(dir, uid, gid, err))
+		fd = listen_unix(path, ENQUEUE_BACKLOG, 0600, uid, gid, err);
 	free(dir);
 	free(path);
 	return fd;
