@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "mem.h"
 
 #define LISTEN_BACKLOG 1024
@@ -204,10 +205,10 @@ int listen_private_socket(const char *spool, const char *name, const char *user,
 {
 	char *dir = mem_asprintf("%s/private", spool);
 	struct passwd *pw = geteuid() == 0 ? getpwnam(user) : NULL;
-	if (mkdir(dir, 0700) == 0 && pw)
-		(void)!chown(dir, pw->pw_uid, pw->pw_gid);
+	uid_t uid = pw ? pw->pw_uid : (uid_t)-1;
+	gid_t gid = pw ? pw->pw_gid : (gid_t)-1;
 	char *path = mem_asprintf("%s/%s", dir, name);
-	int fd = listen_unix(path, 128, 0600, pw ? pw->pw_uid : (uid_t)-1, pw ? pw->pw_gid : (gid_t)-1, err);
+	int fd = fileio_make_dirs(dir, 0700, uid, gid, err) ? listen_unix(path, 128, 0600, uid, gid, err) : -1;
 	free(dir);
 	free(path);
 	return fd;

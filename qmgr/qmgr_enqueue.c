@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +33,7 @@
 #include <event2/listener.h>
 
 #include "bev_write.h"
+#include "fileio.h"
 #include "ipc_evbuffer.h"
 #include "listen.h"
 #include "log.h"
@@ -125,31 +125,12 @@ static const struct ipc_spec end_spec[] = {
 
 /* ---- the socket ------------------------------------------------------------ */
 
-static bool own(const char *path, uid_t uid, gid_t gid, struct buf *err)
-{
-	if (uid != (uid_t)-1 && chown(path, uid, gid) < 0) {
-		buf_printf(err, "cannot give %s to uid %ld: %s", path, (long)uid, strerror(errno));
-		return false;
-	}
-	return true;
-}
-
-static bool make_private_dir(const char *dir, uid_t uid, gid_t gid, struct buf *err)
-{
-	if (mkdir(dir, 0700) == 0)
-		return own(dir, uid, gid, err);
-	if (errno == EEXIST)
-		return true;
-	buf_printf(err, "cannot create %s: %s", dir, strerror(errno));
-	return false;
-}
-
 int qmgr_enqueue_listen(const char *spool, uid_t uid, gid_t gid, struct buf *err)
 {
 	char *dir = mem_asprintf("%s/private", spool);
 	char *path = mem_asprintf("%s/qmgr", dir);
 	int fd = -1;
-	if (make_private_dir(dir, uid, gid, err))
+	if (fileio_make_dirs(dir, 0700, uid, gid, err))
 		fd = listen_unix(path, ENQUEUE_BACKLOG, 0600, uid, gid, err);
 	free(dir);
 	free(path);
