@@ -204,6 +204,10 @@ static int configure_env(DB_ENV *env)
 
 static int open_env(struct qmgr_store *st, enum qmgr_open_mode mode)
 {
+	struct buf why = BUF_INIT;
+	if (!qmgr_loghash_check(&why))
+		log_warning("%s", buf_cstr(&why));
+	buf_free(&why);
 	int ret = db_env_create(&st->env, 0);
 	if (ret != 0)
 		return ret;
