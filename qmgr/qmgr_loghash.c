@@ -149,15 +149,9 @@ static bool same_on_samples(loghash_fn theirs)
 bool qmgr_loghash_check(struct buf *why)
 {
 	loghash_fn theirs = (loghash_fn)dlsym(RTLD_NEXT, "__ham_func4");
-	if (theirs == NULL) {
-		/* Nothing to compare with: the blocks compute the documented sum. */
-		active_loghash = loghash_by_blocks;
+	/* With nothing to compare, the blocks compute the documented sum. */
+	if (theirs == NULL || same_on_samples(theirs))
 		return true;
-	}
-	if (same_on_samples(theirs)) {
-		active_loghash = loghash_by_blocks;
-		return true;
-	}
 	active_loghash = theirs;
 	buf_puts(why, "Berkeley DB's log checksum differs from qmgr's; qmgr uses Berkeley DB's own");
 	return false;
