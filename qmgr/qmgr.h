@@ -414,6 +414,8 @@ struct qmgr_body_ref {
 #define QMGR_BODY_REF_CHUNK 0xFFFFFFFFu
 
 uint64_t qmgr_body_checksum(const void *data, size_t len);
+void qmgr_body_ref_encode(const struct qmgr_body_ref *r, unsigned char out[QMGR_BODY_REF_SIZE]);
+bool qmgr_body_ref_decode(const void *v, size_t len, struct qmgr_body_ref *r);
 
 /* Berkeley DB's log checksum (qmgr_loghash.c): h = h * 33 + byte from 0,
  * modulo 2^32, 64 bytes at a time.  The check compares it with Berkeley
@@ -421,8 +423,6 @@ uint64_t qmgr_body_checksum(const void *data, size_t len);
  * Berkeley DB's. */
 uint32_t qmgr_loghash(const void *data, size_t len);
 bool qmgr_loghash_check(struct buf *why);
-void qmgr_body_ref_encode(const struct qmgr_body_ref *r, unsigned char out[QMGR_BODY_REF_SIZE]);
-bool qmgr_body_ref_decode(const void *v, size_t len, struct qmgr_body_ref *r);
 
 struct qmgr_bodies;
 
