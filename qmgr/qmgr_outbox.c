@@ -9,7 +9,8 @@
  * Records are deleted only after the ack, so a crash of either side
  * resends what was not confirmed and acctd skips what it already wrote.
  * While acctd is down the records wait in the database and delivery goes
- * on; the connection is retried with a growing back-off. */
+ * on; the connection is retried with a growing back-off, and the log
+ * says so once acctd has been unreachable for UNREACHABLE_WARN_MSECS. */
 #include "qmgr.h"
 
 #include <inttypes.h>
@@ -21,6 +22,7 @@
 #include <event2/event.h>
 
 #include "bev_write.h"
+#include "clock.h"
 #include "ipc_evbuffer.h"
 #include "log.h"
 #include "mem.h"
@@ -30,6 +32,10 @@
 #define PUMP_MSECS 100
 #define BACKOFF_MIN_MSECS 500
 #define BACKOFF_MAX_MSECS 30000
+/* master starts qmgr and acctd together, so qmgr's first attempts may
+ * come before acctd's socket is there: acctd is reported unreachable
+ * only once it has been so for this long. */
+#define UNREACHABLE_WARN_MSECS 5000
 
 enum outbox_state { DISCONNECTED, WAIT_RESUME, STREAMING };
 
@@ -46,6 +52,7 @@ struct qmgr_outbox {
 	uint64_t sent;   /* the last sequence number sent */
 	uint64_t acked;  /* the last one acctd confirmed */
 	struct buf payload;
+	int64_t unreachable_since; /* the first failed attempt in a row, or 0 */
 	bool warned;
 };
 
@@ -334,14 +341,19 @@ static void try_connect(struct qmgr_outbox *o)
 	struct buf err = BUF_INIT;
 	int fd = ipc_connect(o->path, &err);
 	if (fd < 0) {
-		if (!o->warned)
+		int64_t now = clock_monotonic_ms();
+		if (o->unreachable_since == 0)
+			o->unreachable_since = now;
+		if (!o->warned && now - o->unreachable_since >= UNREACHABLE_WARN_MSECS) {
 			log_warning("cannot reach acctd: %s; accounting records wait in the outbox", buf_cstr(&err));
-		o->warned = true;
+			o->warned = true;
+		}
 		buf_free(&err);
 		disconnect(o, NULL);
 		return;
 	}
 	buf_free(&err);
+	o->unreachable_since = 0;
 	evutil_make_socket_nonblocking(fd);
 	o->bev = bufferevent_socket_new(o->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(o->bev, on_read, NULL, on_event, o);
