@@ -38,6 +38,8 @@ struct qmgr_logahead;
 /* The number of the log file being written and how far it is written;
  * false when unknown. */
 typedef bool (*qmgr_log_file_fn)(void *ctx, uint32_t *number, uint64_t *offset);
+/* The path of the queue log's file `number` in dir (to free). */
+char *qmgr_log_file_path(const char *dir, uint32_t number);
 /* Keeps log file number current() + 1 in dir ready, file_bytes of zeros,
  * once the current one is a quarter written (an idle queue writes none). */
 struct qmgr_logahead *qmgr_logahead_start(const char *dir, uint64_t file_bytes, qmgr_log_file_fn current, void *ctx,
@@ -202,12 +204,38 @@ struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, st
 /* Checkpoints and closes; NULL is allowed. */
 void qmgr_store_close(struct qmgr_store *st);
 
-/* Makes every transaction committed so far durable (one fsync). Safe to
- * call from another thread than the one writing. */
+/* Only the thread that opened the store may call its functions, except
+ * those marked "any thread", which touch no Berkeley DB handle. */
+
+/* Makes every transaction committed so far durable (one fsync of the
+ * log, through Berkeley DB). */
 bool qmgr_store_flush(struct qmgr_store *st, struct buf *err);
-/* Writes dirty pages and a checkpoint record; log files no longer needed
- * are removed by Berkeley DB (DB_LOG_AUTO_REMOVE).  Thread-safe. */
+/* The same from a thread of its own (any thread, one at a time): the
+ * segments, then the log files from the first that may hold commits not
+ * yet synced this way up to the newest one qmgr_store_note_log_end saw.
+ * Makes durable every transaction committed before that note. */
+bool qmgr_store_flush_files(struct qmgr_store *st, struct buf *err);
+/* Reads the log's end for qmgr_store_flush_files and the log file made
+ * ahead (qmgr_store_flush and checkpoints note it too). */
+void qmgr_store_note_log_end(struct qmgr_store *st);
+/* Syncs every segment, logs that, writes the dirty pages and a
+ * checkpoint record, and removes the segments freed before and the log
+ * files no longer needed.  In four steps for a caller that does the
+ * slow ones on a thread: begin, sync (any thread), end, remove (any
+ * thread). */
+struct qmgr_checkpoint {
+	uint32_t end_file, end_offset; /* the log's end before the sync */
+	uint64_t freed;                /* segments freed before it */
+	bool synced;
+	struct buf err;   /* why not */
+	char **old_logs;  /* to remove once the checkpoint is made */
+	bool made;        /* and the segments freed may go */
+};
 bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err);
+bool qmgr_store_checkpoint_begin(struct qmgr_store *st, struct qmgr_checkpoint *ck, struct buf *err);
+void qmgr_store_checkpoint_sync(struct qmgr_store *st, struct qmgr_checkpoint *ck);
+bool qmgr_store_checkpoint_end(struct qmgr_store *st, struct qmgr_checkpoint *ck, struct buf *err);
+void qmgr_store_checkpoint_remove(struct qmgr_store *st, struct qmgr_checkpoint *ck);
 /* The log has grown enough since the last checkpoint for another now. */
 bool qmgr_store_checkpoint_due(struct qmgr_store *st);
 /* The accounting record types to make (bit 1u << enum acct_type): those
@@ -492,14 +520,16 @@ struct __db_lsn;
 /* All return Berkeley DB's codes.  configure (before the environment
  * opens) tells Berkeley DB the records are ours; write logs a segment write; end
  * gives the log's end; synced logs that the segment writes logged before
- * `before` are durable; remove_before removes the log files Berkeley DB
- * no longer needs below file `below`; restore (at open) writes back what
+ * `before` are durable; old_files lists the log files Berkeley DB no
+ * longer needs below file `below`, and remove (any thread) removes them;
+ * restore (at open) writes back what
  * was logged since the last synced record. */
 int qmgr_seglog_configure(struct __db_env *env);
 int qmgr_seglog_write(struct __db_env *env, uint64_t segment, uint64_t offset, const void *data, size_t len);
 int qmgr_seglog_end(struct __db_env *env, struct __db_lsn *end);
 int qmgr_seglog_synced(struct __db_env *env, const struct __db_lsn *before);
-int qmgr_seglog_remove_before(struct __db_env *env, uint32_t below);
+int qmgr_seglog_old_files(struct __db_env *env, uint32_t below, char ***files);
+void qmgr_seglog_remove(char **files);
 int qmgr_seglog_restore(struct __db_env *env, struct qmgr_bodies *b, struct buf *err);
 
 /* ---- group commit (qmgr_flush.c) ---------------------------------------- */

@@ -48,16 +48,16 @@ struct qmgr_logahead {
 	bool stopping;
 };
 
-static char *log_file_path(const struct qmgr_logahead *la, uint32_t number)
+char *qmgr_log_file_path(const char *dir, uint32_t number)
 {
-	return mem_asprintf("%s/log.%010" PRIu32, la->dir, number);
+	return mem_asprintf("%s/log.%010" PRIu32, dir, number);
 }
 
 /* Makes log file `number` of zeros unless it exists; false with errno
  * set when it could not. */
 static bool make_ahead(const struct qmgr_logahead *la, uint32_t number)
 {
-	char *path = log_file_path(la, number);
+	char *path = qmgr_log_file_path(la->dir, number);
 	char *temp = mem_asprintf("%s/" TEMP_NAME, la->dir);
 	bool ok = true;
 	if (access(path, F_OK) != 0) {

@@ -120,20 +120,36 @@ static bool log_file_number(const char *path, uint32_t *number)
 	return true;
 }
 
-/* The log files Berkeley DB no longer needs, below file `below`. */
-int qmgr_seglog_remove_before(struct __db_env *env, uint32_t below)
+/* The log files Berkeley DB no longer needs, below file `below`: a
+ * NULL-terminated array of their paths (qmgr_seglog_remove frees it). */
+int qmgr_seglog_old_files(struct __db_env *env, uint32_t below, char ***files)
 {
 	char **list = NULL;
+	*files = mem_zalloc(sizeof(**files));
 	int ret = env->log_archive(env, &list, DB_ARCH_ABS);
 	if (ret != 0 || list == NULL)
 		return ret;
+	size_t n = 0;
 	for (char **p = list; *p; p++) {
 		uint32_t number;
-		if (log_file_number(*p, &number) && number < below && unlink(*p) < 0 && errno != ENOENT)
-			log_warning("cannot remove the queue log file %s: %s", *p, strerror(errno));
+		if (log_file_number(*p, &number) && number < below) {
+			*files = mem_reallocarray(*files, n + 2, sizeof(**files));
+			(*files)[n++] = mem_strdup(*p);
+			(*files)[n] = NULL;
+		}
 	}
 	free(list);
 	return 0;
+}
+
+void qmgr_seglog_remove(char **files)
+{
+	for (char **p = files; p && *p; p++) {
+		if (unlink(*p) < 0 && errno != ENOENT)
+			log_warning("cannot remove the queue log file %s: %s", *p, strerror(errno));
+		free(*p);
+	}
+	free(files);
 }
 
 /* ---- after a crash ----------------------------------------------------------- */

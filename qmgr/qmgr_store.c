@@ -4,8 +4,10 @@
  * files that a crash could leave stale) and recovery runs at every start.
  * Commits write their log records to the operating system but do not
  * fsync them (DB_TXN_WRITE_NOSYNC); durability comes from
- * qmgr_store_flush, which the group-commit thread calls once for many
- * commits.  Writing at commit time means a full disk fails the commit
+ * qmgr_store_flush, which the event loop calls once for many commits
+ * (or, on a slow disk, qmgr_store_flush_files on the flush thread).  Only
+ * the thread that opened the store calls Berkeley DB, which therefore
+ * runs without mutexes.  Writing at commit time means a full disk fails the commit
  * itself, before anything is promised.  Bodies live in segment files
  * (qmgr_bodies.c): bodies.db holds a reference to each, or, for bodies
  * the sweep moved back and for older queues, the body in chunks.
@@ -16,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +121,15 @@ struct qmgr_store {
 	char damaged[DAMAGED_REMEMBERED][QMGR_QID_SIZE];
 	size_t ndamaged_seen;
 	struct done_hint *done_hints; /* DONE_HINT_SLOTS, made when first needed */
+	/* The log's end as the event loop last read it, for the threads
+	 * that may not call Berkeley DB: the file number in the high half,
+	 * the offset in it in the low half; 0 until read. */
+	_Atomic uint64_t log_end;
+	/* The first log file that may hold commits not yet synced: the one
+	 * the last flush ended in, by the loop or by the flush thread. */
+	_Atomic uint32_t unsynced_from;
+	int log_fd; /* the flush thread's, open on log file log_fd_number, or -1 */
+	uint32_t log_fd_number;
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -213,13 +225,16 @@ static int open_env(struct qmgr_store *st, enum qmgr_open_mode mode)
 		return ret;
 	if ((ret = configure_env(st->env)) != 0)
 		return ret;
-	/* No lock subsystem (DB_INIT_LOCK): the queue is private to this
-	 * process (DB_PRIVATE, and the lock file), every read and write runs
-	 * on the event loop, and its write transactions never overlap (begin()
-	 * refuses a second one), so there is nothing for locks to keep apart;
-	 * the flush thread only flushes the log and takes checkpoints, which
-	 * take no locks.  Locking cost qmgr about 7 % of its CPU. */
-	uint32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_MPOOL | DB_PRIVATE | DB_THREAD;
+	/* No lock subsystem (DB_INIT_LOCK) and no mutexes (DB_THREAD): the
+	 * queue is private to this process (DB_PRIVATE, and the lock file),
+	 * and only the event loop calls Berkeley DB: its reads and writes,
+	 * its flushes, and the Berkeley DB steps of checkpoints.  Its write
+	 * transactions never overlap (begin() refuses a second one).  The
+	 * threads beside it sync files by their own descriptors (the flush
+	 * thread, the checkpoint's segment sync) and learn the log's end from
+	 * what the loop last read (qmgr_store_note_log_end).  Locking cost
+	 * qmgr about 7 % of its CPU, the mutexes about as much again. */
+	uint32_t flags = DB_CREATE | DB_INIT_TXN | DB_INIT_LOG | DB_INIT_MPOOL | DB_PRIVATE;
 	flags |= mode == QMGR_OPEN_CATASTROPHIC ? DB_RECOVER_FATAL : DB_RECOVER;
 	return st->env->open(st->env, st->dir, flags, 0600);
 }
@@ -482,12 +497,30 @@ static bool open_bodies(struct qmgr_store *st, struct buf *err)
 	return true;
 }
 
+/* ---- the log's end, for the threads beside the loop ---------------------- */
+
+void qmgr_store_note_log_end(struct qmgr_store *st)
+{
+	DB_LSN end;
+	if (qmgr_seglog_end(st->env, &end) == 0)
+		atomic_store_explicit(&st->log_end, (uint64_t)end.file << 32 | end.offset, memory_order_release);
+}
+
+static bool noted_log_end(struct qmgr_store *st, uint32_t *number, uint64_t *offset)
+{
+	uint64_t end = atomic_load_explicit(&st->log_end, memory_order_acquire);
+	*number = (uint32_t)(end >> 32);
+	*offset = end & UINT32_MAX;
+	return end != 0;
+}
+
 struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, struct buf *err)
 {
 	if (!make_dir(dir, err))
 		return NULL;
 	struct qmgr_store *st = mem_zalloc(sizeof(*st));
 	st->records_wanted = ~0u;
+	st->log_fd = -1;
 	st->dir = mem_strdup(dir);
 	if ((st->lock_fd = lock_dir(dir, err)) < 0) {
 		free(st->dir);
@@ -512,6 +545,8 @@ struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, st
 		qmgr_store_close(st);
 		return NULL;
 	}
+	qmgr_store_note_log_end(st);
+	atomic_store(&st->unsynced_from, (uint32_t)(atomic_load(&st->log_end) >> 32));
 	return st;
 }
 
@@ -537,6 +572,8 @@ void qmgr_store_close(struct qmgr_store *st)
 		st->env->close(st->env, 0);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
+	if (st->log_fd >= 0)
+		close(st->log_fd);
 	qmgr_bodies_free(st->bodies);
 	buf_free(&st->sweep_resume);
 	free(st->done_hints);
@@ -559,6 +596,62 @@ bool qmgr_store_flush(struct qmgr_store *st, struct buf *err)
 		db_fail(st, ret, err, "cannot flush the queue log");
 		return false;
 	}
+	qmgr_store_note_log_end(st);
+	atomic_store_explicit(&st->unsynced_from, (uint32_t)(atomic_load(&st->log_end) >> 32), memory_order_relaxed);
+	if (st->bodies)
+		qmgr_bodies_unlink_freed(st->bodies, freed);
+	return true;
+}
+
+/* ---- the log's files synced without Berkeley DB ------------------------- */
+
+/* Log file `number`: the one kept open (the newest), or opened for this
+ * sync alone.  A file older than last that is gone was removed after a
+ * checkpoint, which flushed the whole log first: nothing to do. */
+static bool sync_log_file(struct qmgr_store *st, uint32_t number, uint32_t last, struct buf *err)
+{
+	int fd = number == st->log_fd_number ? st->log_fd : -1;
+	if (fd < 0) {
+		char *path = qmgr_log_file_path(st->dir, number);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && !(errno == ENOENT && number < last))
+			buf_printf(err, "cannot open %s: %s", path, strerror(errno));
+		free(path);
+		if (fd < 0)
+			return err->len == 0;
+		if (number == last) {
+			if (st->log_fd >= 0)
+				close(st->log_fd);
+			st->log_fd = fd;
+			st->log_fd_number = number;
+		}
+	}
+	bool ok = fdatasync(fd) == 0;
+	if (!ok)
+		buf_printf(err, "cannot sync the queue log file %" PRIu32 ": %s", number, strerror(errno));
+	if (fd != st->log_fd)
+		close(fd);
+	return ok;
+}
+
+bool qmgr_store_flush_files(struct qmgr_store *st, struct buf *err)
+{
+	uint64_t freed = 0;
+	if (st->bodies && !qmgr_bodies_sync(st->bodies, false, &freed, err))
+		return false;
+	uint32_t last;
+	uint64_t offset;
+	if (!noted_log_end(st, &last, &offset)) {
+		buf_puts(err, "the queue log's end is not known yet");
+		return false;
+	}
+	uint32_t first = atomic_load_explicit(&st->unsynced_from, memory_order_relaxed);
+	if (first == 0 || first > last)
+		first = last;
+	for (uint32_t n = first; n <= last; n++)
+		if (!sync_log_file(st, n, last, err))
+			return false;
+	atomic_store_explicit(&st->unsynced_from, last, memory_order_relaxed);
 	if (st->bodies)
 		qmgr_bodies_unlink_freed(st->bodies, freed);
 	return true;
@@ -567,16 +660,36 @@ bool qmgr_store_flush(struct qmgr_store *st, struct buf *err)
 /* A checkpoint flushes the log too, so it serves idle queues the same
  * way.  Every segment is synced first, and the log says so ("synced"
  * up to where the log ended before the sync began: seglog.c); log files
- * below that point and the checkpoint go. */
-bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err)
+ * below that point and the checkpoint go.  The segments' sync, the long
+ * part, touches no Berkeley DB handle, so the daemon runs it on a thread
+ * between the loop's begin and end. */
+bool qmgr_store_checkpoint_begin(struct qmgr_store *st, struct qmgr_checkpoint *ck, struct buf *err)
 {
-	uint64_t freed = 0;
 	DB_LSN end;
 	int ret = qmgr_seglog_end(st->env, &end);
 	if (ret != 0)
 		return db_fail(st, ret, err, "cannot read the queue log's end") == QMGR_STORE_OK;
-	bool synced = st->bodies == NULL || qmgr_bodies_sync(st->bodies, true, &freed, err);
-	if (synced && (ret = qmgr_seglog_synced(st->env, &end)) != 0)
+	ck->end_file = end.file;
+	ck->end_offset = end.offset;
+	ck->freed = 0;
+	ck->synced = ck->made = false;
+	ck->old_logs = NULL;
+	buf_reset(&ck->err);
+	return true;
+}
+
+void qmgr_store_checkpoint_sync(struct qmgr_store *st, struct qmgr_checkpoint *ck)
+{
+	ck->synced = st->bodies == NULL || qmgr_bodies_sync(st->bodies, true, &ck->freed, &ck->err);
+}
+
+bool qmgr_store_checkpoint_end(struct qmgr_store *st, struct qmgr_checkpoint *ck, struct buf *err)
+{
+	DB_LSN end = {.file = ck->end_file, .offset = ck->end_offset};
+	int ret;
+	if (!ck->synced)
+		buf_append(err, ck->err.data, ck->err.len);
+	if (ck->synced && (ret = qmgr_seglog_synced(st->env, &end)) != 0)
 		return db_fail(st, ret, err, "cannot log the segments' sync") == QMGR_STORE_OK;
 	ret = st->env->txn_checkpoint(st->env, 0, 0, 0);
 	if (ret != 0) {
@@ -584,14 +697,38 @@ bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err)
 		db_fail(st, ret, err, "queue checkpoint failed");
 		return false;
 	}
-	if (!synced)
+	qmgr_store_note_log_end(st);
+	if (!ck->synced)
 		return false;
 	st->checkpoint_file = end.file;
-	if (st->bodies)
-		qmgr_bodies_unlink_freed(st->bodies, freed);
-	if ((ret = qmgr_seglog_remove_before(st->env, end.file)) != 0)
+	ck->made = true;
+	if ((ret = qmgr_seglog_old_files(st->env, end.file, &ck->old_logs)) != 0)
 		return db_fail(st, ret, err, "cannot list the queue's old log files") == QMGR_STORE_OK;
 	return true;
+}
+
+/* Unlinking old files takes a while: 64 log files of 8 MB took 100–220 ms
+ * under load. */
+void qmgr_store_checkpoint_remove(struct qmgr_store *st, struct qmgr_checkpoint *ck)
+{
+	if (ck->made && st->bodies)
+		qmgr_bodies_unlink_freed(st->bodies, ck->freed);
+	qmgr_seglog_remove(ck->old_logs);
+	ck->old_logs = NULL;
+	ck->made = false;
+}
+
+bool qmgr_store_checkpoint(struct qmgr_store *st, struct buf *err)
+{
+	struct qmgr_checkpoint ck = {.err = BUF_INIT};
+	bool ok = qmgr_store_checkpoint_begin(st, &ck, err);
+	if (ok) {
+		qmgr_store_checkpoint_sync(st, &ck);
+		ok = qmgr_store_checkpoint_end(st, &ck, err);
+		qmgr_store_checkpoint_remove(st, &ck);
+	}
+	buf_free(&ck.err);
+	return ok;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -1210,13 +1347,7 @@ char *qmgr_store_segment_path(const struct qmgr_store *st, uint64_t segment)
 
 static bool current_log_file(void *ctx, uint32_t *number, uint64_t *offset)
 {
-	struct qmgr_store *st = ctx;
-	DB_LSN end;
-	if (qmgr_seglog_end(st->env, &end) != 0)
-		return false;
-	*number = end.file;
-	*offset = end.offset;
-	return true;
+	return noted_log_end(ctx, number, offset);
 }
 
 bool qmgr_store_checkpoint_due(struct qmgr_store *st)

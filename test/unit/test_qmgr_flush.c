@@ -3,7 +3,8 @@
  * the loop flushes itself, the flush thread does, or flushes move from one
  * to the other as their time changes; a stop answers what is still
  * waiting, including commits made by the callbacks themselves;
- * checkpoints run while commits never stop. */
+ * checkpoints run while commits never stop; the thread's flushes follow
+ * the log from file to file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -163,7 +164,8 @@ struct busy {
 	struct qmgr_store *st;
 	struct qmgr_flusher *flusher;
 	struct event *again;
-	uint64_t answered;
+	uint64_t committed, answered;
+	size_t value_bytes; /* of each commit: 64 unless set */
 };
 
 static void on_busy_durable(void *arg, bool ok, const char *reason)
@@ -177,9 +179,12 @@ static void commit_and_wait(evutil_socket_t fd, short what, void *arg)
 {
 	struct busy *b = arg;
 	struct buf err = BUF_INIT;
-	char value[64] = {0};
-	assert_true(qmgr_store_put_raw(b->st, QMGR_TABLE_META, "busy", 4, value, sizeof(value), &err));
+	size_t n = b->value_bytes ? b->value_bytes : 64;
+	char *value = mem_zalloc(n);
+	assert_true(qmgr_store_put_raw(b->st, QMGR_TABLE_META, "busy", 4, value, n, &err));
+	free(value);
 	buf_free(&err);
+	b->committed++;
 	qmgr_flusher_wait(b->flusher, on_busy_durable, b);
 	struct timeval now = {0, 0};
 	evtimer_add(b->again, &now);
@@ -238,6 +243,50 @@ static void test_checkpoints_run_while_commits_never_stop(void **state)
 	buf_free(&err);
 }
 
+/* The flush thread syncs the log by its files (no Berkeley DB call)
+ * while the loop's commits of 256 KB move the log on from file to file:
+ * every commit is answered, by the thread's flushes alone. */
+static void test_thread_flushes_follow_the_log_across_files(void **state)
+{
+	char *dir = testutil_tmpdir();
+	struct buf err = BUF_INIT;
+	struct busy b = {.base = event_base_new(), .value_bytes = 256 * 1024};
+	b.st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
+	assert_non_null(b.st);
+	b.flusher = qmgr_flusher_start(b.base, b.st, 60, LOOP_NEVER, &err);
+	assert_non_null(b.flusher);
+	b.again = evtimer_new(b.base, commit_and_wait, &b);
+	struct timeval now = {0, 0};
+	evtimer_add(b.again, &now);
+	struct event *deadline = evtimer_new(b.base, on_deadline, b.base);
+	for (int tenth = 0; tenth < 100 && !file_exists(dir, "log.0000000004"); tenth++) {
+		struct timeval tv = {0, 100000};
+		evtimer_add(deadline, &tv);
+		event_base_dispatch(b.base);
+	}
+	event_del(b.again);
+	/* what is still waiting is answered by the time the thread stops */
+	for (int tenth = 0; tenth < 50 && b.answered < b.committed; tenth++) {
+		struct timeval tv = {0, 100000};
+		evtimer_add(deadline, &tv);
+		event_base_dispatch(b.base);
+	}
+	uint64_t flushes, by_loop;
+	qmgr_flusher_counts(b.flusher, &flushes, &by_loop);
+	qmgr_flusher_stop(b.flusher);
+	assert_true(file_exists(dir, "log.0000000004"));
+	assert_int_equal(b.answered, b.committed);
+	assert_true(flushes > 0);
+	assert_int_equal(by_loop, 0);
+	event_free(b.again);
+	event_free(deadline);
+	event_base_free(b.base);
+	qmgr_store_close(b.st);
+	testutil_rmtree(dir);
+	free(dir);
+	buf_free(&err);
+}
+
 int main(void)
 {
 	log_open("test_qmgr_flush", LOG_TO_STDERR, NULL);
@@ -246,6 +295,7 @@ int main(void)
 	    cmocka_unit_test(test_waiters_in_turns_by_the_loop_the_thread_or_both),
 	    cmocka_unit_test(test_stop_answers_waiters_and_their_followers),
 	    cmocka_unit_test(test_checkpoints_run_while_commits_never_stop),
+	    cmocka_unit_test(test_thread_flushes_follow_the_log_across_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,7 @@
  * states, the due index, the outbox's gap-free sequence across reopens,
  * strict decoding of corrupt records, recovery after a crash (a child
  * that writes and _exit()s without closing), log removal after
- * checkpoints, the clear error on a damaged queue, and bodies in segment
+ * checkpoints (whole and in steps), the flush by the log's files, the clear error on a damaged queue, and bodies in segment
  * files: round trip, damage, freeing, counts rebuilt at open, the sweep
  * back into bodies.db. */
 #include <setjmp.h>
@@ -946,6 +946,72 @@ static void test_checkpoint_removes_old_logs(void **state)
 	buf_free(&err);
 }
 
+static void unlink_log_file(const char *dir, int number)
+{
+	char *name = mem_asprintf("log.%010d", number);
+	char *path = testutil_path(dir, name);
+	assert_int_equal(unlink(path), 0);
+	free(path);
+	free(name);
+}
+
+static void fill_log_to_file(struct qmgr_store *st, const char *dir, int number)
+{
+	struct buf err = BUF_INIT;
+	char *filler = mem_zalloc(1024 * 1024);
+	for (int i = 0; i < 50 && !log_file_exists(dir, number); i++)
+		assert_true(qmgr_store_put_raw(st, QMGR_TABLE_META, "filler", 6, filler, 1024 * 1024, &err));
+	free(filler);
+	buf_free(&err);
+	assert_true(log_file_exists(dir, number));
+}
+
+/* A checkpoint in its four steps: the log files it frees are still there
+ * when the loop's last step ends, and gone once the remove step ran. */
+static void test_checkpoint_in_steps_removes_last(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	fill_log_to_file(f->st, f->dir, 3);
+	struct qmgr_checkpoint ck = {.err = BUF_INIT};
+	assert_true(qmgr_store_checkpoint_begin(f->st, &ck, &err));
+	qmgr_store_checkpoint_sync(f->st, &ck);
+	assert_true(ck.synced);
+	assert_true(qmgr_store_checkpoint_end(f->st, &ck, &err));
+	assert_true(log_file_exists(f->dir, 1));
+	assert_non_null(ck.old_logs);
+	assert_non_null(ck.old_logs[0]);
+	qmgr_store_checkpoint_remove(f->st, &ck);
+	assert_null(ck.old_logs);
+	assert_false(log_file_exists(f->dir, 1));
+	assert_false(log_file_exists(f->dir, 2));
+	assert_true(log_file_exists(f->dir, 3));
+	buf_free(&ck.err);
+	buf_free(&err);
+}
+
+/* The flush thread's flush syncs the log by its files, from the one the
+ * last flush ended in to the newest the loop noted: a file between them
+ * that is gone (a checkpoint removed it) is passed over; a newest file
+ * that is gone is an error. */
+static void test_flush_by_files_follows_the_log(void **state)
+{
+	struct fixture *f = *state;
+	struct buf err = BUF_INIT;
+	assert_true(qmgr_store_flush(f->st, &err)); /* it ended in file 1 */
+	fill_log_to_file(f->st, f->dir, 3);
+	qmgr_store_note_log_end(f->st);
+	unlink_log_file(f->dir, 2);
+	assert_true(qmgr_store_flush_files(f->st, &err));
+	assert_int_equal(err.len, 0);
+	fill_log_to_file(f->st, f->dir, 4);
+	qmgr_store_note_log_end(f->st);
+	unlink_log_file(f->dir, 4);
+	assert_false(qmgr_store_flush_files(f->st, &err));
+	assert_true(testutil_contains(buf_cstr(&err), "log.0000000004"));
+	buf_free(&err);
+}
+
 static void test_second_open_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -1575,6 +1641,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_logged_segment_write_restored_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_removes_old_logs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_in_steps_removes_last, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flush_by_files_follows_the_log, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_queue_names_recover, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_catastrophic_recovery_keeps_messages, setup, teardown),
