@@ -155,15 +155,14 @@ static void test_stop_answers_waiters_and_their_followers(void **state)
 	run_waiters(true, false, LOOP_NEVER, &flushes, &by_loop);
 }
 
-/* Checkpoints run beside commits that never stop (the loop commits
- * again at every turn): within a few seconds of a 1 s interval one has
- * run and removed the log files it no longer needs, while the commits
- * went on being answered. */
+/* A loop that commits again at every turn and waits for each commit's
+ * flush. */
 struct busy {
+	char *dir;
 	struct event_base *base;
 	struct qmgr_store *st;
 	struct qmgr_flusher *flusher;
-	struct event *again;
+	struct event *again, *deadline;
 	uint64_t committed, answered;
 	size_t value_bytes; /* of each commit: 64 unless set */
 };
@@ -203,43 +202,90 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(arg);
 }
 
+/* A queue in a new directory, and an event loop that will commit again
+ * at every turn once busy_go starts it. */
+static void busy_open(struct busy *b, size_t value_bytes)
+{
+	struct buf err = BUF_INIT;
+	b->dir = testutil_tmpdir();
+	b->base = event_base_new();
+	b->value_bytes = value_bytes;
+	b->st = qmgr_store_open(b->dir, QMGR_OPEN_RECOVER, &err);
+	assert_non_null(b->st);
+	b->again = evtimer_new(b->base, commit_and_wait, b);
+	b->deadline = evtimer_new(b->base, on_deadline, b->base);
+	buf_free(&err);
+}
+
+static void busy_go(struct busy *b, int checkpoint_secs, int loop_max)
+{
+	struct buf err = BUF_INIT;
+	b->flusher = qmgr_flusher_start(b->base, b->st, checkpoint_secs, loop_max, &err);
+	assert_non_null(b->flusher);
+	struct timeval now = {0, 0};
+	evtimer_add(b->again, &now);
+	buf_free(&err);
+}
+
+/* Runs the loop a tenth of a second at a time until done(b), for at most
+ * tenths of them; whether done(b). */
+static bool busy_run_until(struct busy *b, int tenths, bool (*done)(const struct busy *b))
+{
+	for (int tenth = 0; tenth < tenths && !done(b); tenth++) {
+		struct timeval tv = {0, 100000};
+		evtimer_add(b->deadline, &tv);
+		event_base_dispatch(b->base);
+	}
+	return done(b);
+}
+
+static void busy_close(struct busy *b)
+{
+	event_free(b->again);
+	event_free(b->deadline);
+	event_base_free(b->base);
+	qmgr_store_close(b->st);
+	testutil_rmtree(b->dir);
+	free(b->dir);
+}
+
+static bool first_log_removed(const struct busy *b)
+{
+	return !file_exists(b->dir, "log.0000000001");
+}
+
+static bool fourth_log_made(const struct busy *b)
+{
+	return file_exists(b->dir, "log.0000000004");
+}
+
+static bool all_answered(const struct busy *b)
+{
+	return b->answered == b->committed;
+}
+
+/* Checkpoints run beside commits that never stop: within a few seconds
+ * of a 1 s interval one has run and removed the log files it no longer
+ * needs, while the commits went on being answered. */
 static void test_checkpoints_run_while_commits_never_stop(void **state)
 {
-	char *dir = testutil_tmpdir();
 	struct buf err = BUF_INIT;
-	struct busy b = {.base = event_base_new()};
-	b.st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
-	assert_non_null(b.st);
+	struct busy b = {0};
+	busy_open(&b, 0);
 	/* the log past its first files */
 	char *filler = mem_zalloc(1024 * 1024);
-	for (int i = 0; i < 25 && !file_exists(dir, "log.0000000003"); i++)
+	for (int i = 0; i < 25 && !file_exists(b.dir, "log.0000000003"); i++)
 		assert_true(qmgr_store_put_raw(b.st, QMGR_TABLE_META, "filler", 6, filler, 1024 * 1024, &err));
 	free(filler);
-	assert_true(file_exists(dir, "log.0000000001"));
-	b.flusher = qmgr_flusher_start(b.base, b.st, 1, LOOP_ALWAYS, &err);
-	assert_non_null(b.flusher);
-	b.again = evtimer_new(b.base, commit_and_wait, &b);
-	struct timeval now = {0, 0};
-	evtimer_add(b.again, &now);
-	struct event *deadline = evtimer_new(b.base, on_deadline, b.base);
-	bool removed = false;
-	for (int tenth = 0; tenth < 40 && !removed; tenth++) {
-		struct timeval tv = {0, 100000};
-		evtimer_add(deadline, &tv);
-		event_base_dispatch(b.base);
-		removed = !file_exists(dir, "log.0000000001");
-	}
+	assert_true(file_exists(b.dir, "log.0000000001"));
+	busy_go(&b, 1, LOOP_ALWAYS);
+	bool removed = busy_run_until(&b, 40, first_log_removed);
 	uint64_t before = b.answered;
 	event_del(b.again);
 	qmgr_flusher_stop(b.flusher);
 	assert_true(removed);
 	assert_true(before > 100); /* the commits went on all along */
-	event_free(b.again);
-	event_free(deadline);
-	event_base_free(b.base);
-	qmgr_store_close(b.st);
-	testutil_rmtree(dir);
-	free(dir);
+	busy_close(&b);
 	buf_free(&err);
 }
 
@@ -248,43 +294,18 @@ static void test_checkpoints_run_while_commits_never_stop(void **state)
  * every commit is answered, by the thread's flushes alone. */
 static void test_thread_flushes_follow_the_log_across_files(void **state)
 {
-	char *dir = testutil_tmpdir();
-	struct buf err = BUF_INIT;
-	struct busy b = {.base = event_base_new(), .value_bytes = 256 * 1024};
-	b.st = qmgr_store_open(dir, QMGR_OPEN_RECOVER, &err);
-	assert_non_null(b.st);
-	b.flusher = qmgr_flusher_start(b.base, b.st, 60, LOOP_NEVER, &err);
-	assert_non_null(b.flusher);
-	b.again = evtimer_new(b.base, commit_and_wait, &b);
-	struct timeval now = {0, 0};
-	evtimer_add(b.again, &now);
-	struct event *deadline = evtimer_new(b.base, on_deadline, b.base);
-	for (int tenth = 0; tenth < 100 && !file_exists(dir, "log.0000000004"); tenth++) {
-		struct timeval tv = {0, 100000};
-		evtimer_add(deadline, &tv);
-		event_base_dispatch(b.base);
-	}
+	struct busy b = {0};
+	busy_open(&b, 256 * 1024);
+	busy_go(&b, 60, LOOP_NEVER);
+	assert_true(busy_run_until(&b, 100, fourth_log_made));
 	event_del(b.again);
-	/* what is still waiting is answered by the time the thread stops */
-	for (int tenth = 0; tenth < 50 && b.answered < b.committed; tenth++) {
-		struct timeval tv = {0, 100000};
-		evtimer_add(deadline, &tv);
-		event_base_dispatch(b.base);
-	}
+	assert_true(busy_run_until(&b, 50, all_answered));
 	uint64_t flushes, by_loop;
 	qmgr_flusher_counts(b.flusher, &flushes, &by_loop);
 	qmgr_flusher_stop(b.flusher);
-	assert_true(file_exists(dir, "log.0000000004"));
-	assert_int_equal(b.answered, b.committed);
 	assert_true(flushes > 0);
 	assert_int_equal(by_loop, 0);
-	event_free(b.again);
-	event_free(deadline);
-	event_base_free(b.base);
-	qmgr_store_close(b.st);
-	testutil_rmtree(dir);
-	free(dir);
-	buf_free(&err);
+	busy_close(&b);
 }
 
 int main(void)
