@@ -514,6 +514,12 @@ static bool noted_log_end(struct qmgr_store *st, uint32_t *number, uint64_t *off
 	return end != 0;
 }
 
+/* The log file of the noted end (0 before the first note). */
+static uint32_t noted_log_file(struct qmgr_store *st)
+{
+	return (uint32_t)(atomic_load_explicit(&st->log_end, memory_order_acquire) >> 32);
+}
+
 struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, struct buf *err)
 {
 	if (!make_dir(dir, err))
@@ -546,7 +552,7 @@ struct qmgr_store *qmgr_store_open(const char *dir, enum qmgr_open_mode mode, st
 		return NULL;
 	}
 	qmgr_store_note_log_end(st);
-	atomic_store(&st->unsynced_from, (uint32_t)(atomic_load(&st->log_end) >> 32));
+	atomic_store(&st->unsynced_from, noted_log_file(st));
 	return st;
 }
 
@@ -597,7 +603,7 @@ bool qmgr_store_flush(struct qmgr_store *st, struct buf *err)
 		return false;
 	}
 	qmgr_store_note_log_end(st);
-	atomic_store_explicit(&st->unsynced_from, (uint32_t)(atomic_load(&st->log_end) >> 32), memory_order_relaxed);
+	atomic_store_explicit(&st->unsynced_from, noted_log_file(st), memory_order_relaxed);
 	if (st->bodies)
 		qmgr_bodies_unlink_freed(st->bodies, freed);
 	return true;
@@ -639,9 +645,8 @@ bool qmgr_store_flush_files(struct qmgr_store *st, struct buf *err)
 	uint64_t freed = 0;
 	if (st->bodies && !qmgr_bodies_sync(st->bodies, false, &freed, err))
 		return false;
-	uint32_t last;
-	uint64_t offset;
-	if (!noted_log_end(st, &last, &offset)) {
+	uint32_t last = noted_log_file(st);
+	if (last == 0) {
 		buf_puts(err, "the queue log's end is not known yet");
 		return false;
 	}
