@@ -53,8 +53,10 @@ bool fileio_pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
 /* The zeros go to disk a piece at a time, each piece written back
  * before the next is written: a writer that fdatasyncs another file
  * meanwhile (the queue's log, at every group commit) waits behind one
- * piece at most, not behind the whole file. */
-#define ZERO_PIECE_BYTES (1024u * 1024)
+ * piece at most, not behind the whole file.  A virtual disk's cache
+ * flush grows with what was written since the last one (0.26 ms after
+ * 64 KB, 1.16 ms after 1 MB), so the pieces are small. */
+#define ZERO_PIECE_BYTES (128u * 1024)
 
 bool fileio_write_zeros(int fd, uint64_t size)
 {
