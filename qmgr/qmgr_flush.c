@@ -27,7 +27,7 @@
  * ended by the loop, with the long part between, the sync of every body
  * segment (tens of milliseconds under load), on a second thread.  The
  * loop's part (the checkpoint record, the dirty pages, the tables'
- * fsyncs) took 3–11 ms under load.
+ * fsyncs) took 2–11 ms under load.
  *
  * Tickets order everything: each wait gets the next ticket; a flush
  * started after ticket t was issued covers every ticket up to t. */

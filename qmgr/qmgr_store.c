@@ -712,7 +712,7 @@ bool qmgr_store_checkpoint_end(struct qmgr_store *st, struct qmgr_checkpoint *ck
 	return true;
 }
 
-/* Unlinking old files takes a while: 64 log files of 8 MB took 100–220 ms
+/* Unlinking old files takes a while: 64 log files of 8 MB took 100–260 ms
  * under load. */
 void qmgr_store_checkpoint_remove(struct qmgr_store *st, struct qmgr_checkpoint *ck)
 {
