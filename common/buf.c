@@ -10,6 +10,9 @@
 #include "log.h"
 #include "mem.h"
 
+/* Texts buf_vprintf formats on the stack first. */
+#define PRINTF_SMALL 512
+
 void buf_init(struct buf *b)
 {
 	b->data = NULL;
@@ -66,14 +69,22 @@ void buf_putc(struct buf *b, char c)
 	buf_append(b, &c, 1);
 }
 
+/* Formats into a stack buffer first, and into the buffer itself only
+ * when the text is longer: most are short, and formatting once costs
+ * half of measuring first. */
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
+	char small[PRINTF_SMALL];
 	va_list copy;
 	va_copy(copy, ap);
-	int n = vsnprintf(NULL, 0, fmt, copy);
+	int n = vsnprintf(small, sizeof(small), fmt, copy);
 	va_end(copy);
 	if (n < 0)
 		log_panic("bad format string \"%s\"", fmt);
+	if ((size_t)n < sizeof(small)) {
+		buf_append(b, small, (size_t)n);
+		return;
+	}
 	buf_reserve(b, (size_t)n);
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
 	b->len += (size_t)n;

@@ -33,6 +33,37 @@ static void test_append_and_grow(void **state)
 	buf_free(&b);
 }
 
+/* Texts shorter and longer than buf_vprintf's stack buffer, appended to
+ * what the buffer holds, come out whole. */
+static void test_printf_short_and_long(void **state)
+{
+	(void)state;
+	char *long_text = mem_alloc(3001);
+	for (int i = 0; i < 3000; i++)
+		long_text[i] = (char)('a' + i % 26);
+	long_text[3000] = '\0';
+	struct buf b = BUF_INIT;
+	buf_puts(&b, "head:");
+	buf_printf(&b, "%s|%d", "short", 42);
+	assert_string_equal(buf_cstr(&b), "head:short|42");
+	for (size_t len = 500; len <= 520; len++) {
+		buf_reset(&b);
+		buf_puts(&b, "x");
+		buf_printf(&b, "%.*s", (int)len, long_text);
+		assert_int_equal(b.len, len + 1);
+		assert_memory_equal(b.data + 1, long_text, len);
+		assert_int_equal(b.data[b.len], '\0');
+	}
+	buf_reset(&b);
+	buf_printf(&b, "[%s]", long_text);
+	assert_int_equal(b.len, 3002);
+	assert_int_equal(b.data[0], '[');
+	assert_memory_equal(b.data + 1, long_text, 3000);
+	assert_string_equal(b.data + 3001, "]");
+	buf_free(&b);
+	free(long_text);
+}
+
 static void test_consume_truncate_detach(void **state)
 {
 	(void)state;
@@ -150,6 +181,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_append_and_grow),
+	    cmocka_unit_test(test_printf_short_and_long),
 	    cmocka_unit_test(test_consume_truncate_detach),
 	    cmocka_unit_test(test_mem_helpers),
 	    cmocka_unit_test(test_log_file_reopen),
