@@ -127,13 +127,18 @@ static void put_attr(struct ipc_writer *w, enum ipc_attr attr, enum ipc_type typ
 	if (ATTR_HEAD + name_len + ATTR_VLEN + len > w->max_frame - frame_len)
 		return writer_fail(w, attr, "does not fit in the frame");
 	w->seen[attr] = true;
-	unsigned char head[ATTR_HEAD] = {(unsigned char)type, (unsigned char)name_len};
-	unsigned char vlen[ATTR_VLEN];
-	put_be32(vlen, (uint32_t)len);
-	buf_append(w->out, head, sizeof(head));
-	buf_append(w->out, info->name, name_len);
-	buf_append(w->out, vlen, sizeof(vlen));
-	buf_append(w->out, value, len);
+	/* one reserve, then the head, the name, the value's length and the value */
+	size_t total = ATTR_HEAD + name_len + ATTR_VLEN + len;
+	buf_reserve(w->out, total);
+	unsigned char *p = (unsigned char *)w->out->data + w->out->len;
+	p[0] = (unsigned char)type;
+	p[1] = (unsigned char)name_len;
+	memcpy(p + ATTR_HEAD, info->name, name_len);
+	put_be32(p + ATTR_HEAD + name_len, (uint32_t)len);
+	if (len)
+		memcpy(p + ATTR_HEAD + name_len + ATTR_VLEN, value, len);
+	w->out->len += total;
+	w->out->data[w->out->len] = '\0';
 }
 
 void ipc_put_int(struct ipc_writer *w, enum ipc_attr attr, int64_t value)
