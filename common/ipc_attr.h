@@ -83,6 +83,7 @@ enum ipc_type {
 	X(MAIL_JOB, "mail_job", IPC_TYPE_STR, 256)                                                                     \
 	X(RECEIVED, "received", IPC_TYPE_INT, 8)                                                                       \
 	X(BODY_SIZE, "body_size", IPC_TYPE_INT, 8)                                                                     \
+	X(BODY_REF, "body_ref", IPC_TYPE_DATA, 32)                                                                     \
 	X(RCPT_COUNT, "rcpt_count", IPC_TYPE_INT, 8)                                                                   \
 	X(RCPT_INDEX, "rcpt_index", IPC_TYPE_INT, 8)                                                                   \
 	X(RCPT_STATE, "rcpt_state", IPC_TYPE_STR, 16)                                                                  \

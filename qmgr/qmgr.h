@@ -136,10 +136,20 @@ extern const enum ipc_attr qmgr_envelope_attrs[];
 extern const size_t qmgr_envelope_attr_count;
 
 /* Stored values are attribute lists (the IPC encoding without the length
- * prefix), so the strict IPC decoder guards every read. */
+ * prefix), so the strict IPC decoder guards every read.  A message whose
+ * body is in a segment holds the body's reference (body_ref, NULL for
+ * none), first: qmgr_record_message_ref finds it in the record's first
+ * QMGR_MESSAGE_REF_LEN bytes without decoding the rest, and
+ * qmgr_message_body_ref in a decoded record.  (Queues of schema 2 and
+ * before keep it in bodies.db instead.) */
+struct qmgr_body_ref;
+#define QMGR_MESSAGE_REF_HEAD 14 /* type, name length, "body_ref", value length */
+#define QMGR_MESSAGE_REF_LEN (QMGR_MESSAGE_REF_HEAD + QMGR_BODY_REF_SIZE)
 void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int64_t body_size, size_t nrcpt,
-                         const struct ipc_msg *envelope);
+                         const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref);
 bool qmgr_record_message_decode(const void *v, size_t len, struct ipc_msg *msg, struct buf *err);
+bool qmgr_record_message_ref(const void *v, size_t len, struct qmgr_body_ref *ref);
+bool qmgr_message_body_ref(const struct ipc_msg *msg, struct qmgr_body_ref *ref);
 void qmgr_record_rcpt(struct buf *out, const struct qmgr_rcpt *r);
 bool qmgr_record_rcpt_decode(const void *v, size_t len, struct qmgr_rcpt *r, struct buf *err);
 

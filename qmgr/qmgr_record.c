@@ -26,7 +26,8 @@ const size_t qmgr_envelope_attr_count = sizeof(qmgr_envelope_attrs) / sizeof(qmg
 static const struct ipc_spec envelope_spec[] = {{IPC_ATTR_REQUEST, IPC_REQUIRED}, QMGR_ENVELOPE_ATTRS(QMGR_SPEC_ENTRY)};
 
 /* The sender is required in a stored message as in a request. */
-static const struct ipc_spec message_spec[] = {{IPC_ATTR_QUEUE_ID, IPC_REQUIRED},
+static const struct ipc_spec message_spec[] = {{IPC_ATTR_BODY_REF, IPC_OPTIONAL},
+                                               {IPC_ATTR_QUEUE_ID, IPC_REQUIRED},
                                                {IPC_ATTR_RECEIVED, IPC_REQUIRED},
                                                {IPC_ATTR_BODY_SIZE, IPC_REQUIRED},
                                                {IPC_ATTR_RCPT_COUNT, IPC_REQUIRED},
@@ -215,17 +216,41 @@ static char *dup_opt(const struct ipc_msg *m, enum ipc_attr a)
 
 /* ---- messages ---------------------------------------------------------- */
 
+/* The body's reference, when there is one, goes first: a record that
+ * starts with these bytes has one (qmgr_record_message_ref), and a walk
+ * over the table reads no further. */
+static const unsigned char body_ref_head[QMGR_MESSAGE_REF_HEAD] = {
+    IPC_TYPE_DATA, 8, 'b', 'o', 'd', 'y', '_', 'r', 'e', 'f', 0, 0, 0, QMGR_BODY_REF_SIZE};
+
 void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int64_t body_size, size_t nrcpt,
-                         const struct ipc_msg *envelope)
+                         const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref)
 {
 	struct ipc_writer w;
 	record_begin(&w, out);
+	if (body_ref) {
+		unsigned char v[QMGR_BODY_REF_SIZE];
+		qmgr_body_ref_encode(body_ref, v);
+		ipc_put_data(&w, IPC_ATTR_BODY_REF, v, sizeof(v));
+	}
 	ipc_put_str(&w, IPC_ATTR_QUEUE_ID, qid);
 	ipc_put_int(&w, IPC_ATTR_RECEIVED, received);
 	ipc_put_int(&w, IPC_ATTR_BODY_SIZE, body_size);
 	ipc_put_int(&w, IPC_ATTR_RCPT_COUNT, (int64_t)nrcpt);
 	qmgr_record_copy(&w, envelope, qmgr_envelope_attrs, qmgr_envelope_attr_count);
 	record_end(&w, out);
+}
+
+bool qmgr_record_message_ref(const void *v, size_t len, struct qmgr_body_ref *ref)
+{
+	return len >= QMGR_MESSAGE_REF_LEN && memcmp(v, body_ref_head, sizeof(body_ref_head)) == 0 &&
+	       qmgr_body_ref_decode((const unsigned char *)v + sizeof(body_ref_head), QMGR_BODY_REF_SIZE, ref);
+}
+
+bool qmgr_message_body_ref(const struct ipc_msg *msg, struct qmgr_body_ref *ref)
+{
+	size_t len;
+	const void *v = ipc_msg_has(msg, IPC_ATTR_BODY_REF) ? ipc_msg_data(msg, IPC_ATTR_BODY_REF, &len) : NULL;
+	return v != NULL && qmgr_body_ref_decode(v, len, ref);
 }
 
 bool qmgr_record_message_decode(const void *v, size_t len, struct ipc_msg *msg, struct buf *err)

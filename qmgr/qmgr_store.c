@@ -32,9 +32,11 @@
 #include "mem.h"
 
 /* Version 2: outbox.db entries hold a transaction's records together
- * (OUTBOX_BATCH_MARK).  A version 1 queue is read as it is and marked 2,
- * so that an older qmgr does not misread the new entries. */
-#define SCHEMA_VERSION 2
+ * (OUTBOX_BATCH_MARK).  Version 3: a new message's record holds its
+ * body's reference, and bodies.db none (it keeps those of older
+ * messages, and bodies in chunks).  An older queue is read as it is and
+ * marked 3, so that an older qmgr does not misread what this one writes. */
+#define SCHEMA_VERSION 3
 #define SCHEMA_VERSION_OLDEST 1
 /* outbox.db values that refer to records in a body segment start with a
  * mark that no stored record starts with.  0xB0: one record, then the
@@ -117,6 +119,7 @@ struct qmgr_store {
 	struct qmgr_bodies *bodies;
 	struct qmgr_logahead *logahead; /* the daemon's: NULL in tools and tests */
 	struct buf sweep_resume;        /* where the sweep's scan of bodies.db goes on */
+	struct buf sweep_resume_msgs;   /* and its scan of messages.db */
 	/* bodies the sweep found damaged and logged: not logged again */
 	char damaged[DAMAGED_REMEMBERED][QMGR_QID_SIZE];
 	size_t ndamaged_seen;
@@ -435,6 +438,45 @@ static bool walk_refs(struct qmgr_store *st, const struct buf *from, ref_fn fn, 
 	return true;
 }
 
+/* Like walk_refs, over the references that messages.db's records hold:
+ * only each record's first bytes are read. */
+static bool walk_message_refs(struct qmgr_store *st, const struct buf *from, ref_fn fn, void *ctx,
+                              struct buf *stopped_at, struct buf *err)
+{
+	DB *db = st->db[QMGR_TABLE_MESSAGES];
+	DBC *cur;
+	int ret = db->cursor(db, NULL, &cur, 0);
+	if (ret != 0) {
+		db_fail(st, ret, err, "cannot read messages.db");
+		return false;
+	}
+	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC | DB_DBT_PARTIAL};
+	val.dlen = QMGR_MESSAGE_REF_LEN;
+	uint32_t how = DB_FIRST;
+	if (from && from->len > 0) {
+		key.data = mem_memdup(from->data, from->len);
+		key.size = (u_int32_t)from->len;
+		how = DB_SET_RANGE;
+	}
+	struct qmgr_body_ref ref;
+	for (ret = cur->get(cur, &key, &val, how); ret == 0; ret = cur->get(cur, &key, &val, DB_NEXT))
+		if (qmgr_record_message_ref(val.data, val.size, &ref) && !fn(ctx, &key, &ref))
+			break;
+	if (stopped_at) {
+		buf_reset(stopped_at);
+		if (ret == 0)
+			buf_append(stopped_at, key.data, key.size);
+	}
+	free(key.data);
+	free(val.data);
+	cur->close(cur);
+	if (ret != 0 && ret != DB_NOTFOUND) {
+		db_fail(st, ret, err, "cannot read messages.db");
+		return false;
+	}
+	return true;
+}
+
 static bool count_ref(void *ctx, const DBT *key, const struct qmgr_body_ref *ref)
 {
 	struct qmgr_store *st = ctx;
@@ -463,7 +505,7 @@ static bool count_outbox_ref(void *ctx, const DBT *key, const DBT *val, struct b
  * names, left by a crash). */
 static bool count_refs(struct qmgr_store *st, struct buf *err)
 {
-	return walk_refs(st, NULL, count_ref, st, NULL, err) &&
+	return walk_refs(st, NULL, count_ref, st, NULL, err) && walk_message_refs(st, NULL, count_ref, st, NULL, err) &&
 	       walk(st, QMGR_TABLE_OUTBOX, NULL, count_outbox_ref, st, err);
 }
 
@@ -582,6 +624,7 @@ void qmgr_store_close(struct qmgr_store *st)
 		close(st->log_fd);
 	qmgr_bodies_free(st->bodies);
 	buf_free(&st->sweep_resume);
+	buf_free(&st->sweep_resume_msgs);
 	free(st->done_hints);
 	free(st->dir);
 	free(st);
@@ -1019,21 +1062,19 @@ static int put_body_chunks(struct write_ctx *w, const char *qid, const void *dat
 	return 0;
 }
 
-/* The body goes to a segment first; the transaction stores where. */
-static int put_body(struct write_ctx *w, const char *qid, const struct buf *body, struct buf *err)
+/* The body goes to a segment first; the message's record, written in
+ * the same transaction, stores where (*stored false: an empty body, none). */
+static int put_body(struct write_ctx *w, const struct buf *body, struct qmgr_body_ref *ref, bool *stored,
+                    struct buf *err)
 {
+	*stored = false;
 	if (body->len == 0)
 		return 0;
-	struct qmgr_body_ref ref;
-	if (!qmgr_bodies_append(w->st->bodies, body->data, body->len, time(NULL), &ref, err))
+	if (!qmgr_bodies_append(w->st->bodies, body->data, body->len, time(NULL), ref, err))
 		return errno ? errno : EIO;
-	unsigned char v[QMGR_BODY_REF_SIZE];
-	qmgr_body_ref_encode(&ref, v);
-	qmgr_key_body(&w->key, qid, QMGR_BODY_REF_CHUNK);
-	int ret = put_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key, v, sizeof(v));
-	if (ret == 0)
-		note_segment(&w->seg_added, &w->nadded, ref.segment);
-	return ret;
+	note_segment(&w->seg_added, &w->nadded, ref->segment);
+	*stored = true;
+	return 0;
 }
 
 static uint64_t now_micros(void)
@@ -1104,14 +1145,17 @@ static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, c
 		w->qid_reserve = id + QID_RESERVE_MICROS;
 		ret = meta_put(w->st, w->txn, META_LAST_QID, w->qid_reserve);
 	}
+	struct qmgr_body_ref ref;
+	bool has_ref = false;
 	if (ret == 0)
-		ret = put_body(w, qid, &in->body, err);
+		ret = put_body(w, &in->body, &ref, &has_ref, err);
 	if (ret == 0)
 		ret = put_new_rcpts(w, qid, in, err);
 	if (ret == 0) {
 		buf_reset(&w->key);
 		buf_puts(&w->key, qid);
-		qmgr_record_message(&w->val, qid, w->now, (int64_t)in->body.len, in->nrcpt, &in->envelope);
+		qmgr_record_message(&w->val, qid, w->now, (int64_t)in->body.len, in->nrcpt, &in->envelope,
+		                    has_ref ? &ref : NULL);
 		ret = put_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, w->val.data, w->val.len);
 	}
 	return ret;
@@ -1307,6 +1351,8 @@ static bool body_step(void *ctx, const DBT *key, const DBT *val, struct buf *err
 	return true;
 }
 
+static int find_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref, bool *in_record);
+
 bool qmgr_store_read_body(struct qmgr_store *st, const char *qid, struct buf *body, struct buf *err)
 {
 	struct buf start = BUF_INIT;
@@ -1315,6 +1361,17 @@ bool qmgr_store_read_body(struct qmgr_store *st, const char *qid, struct buf *bo
 	buf_reset(body);
 	bool ok = walk(st, QMGR_TABLE_BODIES, &start, body_step, &b, err);
 	buf_free(&start);
+	if (ok && !b.in_segment && b.next_chunk == 0) {
+		struct write_ctx w = {.st = st};
+		bool in_record;
+		int ret = find_ref(&w, qid, &b.ref, &in_record);
+		write_ctx_free(&w);
+		b.in_segment = ret == 0 && in_record;
+		if (ret != 0 && ret != DB_NOTFOUND) {
+			db_fail(st, ret, err, "cannot read messages.db");
+			ok = false;
+		}
+	}
 	if (ok && b.in_segment)
 		ok = qmgr_bodies_read(st->bodies, qid, &b.ref, body, err);
 	return ok;
@@ -1335,11 +1392,30 @@ static int get_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *r
 	return ret;
 }
 
+/* A message's body reference, wherever it is: in its record
+ * (*in_record true) or, for messages of older queues, in bodies.db;
+ * DB_NOTFOUND when there is none (no message, an empty body, or a body in
+ * chunks). */
+static int find_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref, bool *in_record)
+{
+	*in_record = false;
+	DBT val;
+	buf_reset(&w->key);
+	buf_puts(&w->key, qid);
+	int ret = get_raw(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, &val);
+	if (ret != 0)
+		return ret;
+	*in_record = qmgr_record_message_ref(val.data, val.size, ref);
+	free(val.data);
+	return *in_record ? 0 : get_ref(w, qid, ref);
+}
+
 bool qmgr_store_body_segment(struct qmgr_store *st, const char *qid, uint64_t *segment)
 {
 	struct write_ctx w = {.st = st};
 	struct qmgr_body_ref ref;
-	bool found = get_ref(&w, qid, &ref) == 0;
+	bool in_record;
+	bool found = find_ref(&w, qid, &ref, &in_record) == 0;
 	*segment = found ? ref.segment : 0;
 	write_ctx_free(&w);
 	return found;
@@ -1650,18 +1726,23 @@ static int message_done(struct write_ctx *w, const char *qid, const struct ipc_m
 	return ret;
 }
 
-/* A done message leaves nothing on disk: its record, its body (or the
- * reference to its segment) and its recipients go.  The reference and
- * the recipients 0 .. count-1 are deleted by their keys; a body in
- * chunks (older queues) by its queue ID's prefix. */
-static int remove_message(struct write_ctx *w, const char *qid, int64_t count)
+/* A done message leaves nothing on disk: its record (with its body's
+ * reference), its recipients and, for messages of older queues, its
+ * body's reference or its body in bodies.db.  The recipients 0 .. count-1
+ * and such a reference are deleted by their keys; a body in chunks by its
+ * queue ID's prefix.  envelope is the message's record. */
+static int remove_message(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope)
 {
+	int64_t count = ipc_msg_int(envelope, IPC_ATTR_RCPT_COUNT);
 	struct buf k = BUF_INIT;
 	buf_puts(&k, qid);
 	int ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
 	struct qmgr_body_ref ref;
-	int found = ret == 0 ? get_ref(w, qid, &ref) : DB_NOTFOUND;
-	if (found == 0) {
+	bool in_record = ret == 0 && qmgr_message_body_ref(envelope, &ref);
+	int found = ret != 0 ? DB_NOTFOUND : in_record ? 0 : get_ref(w, qid, &ref);
+	if (in_record) {
+		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
+	} else if (found == 0) {
 		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key); /* get_ref's key */
 	} else if (found != DB_NOTFOUND)
@@ -1680,7 +1761,7 @@ static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc
 {
 	bool done;
 	int ret = message_done(w, qid, envelope, NULL, 0, &done, err);
-	return ret == 0 && done ? remove_message(w, qid, ipc_msg_int(envelope, IPC_ATTR_RCPT_COUNT)) : ret;
+	return ret == 0 && done ? remove_message(w, qid, envelope) : ret;
 }
 
 /* The bounce's DSN is pending: the recipient says so (with what the DSN
@@ -1752,8 +1833,7 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	if (ret == 0 && final_state(r.state))
 		ret = message_done(w, qid, &envelope, &r, index, &done, err);
 	if (ret == 0)
-		ret = done ? remove_message(w, qid, ipc_msg_int(&envelope, IPC_ATTR_RCPT_COUNT))
-		           : put_rcpt(w, qid, index, &r);
+		ret = done ? remove_message(w, qid, &envelope) : put_rcpt(w, qid, index, &r);
 	if (ret == 0 && o->rtype)
 		ret = append_outbox(w, o->rtype, qid, index, &envelope, &r, o->detail);
 	qmgr_rcpt_free(&r);
@@ -2205,14 +2285,20 @@ static bool pick_one(void *ctx, const DBT *key, const struct qmgr_body_ref *ref)
 }
 
 /* Collects up to p->max messages whose body is in a sweepable segment,
- * scanning bodies.db from where the last scan stopped; *at_end once the
- * scan reached the end (the next one starts over). */
+ * scanning the references of bodies.db, then those of messages.db, each
+ * from where its last scan stopped; *at_end once both scans reached their
+ * table's end (the next ones start over). */
 static bool pick_sweepable(struct qmgr_store *st, struct sweep_pick *p, bool *at_end, struct buf *err)
 {
 	struct buf from = BUF_INIT;
 	buf_append(&from, st->sweep_resume.data, st->sweep_resume.len);
 	bool ok = walk_refs(st, &from, pick_one, p, &st->sweep_resume, err);
-	*at_end = st->sweep_resume.len == 0;
+	if (ok && st->sweep_resume.len == 0 && p->n < p->max) {
+		buf_reset(&from);
+		buf_append(&from, st->sweep_resume_msgs.data, st->sweep_resume_msgs.len);
+		ok = walk_message_refs(st, &from, pick_one, p, &st->sweep_resume_msgs, err);
+	}
+	*at_end = st->sweep_resume.len == 0 && st->sweep_resume_msgs.len == 0;
 	buf_free(&from);
 	return ok;
 }
@@ -2228,13 +2314,30 @@ static bool first_report(struct qmgr_store *st, const char *qid)
 	return true;
 }
 
+/* The message's record written again without its body's reference (its
+ * body now in chunks). */
+static int put_record_without_ref(struct write_ctx *w, const char *qid, struct buf *err)
+{
+	struct ipc_msg env;
+	buf_reset(&w->key);
+	buf_puts(&w->key, qid);
+	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, decode_message, &env, err);
+	if (ret != 0)
+		return ret;
+	qmgr_record_message(&w->val, qid, ipc_msg_int(&env, IPC_ATTR_RECEIVED), ipc_msg_int(&env, IPC_ATTR_BODY_SIZE),
+	                    (size_t)ipc_msg_int(&env, IPC_ATTR_RCPT_COUNT), &env, NULL);
+	ipc_msg_free(&env);
+	return put_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, w->val.data, w->val.len);
+}
+
 /* One body back into chunks, in w's transaction.  A body that cannot be
  * read stays where it is (and keeps its segment); it is logged once. */
 static int move_body(struct write_ctx *w, const char *qid, int64_t now, int64_t min_age, bool *moved)
 {
 	struct qmgr_body_ref ref;
+	bool in_record;
 	*moved = false;
-	int ret = get_ref(w, qid, &ref);
+	int ret = find_ref(w, qid, &ref, &in_record);
 	if (ret != 0)
 		return ret == DB_NOTFOUND ? 0 : ret;
 	if (!qmgr_bodies_sweepable(w->st->bodies, ref.segment, now, min_age))
@@ -2248,9 +2351,12 @@ static int move_body(struct write_ctx *w, const char *qid, int64_t now, int64_t 
 		return 0;
 	}
 	ret = put_body_chunks(w, qid, body.data, body.len);
-	qmgr_key_body(&w->key, qid, QMGR_BODY_REF_CHUNK);
-	if (ret == 0)
+	if (ret == 0 && in_record)
+		ret = put_record_without_ref(w, qid, &why);
+	else if (ret == 0) {
+		qmgr_key_body(&w->key, qid, QMGR_BODY_REF_CHUNK);
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key);
+	}
 	if (ret == 0) {
 		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
 		*moved = true;
@@ -2292,7 +2398,7 @@ enum qmgr_store_status qmgr_store_sweep_bodies(struct qmgr_store *st, int64_t mi
 	enum qmgr_store_status status = QMGR_STORE_OK;
 	/* from where the last sweep stopped to the end, then once from the
 	 * start */
-	int passes = st->sweep_resume.len > 0 ? 2 : 1;
+	int passes = st->sweep_resume.len > 0 || st->sweep_resume_msgs.len > 0 ? 2 : 1;
 	size_t done = 0;
 	while (status == QMGR_STORE_OK && done < max_messages && passes > 0) {
 		size_t left = max_messages - done;

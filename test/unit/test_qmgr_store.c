@@ -699,15 +699,22 @@ static void test_schema_upgrade(void **state)
 	struct buf stored = BUF_INIT;
 	assert_true(qmgr_store_get_raw(f->st, QMGR_TABLE_META, "schema", 6, &stored, &err));
 	assert_int_equal(stored.len, 8);
-	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 2);
+	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 3);
+	buf_reset(&stored);
+	qmgr_be_put(version, 2, 8);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "schema", 6, version, 8, &err));
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	assert_true(qmgr_store_get_raw(f->st, QMGR_TABLE_META, "schema", 6, &stored, &err));
+	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 3);
 	buf_free(&stored);
 
-	qmgr_be_put(version, 3, 8);
+	qmgr_be_put(version, 4, 8);
 	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "schema", 6, version, 8, &err));
 	qmgr_store_close(f->st);
 	f->st = qmgr_store_open(f->dir, QMGR_OPEN_RECOVER, &err);
 	assert_null(f->st);
-	assert_true(testutil_contains(buf_cstr(&err), "has schema version 3; this qmgr knows versions 1 to 2"));
+	assert_true(testutil_contains(buf_cstr(&err), "has schema version 4; this qmgr knows versions 1 to 3"));
 	buf_free(&err);
 }
 
@@ -1167,6 +1174,84 @@ static void test_body_in_segment(void **state)
 	f->st = open_store(f->dir);
 	assert_body(f->st, qid, 150000);
 	free(path);
+}
+
+static bool in_bodies_db(struct qmgr_store *st, const char *qid)
+{
+	struct buf key = BUF_INIT, val = BUF_INIT, err = BUF_INIT;
+	qmgr_key_body(&key, qid, QMGR_BODY_REF_CHUNK);
+	bool found = qmgr_store_get_raw(st, QMGR_TABLE_BODIES, key.data, key.len, &val, &err);
+	buf_free(&key);
+	buf_free(&val);
+	buf_free(&err);
+	return found;
+}
+
+/* A new message's record holds its body's reference, and bodies.db
+ * nothing; the segment is counted at open from the record, and freed
+ * once the message is delivered. */
+static void test_body_reference_in_message_record(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	add(f->st, 1, 3000, qid);
+	assert_false(in_bodies_db(f->st, qid));
+	struct buf rec = BUF_INIT, err = BUF_INIT;
+	assert_true(qmgr_store_get_raw(f->st, QMGR_TABLE_MESSAGES, qid, QMGR_QID_LEN, &rec, &err));
+	struct qmgr_body_ref ref;
+	assert_true(qmgr_record_message_ref(rec.data, rec.len, &ref));
+	assert_int_equal(ref.length, 3000);
+	uint64_t segment;
+	assert_true(qmgr_store_body_segment(f->st, qid, &segment));
+	assert_true(segment == ref.segment);
+	char *path = qmgr_store_segment_path(f->st, segment);
+	/* counted from the record at open: the segment stays, the body reads */
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	assert_true(file_exists(path));
+	assert_body(f->st, qid, 3000);
+	deliver_all(f->st, qid, 1);
+	assert_false(qmgr_store_body_segment(f->st, qid, &segment));
+	free(path);
+	buf_free(&rec);
+	buf_free(&err);
+}
+
+/* A message of a queue of schema 2: its record without the reference,
+ * the reference in bodies.db.  It is read, counted at open and removed
+ * as before. */
+static void test_body_reference_in_bodies_db_still_read(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	add(f->st, 2, 4000, qid);
+	struct buf rec = BUF_INIT, err = BUF_INIT, key = BUF_INIT;
+	struct ipc_msg env;
+	bool found;
+	assert_true(qmgr_store_get_message(f->st, qid, &env, &found, &err));
+	struct qmgr_body_ref ref;
+	assert_true(qmgr_message_body_ref(&env, &ref));
+	/* the old layout, by hand */
+	qmgr_record_message(&rec, qid, ipc_msg_int(&env, IPC_ATTR_RECEIVED), ipc_msg_int(&env, IPC_ATTR_BODY_SIZE), 2,
+	                    &env, NULL);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_MESSAGES, qid, QMGR_QID_LEN, rec.data, rec.len, &err));
+	unsigned char v[QMGR_BODY_REF_SIZE];
+	qmgr_body_ref_encode(&ref, v);
+	qmgr_key_body(&key, qid, QMGR_BODY_REF_CHUNK);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_BODIES, key.data, key.len, v, sizeof(v), &err));
+	ipc_msg_free(&env);
+	qmgr_store_close(f->st);
+	f->st = open_store(f->dir);
+	assert_body(f->st, qid, 4000);
+	uint64_t segment;
+	assert_true(qmgr_store_body_segment(f->st, qid, &segment));
+	assert_true(segment == ref.segment);
+	deliver_all(f->st, qid, 2);
+	assert_false(in_bodies_db(f->st, qid));
+	assert_false(qmgr_store_body_segment(f->st, qid, &segment));
+	buf_free(&rec);
+	buf_free(&err);
+	buf_free(&key);
 }
 
 /* What was just appended is read back from memory: the scheduler does
@@ -1636,6 +1721,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_batch_read_and_confirmed_in_part, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_batch_damaged, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_schema_upgrade, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_body_reference_in_message_record, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_body_reference_in_bodies_db_still_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_row_made_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
