@@ -389,69 +389,44 @@ static int next_ref(DBC *cur, DBT *key, DBT *val, uint32_t how)
 	return ret;
 }
 
-static void partial_val(DBT *val)
-{
-	memset(val, 0, sizeof(*val));
-	val->flags = DB_DBT_REALLOC | DB_DBT_PARTIAL;
-	val->dlen = QMGR_BODY_REF_SIZE;
-}
-
 typedef bool (*ref_fn)(void *ctx, const DBT *key, const struct qmgr_body_ref *ref);
 
-/* Calls fn for each reference record of bodies.db, from key from on (all
- * of them when from is empty), until fn returns false.  stopped_at, when
- * not NULL, gets the key fn stopped at, or nothing at the table's end. */
-static bool walk_refs(struct qmgr_store *st, const struct buf *from, ref_fn fn, void *ctx, struct buf *stopped_at,
-                      struct buf *err)
+/* A table that holds body references: how many bytes at the start of a
+ * value hold one, how a cursor steps to the next record that may, and
+ * how the reference is read from those bytes. */
+struct ref_source {
+	enum qmgr_table table;
+	uint32_t head;
+	int (*step)(DBC *cur, DBT *key, DBT *val, uint32_t how);
+	bool (*ref_of)(const void *v, size_t len, struct qmgr_body_ref *ref);
+};
+
+static int next_record(DBC *cur, DBT *key, DBT *val, uint32_t how)
 {
-	DB *db = st->db[QMGR_TABLE_BODIES];
-	DBC *cur;
-	int ret = db->cursor(db, NULL, &cur, 0);
-	if (ret != 0) {
-		db_fail(st, ret, err, "cannot read bodies.db");
-		return false;
-	}
-	DBT key = {.flags = DB_DBT_REALLOC}, val;
-	partial_val(&val);
-	uint32_t how = DB_FIRST;
-	if (from && from->len > 0) {
-		key.data = mem_memdup(from->data, from->len);
-		key.size = (u_int32_t)from->len;
-		how = DB_SET_RANGE;
-	}
-	struct qmgr_body_ref ref;
-	for (ret = next_ref(cur, &key, &val, how); ret == 0; ret = next_ref(cur, &key, &val, DB_NEXT))
-		if (qmgr_body_ref_decode(val.data, val.size, &ref) && !fn(ctx, &key, &ref))
-			break;
-	if (stopped_at) {
-		buf_reset(stopped_at);
-		if (ret == 0)
-			buf_append(stopped_at, key.data, key.size);
-	}
-	free(key.data);
-	free(val.data);
-	cur->close(cur);
-	if (ret != 0 && ret != DB_NOTFOUND) {
-		db_fail(st, ret, err, "cannot read bodies.db");
-		return false;
-	}
-	return true;
+	return cur->get(cur, key, val, how);
 }
 
-/* Like walk_refs, over the references that messages.db's records hold:
- * only each record's first bytes are read. */
-static bool walk_message_refs(struct qmgr_store *st, const struct buf *from, ref_fn fn, void *ctx,
-                              struct buf *stopped_at, struct buf *err)
+/* bodies.db's reference records (older queues' messages), and the
+ * records of messages.db that start with one. */
+static const struct ref_source bodies_refs = {QMGR_TABLE_BODIES, QMGR_BODY_REF_SIZE, next_ref, qmgr_body_ref_decode};
+static const struct ref_source message_refs = {QMGR_TABLE_MESSAGES, QMGR_MESSAGE_REF_LEN, next_record,
+                                               qmgr_record_message_ref};
+
+/* Calls fn for each reference of src's table, from key from on (all of
+ * them when from is empty), until fn returns false; only the first bytes
+ * of each value are read.  stopped_at, when not NULL, gets the key fn
+ * stopped at, or nothing at the table's end. */
+static bool walk_refs(struct qmgr_store *st, const struct ref_source *src, const struct buf *from, ref_fn fn,
+                      void *ctx, struct buf *stopped_at, struct buf *err)
 {
-	DB *db = st->db[QMGR_TABLE_MESSAGES];
+	DB *db = st->db[src->table];
 	DBC *cur;
 	int ret = db->cursor(db, NULL, &cur, 0);
 	if (ret != 0) {
-		db_fail(st, ret, err, "cannot read messages.db");
+		db_fail(st, ret, err, "cannot read the body references");
 		return false;
 	}
-	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC | DB_DBT_PARTIAL};
-	val.dlen = QMGR_MESSAGE_REF_LEN;
+	DBT key = {.flags = DB_DBT_REALLOC}, val = {.flags = DB_DBT_REALLOC | DB_DBT_PARTIAL, .dlen = src->head};
 	uint32_t how = DB_FIRST;
 	if (from && from->len > 0) {
 		key.data = mem_memdup(from->data, from->len);
@@ -459,8 +434,8 @@ static bool walk_message_refs(struct qmgr_store *st, const struct buf *from, ref
 		how = DB_SET_RANGE;
 	}
 	struct qmgr_body_ref ref;
-	for (ret = cur->get(cur, &key, &val, how); ret == 0; ret = cur->get(cur, &key, &val, DB_NEXT))
-		if (qmgr_record_message_ref(val.data, val.size, &ref) && !fn(ctx, &key, &ref))
+	for (ret = src->step(cur, &key, &val, how); ret == 0; ret = src->step(cur, &key, &val, DB_NEXT))
+		if (src->ref_of(val.data, val.size, &ref) && !fn(ctx, &key, &ref))
 			break;
 	if (stopped_at) {
 		buf_reset(stopped_at);
@@ -471,7 +446,7 @@ static bool walk_message_refs(struct qmgr_store *st, const struct buf *from, ref
 	free(val.data);
 	cur->close(cur);
 	if (ret != 0 && ret != DB_NOTFOUND) {
-		db_fail(st, ret, err, "cannot read messages.db");
+		db_fail(st, ret, err, "cannot read the body references");
 		return false;
 	}
 	return true;
@@ -505,7 +480,8 @@ static bool count_outbox_ref(void *ctx, const DBT *key, const DBT *val, struct b
  * names, left by a crash). */
 static bool count_refs(struct qmgr_store *st, struct buf *err)
 {
-	return walk_refs(st, NULL, count_ref, st, NULL, err) && walk_message_refs(st, NULL, count_ref, st, NULL, err) &&
+	return walk_refs(st, &bodies_refs, NULL, count_ref, st, NULL, err) &&
+	       walk_refs(st, &message_refs, NULL, count_ref, st, NULL, err) &&
 	       walk(st, QMGR_TABLE_OUTBOX, NULL, count_outbox_ref, st, err);
 }
 
@@ -2292,11 +2268,11 @@ static bool pick_sweepable(struct qmgr_store *st, struct sweep_pick *p, bool *at
 {
 	struct buf from = BUF_INIT;
 	buf_append(&from, st->sweep_resume.data, st->sweep_resume.len);
-	bool ok = walk_refs(st, &from, pick_one, p, &st->sweep_resume, err);
+	bool ok = walk_refs(st, &bodies_refs, &from, pick_one, p, &st->sweep_resume, err);
 	if (ok && st->sweep_resume.len == 0 && p->n < p->max) {
 		buf_reset(&from);
 		buf_append(&from, st->sweep_resume_msgs.data, st->sweep_resume_msgs.len);
-		ok = walk_message_refs(st, &from, pick_one, p, &st->sweep_resume_msgs, err);
+		ok = walk_refs(st, &message_refs, &from, pick_one, p, &st->sweep_resume_msgs, err);
 	}
 	*at_end = st->sweep_resume.len == 0 && st->sweep_resume_msgs.len == 0;
 	buf_free(&from);
