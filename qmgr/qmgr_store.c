@@ -1327,27 +1327,27 @@ static bool body_step(void *ctx, const DBT *key, const DBT *val, struct buf *err
 	return true;
 }
 
-static int find_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref, bool *in_record);
+static int record_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref);
 
+/* The body of a message whose record names it is read from its segment;
+ * other bodies as bodies.db has them (a reference or chunks). */
 bool qmgr_store_read_body(struct qmgr_store *st, const char *qid, struct buf *body, struct buf *err)
 {
+	buf_reset(body);
+	struct write_ctx w = {.st = st};
+	struct body_walk b = {.qid = qid, .body = body};
+	int ret = record_ref(&w, qid, &b.ref);
+	write_ctx_free(&w);
+	if (ret == 0)
+		return qmgr_bodies_read(st->bodies, qid, &b.ref, body, err);
+	if (ret != DB_NOTFOUND) {
+		db_fail(st, ret, err, "cannot read messages.db");
+		return false;
+	}
 	struct buf start = BUF_INIT;
 	qmgr_key_body(&start, qid, 0);
-	struct body_walk b = {.qid = qid, .body = body};
-	buf_reset(body);
 	bool ok = walk(st, QMGR_TABLE_BODIES, &start, body_step, &b, err);
 	buf_free(&start);
-	if (ok && !b.in_segment && b.next_chunk == 0) {
-		struct write_ctx w = {.st = st};
-		bool in_record;
-		int ret = find_ref(&w, qid, &b.ref, &in_record);
-		write_ctx_free(&w);
-		b.in_segment = ret == 0 && in_record;
-		if (ret != 0 && ret != DB_NOTFOUND) {
-			db_fail(st, ret, err, "cannot read messages.db");
-			ok = false;
-		}
-	}
 	if (ok && b.in_segment)
 		ok = qmgr_bodies_read(st->bodies, qid, &b.ref, body, err);
 	return ok;
@@ -1368,22 +1368,30 @@ static int get_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *r
 	return ret;
 }
 
-/* A message's body reference, wherever it is: in its record
- * (*in_record true) or, for messages of older queues, in bodies.db;
- * DB_NOTFOUND when there is none (no message, an empty body, or a body in
- * chunks). */
-static int find_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref, bool *in_record)
+/* The body reference a message's record holds; DB_NOTFOUND when it holds
+ * none (or there is no such message). */
+static int record_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref)
 {
-	*in_record = false;
 	DBT val;
 	buf_reset(&w->key);
 	buf_puts(&w->key, qid);
 	int ret = get_raw(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, &val);
 	if (ret != 0)
 		return ret;
-	*in_record = qmgr_record_message_ref(val.data, val.size, ref);
+	bool held = qmgr_record_message_ref(val.data, val.size, ref);
 	free(val.data);
-	return *in_record ? 0 : get_ref(w, qid, ref);
+	return held ? 0 : DB_NOTFOUND;
+}
+
+/* A message's body reference, wherever it is: in its record
+ * (*in_record true) or, for messages of older queues, in bodies.db;
+ * DB_NOTFOUND when there is none (no message, an empty body, or a body in
+ * chunks). */
+static int find_ref(struct write_ctx *w, const char *qid, struct qmgr_body_ref *ref, bool *in_record)
+{
+	int ret = record_ref(w, qid, ref);
+	*in_record = ret == 0;
+	return ret == DB_NOTFOUND ? get_ref(w, qid, ref) : ret;
 }
 
 bool qmgr_store_body_segment(struct qmgr_store *st, const char *qid, uint64_t *segment)
@@ -1714,17 +1722,16 @@ static int remove_message(struct write_ctx *w, const char *qid, const struct ipc
 	buf_puts(&k, qid);
 	int ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
 	struct qmgr_body_ref ref;
-	bool in_record = ret == 0 && qmgr_message_body_ref(envelope, &ref);
-	int found = ret != 0 ? DB_NOTFOUND : in_record ? 0 : get_ref(w, qid, &ref);
-	if (in_record) {
-		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
-	} else if (found == 0) {
-		note_segment(&w->seg_removed, &w->nremoved, ref.segment);
-		ret = del_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key); /* get_ref's key */
-	} else if (found != DB_NOTFOUND)
-		ret = found;
-	else if (ret == 0)
-		ret = del_prefix(w, QMGR_TABLE_BODIES, qid);
+	if (ret == 0 && qmgr_message_body_ref(envelope, &ref)) {
+		note_segment(&w->seg_removed, &w->nremoved, ref.segment); /* nothing in bodies.db */
+	} else if (ret == 0) {
+		int found = get_ref(w, qid, &ref);
+		if (found == 0) {
+			note_segment(&w->seg_removed, &w->nremoved, ref.segment);
+			ret = del_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key); /* get_ref's key */
+		} else
+			ret = found == DB_NOTFOUND ? del_prefix(w, QMGR_TABLE_BODIES, qid) : found;
+	}
 	for (int64_t i = 0; ret == 0 && i < count; i++) {
 		qmgr_key_rcpt(&k, qid, (size_t)i);
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_RCPTS, &k);
