@@ -143,7 +143,7 @@ extern const size_t qmgr_envelope_attr_count;
  * qmgr_message_body_ref in a decoded record.  (Queues of schema 2 and
  * before keep it in bodies.db instead.) */
 struct qmgr_body_ref;
-#define QMGR_MESSAGE_REF_HEAD 14 /* type, name length, "body_ref", value length */
+#define QMGR_MESSAGE_REF_HEAD 14 /* type, name length, the name (8 bytes), value length */
 #define QMGR_MESSAGE_REF_LEN (QMGR_MESSAGE_REF_HEAD + QMGR_BODY_REF_SIZE)
 void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int64_t body_size, size_t nrcpt,
                          const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref);

@@ -7,6 +7,7 @@
 #include "qmgr.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,10 +218,25 @@ static char *dup_opt(const struct ipc_msg *m, enum ipc_attr a)
 /* ---- messages ---------------------------------------------------------- */
 
 /* The body's reference, when there is one, goes first: a record that
- * starts with these bytes has one (qmgr_record_message_ref), and a walk
- * over the table reads no further. */
-static const unsigned char body_ref_head[QMGR_MESSAGE_REF_HEAD] = {
-    IPC_TYPE_DATA, 8, 'b', 'o', 'd', 'y', '_', 'r', 'e', 'f', 0, 0, 0, QMGR_BODY_REF_SIZE};
+ * starts with the bytes the encoder writes ahead of a reference (its type,
+ * name and length, taken once from the encoder itself) has one
+ * (qmgr_record_message_ref), and a walk over the table reads no further. */
+static unsigned char body_ref_head[QMGR_MESSAGE_REF_HEAD];
+static pthread_once_t body_ref_head_once = PTHREAD_ONCE_INIT;
+
+static void make_body_ref_head(void)
+{
+	struct buf frame = BUF_INIT;
+	struct ipc_writer w;
+	unsigned char zeros[QMGR_BODY_REF_SIZE] = {0};
+	record_begin(&w, &frame);
+	ipc_put_data(&w, IPC_ATTR_BODY_REF, zeros, sizeof(zeros));
+	record_end(&w, &frame);
+	if (frame.len != QMGR_MESSAGE_REF_LEN)
+		log_panic("a body reference encodes in %zu bytes, not %d", frame.len, QMGR_MESSAGE_REF_LEN);
+	memcpy(body_ref_head, frame.data, sizeof(body_ref_head));
+	buf_free(&frame);
+}
 
 void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int64_t body_size, size_t nrcpt,
                          const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref)
@@ -242,6 +258,7 @@ void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int
 
 bool qmgr_record_message_ref(const void *v, size_t len, struct qmgr_body_ref *ref)
 {
+	pthread_once(&body_ref_head_once, make_body_ref_head);
 	return len >= QMGR_MESSAGE_REF_LEN && memcmp(v, body_ref_head, sizeof(body_ref_head)) == 0 &&
 	       qmgr_body_ref_decode((const unsigned char *)v + sizeof(body_ref_head), QMGR_BODY_REF_SIZE, ref);
 }
