@@ -63,10 +63,25 @@ static void die(const char *what, const struct buf *err)
 	exit(1);
 }
 
+/* A frame's attributes, as daemons decode them. */
+typedef bool (*frame_decoder)(const void *payload, size_t len, struct ipc_msg *msg, struct buf *err);
+
+/* Ends the frame w writes into frame and decodes it into msg. */
+static void decode_frame(struct ipc_writer *w, struct buf *frame, frame_decoder decode, struct ipc_msg *msg,
+                         const char *what)
+{
+	struct buf err = BUF_INIT;
+	if (!ipc_write_end(w, &err) ||
+	    !decode(frame->data + IPC_FRAME_HEADER, frame->len - IPC_FRAME_HEADER, msg, &err))
+		die(what, &err);
+	buf_free(frame);
+	buf_free(&err);
+}
+
 /* An envelope as smtpd's enqueue request carries it. */
 static void make_envelope(struct ipc_msg *envelope)
 {
-	struct buf frame = BUF_INIT, err = BUF_INIT;
+	struct buf frame = BUF_INIT;
 	struct ipc_writer w;
 	ipc_write_begin(&w, &frame, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "enqueue");
@@ -75,17 +90,13 @@ static void make_envelope(struct ipc_msg *envelope)
 	ipc_put_str(&w, IPC_ATTR_CLIENT_NAME, "load.bench.test");
 	ipc_put_str(&w, IPC_ATTR_HELO, "load.bench.test");
 	ipc_put_str(&w, IPC_ATTR_BODY_TYPE, "8BITMIME");
-	if (!ipc_write_end(&w, &err) ||
-	    !qmgr_envelope_decode(frame.data + IPC_FRAME_HEADER, frame.len - IPC_FRAME_HEADER, envelope, &err))
-		die("cannot make the envelope", &err);
-	buf_free(&frame);
-	buf_free(&err);
+	decode_frame(&w, &frame, qmgr_envelope_decode, envelope, "cannot make the envelope");
 }
 
 /* smtp's result frame for a delivered recipient. */
 static void make_result(struct ipc_msg *result)
 {
-	struct buf frame = BUF_INIT, err = BUF_INIT;
+	struct buf frame = BUF_INIT;
 	struct ipc_writer w;
 	ipc_write_begin(&w, &frame, 0);
 	ipc_put_str(&w, IPC_ATTR_REQUEST, "result");
@@ -99,11 +110,7 @@ static void make_result(struct ipc_msg *result)
 	ipc_put_str(&w, IPC_ATTR_REMOTE_IP, "127.0.0.1");
 	ipc_put_str(&w, IPC_ATTR_LOCAL_IP, "127.0.0.1");
 	ipc_put_str(&w, IPC_ATTR_ESMTP, "8BITMIME PIPELINING CHUNKING SIZE");
-	if (!ipc_write_end(&w, &err) ||
-	    !qmgr_smtp_decode_result(frame.data + IPC_FRAME_HEADER, frame.len - IPC_FRAME_HEADER, result, &err))
-		die("cannot make the result", &err);
-	buf_free(&frame);
-	buf_free(&err);
+	decode_frame(&w, &frame, qmgr_smtp_decode_result, result, "cannot make the result");
 }
 
 static void make_incoming(struct qmgr_incoming *in, long n, long body_bytes)
