@@ -25,7 +25,8 @@ static struct {
 	char path[4096];
 	int fd;
 	pid_t pid; /* for the line prefix: 0 until the first line, and in a child */
-} log_state = {LOG_TO_STDERR, "tern", "", -1, 0};
+	unsigned generation; /* counts log_open and log_close: the line prefix may change */
+} log_state = {LOG_TO_STDERR, "tern", "", -1, 0, 0};
 
 /* Lines kept for one write: the batching thread's, up to LOG_BATCH_BYTES
  * (no more than PIPE_BUF, so that a batch written to a pipe shared with
@@ -80,6 +81,7 @@ int log_open(const char *ident, enum log_target target, const char *path)
 	snprintf(log_state.ident, sizeof(log_state.ident), "%s", ident);
 	log_state.target = target;
 	log_state.fd = fd;
+	log_state.generation++;
 	if (target == LOG_TO_FILE)
 		snprintf(log_state.path, sizeof(log_state.path), "%s", path);
 	if (target == LOG_TO_SYSLOG)
@@ -116,6 +118,7 @@ void log_close(void)
 		closelog();
 	log_state.fd = -1;
 	log_state.target = LOG_TO_STDERR;
+	log_state.generation++;
 }
 
 static int target_fd(void)
@@ -175,25 +178,53 @@ static void emit_line(enum log_level level, const char *line, size_t len)
 		batch.wake(batch.ctx);
 }
 
+/* The start of a file or stderr line ("2026-11-30 18:00:00 smtpd[123]: "),
+ * made once a second by each thread rather than for every line. */
+static _Thread_local struct {
+	time_t second;
+	pid_t pid;
+	unsigned opened; /* log_state's generation it was made for */
+	size_t len;
+	char text[128];
+} line_stamp;
+
+static size_t line_start(char *line)
+{
+	time_t now = log_state.target == LOG_TO_FILE ? time(NULL) : 0;
+	pid_t pid = our_pid();
+	if (line_stamp.len == 0 || line_stamp.second != now || line_stamp.pid != pid ||
+	    line_stamp.opened != log_state.generation) {
+		size_t len = 0;
+		if (log_state.target == LOG_TO_FILE) {
+			struct tm tm;
+			localtime_r(&now, &tm);
+			len = strftime(line_stamp.text, sizeof(line_stamp.text), "%Y-%m-%d %H:%M:%S ", &tm);
+		}
+		int n = snprintf(line_stamp.text + len, sizeof(line_stamp.text) - len, "%s[%ld]: ", log_state.ident,
+		                 (long)pid);
+		if (n > 0)
+			len += (size_t)n;
+		line_stamp.len = len < sizeof(line_stamp.text) ? len : sizeof(line_stamp.text) - 1;
+		line_stamp.second = now;
+		line_stamp.pid = pid;
+		line_stamp.opened = log_state.generation;
+	}
+	memcpy(line, line_stamp.text, line_stamp.len);
+	return line_stamp.len;
+}
+
 static void write_line(enum log_level level, const char *fmt, va_list ap)
 {
 	char line[8192];
-	size_t len = 0;
-	if (log_state.target == LOG_TO_FILE) {
-		time_t now = time(NULL);
-		struct tm tm;
-		localtime_r(&now, &tm);
-		len = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S ", &tm);
-	}
-	int n = snprintf(line + len, sizeof(line) - len, "%s[%ld]: %s: ", log_state.ident, (long)our_pid(),
-	                 level_names[level]);
+	size_t len = line_start(line);
+	size_t name_len = strlen(level_names[level]);
+	memcpy(line + len, level_names[level], name_len);
+	len += name_len;
+	line[len++] = ':';
+	line[len++] = ' ';
+	int n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
 	if (n > 0)
 		len += (size_t)n;
-	if (len < sizeof(line)) {
-		n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
-		if (n > 0)
-			len += (size_t)n;
-	}
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';

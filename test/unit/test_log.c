@@ -1,7 +1,8 @@
 /* test_log.c: unit tests of log batching: kept lines wait for
  * log_flush() and go out whole and in order, the loop is woken once per
  * batch, and errors, a full batch, a line of another thread and
- * log_batch_stop() write what waits at once. */
+ * log_batch_stop() write what waits at once; each line starts with the
+ * time, the identity and the process ID of the moment it was logged. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "mem.h"
@@ -145,6 +148,47 @@ static void test_other_threads_write_at_once(void **state)
 	assert_int_equal(f->wakes, 0);
 }
 
+/* Line n (from 0) of text checked for "YYYY-MM-DD HH:MM:SS IDENT[PID]: REST". */
+static void assert_line(const char *text, int n, const char *ident, long pid, const char *rest)
+{
+	for (int i = 0; i < n; i++)
+		text = strchr(text, '\n') + 1;
+	int year, month, day, hour, minute, second, used = 0;
+	assert_int_equal(sscanf(text, "%4d-%2d-%2d %2d:%2d:%2d %n", &year, &month, &day, &hour, &minute, &second, &used),
+	                 6);
+	assert_int_equal(used, 20);
+	char *want = NULL;
+	assert_true(asprintf(&want, "%s[%ld]: %s\n", ident, pid, rest) > 0);
+	assert_memory_equal(text + used, want, strlen(want));
+	free(want);
+}
+
+static void test_line_prefix_follows_identity_and_process(void **state)
+{
+	struct fixture *f = *state;
+	log_info("one");
+	log_info("two");
+	log_flush();
+	assert_int_equal(log_open("tern/other", LOG_TO_FILE, f->path), 0);
+	log_warning("three");
+	log_flush();
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		log_info("four");
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(child, &status, 0), child);
+	char *text = contents(f);
+	assert_int_equal(count_lines(text), 4);
+	assert_line(text, 0, "tern/test", (long)getpid(), "info: one");
+	assert_line(text, 1, "tern/test", (long)getpid(), "info: two");
+	assert_line(text, 2, "tern/other", (long)getpid(), "warning: three");
+	assert_line(text, 3, "tern/other", (long)child, "info: four");
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -152,6 +196,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_error_writes_what_waits_first, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_full_batch_goes_out_whole, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_other_threads_write_at_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_line_prefix_follows_identity_and_process, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
