@@ -393,7 +393,7 @@ const struct conf_directive conf_directives[] = {
      .def = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_"
             "128_CCM_8_SHA256",
      .flags = CONF_SUPPORTED},
-    /* tern: smtpd worker processes; 0 means one per two CPUs */
+    /* tern: smtpd worker processes; 0 means one per CPU */
     {.name = "smtpd-processes", .type = CONF_T_UINT, .scopes = G, .def = "0", .flags = CONF_SUPPORTED, .max = 256},
     {.name = "source", .type = CONF_T_STRING, .scopes = L | U, .flags = CONF_SUPPORTED},
     {.name = "source-ip-max-connect-rate", .type = CONF_T_CIDR_RATE, .scopes = D, .flags = CONF_PENDING | CONF_MULTI},

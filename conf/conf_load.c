@@ -329,8 +329,6 @@ unsigned conf_worker_processes(const struct conf *conf, const char *directive)
 	if (n == 0) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 		n = cpus > 0 ? (uint64_t)cpus : 1;
-		if (strcmp(directive, "smtpd-processes") == 0)
-			n = (n + 1) / 2;
 	}
 	return n > 256 ? 256 : (unsigned)n;
 }

@@ -297,8 +297,8 @@ static void test_global_and_vmta_inheritance(void **state)
 	conf_free(conf);
 }
 
-/* 0 asks for the automatic count: smtp one process per CPU, smtpd one per
- * two CPUs; a number is taken as it is, up to 256. */
+/* 0 asks for the automatic count, one process per CPU; a number is taken
+ * as it is, up to 256. */
 static void test_worker_processes(void **state)
 {
 	(void)state;
@@ -308,7 +308,7 @@ static void test_worker_processes(void **state)
 		n = 256;
 	struct conf *conf = load("smtpd-processes 0\n");
 	assert_int_equal(conf_worker_processes(conf, "smtp-processes"), n);
-	assert_int_equal(conf_worker_processes(conf, "smtpd-processes"), (n + 1) / 2);
+	assert_int_equal(conf_worker_processes(conf, "smtpd-processes"), n);
 	conf_free(conf);
 	conf = load("smtpd-processes 3\nsmtp-processes 256\n");
 	assert_int_equal(conf_worker_processes(conf, "smtpd-processes"), 3);
