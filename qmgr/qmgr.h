@@ -335,14 +335,27 @@ struct qmgr_rcpt_ref {
 };
 
 /* Marks recipients as handed to job_id, in one transaction (not
- * flushed): their due time becomes until, so that after a crash they
- * wait for smtp's replayed results until then rather than being sent
- * twice.  Final recipients are left alone.  stored (or NULL) holds each
+ * flushed): they leave due.db, and their due time becomes until, so that
+ * should the job end without their results (or qmgr stop) they wait for
+ * smtp's replayed results until then rather than being sent twice.
+ * Final recipients are left alone.  stored (or NULL) holds each
  * recipient's record as read from the store in this turn of the loop,
  * which is then not read again. */
 enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs,
                                                  const struct qmgr_rcpt *stored, size_t n, int64_t job_id,
                                                  int64_t until, int64_t now, struct buf *err);
+/* A job ended without the results of these recipients (its smtp
+ * connection lost, or never handed over): those still in flight for
+ * job_id (0: for any job) are due again at their due time, the end of
+ * in-flight-grace, in one transaction. */
+enum qmgr_store_status qmgr_store_hold(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
+                                       int64_t job_id, int64_t now, struct buf *err);
+/* After a start: reads up to max recipients from the key in from (empty:
+ * the first) and holds, as qmgr_store_hold does, those in flight for a
+ * job of an earlier start (a job ID not this_start plus a 32-bit count).
+ * from becomes the key to go on from; *done once the table is read. */
+enum qmgr_store_status qmgr_store_hold_earlier(struct qmgr_store *st, int64_t this_start, struct buf *from, size_t max,
+                                               size_t *held, bool *done, struct buf *err);
 /* Counts one more start of qmgr and returns the count: job IDs made
  * from it are unique across restarts. */
 enum qmgr_store_status qmgr_store_next_job_gen(struct qmgr_store *st, uint64_t *gen, struct buf *err);

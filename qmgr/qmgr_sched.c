@@ -49,10 +49,15 @@ struct qmgr_sched {
 	struct qmgr_smtp *smtp;
 	struct qmgr_smtp *local; /* the local agent, for type file queues */
 	struct event *tick;
-	/* the queues found at start whose recipients are still to count */
+	/* the queues found at start whose recipients are still to count,
+	 * once the recipients held by an earlier start are due again */
 	struct qmgr_squeue **to_count;
 	size_t ncount, counted;
 	struct event *count_ev;
+	bool holding_earlier;                      /* the recipients table is still being read */
+	struct buf hold_from;                      /* where to read it on */
+	size_t held_earlier;                       /* recipients found held by an earlier start */
+	int64_t this_start;                        /* this start's job IDs: this_start + a count */
 	struct qmgr_squeue *queues;                /* by priority, highest first */
 	struct qmgr_squeue *queues_tail;           /* its last: most queues join at the end */
 	struct qmgr_squeue *by_name[HASH_BUCKETS]; /* the same, hashed */
@@ -247,12 +252,54 @@ static bool count_one(void *ctx, const char *qid, size_t index, int64_t due)
  * due.db in slices of ~20 ms, so qmgr serves from the first moment even
  * with a million recipients.  A count replaces what enqueues and results
  * did to the queue meanwhile: the walk sees the database as it is now. */
+/* This start's recipients in flight in a queue: they have no due entry
+ * while their jobs run. */
+static uint64_t in_flight_in(const struct qmgr_sched *s, const struct qmgr_squeue *q)
+{
+	uint64_t n = 0;
+	for (const struct job *j = s->jobs; j; j = j->next)
+		if (j->queue == q)
+			for (size_t i = 0; i < j->nrcpt; i++)
+				n += !j->rcpts[i].answered;
+	return n;
+}
+
+/* One step of giving the recipients an earlier start left in flight
+ * their due entries (qmgr_store_hold_earlier); false once all are read,
+ * or on an error, which leaves the rest held until the next start. */
+#define HOLD_EARLIER_STEP 512
+static bool hold_earlier_step(struct qmgr_sched *s)
+{
+	size_t held = 0;
+	bool done = false;
+	struct buf err = BUF_INIT;
+	enum qmgr_store_status status =
+	    qmgr_store_hold_earlier(s->st, s->this_start, &s->hold_from, HOLD_EARLIER_STEP, &held, &done, &err);
+	s->held_earlier += held;
+	if (status != QMGR_STORE_OK) {
+		log_error("cannot read the recipients left in flight before this start (they stay held until the next "
+		          "start): %s",
+		          buf_cstr(&err));
+		done = true;
+	}
+	buf_free(&err);
+	if (done && s->held_earlier)
+		log_info("%zu recipients in flight before this start: due after in-flight-grace, or at smtp's replay",
+		         s->held_earlier);
+	return !done;
+}
+
 static void count_slice(evutil_socket_t fd, short what, void *arg)
 {
 	struct qmgr_sched *s = arg;
 	struct timespec start, now;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	do {
+		if (s->holding_earlier) {
+			s->holding_earlier = hold_earlier_step(s);
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			continue;
+		}
 		if (s->counted == s->ncount) {
 			log_info("%zu queues counted", s->ncount);
 			return;
@@ -263,7 +310,7 @@ static void count_slice(evutil_socket_t fd, short what, void *arg)
 		if (!qmgr_store_walk_queue(s->st, q->name, count_one, &n, &err))
 			log_error("queue %s: %s", q->name, buf_cstr(&err));
 		buf_free(&err);
-		q->rcpts = n;
+		q->rcpts = n + in_flight_in(s, q);
 		clock_gettime(CLOCK_MONOTONIC, &now);
 	} while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < 20);
 	struct timeval zero = {0, 0};
@@ -792,6 +839,31 @@ void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m)
 	qmgr_rcpt_free(&r);
 }
 
+/* The recipients a job ends without results for stay in flight in the
+ * queue, due again after in-flight-grace: smtp may still replay their
+ * results (a lost connection), or never had them (a job not handed
+ * over, qmgr stopping). */
+static void hold_unanswered(struct qmgr_sched *s, const struct job *j)
+{
+	struct qmgr_rcpt_ref *refs = NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		if (j->rcpts[i].answered)
+			continue;
+		refs = mem_reallocarray(refs, n + 1, sizeof(*refs));
+		memcpy(refs[n].qid, j->rcpts[i].qid, QMGR_QID_SIZE);
+		refs[n++].index = j->rcpts[i].index;
+	}
+	if (n == 0)
+		return;
+	struct buf err = BUF_INIT;
+	if (qmgr_store_hold(s->st, refs, n, j->id, time(NULL), &err) != QMGR_STORE_OK)
+		log_error("job %" PRId64 ": cannot hold its %zu recipients without results (held until the next start): %s",
+		          j->id, n, buf_cstr(&err));
+	buf_free(&err);
+	free(refs);
+}
+
 static void job_free(struct qmgr_sched *s, struct job *j)
 {
 	if (j->prev)
@@ -803,6 +875,7 @@ static void job_free(struct qmgr_sched *s, struct job *j)
 	if (s->last_found == j)
 		s->last_found = NULL;
 	flush_bounces(s, j);
+	hold_unanswered(s, j);
 	for (size_t i = 0; i < j->nrcpt; i++)
 		if (!j->rcpts[i].answered)
 			inflight_remove(s, j->rcpts[i].qid, j->rcpts[i].index);
@@ -1546,6 +1619,8 @@ struct qmgr_sched *qmgr_sched_start(struct event_base *base, struct qmgr_store *
 	}
 	/* job IDs: this start's number, then a count */
 	s->next_job_id = (int64_t)((gen & 0x7fffffu) << 32);
+	s->this_start = s->next_job_id;
+	s->holding_earlier = true;
 	s->grace = conf_get_interval(conf_global(conf), "in-flight-grace");
 	if (!qmgr_store_walk_dsns(st, load_dsn_wait, s, err)) {
 		free_queues(s);
@@ -1585,6 +1660,7 @@ void qmgr_sched_stop(struct qmgr_sched *s)
 		job_free(s, s->jobs);
 	event_free(s->tick);
 	event_free(s->count_ev);
+	buf_free(&s->hold_from);
 	free_queues(s);
 	qmgr_patterns_free(s->patterns);
 	while (s->dsn_waits) {

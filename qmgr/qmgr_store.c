@@ -1012,15 +1012,23 @@ static bool due_state(enum qmgr_rcpt_state s)
 	return s == QMGR_RCPT_PENDING || s == QMGR_RCPT_DEFERRED;
 }
 
+/* A due entry is the scheduler's way to a waiting recipient.  One in
+ * flight has none while its job runs: its result, or the job's end
+ * without one (qmgr_store_hold), decides what comes next, and after a
+ * restart qmgr_store_hold_earlier gives it one. */
+static int put_due(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r)
+{
+	qmgr_key_due(&w->key, r->queue, r->next_attempt, qid, index);
+	return put_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key, "", 0);
+}
+
 static int put_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r)
 {
 	qmgr_key_rcpt(&w->key, qid, index);
 	qmgr_record_rcpt(&w->val, r);
 	int ret = put_buf(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, w->val.data, w->val.len);
-	if (ret == 0 && due_state(r->state)) {
-		qmgr_key_due(&w->key, r->queue, r->next_attempt, qid, index);
-		ret = put_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key, "", 0);
-	}
+	if (ret == 0 && due_state(r->state) && r->in_flight == 0)
+		ret = put_due(w, qid, index, r);
 	return ret;
 }
 
@@ -1797,6 +1805,8 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 		return 0;
 	}
 	*changed = true;
+	/* a due entry, if it has one: it was waiting, or held after a job
+	 * that ended without its result (qmgr_store_hold) */
 	qmgr_key_due(&w->key, r.queue, r.next_attempt, qid, index);
 	ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
 	r.state = o->state;
@@ -1848,9 +1858,10 @@ enum qmgr_store_status qmgr_store_apply_many(struct qmgr_store *st, struct qmgr_
 	return status;
 }
 
-/* Holds one recipient for a job: its due entry moves to until, so that
- * after a crash it waits for smtp's replayed result instead of being
- * sent again at once. */
+/* Holds one recipient for a job: its due entry goes, and its record
+ * keeps until as the due time it gets should the job end without its
+ * result (after a crash: qmgr_store_hold_earlier), so that it waits for
+ * smtp's replayed result instead of being sent again at once. */
 static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, const struct qmgr_rcpt *stored,
                     int64_t job_id, int64_t until, struct buf *err)
 {
@@ -1877,9 +1888,18 @@ static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, const 
 	return ret;
 }
 
-enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs,
-                                                 const struct qmgr_rcpt *stored, size_t n, int64_t job_id,
-                                                 int64_t until, int64_t now, struct buf *err)
+/* What a job's recipients get, one by one, in one transaction. */
+struct job_rcpts {
+	const struct qmgr_rcpt_ref *refs;
+	const struct qmgr_rcpt *stored; /* or NULL: read them */
+	int64_t job_id;
+	int64_t until;
+};
+
+typedef int (*job_rcpt_fn)(struct write_ctx *w, const struct job_rcpts *j, size_t i, struct buf *err);
+
+static enum qmgr_store_status each_job_rcpt(struct qmgr_store *st, const struct job_rcpts *j, size_t n, job_rcpt_fn fn,
+                                            int64_t now, struct buf *err)
 {
 	struct write_ctx w = {.st = st, .now = now};
 	enum qmgr_store_status status = begin(&w, err);
@@ -1887,9 +1907,105 @@ enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const st
 		return status;
 	int ret = 0;
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		ret = mark_one(&w, &refs[i], stored ? &stored[i] : NULL, job_id, until, err);
+		ret = fn(&w, j, i, err);
 	status = finish(&w, ret, err);
 	write_ctx_free(&w);
+	return status;
+}
+
+static int mark_nth(struct write_ctx *w, const struct job_rcpts *j, size_t i, struct buf *err)
+{
+	return mark_one(w, &j->refs[i], j->stored ? &j->stored[i] : NULL, j->job_id, j->until, err);
+}
+
+enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs,
+                                                 const struct qmgr_rcpt *stored, size_t n, int64_t job_id,
+                                                 int64_t until, int64_t now, struct buf *err)
+{
+	struct job_rcpts j = {refs, stored, job_id, until};
+	return each_job_rcpt(st, &j, n, mark_nth, now, err);
+}
+
+/* A recipient held in flight gets its due entry at the end of its
+ * in-flight-grace (its next_attempt), unless it has a result meanwhile. */
+static int hold_nth(struct write_ctx *w, const struct job_rcpts *j, size_t i, struct buf *err)
+{
+	struct qmgr_rcpt r;
+	const struct qmgr_rcpt_ref *ref = &j->refs[i];
+	qmgr_key_rcpt(&w->key, ref->qid, ref->index);
+	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	if (ret != 0)
+		return ret == DB_NOTFOUND ? 0 : ret;
+	if (due_state(r.state) && r.in_flight != 0 && (j->job_id == 0 || r.in_flight == j->job_id))
+		ret = put_due(w, ref->qid, ref->index, &r);
+	qmgr_rcpt_free(&r);
+	return ret;
+}
+
+enum qmgr_store_status qmgr_store_hold(struct qmgr_store *st, const struct qmgr_rcpt_ref *refs, size_t n,
+                                       int64_t job_id, int64_t now, struct buf *err)
+{
+	struct job_rcpts j = {.refs = refs, .job_id = job_id};
+	return each_job_rcpt(st, &j, n, hold_nth, now, err);
+}
+
+struct earlier_walk {
+	int64_t this_start;      /* the job IDs of this start: this_start + a count */
+	size_t left;             /* records still to read in this step */
+	struct buf *next;        /* the key to go on from */
+	struct qmgr_rcpt_ref *v; /* the recipients found held by an earlier start */
+	size_t n;
+	bool more;
+};
+
+static bool earlier_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct earlier_walk *e = ctx;
+	if (e->left == 0) {
+		buf_reset(e->next);
+		buf_append(e->next, key->data, key->size);
+		e->more = true;
+		return false;
+	}
+	e->left--;
+	struct qmgr_rcpt r;
+	struct buf why = BUF_INIT;
+	if (key->size != QMGR_QID_LEN + 4 || !qmgr_record_rcpt_decode(val->data, val->size, &r, &why)) {
+		if (why.len == 0)
+			buf_puts(&why, "bad key length");
+		corrupt(err, QMGR_TABLE_RCPTS, key, &why);
+		buf_free(&why);
+		*failed = true;
+		return false;
+	}
+	if (due_state(r.state) && r.in_flight != 0 && (r.in_flight & ~(int64_t)UINT32_MAX) != e->this_start) {
+		e->v = mem_reallocarray(e->v, e->n + 1, sizeof(*e->v));
+		memcpy(e->v[e->n].qid, key->data, QMGR_QID_LEN);
+		e->v[e->n].qid[QMGR_QID_LEN] = '\0';
+		e->v[e->n++].index = (size_t)qmgr_key_seq_value((const char *)key->data + QMGR_QID_LEN, 4);
+	}
+	qmgr_rcpt_free(&r);
+	return true;
+}
+
+enum qmgr_store_status qmgr_store_hold_earlier(struct qmgr_store *st, int64_t this_start, struct buf *from, size_t max,
+                                               size_t *held, bool *done, struct buf *err)
+{
+	struct earlier_walk e = {.this_start = this_start, .left = max, .next = from};
+	*held = 0;
+	*done = false;
+	if (!walk(st, QMGR_TABLE_RCPTS, from->len ? from : NULL, earlier_step, &e, err)) {
+		free(e.v);
+		return QMGR_STORE_FAILED;
+	}
+	enum qmgr_store_status status = QMGR_STORE_OK;
+	if (e.n > 0)
+		status = qmgr_store_hold(st, e.v, e.n, 0, time(NULL), err);
+	free(e.v);
+	if (status == QMGR_STORE_OK) {
+		*held = e.n;
+		*done = !e.more;
+	}
 	return status;
 }
 

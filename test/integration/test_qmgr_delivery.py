@@ -580,6 +580,33 @@ def test_a_pending_dsn_survives_a_kill_9_of_qmgr(setup):
     assert [r["Final-Recipient"] for r in status.get_payload()[1:]] == ["rfc822; x@example.net"]
 
 
+def test_qmgr_and_smtp_killed_recipients_in_flight_go_after_grace(setup):
+    """Both killed in the middle of a job: nothing is replayed, and the
+    restarted qmgr finds the recipients in flight for a job of its
+    earlier start; they go again once in-flight-grace has passed."""
+    q, sink = setup("in-flight-grace 3s\n" + ROUTE, "--delay", "0.4")
+    rcpts = [f"h{i}@example.net" for i in range(4)]
+    for rcpt in rcpts:
+        q.enqueue("a@example.org", [rcpt])
+    time.sleep(1.0)  # the first in its session, the others in flight behind it
+    q.smtp.kill()
+    q.smtp.wait(10)
+    q.smtp = None
+    q.kill()
+    q.proc = None
+    q.start()
+    held = re.compile(r"(\d+) recipients in flight before this start")
+    wait_for(lambda: held.search(q.log()), 10, what="the held recipients found")
+    assert int(held.search(q.log()).group(1)) >= 1
+    wait_for(lambda: set(sink.delivered()) == set(rcpts), 30, what="every recipient delivered")
+    done = re.compile(r"^.*?(\w{16}): recipient (\d+), queue [^:]*: delivered", re.M)
+    wait_for(lambda: len(set(done.findall(q.log()))) == len(rcpts), 30, what="every recipient final in qmgr")
+    # at most the message in its final dot at the kill is sent twice
+    assert len(sink.delivered()) - len(rcpts) <= 1
+    q.stop()
+    assert "message\t" not in q.offline("-L").decode()
+
+
 def test_qmgr_killed_mid_job_smtp_replays_and_nothing_goes_twice(setup, base):
     """qmgr is killed while smtp is in the middle of a slow session: smtp
     ends the transaction under way, gives back what it had not begun and

@@ -433,7 +433,16 @@ static void test_in_flight_and_replay(void **state)
 		assert_true(qmgr_store_get_rcpt(f->st, qid, i, &stored[i], &found, &err));
 		assert_int_equal(stored[i].in_flight, job - 1);
 	}
+	/* in flight: no longer due, until a hold for another job changes nothing */
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", INT64_MAX), 0);
+	assert_int_equal(qmgr_store_hold(f->st, refs, 2, job + 5, NOW, &err), QMGR_STORE_OK);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", INT64_MAX), 0);
+	/* the job ends without results: due at the end of its grace */
+	assert_int_equal(qmgr_store_hold(f->st, refs, 2, job - 1, NOW, &err), QMGR_STORE_OK);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 299), 0);
 	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 300), 1);
+	assert_int_equal(count_due(f->st, "dom1.example/{default}", NOW + 300), 1);
+	/* taken by the next job: its due entry goes again */
 	assert_int_equal(qmgr_store_mark_in_flight(f->st, refs, stored, 2, job, NOW + 600, NOW, &err), QMGR_STORE_OK);
 	for (size_t i = 0; i < 2; i++)
 		qmgr_rcpt_free(&stored[i]);
@@ -441,7 +450,26 @@ static void test_in_flight_and_replay(void **state)
 	assert_int_equal(r.in_flight, job);
 	assert_int_equal(r.next_attempt, NOW + 600);
 	qmgr_rcpt_free(&r);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", INT64_MAX), 0);
+	assert_int_equal(count_due(f->st, "dom1.example/{default}", INT64_MAX), 0);
+	/* a start after it finds them held by an earlier start's job */
+	struct buf from = BUF_INIT;
+	size_t held;
+	bool done;
+	int64_t this_start = (int64_t)3 << 32;
+	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 100, &held, &done, &err), QMGR_STORE_OK);
+	assert_int_equal(held, 0); /* job is this start's */
+	assert_true(done);
+	this_start = (int64_t)4 << 32;
+	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 1, &held, &done, &err), QMGR_STORE_OK);
+	assert_int_equal(held, 1);
+	assert_false(done); /* one record a step */
+	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 1, &held, &done, &err), QMGR_STORE_OK);
+	assert_int_equal(held, 1);
+	assert_true(done);
+	buf_free(&from);
 	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 599), 0);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 600), 1);
 	assert_int_equal(count_due(f->st, "dom1.example/{default}", NOW + 600), 1);
 
 	struct qmgr_outcome other = {.state = QMGR_RCPT_DELIVERED, .result = "250", .rtype = "d", .job_id = job + 1};
