@@ -248,10 +248,6 @@ static bool count_one(void *ctx, const char *qid, size_t index, int64_t due)
 	return true;
 }
 
-/* The waiting recipients of the queues found at start are counted from
- * due.db in slices of ~20 ms, so qmgr serves from the first moment even
- * with a million recipients.  A count replaces what enqueues and results
- * did to the queue meanwhile: the walk sees the database as it is now. */
 /* This start's recipients in flight in a queue: they have no due entry
  * while their jobs run. */
 static uint64_t in_flight_in(const struct qmgr_sched *s, const struct qmgr_squeue *q)
@@ -277,8 +273,7 @@ static bool hold_earlier_step(struct qmgr_sched *s)
 	    qmgr_store_hold_earlier(s->st, s->this_start, &s->hold_from, HOLD_EARLIER_STEP, &held, &done, &err);
 	s->held_earlier += held;
 	if (status != QMGR_STORE_OK) {
-		log_error("cannot read the recipients left in flight before this start (they stay held until the next "
-		          "start): %s",
+		log_error("cannot read the recipients left in flight by an earlier start (held until the next): %s",
 		          buf_cstr(&err));
 		done = true;
 	}
@@ -289,6 +284,12 @@ static bool hold_earlier_step(struct qmgr_sched *s)
 	return !done;
 }
 
+/* After a start, in slices of ~20 ms so that qmgr serves from the first
+ * moment even with a million recipients: first the recipients an
+ * earlier start left in flight get their due entries, then the queues
+ * found at start are counted from due.db (and this start's jobs).  A
+ * count replaces what enqueues and results did to the queue meanwhile:
+ * the walk sees the database as it is now. */
 static void count_slice(evutil_socket_t fd, short what, void *arg)
 {
 	struct qmgr_sched *s = arg;
