@@ -248,6 +248,15 @@ static bool count_one(void *ctx, const char *qid, size_t index, int64_t due)
 	return true;
 }
 
+/* A job's recipients still without a result. */
+static size_t unanswered(const struct job *j)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < j->nrcpt; i++)
+		n += !j->rcpts[i].answered;
+	return n;
+}
+
 /* This start's recipients in flight in a queue: they have no due entry
  * while their jobs run. */
 static uint64_t in_flight_in(const struct qmgr_sched *s, const struct qmgr_squeue *q)
@@ -255,8 +264,7 @@ static uint64_t in_flight_in(const struct qmgr_sched *s, const struct qmgr_squeu
 	uint64_t n = 0;
 	for (const struct job *j = s->jobs; j; j = j->next)
 		if (j->queue == q)
-			for (size_t i = 0; i < j->nrcpt; i++)
-				n += !j->rcpts[i].answered;
+			n += unanswered(j);
 	return n;
 }
 
@@ -846,17 +854,17 @@ void qmgr_sched_replay(struct qmgr_sched *s, struct ipc_msg *m)
  * over, qmgr stopping). */
 static void hold_unanswered(struct qmgr_sched *s, const struct job *j)
 {
-	struct qmgr_rcpt_ref *refs = NULL;
-	size_t n = 0;
+	size_t n = unanswered(j);
+	if (n == 0)
+		return;
+	struct qmgr_rcpt_ref *refs = mem_reallocarray(NULL, n, sizeof(*refs));
+	n = 0;
 	for (size_t i = 0; i < j->nrcpt; i++) {
 		if (j->rcpts[i].answered)
 			continue;
-		refs = mem_reallocarray(refs, n + 1, sizeof(*refs));
 		memcpy(refs[n].qid, j->rcpts[i].qid, QMGR_QID_SIZE);
 		refs[n++].index = j->rcpts[i].index;
 	}
-	if (n == 0)
-		return;
 	struct buf err = BUF_INIT;
 	if (qmgr_store_hold(s->st, refs, n, j->id, time(NULL), &err) != QMGR_STORE_OK)
 		log_error("job %" PRId64 ": cannot hold its %zu recipients without results (held until the next start): %s",
