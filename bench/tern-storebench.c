@@ -2,9 +2,10 @@
  * drives it under load, and the CPU each step takes a message.
  *
  * Batches of new single-recipient messages are committed together (one
- * turn of qmgr's loop), every second batch is flushed (one group
- * commit), each batch is then delivered (smtp's results for one job
- * applied in one transaction, with the delivery's accounting record),
+ * turn of qmgr's loop), each batch's recipients in flight for a fresh
+ * job of its own, every second batch is flushed (one group commit), each
+ * batch is then delivered (smtp's results for its running job applied in
+ * one transaction, with the delivery's accounting record),
  * and every fifty batches the accounting records are confirmed, as
  * acctd's acknowledgement does.  The store runs its own threads as in
  * the daemon (the log's next file made ahead, spare body segments); the
@@ -38,6 +39,8 @@
 #define ADDS_PER_FLUSH 2      /* turns a group commit covers */
 #define BATCHES_PER_CONFIRM 50 /* acctd's acknowledgement, every 20 ms or so */
 #define WARM_MESSAGES 2000    /* not counted: the first log files, the first segment */
+#define FIRST_JOB_ID (INT64_C(1) << 32) /* a start's first job, as qmgr numbers them */
+#define IN_FLIGHT_GRACE 60    /* seconds, in-flight-grace's default */
 
 enum step { STEP_ADD, STEP_FLUSH, STEP_DELIVER, STEP_CONFIRM, STEPS };
 static const char *const step_names[STEPS] = {"add", "flush", "deliver", "confirm"};
@@ -113,13 +116,16 @@ static void make_result(struct ipc_msg *result)
 	decode_frame(&w, &frame, qmgr_smtp_decode_result, result, "cannot make the result");
 }
 
-static void make_incoming(struct qmgr_incoming *in, long n, long body_bytes)
+/* A message of one recipient, taken by job at once (a fresh job). */
+static void make_incoming(struct qmgr_incoming *in, long n, long body_bytes, int64_t job, int64_t now)
 {
 	memset(in, 0, sizeof(*in));
 	make_envelope(&in->envelope);
 	in->rcpts = mem_calloc(1, sizeof(*in->rcpts));
 	in->nrcpt = 1;
 	in->rcpts[0].address = mem_asprintf("u%ld@d0.bench.test", n);
+	in->rcpts[0].in_flight = job;
+	in->rcpts[0].next_attempt = now + IN_FLIGHT_GRACE;
 	buf_reserve(&in->body, (size_t)body_bytes);
 	for (long i = 0; i < body_bytes; i++)
 		buf_putc(&in->body, i % 78 == 77 ? '\n' : (char)('a' + i % 26));
@@ -142,12 +148,12 @@ static void one_batch(struct run *r, long first, long body_bytes, long batch_no,
 {
 	struct qmgr_incoming in[BATCH];
 	struct qmgr_new_message msgs[BATCH];
+	int64_t now = (int64_t)time(NULL), job = FIRST_JOB_ID + batch_no;
 	for (int i = 0; i < BATCH; i++) {
-		make_incoming(&in[i], first + i, body_bytes);
+		make_incoming(&in[i], first + i, body_bytes, job, now);
 		msgs[i].in = &in[i];
 	}
 	struct buf err = BUF_INIT;
-	int64_t now = (int64_t)time(NULL);
 	double t = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
 	if (qmgr_store_add_messages(r->st, msgs, BATCH, now, &err) != QMGR_STORE_OK)
 		die("cannot add messages", &err);
@@ -159,7 +165,7 @@ static void one_batch(struct run *r, long first, long body_bytes, long batch_no,
 		timed(r, STEP_FLUSH, counting, t);
 	}
 	struct qmgr_outcome delivered = {.state = QMGR_RCPT_DELIVERED, .result = "250 2.0.0 ok", .rtype = "d",
-	                                 .detail = r->result};
+	                                 .detail = r->result, .running_job = job};
 	struct qmgr_apply_item items[BATCH];
 	for (int i = 0; i < BATCH; i++)
 		items[i] = (struct qmgr_apply_item){msgs[i].qid, 0, &delivered, false};

@@ -302,6 +302,9 @@ struct qmgr_outcome {
 	int64_t delay_notices;        /* deferred: the new count, 0 to keep it */
 	int64_t job_id;               /* a replayed result: applied only while the
 	                               * recipient is in flight for this job */
+	int64_t running_job;          /* the job of this start, still running, that
+	                               * reported it (0: none): a recipient in flight
+	                               * for it has no due entry to remove */
 	bool not_attempted;           /* smtp gave it back unsent: no attempt counted */
 	bool dsn;                     /* bounced: a DSN is due; it stays pending (with
 	                               * the message) until qmgr_store_dsn_sent */

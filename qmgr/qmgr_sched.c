@@ -797,6 +797,7 @@ void qmgr_sched_result(struct qmgr_sched *s, int64_t job_id, struct ipc_msg *m)
 	}
 	struct qmgr_outcome o;
 	result_outcome(s, j->queue, m, now, QMGR_RCPT_PENDING, &o);
+	o.running_job = job_id;
 	if (o.state == QMGR_RCPT_DEFERRED && !o.not_attempted)
 		o.delay_notices = delay_notice_due(s, j->queue, qid, index, r->received, now);
 	if (s->batching && o.delay_notices == 0) {

@@ -49,6 +49,10 @@
 #define OUTBOX_BATCH_MARK 0xB1
 #define OUTBOX_BATCH_SIZE (1 + 8 + 4 + QMGR_BODY_REF_SIZE)
 #define OUTBOX_LENGTH_BYTES 4
+/* Queues known to have their queues.db row (rows are never removed): a
+ * direct-mapped cache of this many slots (a power of two). */
+#define KNOWN_QUEUE_SLOTS 1024
+
 /* Done prefixes remembered (see struct done_hint): a cache of this many
  * slots (a power of two), a queue ID looked for in DONE_HINT_WAYS of them. */
 #define DONE_HINT_SLOTS 8192
@@ -124,6 +128,10 @@ struct qmgr_store {
 	char damaged[DAMAGED_REMEMBERED][QMGR_QID_SIZE];
 	size_t ndamaged_seen;
 	struct done_hint *done_hints; /* DONE_HINT_SLOTS, made when first needed */
+	/* queue names whose row exists, or will once the open transaction
+	 * commits (forgotten when it aborts); KNOWN_QUEUE_SLOTS, made when
+	 * first needed */
+	char **known_queues;
 	/* The log's end as the event loop last read it, for the threads
 	 * that may not call Berkeley DB: the file number in the high half,
 	 * the offset in it in the low half; 0 until read. */
@@ -134,6 +142,24 @@ struct qmgr_store {
 	int log_fd; /* the flush thread's, open on log file log_fd_number, or -1 */
 	uint32_t log_fd_number;
 };
+
+/* ---- queues known to have their row --------------------------------------- */
+
+/* The cache slot for a queue's name. */
+static char **known_queue_slot(struct qmgr_store *st, const char *name)
+{
+	if (st->known_queues == NULL)
+		st->known_queues = mem_calloc(KNOWN_QUEUE_SLOTS, sizeof(*st->known_queues));
+	return &st->known_queues[qmgr_name_hash(name) & (KNOWN_QUEUE_SLOTS - 1)];
+}
+
+static void forget_known_queues(struct qmgr_store *st)
+{
+	for (size_t i = 0; st->known_queues && i < KNOWN_QUEUE_SLOTS; i++) {
+		free(st->known_queues[i]);
+		st->known_queues[i] = NULL;
+	}
+}
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -602,6 +628,8 @@ void qmgr_store_close(struct qmgr_store *st)
 	buf_free(&st->sweep_resume);
 	buf_free(&st->sweep_resume_msgs);
 	free(st->done_hints);
+	forget_known_queues(st);
+	free(st->known_queues);
 	free(st->dir);
 	free(st);
 }
@@ -870,7 +898,8 @@ static enum qmgr_store_status begin(struct write_ctx *w, struct buf *err)
 
 static int put_outbox_batch(struct write_ctx *w);
 
-/* Commits (not flushed) or, after a failed write, aborts. */
+/* Commits (not flushed) or, after a failed write, aborts (and then
+ * forgets the queues known, whose rows the transaction may have made). */
 static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *err)
 {
 	w->st->txn_open = false;
@@ -884,6 +913,7 @@ static enum qmgr_store_status finish(struct write_ctx *w, int ret, struct buf *e
 		if (err->len == 0)
 			buf_printf(err, "queue write failed: %s", db_strerror(ret));
 		w->txn->abort(w->txn);
+		forget_known_queues(w->st);
 		return db_status(w->st, ret);
 	}
 	ret = w->txn->commit(w->txn, 0);
@@ -995,16 +1025,24 @@ static bool outbox_ref(uint64_t last, const DBT *val, struct qmgr_body_ref *ref)
 	return true;
 }
 
-/* Creates the queue's row on its first recipient. */
+/* Creates the queue's row on its first recipient; a queue whose row is
+ * known to exist costs no write. */
 static int ensure_queue(struct write_ctx *w, const char *name)
 {
+	char **known = known_queue_slot(w->st, name);
+	if (*known && strcmp(*known, name) == 0)
+		return 0;
 	struct qmgr_queue_state fresh = {0};
 	qmgr_record_queue(&w->val, &fresh);
 	DBT key = {.data = (void *)name, .size = (u_int32_t)strlen(name)};
 	DBT val = {.data = w->val.data, .size = (u_int32_t)w->val.len};
 	DB *db = w->st->db[QMGR_TABLE_QUEUES];
 	int ret = db->put(db, w->txn, &key, &val, DB_NOOVERWRITE);
-	return ret == DB_KEYEXIST ? 0 : ret;
+	if (ret != 0 && ret != DB_KEYEXIST)
+		return ret;
+	free(*known);
+	*known = mem_strdup(name);
+	return 0;
 }
 
 static bool due_state(enum qmgr_rcpt_state s)
@@ -1022,14 +1060,26 @@ static int put_due(struct write_ctx *w, const char *qid, size_t index, const str
 	return put_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key, "", 0);
 }
 
-static int put_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r)
+/* Writes a recipient's record, over the one the cursor found is on
+ * when not NULL, and its due entry when it waits. */
+static int put_rcpt_at(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r, DBC *found)
 {
 	qmgr_key_rcpt(&w->key, qid, index);
 	qmgr_record_rcpt(&w->val, r);
-	int ret = put_buf(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, w->val.data, w->val.len);
+	int ret;
+	if (found) {
+		DBT key = {0}, val = {.data = w->val.data, .size = (u_int32_t)w->val.len};
+		ret = found->put(found, &key, &val, DB_CURRENT);
+	} else
+		ret = put_buf(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, w->val.data, w->val.len);
 	if (ret == 0 && due_state(r->state) && r->in_flight == 0)
 		ret = put_due(w, qid, index, r);
 	return ret;
+}
+
+static int put_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r)
+{
+	return put_rcpt_at(w, qid, index, r, NULL);
 }
 
 /* The old form, still read: the body itself in 64 KB chunks. */
@@ -1206,6 +1256,42 @@ static int get_decoded(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, co
 	free(val.data);
 	buf_free(&why);
 	return ret;
+}
+
+/* get_decoded for a record about to be deleted or rewritten: *at is
+ * left on it (NULL when it is not found or on an error), so that the
+ * change finds it without a second search.  The value is read in the
+ * cursor's own memory (no DB_THREAD: nothing to free). */
+static int get_decoded_at(struct write_ctx *w, enum qmgr_table t, const struct buf *k, decode_fn decode, void *out,
+                          DBC **at, struct buf *err)
+{
+	*at = NULL;
+	DB *db = w->st->db[t];
+	DBC *c;
+	int ret = db->cursor(db, w->txn, &c, 0);
+	DBT key = {.data = k->data, .size = (u_int32_t)k->len}, val = {0};
+	if (ret == 0)
+		ret = c->get(c, &key, &val, DB_SET);
+	if (ret != 0 && ret != DB_NOTFOUND)
+		buf_printf(err, "cannot read %s: %s", table_files[t], db_strerror(ret));
+	struct buf why = BUF_INIT;
+	if (ret == 0 && !decode(val.data, val.size, out, &why)) {
+		corrupt(err, t, &key, &why);
+		ret = EINVAL;
+	}
+	buf_free(&why);
+	if (ret == 0)
+		*at = c;
+	else if (c)
+		c->close(c);
+	return ret;
+}
+
+static void close_cursor(DBC **c)
+{
+	if (*c)
+		(*c)->close(*c);
+	*c = NULL;
 }
 
 static bool decode_message(const void *v, size_t len, void *out, struct buf *err)
@@ -1718,31 +1804,50 @@ static int message_done(struct write_ctx *w, const char *qid, const struct ipc_m
 	return ret;
 }
 
+/* The records of a message found for a change (get_decoded_at): the
+ * cursors on its record and on one recipient's, or NULL. */
+struct found_records {
+	DBC *message;
+	DBC *rcpt;
+	size_t rcpt_index;
+};
+
+/* Deletes the record under k, or the one found's cursor is on. */
+static int del_found(struct write_ctx *w, enum qmgr_table t, const struct buf *k, DBC *found)
+{
+	return found ? found->del(found, 0) : del_buf(w->st, w->txn, t, k);
+}
+
 /* A done message leaves nothing on disk: its record (with its body's
  * reference), its recipients and, for messages of older queues, its
  * body's reference or its body in bodies.db.  The recipients 0 .. count-1
- * and such a reference are deleted by their keys; a body in chunks by its
- * queue ID's prefix.  envelope is the message's record. */
-static int remove_message(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope)
+ * and such a reference are deleted by their keys (or where found's
+ * cursors are); a body in chunks by its queue ID's prefix.  envelope is
+ * the message's record. */
+static int remove_message(struct write_ctx *w, const char *qid, const struct ipc_msg *envelope,
+                          const struct found_records *found)
 {
+	static const struct found_records none = {0};
+	if (found == NULL)
+		found = &none;
 	int64_t count = ipc_msg_int(envelope, IPC_ATTR_RCPT_COUNT);
 	struct buf k = BUF_INIT;
 	buf_puts(&k, qid);
-	int ret = del_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &k);
+	int ret = del_found(w, QMGR_TABLE_MESSAGES, &k, found->message);
 	struct qmgr_body_ref ref;
 	if (ret == 0 && qmgr_message_body_ref(envelope, &ref)) {
 		note_segment(&w->seg_removed, &w->nremoved, ref.segment); /* nothing in bodies.db */
 	} else if (ret == 0) {
-		int found = get_ref(w, qid, &ref);
-		if (found == 0) {
+		int has_ref = get_ref(w, qid, &ref);
+		if (has_ref == 0) {
 			note_segment(&w->seg_removed, &w->nremoved, ref.segment);
 			ret = del_buf(w->st, w->txn, QMGR_TABLE_BODIES, &w->key); /* get_ref's key */
 		} else
-			ret = found == DB_NOTFOUND ? del_prefix(w, QMGR_TABLE_BODIES, qid) : found;
+			ret = has_ref == DB_NOTFOUND ? del_prefix(w, QMGR_TABLE_BODIES, qid) : has_ref;
 	}
 	for (int64_t i = 0; ret == 0 && i < count; i++) {
 		qmgr_key_rcpt(&k, qid, (size_t)i);
-		ret = del_buf(w->st, w->txn, QMGR_TABLE_RCPTS, &k);
+		ret = del_found(w, QMGR_TABLE_RCPTS, &k, (size_t)i == found->rcpt_index ? found->rcpt : NULL);
 	}
 	buf_free(&k);
 	return ret;
@@ -1752,7 +1857,7 @@ static int remove_if_done(struct write_ctx *w, const char *qid, const struct ipc
 {
 	bool done;
 	int ret = message_done(w, qid, envelope, NULL, 0, &done, err);
-	return ret == 0 && done ? remove_message(w, qid, envelope) : ret;
+	return ret == 0 && done ? remove_message(w, qid, envelope, NULL) : ret;
 }
 
 /* The bounce's DSN is pending: the recipient says so (with what the DSN
@@ -1777,58 +1882,74 @@ static int mark_dsn(struct write_ctx *w, const char *qid, struct qmgr_rcpt *r, c
 	return ret == DB_KEYEXIST ? 0 : ret;
 }
 
+/* update_rcpt's change to the recipient r of the message envelope,
+ * whose records found's cursors are on. */
+static int change_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_outcome *o,
+                       const struct ipc_msg *envelope, struct qmgr_rcpt *r, const struct found_records *found,
+                       bool *changed, struct buf *err)
+{
+	/* A final state never changes; a replayed result counts only while
+	 * the recipient is still in flight for the job it names. */
+	if (final_state(r->state) || (o->job_id != 0 && r->in_flight != o->job_id))
+		return 0;
+	*changed = true;
+	int ret = 0;
+	/* a due entry, if it has one: it was waiting, or held after a job
+	 * that ended without its result (qmgr_store_hold); one in flight
+	 * for a running job has none */
+	if (o->running_job == 0 || r->in_flight != o->running_job) {
+		qmgr_key_due(&w->key, r->queue, r->next_attempt, qid, index);
+		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
+	}
+	r->state = o->state;
+	if (!o->not_attempted)
+		r->attempts++;
+	r->in_flight = 0;
+	r->next_attempt = due_state(o->state) ? o->next_attempt : 0;
+	free(r->last_result);
+	r->last_result = o->result ? mem_strdup(o->result) : NULL;
+	if (ret == 0 && o->dsn && o->state == QMGR_RCPT_BOUNCED)
+		ret = mark_dsn(w, qid, r, o->detail);
+	if (o->delay_notices > 0)
+		r->delay_notices = o->delay_notices;
+	/* The last final recipient is not written, only removed with the
+	 * rest of its message. */
+	bool done = false;
+	if (ret == 0 && final_state(r->state))
+		ret = message_done(w, qid, envelope, r, index, &done, err);
+	if (ret == 0)
+		ret = done ? remove_message(w, qid, envelope, found) : put_rcpt_at(w, qid, index, r, found->rcpt);
+	if (ret == 0 && o->rtype)
+		ret = append_outbox(w, o->rtype, qid, index, envelope, r, o->detail);
+	return ret;
+}
+
 static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_outcome *o, bool *changed,
                        struct buf *err)
 {
 	struct qmgr_rcpt r;
 	struct ipc_msg envelope;
+	struct found_records found = {.rcpt_index = index};
 	struct buf k = BUF_INIT;
 	*changed = false;
 	buf_puts(&k, qid);
-	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, err);
+	int ret = get_decoded_at(w, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, &found.message, err);
 	if (ret == 0) {
 		qmgr_key_rcpt(&k, qid, index);
-		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, err);
-		if (ret != 0)
+		ret = get_decoded_at(w, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, &found.rcpt, err);
+		if (ret != 0) {
 			ipc_msg_free(&envelope);
+			close_cursor(&found.message);
+		}
 	}
 	buf_free(&k);
 	if (ret == DB_NOTFOUND)
 		buf_printf(err, "%s: no recipient %zu in the queue", qid, index);
 	if (ret != 0)
 		return ret;
-	/* A final state never changes; a replayed result counts only while
-	 * the recipient is still in flight for the job it names. */
-	if (final_state(r.state) || (o->job_id != 0 && r.in_flight != o->job_id)) {
-		qmgr_rcpt_free(&r);
-		ipc_msg_free(&envelope);
-		return 0;
-	}
-	*changed = true;
-	/* a due entry, if it has one: it was waiting, or held after a job
-	 * that ended without its result (qmgr_store_hold) */
-	qmgr_key_due(&w->key, r.queue, r.next_attempt, qid, index);
-	ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
-	r.state = o->state;
-	if (!o->not_attempted)
-		r.attempts++;
-	r.in_flight = 0;
-	r.next_attempt = due_state(o->state) ? o->next_attempt : 0;
-	free(r.last_result);
-	r.last_result = o->result ? mem_strdup(o->result) : NULL;
-	if (ret == 0 && o->dsn && o->state == QMGR_RCPT_BOUNCED)
-		ret = mark_dsn(w, qid, &r, o->detail);
-	if (o->delay_notices > 0)
-		r.delay_notices = o->delay_notices;
-	/* The last final recipient is not written, only removed with the
-	 * rest of its message. */
-	bool done = false;
-	if (ret == 0 && final_state(r.state))
-		ret = message_done(w, qid, &envelope, &r, index, &done, err);
-	if (ret == 0)
-		ret = done ? remove_message(w, qid, &envelope) : put_rcpt(w, qid, index, &r);
-	if (ret == 0 && o->rtype)
-		ret = append_outbox(w, o->rtype, qid, index, &envelope, &r, o->detail);
+	ret = change_rcpt(w, qid, index, o, &envelope, &r, &found, changed, err);
+	close_cursor(&found.rcpt);
+	close_cursor(&found.message);
 	qmgr_rcpt_free(&r);
 	ipc_msg_free(&envelope);
 	return ret;

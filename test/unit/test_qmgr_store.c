@@ -771,6 +771,72 @@ static void test_queue_row_made_once(void **state)
 	buf_free(&err);
 }
 
+/* A queue's row made by a batch that is then refused is not there, and
+ * the next message to the queue makes it. */
+static void test_queue_row_after_refused_batch(void **state)
+{
+	struct fixture *f = *state;
+	const char *queue = "dom0.example/pool-a";
+	struct qmgr_incoming in[2];
+	struct qmgr_new_message msgs[2];
+	struct qmgr_queue_state back;
+	struct buf err = BUF_INIT;
+	bool found;
+	make_incoming(&in[0], "sender@example.org", "pool-a", 1, 10);
+	memset(&in[1], 0, sizeof(in[1])); /* no recipients: refused */
+	for (int i = 0; i < 2; i++)
+		msgs[i] = (struct qmgr_new_message){.in = &in[i]};
+	assert_int_equal(qmgr_store_add_messages(f->st, msgs, 2, NOW, &err), QMGR_STORE_FAILED);
+	assert_false(qmgr_store_get_queue(f->st, queue, &back, &found, &err));
+	assert_false(found);
+	assert_int_equal(qmgr_store_add_messages(f->st, msgs, 1, NOW, &err), QMGR_STORE_OK);
+	assert_true(qmgr_store_get_queue(f->st, queue, &back, &found, &err));
+	assert_true(found);
+	qmgr_incoming_free(&in[0]);
+	buf_free(&err);
+}
+
+/* A result from a running job: the recipient in flight for it has no
+ * due entry to remove; one held for another job keeps the way to its
+ * due entry, which goes. */
+static void test_result_of_running_job(void **state)
+{
+	struct fixture *f = *state;
+	const char *queue = "dom0.example/{default}";
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	bool changed;
+	add(f->st, 3, 100, qid); /* recipients 0 and 2 in dom0 */
+	struct qmgr_rcpt_ref refs[3];
+	for (size_t i = 0; i < 3; i++) {
+		memcpy(refs[i].qid, qid, QMGR_QID_SIZE);
+		refs[i].index = i;
+	}
+	int64_t job = ((int64_t)3 << 32) + 1, other = job + 1;
+	assert_int_equal(qmgr_store_mark_in_flight(f->st, refs, NULL, 3, job, NOW + 300, NOW, &err), QMGR_STORE_OK);
+	assert_int_equal(count_due(f->st, queue, INT64_MAX), 0);
+	struct qmgr_outcome later = {
+	    .state = QMGR_RCPT_DEFERRED, .next_attempt = NOW + 900, .result = "451 later", .running_job = job};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &later, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	assert_int_equal(count_due(f->st, queue, INT64_MAX), 1);
+	/* recipient 2's job ended without its result: held, due after the grace */
+	assert_int_equal(qmgr_store_hold(f->st, &refs[2], 1, job, NOW, &err), QMGR_STORE_OK);
+	assert_int_equal(count_due(f->st, queue, INT64_MAX), 2);
+	struct qmgr_outcome delivered = {.state = QMGR_RCPT_DELIVERED, .result = "250", .running_job = other};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 2, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	assert_int_equal(count_due(f->st, queue, INT64_MAX), 1);
+	struct qmgr_rcpt r;
+	bool found;
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_int_equal(r.state, QMGR_RCPT_DEFERRED);
+	assert_int_equal(r.in_flight, 0);
+	assert_int_equal(r.next_attempt, NOW + 900);
+	qmgr_rcpt_free(&r);
+	buf_free(&err);
+}
+
 static void test_new_tables_page_size(void **state)
 {
 	struct fixture *f = *state;
@@ -1752,6 +1818,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_body_reference_in_message_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_body_reference_in_bodies_db_still_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_row_made_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_row_after_refused_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_result_of_running_job, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_logged_segment_write_restored_after_crash, setup, teardown),
