@@ -5,6 +5,7 @@
 #include "acct_fields.h"
 #include "json.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,10 +23,17 @@ static const char *const type_names[ACCT_TYPE_COUNT][2] = {
     [ACCT_RB] = {"rb", "remote-bounce"},   [ACCT_RS] = {"rs", "remote-status"},
 };
 
+/* Names compared from their first letter on only when it matches: qmgr
+ * asks for every record it makes. */
+static bool same_name(const char *name, const char *known)
+{
+	return tolower((unsigned char)name[0]) == known[0] && strcasecmp(name, known) == 0;
+}
+
 bool acct_type_parse(const char *name, enum acct_type *type)
 {
 	for (int t = 0; t < ACCT_TYPE_COUNT; t++) {
-		if (strcasecmp(name, type_names[t][0]) == 0 || strcasecmp(name, type_names[t][1]) == 0) {
+		if (same_name(name, type_names[t][0]) || same_name(name, type_names[t][1])) {
 			*type = (enum acct_type)t;
 			return true;
 		}

@@ -64,6 +64,15 @@ void buf_puts(struct buf *b, const char *s)
 	buf_append(b, s, strlen(s));
 }
 
+void buf_concat(struct buf *b, const char *first, ...)
+{
+	va_list ap;
+	va_start(ap, first);
+	for (const char *s = first; s; s = va_arg(ap, const char *))
+		buf_puts(b, s);
+	va_end(ap);
+}
+
 void buf_putc(struct buf *b, char c)
 {
 	buf_append(b, &c, 1);

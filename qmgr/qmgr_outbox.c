@@ -119,7 +119,7 @@ static void put_mta(struct ipc_writer *w, enum ipc_attr to, const struct ipc_msg
 		return;
 	struct buf mta = BUF_INIT;
 	if (*name && *ip)
-		buf_printf(&mta, "%s (%s)", name, ip);
+		buf_concat(&mta, name, " (", ip, ")", NULL);
 	else
 		buf_puts(&mta, *name ? name : ip);
 	ipc_put_str(w, to, buf_cstr(&mta));

@@ -51,15 +51,15 @@ static void received_header(struct smtpd_session *s, struct buf *out)
 	const struct smtpd_txn *t = &s->txn;
 	buf_puts(out, "Received: ");
 	if (!s->policy.hide_message_source)
-		buf_printf(out, "from %s ([%s])\r\n\t", s->helo, s->client_text);
-	buf_printf(out, "by %s (tern) with %s", s->conf->hostname, smtpd_protocol_name(s));
+		buf_concat(out, "from ", s->helo, " ([", s->client_text, "])\r\n\t", NULL);
+	buf_concat(out, "by ", s->conf->hostname, " (tern) with ", smtpd_protocol_name(s), NULL);
 	bool comment = !s->policy.hide_message_source || s->tls;
 	if (comment) {
 		buf_puts(out, "\r\n\t(");
 		if (!s->policy.hide_message_source)
-			buf_printf(out, "source %s%s", s->policy.source, s->tls ? "; " : "");
+			buf_concat(out, "source ", s->policy.source, s->tls ? "; " : "", NULL);
 		if (s->tls) {
-			buf_printf(out, "%s %s", s->tls_protocol, s->tls_cipher);
+			buf_concat(out, s->tls_protocol, " ", s->tls_cipher, NULL);
 			if (s->tls_subject) {
 				buf_puts(out, ";\r\n\tclient certificate subject=\"");
 				put_comment_text(out, s->tls_subject);
@@ -71,7 +71,7 @@ static void received_header(struct smtpd_session *s, struct buf *out)
 		buf_puts(out, ")");
 	}
 	if (t->nrcpts == 1 && !s->policy.hide_message_source)
-		buf_printf(out, "\r\n\tfor <%s>", t->rcpts->mailbox);
+		buf_concat(out, "\r\n\tfor <", t->rcpts->mailbox, ">", NULL);
 	buf_puts(out, "; ");
 	rfc5322_date(out);
 	buf_puts(out, "\r\n");
@@ -249,7 +249,7 @@ static void log_message(struct smtpd_session *s, const char *queue_id)
 	const struct smtpd_txn *t = &s->txn;
 	struct buf rcpts = BUF_INIT;
 	for (const struct smtpd_rcpt *r = t->rcpts; r; r = r->next)
-		buf_printf(&rcpts, "%s<%s>", rcpts.len ? "," : "", r->mailbox);
+		buf_concat(&rcpts, rcpts.len ? ",<" : "<", r->mailbox, ">", NULL);
 	log_info("%s: from=<%s> to=%s size=%llu nrcpt=%zu client=[%s] source=%s helo=%s proto=%s tls=%s%s%s auth=%s",
 	         queue_id, t->sender.mailbox, buf_cstr(&rcpts), (unsigned long long)t->size, t->nrcpts, s->client_text,
 	         s->policy.source, s->helo, smtpd_protocol_name(s), s->tls ? s->tls_protocol : "none",

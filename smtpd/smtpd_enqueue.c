@@ -108,19 +108,31 @@ static void enqueue_free(struct smtpd_enqueue *e)
 	free(e);
 }
 
+/* Where enqueue_put_*() encodes the next frame: straight into held
+ * while the message has no connection of its own (it goes on the pipe
+ * from there, no copy between), else into scratch. */
+static struct buf *frame_buf(struct smtpd_enqueue *e, struct buf *scratch)
+{
+	return e->bev == NULL && !e->failed ? &e->held : scratch;
+}
+
 /* Queues a frame that enqueue_put_*() appended to frame (ok), or notes
- * that a value could not be encoded (too long): refuse rather than guess. */
+ * that a value could not be encoded (too long): refuse rather than guess.
+ * A frame encoded into held is where it belongs already (a failed one
+ * is not there: the encoder takes it back). */
 static void write_frame_out(struct smtpd_enqueue *e, struct buf *frame, bool ok, struct buf *err)
 {
 	if (!ok && !e->failed)
 		buf_printf(&e->why, "cannot encode: %s", buf_cstr(err));
 	e->failed = e->failed || !ok;
+	buf_reset(err);
+	if (frame == &e->held)
+		return;
 	if (!e->failed && frame->len && e->bev)
 		bufferevent_write(e->bev, frame->data, frame->len);
 	else if (!e->failed && frame->len)
 		buf_append(&e->held, frame->data, frame->len);
 	buf_reset(frame);
-	buf_reset(err);
 }
 
 /* qmgr wants a domain on every recipient: <Postmaster> is ours. */
@@ -142,7 +154,7 @@ static void send_envelope(struct smtpd_enqueue *e)
 {
 	const struct smtpd_session *s = e->session;
 	const struct smtpd_txn *t = &s->txn;
-	struct buf frame = BUF_INIT, err = BUF_INIT;
+	struct buf scratch = BUF_INIT, err = BUF_INIT;
 	e->envelope_sent = true;
 	const struct enqueue_envelope env = {
 	    .sender = t->sender.mailbox,
@@ -159,13 +171,15 @@ static void send_envelope(struct smtpd_enqueue *e)
 	    .vmta = t->vmta ? t->vmta : default_vmta(s),
 	    .mail_job = t->job_id,
 	};
-	write_frame_out(e, &frame, enqueue_put_envelope(&frame, &env, &err), &err);
+	struct buf *frame = frame_buf(e, &scratch);
+	write_frame_out(e, frame, enqueue_put_envelope(frame, &env, &err), &err);
 	for (const struct smtpd_rcpt *r = t->rcpts; r; r = r->next) {
 		char *rcpt = qualified_recipient(s, r->mailbox);
-		write_frame_out(e, &frame, enqueue_put_rcpt(&frame, rcpt, r->orcpt, r->notify, &err), &err);
+		frame = frame_buf(e, &scratch);
+		write_frame_out(e, frame, enqueue_put_rcpt(frame, rcpt, r->orcpt, r->notify, &err), &err);
 		free(rcpt);
 	}
-	buf_free(&frame);
+	buf_free(&scratch);
 	buf_free(&err);
 }
 
@@ -173,9 +187,10 @@ static void flush_chunk(struct smtpd_enqueue *e)
 {
 	if (e->chunk.len == 0)
 		return;
-	struct buf frame = BUF_INIT, err = BUF_INIT;
-	write_frame_out(e, &frame, enqueue_put_data(&frame, e->chunk.data, e->chunk.len, &err), &err);
-	buf_free(&frame);
+	struct buf scratch = BUF_INIT, err = BUF_INIT;
+	struct buf *frame = frame_buf(e, &scratch);
+	write_frame_out(e, frame, enqueue_put_data(frame, e->chunk.data, e->chunk.len, &err), &err);
+	buf_free(&scratch);
 	buf_free(&err);
 	e->sent += e->chunk.len;
 	buf_reset(&e->chunk);
@@ -369,6 +384,28 @@ static size_t pending_frames(const struct smtpd_enqueue *e)
 
 /* A message complete before any of its frames left: onto the pipe, to
  * go out with what the other sessions put there in this turn. */
+static void free_held(const void *data, size_t len, void *arg)
+{
+	(void)len, (void)arg;
+	free((void *)data);
+}
+
+/* The held frames go to the end of out as they are: out takes their
+ * memory instead of a copy. */
+static void hand_held_to(struct smtpd_enqueue *e, struct evbuffer *out)
+{
+	size_t len = e->held.len;
+	if (len == 0) {
+		buf_free(&e->held);
+		return;
+	}
+	char *frames = buf_detach(&e->held);
+	if (evbuffer_add_reference(out, frames, len, free_held, NULL) != 0) {
+		evbuffer_add(out, frames, len);
+		free(frames);
+	}
+}
+
 static bool pipe_put(struct smtpd_enqueue *e)
 {
 	struct smtpd_server *srv = e->session->srv;
@@ -379,9 +416,7 @@ static bool pipe_put(struct smtpd_enqueue *e)
 		return false;
 	if (p == NULL)
 		p = pipe_open(srv, e); /* the frames are on its connection */
-	if (e->held.len)
-		bufferevent_write(p->bev, e->held.data, e->held.len);
-	buf_free(&e->held);
+	hand_held_to(e, bufferevent_get_output(p->bev));
 	if (e->bev) {
 		/* the front of a bufferevent's output is frozen to all but its
 		 * own write (bev_write_now): this move takes all of it */
@@ -531,10 +566,7 @@ static bool attach(struct smtpd_enqueue *e, struct buf *err)
 	bufferevent_set_timeouts(e->bev, NULL, &tv);
 	/* writing is bev_write_now()'s: it arms EV_WRITE when qmgr lags */
 	bufferevent_enable(e->bev, EV_READ);
-	if (e->held.len) {
-		bufferevent_write(e->bev, e->held.data, e->held.len);
-		buf_free(&e->held);
-	}
+	hand_held_to(e, bufferevent_get_output(e->bev));
 	return true;
 }
 
@@ -643,9 +675,10 @@ void smtpd_enqueue_finish(struct smtpd_enqueue *e, smtpd_enqueue_done_fn done)
 	if (!e->envelope_sent)
 		send_envelope(e);
 	flush_chunk(e);
-	struct buf frame = BUF_INIT, err = BUF_INIT;
-	write_frame_out(e, &frame, enqueue_put_end(&frame, &err), &err);
-	buf_free(&frame);
+	struct buf scratch = BUF_INIT, err = BUF_INIT;
+	struct buf *frame = frame_buf(e, &scratch);
+	write_frame_out(e, frame, enqueue_put_end(frame, &err), &err);
+	buf_free(&scratch);
 	buf_free(&err);
 	e->done = done;
 	if (hand_over(e))

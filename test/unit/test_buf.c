@@ -64,6 +64,19 @@ static void test_printf_short_and_long(void **state)
 	free(long_text);
 }
 
+static void test_concat(void **state)
+{
+	(void)state;
+	struct buf b = BUF_INIT;
+	buf_concat(&b, "", NULL);
+	assert_string_equal(buf_cstr(&b), "");
+	buf_concat(&b, "from ", "mx.example", " (", "192.0.2.1", ")", NULL);
+	buf_concat(&b, "", ";", NULL);
+	assert_string_equal(buf_cstr(&b), "from mx.example (192.0.2.1);");
+	assert_int_equal(b.len, strlen("from mx.example (192.0.2.1);"));
+	buf_free(&b);
+}
+
 static void test_consume_truncate_detach(void **state)
 {
 	(void)state;
@@ -182,6 +195,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_append_and_grow),
 	    cmocka_unit_test(test_printf_short_and_long),
+	    cmocka_unit_test(test_concat),
 	    cmocka_unit_test(test_consume_truncate_detach),
 	    cmocka_unit_test(test_mem_helpers),
 	    cmocka_unit_test(test_log_file_reopen),
