@@ -67,6 +67,9 @@ int qmgr_seglog_configure(struct __db_env *env)
 	return env->set_app_dispatch(env, ignore_record);
 }
 
+/* Berkeley DB is told not to copy the record first (DB_LOG_NOCOPY): it
+ * copies it into its log buffer in any case, and would change it only
+ * to encrypt it, which the queue's environment never does. */
 int qmgr_seglog_write(struct __db_env *env, uint64_t segment, uint64_t offset, const void *data, size_t len)
 {
 	unsigned char *rec = mem_alloc(WRITE_FIXED_BYTES + len);
@@ -76,7 +79,7 @@ int qmgr_seglog_write(struct __db_env *env, uint64_t segment, uint64_t offset, c
 	memcpy(rec + WRITE_FIXED_BYTES, data, len);
 	DBT dbt = {.data = rec, .size = (u_int32_t)(WRITE_FIXED_BYTES + len)};
 	DB_LSN lsn;
-	int ret = env->log_put(env, &lsn, &dbt, 0);
+	int ret = env->log_put(env, &lsn, &dbt, DB_LOG_NOCOPY);
 	free(rec);
 	return ret;
 }

@@ -1364,6 +1364,23 @@ static void test_fresh_body_read_from_memory(void **state)
 	free(path);
 }
 
+/* Two transactions' segment writes, each also in the log (without a
+ * copy by Berkeley DB): bodies and records read back intact. */
+static void test_consecutive_logged_writes_read_back(void **state)
+{
+	struct fixture *f = *state;
+	char first[QMGR_QID_SIZE], second[QMGR_QID_SIZE];
+	add(f->st, 1, 300, first);
+	add(f->st, 1, 300, second);
+	assert_body(f->st, first, 300);
+	assert_body(f->st, second, 300);
+	struct outbox_list o;
+	read_outbox(f->st, &o);
+	assert_int_equal(o.n, 2);
+	assert_int_equal(o.type[0], 'r');
+	assert_int_equal(o.type[1], 'r');
+}
+
 /* The child commits a message with a small body and flushes it: the body
  * is in the log, its segment written but not synced.  Then it dies. */
 static void logged_write_child(const char *dir, int report_fd)
@@ -1376,11 +1393,14 @@ static void logged_write_child(const char *dir, int report_fd)
 	uint64_t segment;
 	struct qmgr_incoming in;
 	make_incoming(&in, "logged@example.org", NULL, 2, 5000);
-	if (qmgr_store_add_message(st, &in, NOW, qid, &err) != QMGR_STORE_OK || !qmgr_store_flush(st, &err))
+	char second[QMGR_QID_SIZE]; /* logged in a transaction of its own, after the first */
+	if (qmgr_store_add_message(st, &in, NOW, qid, &err) != QMGR_STORE_OK ||
+	    qmgr_store_add_message(st, &in, NOW, second, &err) != QMGR_STORE_OK || !qmgr_store_flush(st, &err))
 		_exit(4);
 	if (!qmgr_store_body_segment(st, qid, &segment))
 		_exit(5);
 	if (write(report_fd, qid, sizeof(qid)) != (ssize_t)sizeof(qid) ||
+	    write(report_fd, second, sizeof(second)) != (ssize_t)sizeof(second) ||
 	    write(report_fd, &segment, sizeof(segment)) != (ssize_t)sizeof(segment))
 		_exit(6);
 	_exit(0);
@@ -1395,9 +1415,10 @@ static void test_logged_segment_write_restored_after_crash(void **state)
 	qmgr_store_close(f->st);
 	f->st = NULL;
 	int report = run_child(f->dir, logged_write_child);
-	char qid[QMGR_QID_SIZE];
+	char qid[QMGR_QID_SIZE], second[QMGR_QID_SIZE];
 	uint64_t segment;
 	assert_int_equal(read(report, qid, sizeof(qid)), sizeof(qid));
+	assert_int_equal(read(report, second, sizeof(second)), sizeof(second));
 	assert_int_equal(read(report, &segment, sizeof(segment)), sizeof(segment));
 	close(report);
 
@@ -1413,10 +1434,11 @@ static void test_logged_segment_write_restored_after_crash(void **state)
 	assert_int_equal(stat(path, &sb), 0);
 	assert_true(sb.st_size >= 5000);
 	assert_body(f->st, qid, 5000);
+	assert_body(f->st, second, 5000);
 	/* the accounting records went to the segment (and the log) too */
 	struct outbox_list o;
 	read_outbox(f->st, &o);
-	assert_int_equal(o.n, 2);
+	assert_int_equal(o.n, 4);
 	free(path);
 }
 
@@ -1823,6 +1845,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_after_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_logged_segment_write_restored_after_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_consecutive_logged_writes_read_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_removes_old_logs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_in_steps_removes_last, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_by_files_follows_the_log, setup, teardown),
