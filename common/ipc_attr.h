@@ -85,6 +85,7 @@ enum ipc_type {
 	X(BODY_SIZE, "body_size", IPC_TYPE_INT, 8)                                                                     \
 	X(BODY_REF, "body_ref", IPC_TYPE_DATA, 32)                                                                     \
 	X(RCPT_COUNT, "rcpt_count", IPC_TYPE_INT, 8)                                                                   \
+	X(RCPT_INLINE, "rcpt_inline", IPC_TYPE_DATA, 65536)                                                            \
 	X(RCPT_INDEX, "rcpt_index", IPC_TYPE_INT, 8)                                                                   \
 	X(RCPT_STATE, "rcpt_state", IPC_TYPE_STR, 16)                                                                  \
 	X(QUEUE, "queue", IPC_TYPE_STR, 512)                                                                           \

@@ -98,6 +98,7 @@ struct qmgr_rcpt {
 	bool dsn_pending;      /* bounced; its DSN is not queued yet */
 	char *dsn_status;      /* bounced: the status and the server for */
 	char *remote_host;     /* its DSN (NULL when unknown) */
+	bool in_message;       /* as read: kept inside its message's record */
 };
 
 void qmgr_rcpt_free(struct qmgr_rcpt *r);
@@ -145,8 +146,12 @@ extern const size_t qmgr_envelope_attr_count;
 struct qmgr_body_ref;
 #define QMGR_MESSAGE_REF_HEAD 14 /* type, name length, the name (8 bytes), value length */
 #define QMGR_MESSAGE_REF_LEN (QMGR_MESSAGE_REF_HEAD + QMGR_BODY_REF_SIZE)
+/* inline_rcpt: the record (qmgr_record_rcpt) of a message's one
+ * recipient, kept inside the message's record (rcpt_inline, schema 4),
+ * or NULL when its recipients have records of their own. */
 void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int64_t body_size, size_t nrcpt,
-                         const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref);
+                         const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref,
+                         const struct buf *inline_rcpt);
 bool qmgr_record_message_decode(const void *v, size_t len, struct ipc_msg *msg, struct buf *err);
 bool qmgr_record_message_ref(const void *v, size_t len, struct qmgr_body_ref *ref);
 bool qmgr_message_body_ref(const struct ipc_msg *msg, struct qmgr_body_ref *ref);

@@ -32,6 +32,7 @@ static const struct ipc_spec message_spec[] = {{IPC_ATTR_BODY_REF, IPC_OPTIONAL}
                                                {IPC_ATTR_RECEIVED, IPC_REQUIRED},
                                                {IPC_ATTR_BODY_SIZE, IPC_REQUIRED},
                                                {IPC_ATTR_RCPT_COUNT, IPC_REQUIRED},
+                                               {IPC_ATTR_RCPT_INLINE, IPC_OPTIONAL},
                                                QMGR_ENVELOPE_ATTRS(QMGR_SPEC_ENTRY)};
 
 static const struct ipc_spec rcpt_spec[] = {
@@ -239,7 +240,8 @@ static void make_body_ref_head(void)
 }
 
 void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int64_t body_size, size_t nrcpt,
-                         const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref)
+                         const struct ipc_msg *envelope, const struct qmgr_body_ref *body_ref,
+                         const struct buf *inline_rcpt)
 {
 	struct ipc_writer w;
 	record_begin(&w, out);
@@ -252,6 +254,8 @@ void qmgr_record_message(struct buf *out, const char *qid, int64_t received, int
 	ipc_put_int(&w, IPC_ATTR_RECEIVED, received);
 	ipc_put_int(&w, IPC_ATTR_BODY_SIZE, body_size);
 	ipc_put_int(&w, IPC_ATTR_RCPT_COUNT, (int64_t)nrcpt);
+	if (inline_rcpt)
+		ipc_put_data(&w, IPC_ATTR_RCPT_INLINE, inline_rcpt->data, inline_rcpt->len);
 	qmgr_record_copy(&w, envelope, qmgr_envelope_attrs, qmgr_envelope_attr_count);
 	record_end(&w, out);
 }
@@ -275,8 +279,9 @@ bool qmgr_record_message_decode(const void *v, size_t len, struct ipc_msg *msg, 
 	if (!ipc_decode(v, len, message_spec, IPC_SPEC_COUNT(message_spec), msg, err))
 		return false;
 	if (!qmgr_qid_valid(ipc_msg_str(msg, IPC_ATTR_QUEUE_ID)) || ipc_msg_int(msg, IPC_ATTR_RCPT_COUNT) < 1 ||
-	    ipc_msg_int(msg, IPC_ATTR_BODY_SIZE) < 0) {
-		buf_puts(err, "bad queue id, recipient count or body size");
+	    ipc_msg_int(msg, IPC_ATTR_BODY_SIZE) < 0 ||
+	    (ipc_msg_has(msg, IPC_ATTR_RCPT_INLINE) && ipc_msg_int(msg, IPC_ATTR_RCPT_COUNT) != 1)) {
+		buf_puts(err, "bad queue id, recipient count (a recipient inside the record is the only one) or body size");
 		ipc_msg_free(msg);
 		return false;
 	}

@@ -34,9 +34,11 @@
 /* Version 2: outbox.db entries hold a transaction's records together
  * (OUTBOX_BATCH_MARK).  Version 3: a new message's record holds its
  * body's reference, and bodies.db none (it keeps those of older
- * messages, and bodies in chunks).  An older queue is read as it is and
- * marked 3, so that an older qmgr does not misread what this one writes. */
-#define SCHEMA_VERSION 3
+ * messages, and bodies in chunks).  Version 4: a new message of one
+ * recipient holds that recipient's record too (rcpt_inline), and
+ * recipients.db none for it.  An older queue is read as it is and
+ * marked 4, so that an older qmgr does not misread what this one writes. */
+#define SCHEMA_VERSION 4
 #define SCHEMA_VERSION_OLDEST 1
 /* outbox.db values that refer to records in a body segment start with a
  * mark that no stored record starts with.  0xB0: one record, then the
@@ -1119,8 +1121,10 @@ static uint64_t now_micros(void)
 }
 
 /* Writes the recipients, their queues and 'r' records; fills queue names
- * into a copy of each recipient. */
-static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr_incoming *in, struct buf *err)
+ * into a copy of each recipient.  A message's one recipient goes into
+ * inside, for its message's record, instead of a record of its own. */
+static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr_incoming *in, struct buf *inside,
+                         struct buf *err)
 {
 	const char *vmta = ipc_msg_str(&in->envelope, IPC_ATTR_VMTA);
 	struct buf queue = BUF_INIT;
@@ -1139,7 +1143,13 @@ static int put_new_rcpts(struct write_ctx *w, const char *qid, const struct qmgr
 		if (r.in_flight == 0)
 			r.next_attempt = w->now;
 		r.last_result = NULL;
-		ret = put_rcpt(w, qid, i, &r);
+		if (in->nrcpt == 1) {
+			qmgr_record_rcpt(inside, &r);
+			if (due_state(r.state) && r.in_flight == 0)
+				ret = put_due(w, qid, i, &r);
+		} else {
+			ret = put_rcpt(w, qid, i, &r);
+		}
 		if (ret == 0)
 			ret = ensure_queue(w, r.queue);
 		if (ret == 0)
@@ -1183,15 +1193,17 @@ static int add_message_in(struct write_ctx *w, const struct qmgr_incoming *in, c
 	bool has_ref = false;
 	if (ret == 0)
 		ret = put_body(w, &in->body, &ref, &has_ref, err);
+	struct buf inside = BUF_INIT;
 	if (ret == 0)
-		ret = put_new_rcpts(w, qid, in, err);
+		ret = put_new_rcpts(w, qid, in, &inside, err);
 	if (ret == 0) {
 		buf_reset(&w->key);
 		buf_puts(&w->key, qid);
 		qmgr_record_message(&w->val, qid, w->now, (int64_t)in->body.len, in->nrcpt, &in->envelope,
-		                    has_ref ? &ref : NULL);
+		                    has_ref ? &ref : NULL, in->nrcpt == 1 ? &inside : NULL);
 		ret = put_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, w->val.data, w->val.len);
 	}
+	buf_free(&inside);
 	return ret;
 }
 
@@ -1262,13 +1274,13 @@ static int get_decoded(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, co
  * left on it (NULL when it is not found or on an error), so that the
  * change finds it without a second search.  The value is read in the
  * cursor's own memory (no DB_THREAD: nothing to free). */
-static int get_decoded_at(struct write_ctx *w, enum qmgr_table t, const struct buf *k, decode_fn decode, void *out,
-                          DBC **at, struct buf *err)
+static int get_decoded_at(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k,
+                          decode_fn decode, void *out, DBC **at, struct buf *err)
 {
 	*at = NULL;
-	DB *db = w->st->db[t];
+	DB *db = st->db[t];
 	DBC *c;
-	int ret = db->cursor(db, w->txn, &c, 0);
+	int ret = db->cursor(db, txn, &c, 0);
 	DBT key = {.data = k->data, .size = (u_int32_t)k->len}, val = {0};
 	if (ret == 0)
 		ret = c->get(c, &key, &val, DB_SET);
@@ -1304,6 +1316,97 @@ static bool decode_rcpt(const void *v, size_t len, void *out, struct buf *err)
 	return qmgr_record_rcpt_decode(v, len, out, err);
 }
 
+/* ---- where a recipient's record is ---------------------------------------- */
+
+/* A message of one recipient keeps that recipient's record inside its
+ * own (rcpt_inline): one record to put, read and delete instead of two.
+ * Other messages' recipients have records of their own in recipients.db.
+ * Either way a reader gets the recipient and where it is, to write it
+ * back there. */
+struct rcpt_at {
+	DBC *cursor;            /* on the record the recipient is in, or NULL */
+	bool in_message;        /* that record is its message's */
+	struct ipc_msg message; /* in_message: the message's record, decoded */
+};
+
+static void rcpt_at_close(struct rcpt_at *at)
+{
+	close_cursor(&at->cursor);
+	if (at->in_message)
+		ipc_msg_free(&at->message);
+	at->in_message = false;
+}
+
+/* The recipient inside the decoded message record m (which has one). */
+static int inline_rcpt(const struct ipc_msg *m, const struct buf *key, struct qmgr_rcpt *r, struct buf *err)
+{
+	size_t len;
+	const void *v = ipc_msg_data(m, IPC_ATTR_RCPT_INLINE, &len);
+	struct buf why = BUF_INIT;
+	int ret = 0;
+	if (!qmgr_record_rcpt_decode(v, len, r, &why)) {
+		DBT k = {.data = key->data, .size = (u_int32_t)key->len};
+		buf_puts(&why, " (the recipient inside the record)");
+		corrupt(err, QMGR_TABLE_MESSAGES, &k, &why);
+		ret = EINVAL;
+	}
+	buf_free(&why);
+	r->in_message = ret == 0;
+	return ret;
+}
+
+/* Reads recipient index of message qid where it is, leaving at on its
+ * record; ret as get_decoded (DB_NOTFOUND: no such recipient). */
+static int read_rcpt(struct qmgr_store *st, DB_TXN *txn, const char *qid, size_t index, struct qmgr_rcpt *r,
+                     struct rcpt_at *at, struct buf *err)
+{
+	memset(at, 0, sizeof(*at));
+	struct buf k = BUF_INIT;
+	qmgr_key_rcpt(&k, qid, index);
+	int ret = get_decoded_at(st, txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, r, &at->cursor, err);
+	if (ret == DB_NOTFOUND && index == 0) {
+		buf_reset(&k);
+		buf_puts(&k, qid);
+		ret = get_decoded_at(st, txn, QMGR_TABLE_MESSAGES, &k, decode_message, &at->message, &at->cursor, err);
+		if (ret == 0) {
+			at->in_message = true;
+			ret = ipc_msg_has(&at->message, IPC_ATTR_RCPT_INLINE) ? inline_rcpt(&at->message, &k, r, err)
+			                                                       : DB_NOTFOUND;
+			if (ret != 0)
+				rcpt_at_close(at);
+		}
+	}
+	buf_free(&k);
+	return ret;
+}
+
+/* The message's record m again, with r as the recipient inside it. */
+static void record_message_with(struct buf *out, const struct ipc_msg *m, const struct qmgr_rcpt *r)
+{
+	struct buf inside = BUF_INIT;
+	qmgr_record_rcpt(&inside, r);
+	struct qmgr_body_ref ref;
+	bool has_ref = qmgr_message_body_ref(m, &ref);
+	qmgr_record_message(out, ipc_msg_str(m, IPC_ATTR_QUEUE_ID), ipc_msg_int(m, IPC_ATTR_RECEIVED),
+	                    ipc_msg_int(m, IPC_ATTR_BODY_SIZE), 1, m, has_ref ? &ref : NULL, &inside);
+	buf_free(&inside);
+}
+
+/* Writes a recipient back where read_rcpt (or update_rcpt) found it,
+ * with its due entry when it waits. */
+static int write_rcpt(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r,
+                      const struct rcpt_at *at)
+{
+	if (!at->in_message)
+		return put_rcpt_at(w, qid, index, r, at->cursor);
+	record_message_with(&w->val, &at->message, r);
+	DBT key = {0}, val = {.data = w->val.data, .size = (u_int32_t)w->val.len};
+	int ret = at->cursor->put(at->cursor, &key, &val, DB_CURRENT);
+	if (ret == 0 && due_state(r->state) && r->in_flight == 0)
+		ret = put_due(w, qid, index, r);
+	return ret;
+}
+
 static bool decode_queue(const void *v, size_t len, void *out, struct buf *err)
 {
 	return qmgr_record_queue_decode(v, len, out, err);
@@ -1329,10 +1432,10 @@ bool qmgr_store_get_message(struct qmgr_store *st, const char *qid, struct ipc_m
 bool qmgr_store_get_rcpt(struct qmgr_store *st, const char *qid, size_t index, struct qmgr_rcpt *r, bool *found,
                          struct buf *err)
 {
-	struct buf k = BUF_INIT;
-	qmgr_key_rcpt(&k, qid, index);
-	int ret = get_decoded(st, NULL, QMGR_TABLE_RCPTS, &k, decode_rcpt, r, err);
-	buf_free(&k);
+	struct rcpt_at at;
+	int ret = read_rcpt(st, NULL, qid, index, r, &at, err);
+	if (ret == 0)
+		rcpt_at_close(&at);
 	return found_or_error(ret, found, "recipient of", qid, err);
 }
 
@@ -1785,11 +1888,12 @@ static int message_done(struct write_ctx *w, const char *qid, const struct ipc_m
 			continue;
 		}
 		struct qmgr_rcpt r;
-		qmgr_key_rcpt(&k, qid, (size_t)i);
-		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, err);
+		struct rcpt_at at;
+		ret = read_rcpt(w->st, w->txn, qid, (size_t)i, &r, &at, err);
 		if (ret == 0) {
 			*done = final_state(r.state) && !r.dsn_pending;
 			qmgr_rcpt_free(&r);
+			rcpt_at_close(&at);
 		}
 	}
 	buf_free(&k);
@@ -1805,7 +1909,8 @@ static int message_done(struct write_ctx *w, const char *qid, const struct ipc_m
 }
 
 /* The records of a message found for a change (get_decoded_at): the
- * cursors on its record and on one recipient's, or NULL. */
+ * cursors on its record and on one recipient's, or NULL (also when the
+ * recipient is inside the message's record). */
 struct found_records {
 	DBC *message;
 	DBC *rcpt;
@@ -1845,7 +1950,8 @@ static int remove_message(struct write_ctx *w, const char *qid, const struct ipc
 		} else
 			ret = has_ref == DB_NOTFOUND ? del_prefix(w, QMGR_TABLE_BODIES, qid) : has_ref;
 	}
-	for (int64_t i = 0; ret == 0 && i < count; i++) {
+	/* a recipient inside the message's record went with it */
+	for (int64_t i = ipc_msg_has(envelope, IPC_ATTR_RCPT_INLINE) ? count : 0; ret == 0 && i < count; i++) {
 		qmgr_key_rcpt(&k, qid, (size_t)i);
 		ret = del_found(w, QMGR_TABLE_RCPTS, &k, (size_t)i == found->rcpt_index ? found->rcpt : NULL);
 	}
@@ -1880,6 +1986,17 @@ static int mark_dsn(struct write_ctx *w, const char *qid, struct qmgr_rcpt *r, c
 	buf_free(&k);
 	buf_free(&v);
 	return ret == DB_KEYEXIST ? 0 : ret;
+}
+
+/* Writes a changed recipient back where update_rcpt found it: its own
+ * record, or its message's (envelope, as read). */
+static int rewrite_found(struct write_ctx *w, const char *qid, size_t index, const struct qmgr_rcpt *r,
+                         const struct ipc_msg *envelope, const struct found_records *found)
+{
+	struct rcpt_at at = {.cursor = r->in_message ? found->message : found->rcpt, .in_message = r->in_message};
+	if (r->in_message)
+		at.message = *envelope; /* a shallow copy: write_rcpt only reads it */
+	return write_rcpt(w, qid, index, r, &at);
 }
 
 /* update_rcpt's change to the recipient r of the message envelope,
@@ -1918,7 +2035,7 @@ static int change_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	if (ret == 0 && final_state(r->state))
 		ret = message_done(w, qid, envelope, r, index, &done, err);
 	if (ret == 0)
-		ret = done ? remove_message(w, qid, envelope, found) : put_rcpt_at(w, qid, index, r, found->rcpt);
+		ret = done ? remove_message(w, qid, envelope, found) : rewrite_found(w, qid, index, r, envelope, found);
 	if (ret == 0 && o->rtype)
 		ret = append_outbox(w, o->rtype, qid, index, envelope, r, o->detail);
 	return ret;
@@ -1933,10 +2050,14 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	struct buf k = BUF_INIT;
 	*changed = false;
 	buf_puts(&k, qid);
-	int ret = get_decoded_at(w, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, &found.message, err);
+	int ret = get_decoded_at(w->st, w->txn, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, &found.message, err);
 	if (ret == 0) {
-		qmgr_key_rcpt(&k, qid, index);
-		ret = get_decoded_at(w, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, &found.rcpt, err);
+		if (ipc_msg_has(&envelope, IPC_ATTR_RCPT_INLINE)) {
+			ret = index == 0 ? inline_rcpt(&envelope, &k, &r, err) : DB_NOTFOUND;
+		} else {
+			qmgr_key_rcpt(&k, qid, index);
+			ret = get_decoded_at(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, &found.rcpt, err);
+		}
 		if (ret != 0) {
 			ipc_msg_free(&envelope);
 			close_cursor(&found.message);
@@ -1987,14 +2108,17 @@ static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, const 
                     int64_t job_id, int64_t until, struct buf *err)
 {
 	struct qmgr_rcpt r;
+	struct rcpt_at at = {0};
 	int ret = 0;
-	if (stored) {
-		r = *stored; /* a shallow copy: its strings stay the caller's */
-	} else {
-		qmgr_key_rcpt(&w->key, ref->qid, ref->index);
-		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	/* one with a record of its own is written by its key; one inside its
+	 * message's record is read with it, to write them back together */
+	bool read = stored == NULL || stored->in_message;
+	if (read) {
+		ret = read_rcpt(w->st, w->txn, ref->qid, ref->index, &r, &at, err);
 		if (ret != 0)
 			return ret == DB_NOTFOUND ? 0 : ret;
+	} else {
+		r = *stored; /* a shallow copy: its strings stay the caller's */
 	}
 	if (due_state(r.state)) {
 		qmgr_key_due(&w->key, r.queue, r.next_attempt, ref->qid, ref->index);
@@ -2002,10 +2126,12 @@ static int mark_one(struct write_ctx *w, const struct qmgr_rcpt_ref *ref, const 
 		r.next_attempt = until;
 		r.in_flight = job_id;
 		if (ret == 0)
-			ret = put_rcpt(w, ref->qid, ref->index, &r);
+			ret = write_rcpt(w, ref->qid, ref->index, &r, &at);
 	}
-	if (!stored)
+	if (read) {
 		qmgr_rcpt_free(&r);
+		rcpt_at_close(&at);
+	}
 	return ret;
 }
 
@@ -2052,14 +2178,15 @@ enum qmgr_store_status qmgr_store_mark_in_flight(struct qmgr_store *st, const st
 static int hold_nth(struct write_ctx *w, const struct job_rcpts *j, size_t i, struct buf *err)
 {
 	struct qmgr_rcpt r;
+	struct rcpt_at at;
 	const struct qmgr_rcpt_ref *ref = &j->refs[i];
-	qmgr_key_rcpt(&w->key, ref->qid, ref->index);
-	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	int ret = read_rcpt(w->st, w->txn, ref->qid, ref->index, &r, &at, err);
 	if (ret != 0)
 		return ret == DB_NOTFOUND ? 0 : ret;
 	if (due_state(r.state) && r.in_flight != 0 && (j->job_id == 0 || r.in_flight == j->job_id))
 		ret = put_due(w, ref->qid, ref->index, &r);
 	qmgr_rcpt_free(&r);
+	rcpt_at_close(&at);
 	return ret;
 }
 
@@ -2070,6 +2197,11 @@ enum qmgr_store_status qmgr_store_hold(struct qmgr_store *st, const struct qmgr_
 	return each_job_rcpt(st, &j, n, hold_nth, now, err);
 }
 
+/* hold_earlier's resume key: a recipients.db key while it reads that
+ * table, then this byte and a messages.db key (no recipients.db key
+ * starts with it: queue IDs are hex digits). */
+#define EARLIER_IN_MESSAGES 'M'
+
 struct earlier_walk {
 	int64_t this_start;      /* the job IDs of this start: this_start + a count */
 	size_t left;             /* records still to read in this step */
@@ -2078,6 +2210,18 @@ struct earlier_walk {
 	size_t n;
 	bool more;
 };
+
+/* A recipient (of the queue ID at qid) in flight for a job of an
+ * earlier start is one to hold. */
+static void note_if_earlier(struct earlier_walk *e, const void *qid, size_t index, const struct qmgr_rcpt *r)
+{
+	if (!due_state(r->state) || r->in_flight == 0 || (r->in_flight & ~(int64_t)UINT32_MAX) == e->this_start)
+		return;
+	e->v = mem_reallocarray(e->v, e->n + 1, sizeof(*e->v));
+	memcpy(e->v[e->n].qid, qid, QMGR_QID_LEN);
+	e->v[e->n].qid[QMGR_QID_LEN] = '\0';
+	e->v[e->n++].index = index;
+}
 
 static bool earlier_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
 {
@@ -2099,14 +2243,44 @@ static bool earlier_step(void *ctx, const DBT *key, const DBT *val, struct buf *
 		*failed = true;
 		return false;
 	}
-	if (due_state(r.state) && r.in_flight != 0 && (r.in_flight & ~(int64_t)UINT32_MAX) != e->this_start) {
-		e->v = mem_reallocarray(e->v, e->n + 1, sizeof(*e->v));
-		memcpy(e->v[e->n].qid, key->data, QMGR_QID_LEN);
-		e->v[e->n].qid[QMGR_QID_LEN] = '\0';
-		e->v[e->n++].index = (size_t)qmgr_key_seq_value((const char *)key->data + QMGR_QID_LEN, 4);
-	}
+	note_if_earlier(e, key->data, (size_t)qmgr_key_seq_value((const char *)key->data + QMGR_QID_LEN, 4), &r);
 	qmgr_rcpt_free(&r);
 	return true;
+}
+
+/* The same for the recipients inside their messages' records. */
+static bool earlier_message_step(void *ctx, const DBT *key, const DBT *val, struct buf *err, bool *failed)
+{
+	struct earlier_walk *e = ctx;
+	if (e->left == 0) {
+		buf_reset(e->next);
+		buf_putc(e->next, EARLIER_IN_MESSAGES);
+		buf_append(e->next, key->data, key->size);
+		e->more = true;
+		return false;
+	}
+	e->left--;
+	struct ipc_msg m = {0};
+	struct qmgr_rcpt r;
+	struct buf why = BUF_INIT, k = BUF_INIT;
+	buf_append(&k, key->data, key->size);
+	bool ok = key->size == QMGR_QID_LEN && qmgr_record_message_decode(val->data, val->size, &m, &why);
+	if (!ok) {
+		if (why.len == 0)
+			buf_puts(&why, "bad key length");
+		corrupt(err, QMGR_TABLE_MESSAGES, key, &why);
+	} else if (ipc_msg_has(&m, IPC_ATTR_RCPT_INLINE)) {
+		ok = inline_rcpt(&m, &k, &r, err) == 0;
+		if (ok) {
+			note_if_earlier(e, key->data, 0, &r);
+			qmgr_rcpt_free(&r);
+		}
+	}
+	ipc_msg_free(&m);
+	buf_free(&why);
+	buf_free(&k);
+	*failed = !ok;
+	return ok;
 }
 
 enum qmgr_store_status qmgr_store_hold_earlier(struct qmgr_store *st, int64_t this_start, struct buf *from, size_t max,
@@ -2115,9 +2289,25 @@ enum qmgr_store_status qmgr_store_hold_earlier(struct qmgr_store *st, int64_t th
 	struct earlier_walk e = {.this_start = this_start, .left = max, .next = from};
 	*held = 0;
 	*done = false;
-	if (!walk(st, QMGR_TABLE_RCPTS, from->len ? from : NULL, earlier_step, &e, err)) {
+	/* recipients.db first, then the messages' records (from says which) */
+	bool in_messages = from->len > 0 && from->data[0] == EARLIER_IN_MESSAGES;
+	bool walked;
+	if (in_messages) {
+		struct buf start = BUF_INIT;
+		buf_append(&start, from->data + 1, from->len - 1);
+		walked = walk(st, QMGR_TABLE_MESSAGES, start.len ? &start : NULL, earlier_message_step, &e, err);
+		buf_free(&start);
+	} else {
+		walked = walk(st, QMGR_TABLE_RCPTS, from->len ? from : NULL, earlier_step, &e, err);
+	}
+	if (!walked) {
 		free(e.v);
 		return QMGR_STORE_FAILED;
+	}
+	if (!in_messages && !e.more) {
+		buf_reset(from);
+		buf_putc(from, EARLIER_IN_MESSAGES);
+		e.more = true;
 	}
 	enum qmgr_store_status status = QMGR_STORE_OK;
 	if (e.n > 0)
@@ -2153,17 +2343,20 @@ static int clear_dsn_marks(struct write_ctx *w, const char *qid, int64_t count, 
 	int ret = 0;
 	for (int64_t i = 0; ret == 0 && i < count; i++) {
 		struct qmgr_rcpt r;
-		qmgr_key_rcpt(&w->key, qid, (size_t)i);
-		ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+		struct rcpt_at at;
+		ret = read_rcpt(w->st, w->txn, qid, (size_t)i, &r, &at, err);
 		if (ret == DB_NOTFOUND) {
 			ret = 0;
 			continue;
 		}
-		if (ret == 0 && r.dsn_pending) {
+		if (ret != 0)
+			break;
+		if (r.dsn_pending) {
 			r.dsn_pending = false;
-			ret = put_rcpt(w, qid, (size_t)i, &r);
+			ret = write_rcpt(w, qid, (size_t)i, &r, &at);
 		}
 		qmgr_rcpt_free(&r);
+		rcpt_at_close(&at);
 	}
 	return ret;
 }
@@ -2310,8 +2503,8 @@ static bool collect_later(void *ctx, const char *qid, size_t index, int64_t due)
 static int make_due_now(struct write_ctx *w, const struct due_entry *e, struct buf *err)
 {
 	struct qmgr_rcpt r;
-	qmgr_key_rcpt(&w->key, e->qid, e->index);
-	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_RCPTS, &w->key, decode_rcpt, &r, err);
+	struct rcpt_at at;
+	int ret = read_rcpt(w->st, w->txn, e->qid, e->index, &r, &at, err);
 	if (ret != 0)
 		return ret == DB_NOTFOUND ? 0 : ret;
 	/* a recipient in flight waits for its result, or in-flight-grace */
@@ -2320,9 +2513,10 @@ static int make_due_now(struct write_ctx *w, const struct due_entry *e, struct b
 		ret = del_buf(w->st, w->txn, QMGR_TABLE_DUE, &w->key);
 		r.next_attempt = w->now;
 		if (ret == 0)
-			ret = put_rcpt(w, e->qid, e->index, &r);
+			ret = write_rcpt(w, e->qid, e->index, &r, &at);
 	}
 	qmgr_rcpt_free(&r);
+	rcpt_at_close(&at);
 	return ret;
 }
 
@@ -2544,8 +2738,15 @@ static int put_record_without_ref(struct write_ctx *w, const char *qid, struct b
 	int ret = get_decoded(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, decode_message, &env, err);
 	if (ret != 0)
 		return ret;
+	struct buf inside = BUF_INIT; /* the recipient inside it, kept */
+	if (ipc_msg_has(&env, IPC_ATTR_RCPT_INLINE)) {
+		size_t len;
+		const void *v = ipc_msg_data(&env, IPC_ATTR_RCPT_INLINE, &len);
+		buf_append(&inside, v, len);
+	}
 	qmgr_record_message(&w->val, qid, ipc_msg_int(&env, IPC_ATTR_RECEIVED), ipc_msg_int(&env, IPC_ATTR_BODY_SIZE),
-	                    (size_t)ipc_msg_int(&env, IPC_ATTR_RCPT_COUNT), &env, NULL);
+	                    (size_t)ipc_msg_int(&env, IPC_ATTR_RCPT_COUNT), &env, NULL, inside.len ? &inside : NULL);
+	buf_free(&inside);
 	ipc_msg_free(&env);
 	return put_buf(w->st, w->txn, QMGR_TABLE_MESSAGES, &w->key, w->val.data, w->val.len);
 }

@@ -459,13 +459,20 @@ static void test_in_flight_and_replay(void **state)
 	int64_t this_start = (int64_t)3 << 32;
 	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 100, &held, &done, &err), QMGR_STORE_OK);
 	assert_int_equal(held, 0); /* job is this start's */
+	assert_false(done);        /* recipients.db read; the messages' records next */
+	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 100, &held, &done, &err), QMGR_STORE_OK);
+	assert_int_equal(held, 0);
 	assert_true(done);
+	buf_reset(&from);
 	this_start = (int64_t)4 << 32;
 	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 1, &held, &done, &err), QMGR_STORE_OK);
 	assert_int_equal(held, 1);
 	assert_false(done); /* one record a step */
 	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 1, &held, &done, &err), QMGR_STORE_OK);
 	assert_int_equal(held, 1);
+	assert_false(done); /* the messages' records next, for recipients inside them */
+	assert_int_equal(qmgr_store_hold_earlier(f->st, this_start, &from, 1, &held, &done, &err), QMGR_STORE_OK);
+	assert_int_equal(held, 0);
 	assert_true(done);
 	buf_free(&from);
 	assert_int_equal(count_due(f->st, "dom0.example/{default}", NOW + 599), 0);
@@ -714,7 +721,147 @@ static void test_outbox_batch_damaged(void **state)
 	buf_free(&err);
 }
 
-/* A queue of schema 1 opens and is marked 2; a newer one is refused. */
+static bool rcpt_record_exists(struct qmgr_store *st, const char *qid, size_t index)
+{
+	struct buf key = BUF_INIT, val = BUF_INIT, err = BUF_INIT;
+	qmgr_key_rcpt(&key, qid, index);
+	bool found = qmgr_store_get_raw(st, QMGR_TABLE_RCPTS, key.data, key.len, &val, &err);
+	buf_free(&key);
+	buf_free(&val);
+	buf_free(&err);
+	return found;
+}
+
+/* A message's one recipient lives inside the message's record, through
+ * every change a recipient goes through, until the message goes. */
+static void test_lone_recipient_inside_its_message(void **state)
+{
+	struct fixture *f = *state;
+	const char *queue = "dom0.example/{default}";
+	char qid[QMGR_QID_SIZE], pair[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT;
+	struct qmgr_rcpt r;
+	bool found, changed;
+	add(f->st, 1, 100, qid);
+	add(f->st, 2, 100, pair);
+	assert_false(rcpt_record_exists(f->st, qid, 0));
+	assert_true(rcpt_record_exists(f->st, pair, 0) && rcpt_record_exists(f->st, pair, 1));
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_true(r.in_message);
+	assert_string_equal(r.address, "user0@Dom0.example");
+	assert_int_equal(r.state, QMGR_RCPT_PENDING);
+	qmgr_rcpt_free(&r);
+	assert_false(qmgr_store_get_rcpt(f->st, qid, 1, &r, &found, &err));
+	assert_false(found);
+	assert_int_equal(count_due(f->st, queue, NOW), 2); /* qid's and pair's first */
+
+	/* deferred: written back inside, due again later */
+	assert_int_equal(
+	    qmgr_store_update_rcpt(f->st, qid, 0, QMGR_RCPT_DEFERRED, NOW + 600, "451 later", 't', NOW, &err),
+	    QMGR_STORE_OK);
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_int_equal(r.state, QMGR_RCPT_DEFERRED);
+	assert_int_equal(r.attempts, 1);
+	assert_string_equal(r.last_result, "451 later");
+	assert_false(rcpt_record_exists(f->st, qid, 0));
+	assert_int_equal(count_due(f->st, queue, NOW + 600), 2);
+
+	/* taken by a job (as the scheduler read it), held when the job ends */
+	struct qmgr_rcpt_ref ref = {.index = 0};
+	memcpy(ref.qid, qid, QMGR_QID_SIZE);
+	int64_t job = ((int64_t)3 << 32) + 1;
+	assert_int_equal(qmgr_store_mark_in_flight(f->st, &ref, &r, 1, job, NOW + 300, NOW, &err), QMGR_STORE_OK);
+	qmgr_rcpt_free(&r);
+	assert_int_equal(count_due(f->st, queue, INT64_MAX), 1); /* pair's */
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_int_equal(r.in_flight, job);
+	qmgr_rcpt_free(&r);
+	/* a later start finds it in flight for an earlier one, in the messages' records */
+	struct buf from = BUF_INIT;
+	size_t held = 0, step;
+	bool done = false;
+	while (!done) {
+		assert_int_equal(qmgr_store_hold_earlier(f->st, (int64_t)4 << 32, &from, 1, &step, &done, &err),
+		                 QMGR_STORE_OK);
+		held += step;
+	}
+	buf_free(&from);
+	assert_int_equal(held, 1);
+	assert_int_equal(count_due(f->st, queue, NOW + 299), 1);
+	assert_int_equal(count_due(f->st, queue, NOW + 300), 2);
+
+	/* bounced with its DSN pending: the message stays until the DSN is queued */
+	struct qmgr_outcome bounced = {
+	    .state = QMGR_RCPT_BOUNCED, .result = "550 no", .rtype = "b", .dsn = true, .job_id = job};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &bounced, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &bounced, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_false(changed); /* applied once */
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_int_equal(r.state, QMGR_RCPT_BOUNCED);
+	assert_true(r.dsn_pending);
+	qmgr_rcpt_free(&r);
+	assert_int_equal(count_due(f->st, queue, INT64_MAX), 1);
+	char dsn_qid[QMGR_QID_SIZE];
+	assert_int_equal(qmgr_store_dsn_sent(f->st, qid, NULL, NOW, dsn_qid, &err), QMGR_STORE_OK);
+	struct ipc_msg msg;
+	assert_false(qmgr_store_get_message(f->st, qid, &msg, &found, &err));
+	assert_false(found);
+	assert_false(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_false(found);
+	assert_true(qmgr_store_get_message(f->st, pair, &msg, &found, &err));
+	ipc_msg_free(&msg);
+	buf_free(&err);
+}
+
+/* A message of one recipient from a queue of schema 3 keeps its
+ * recipient in recipients.db: read, changed and removed there. */
+static void test_lone_recipient_of_an_older_queue(void **state)
+{
+	struct fixture *f = *state;
+	char qid[QMGR_QID_SIZE];
+	struct buf err = BUF_INIT, key = BUF_INIT, rec = BUF_INIT;
+	struct qmgr_rcpt r;
+	struct ipc_msg env;
+	bool found, changed;
+	add(f->st, 1, 100, qid);
+	/* the old layout, by hand: the recipient's own record, none inside */
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	qmgr_record_rcpt(&rec, &r);
+	qmgr_rcpt_free(&r);
+	qmgr_key_rcpt(&key, qid, 0);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_RCPTS, key.data, key.len, rec.data, rec.len, &err));
+	assert_true(qmgr_store_get_message(f->st, qid, &env, &found, &err));
+	struct qmgr_body_ref ref;
+	assert_true(qmgr_message_body_ref(&env, &ref));
+	qmgr_record_message(&rec, qid, ipc_msg_int(&env, IPC_ATTR_RECEIVED), ipc_msg_int(&env, IPC_ATTR_BODY_SIZE), 1,
+	                    &env, &ref, NULL);
+	ipc_msg_free(&env);
+	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_MESSAGES, qid, QMGR_QID_LEN, rec.data, rec.len, &err));
+
+	assert_true(qmgr_store_get_rcpt(f->st, qid, 0, &r, &found, &err));
+	assert_false(r.in_message);
+	qmgr_rcpt_free(&r);
+	assert_int_equal(
+	    qmgr_store_update_rcpt(f->st, qid, 0, QMGR_RCPT_DEFERRED, NOW + 600, "451 later", 't', NOW, &err),
+	    QMGR_STORE_OK);
+	assert_true(rcpt_record_exists(f->st, qid, 0));
+	assert_true(qmgr_store_get_message(f->st, qid, &env, &found, &err));
+	assert_false(ipc_msg_has(&env, IPC_ATTR_RCPT_INLINE));
+	ipc_msg_free(&env);
+	struct qmgr_outcome delivered = {.state = QMGR_RCPT_DELIVERED, .result = "250", .rtype = "d"};
+	assert_int_equal(qmgr_store_apply(f->st, qid, 0, &delivered, NOW, &changed, &err), QMGR_STORE_OK);
+	assert_true(changed);
+	assert_false(rcpt_record_exists(f->st, qid, 0));
+	assert_false(qmgr_store_get_message(f->st, qid, &env, &found, &err));
+	assert_false(found);
+	assert_int_equal(count_due(f->st, "dom0.example/{default}", INT64_MAX), 0);
+	buf_free(&key);
+	buf_free(&rec);
+	buf_free(&err);
+}
+
+/* A queue of schema 1, 2 or 3 opens and is marked 4; a newer one is refused. */
 static void test_schema_upgrade(void **state)
 {
 	struct fixture *f = *state;
@@ -727,22 +874,22 @@ static void test_schema_upgrade(void **state)
 	struct buf stored = BUF_INIT;
 	assert_true(qmgr_store_get_raw(f->st, QMGR_TABLE_META, "schema", 6, &stored, &err));
 	assert_int_equal(stored.len, 8);
-	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 3);
+	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 4);
 	buf_reset(&stored);
 	qmgr_be_put(version, 2, 8);
 	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "schema", 6, version, 8, &err));
 	qmgr_store_close(f->st);
 	f->st = open_store(f->dir);
 	assert_true(qmgr_store_get_raw(f->st, QMGR_TABLE_META, "schema", 6, &stored, &err));
-	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 3);
+	assert_int_equal(qmgr_be_get((const unsigned char *)stored.data, 8), 4);
 	buf_free(&stored);
 
-	qmgr_be_put(version, 4, 8);
+	qmgr_be_put(version, 5, 8);
 	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_META, "schema", 6, version, 8, &err));
 	qmgr_store_close(f->st);
 	f->st = qmgr_store_open(f->dir, QMGR_OPEN_RECOVER, &err);
 	assert_null(f->st);
-	assert_true(testutil_contains(buf_cstr(&err), "has schema version 4; this qmgr knows versions 1 to 3"));
+	assert_true(testutil_contains(buf_cstr(&err), "has schema version 5; this qmgr knows versions 1 to 4"));
 	buf_free(&err);
 }
 
@@ -1327,7 +1474,7 @@ static void test_body_reference_in_bodies_db_still_read(void **state)
 	assert_true(qmgr_message_body_ref(&env, &ref));
 	/* the old layout, by hand */
 	qmgr_record_message(&rec, qid, ipc_msg_int(&env, IPC_ATTR_RECEIVED), ipc_msg_int(&env, IPC_ATTR_BODY_SIZE), 2,
-	                    &env, NULL);
+	                    &env, NULL, NULL);
 	assert_true(qmgr_store_put_raw(f->st, QMGR_TABLE_MESSAGES, qid, QMGR_QID_LEN, rec.data, rec.len, &err));
 	unsigned char v[QMGR_BODY_REF_SIZE];
 	qmgr_body_ref_encode(&ref, v);
@@ -1832,6 +1979,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outcomes_applied_together, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_message_done_after_results_in_any_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_in_flight_and_replay, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lone_recipient_inside_its_message, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lone_recipient_of_an_older_queue, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reschedule_and_queue_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_sequence_across_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_batch_read_and_confirmed_in_part, setup, teardown),
