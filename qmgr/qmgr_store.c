@@ -1235,7 +1235,7 @@ enum qmgr_store_status qmgr_store_add_message(struct qmgr_store *st, const struc
 
 /* ---- reading ------------------------------------------------------------ */
 
-/* val->data is allocated (the environment is free-threaded): free it. */
+/* val->data is allocated for the caller (DB_DBT_MALLOC): free it. */
 static int get_raw(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k, DBT *val)
 {
 	DBT key = {.data = k->data, .size = (u_int32_t)k->len};
@@ -1244,42 +1244,20 @@ static int get_raw(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const 
 	return st->db[t]->get(st->db[t], txn, &key, val, 0);
 }
 
-/* Fetches and decodes one record; ret is a DB error, EINVAL for a
- * corrupt record (err names the key) or DB_NOTFOUND. */
+/* Decodes a stored record into out, or says in err why not. */
 typedef bool (*decode_fn)(const void *v, size_t len, void *out, struct buf *err);
 
-static int get_decoded(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k, decode_fn decode,
-                       void *out, struct buf *err)
-{
-	DBT val;
-	int ret = get_raw(st, txn, t, k, &val);
-	if (ret == DB_NOTFOUND)
-		return ret;
-	if (ret != 0) {
-		buf_printf(err, "cannot read %s: %s", table_files[t], db_strerror(ret));
-		return ret;
-	}
-	struct buf why = BUF_INIT;
-	if (!decode(val.data, val.size, out, &why)) {
-		DBT key = {.data = k->data, .size = (u_int32_t)k->len};
-		corrupt(err, t, &key, &why);
-		ret = EINVAL;
-	}
-	free(val.data);
-	buf_free(&why);
-	return ret;
-}
-
-/* get_decoded for a record about to be deleted or rewritten: *at is
- * left on it (NULL when it is not found or on an error), so that the
- * change finds it without a second search.  The value is read in the
- * cursor's own memory (no DB_THREAD: nothing to free). */
+/* Reads and decodes the record under k, leaving *at on it (NULL when it
+ * is not found or on an error), so that a change to it finds it without
+ * a second search; ret is a DB error, EINVAL for a corrupt record (err
+ * names the key) or DB_NOTFOUND.  The value is read in the cursor's own
+ * memory (no DB_THREAD: nothing to free). */
 static int get_decoded_at(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k,
                           decode_fn decode, void *out, DBC **at, struct buf *err)
 {
 	*at = NULL;
 	DB *db = st->db[t];
-	DBC *c;
+	DBC *c = NULL;
 	int ret = db->cursor(db, txn, &c, 0);
 	DBT key = {.data = k->data, .size = (u_int32_t)k->len}, val = {0};
 	if (ret == 0)
@@ -1304,6 +1282,16 @@ static void close_cursor(DBC **c)
 	if (*c)
 		(*c)->close(*c);
 	*c = NULL;
+}
+
+/* get_decoded_at for a record only read. */
+static int get_decoded(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k, decode_fn decode,
+                       void *out, struct buf *err)
+{
+	DBC *at;
+	int ret = get_decoded_at(st, txn, t, k, decode, out, &at, err);
+	close_cursor(&at);
+	return ret;
 }
 
 static bool decode_message(const void *v, size_t len, void *out, struct buf *err)
