@@ -1252,8 +1252,8 @@ typedef bool (*decode_fn)(const void *v, size_t len, void *out, struct buf *err)
  * a second search; ret is a DB error, EINVAL for a corrupt record (err
  * names the key) or DB_NOTFOUND.  The value is read in the cursor's own
  * memory (no DB_THREAD: nothing to free). */
-static int get_decoded_at(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k,
-                          decode_fn decode, void *out, DBC **at, struct buf *err)
+static int get_decoded_at(struct qmgr_store *st, DB_TXN *txn, enum qmgr_table t, const struct buf *k, decode_fn decode,
+                          void *out, DBC **at, struct buf *err)
 {
 	*at = NULL;
 	DB *db = st->db[t];
@@ -1325,15 +1325,17 @@ static void rcpt_at_close(struct rcpt_at *at)
 	at->in_message = false;
 }
 
-/* The recipient inside the decoded message record m (which has one). */
-static int inline_rcpt(const struct ipc_msg *m, const struct buf *key, struct qmgr_rcpt *r, struct buf *err)
+/* The recipient inside the decoded message record m (which has one);
+ * a damaged one is reported under the record's key, its queue ID. */
+static int inline_rcpt(const struct ipc_msg *m, struct qmgr_rcpt *r, struct buf *err)
 {
 	size_t len;
 	const void *v = ipc_msg_data(m, IPC_ATTR_RCPT_INLINE, &len);
 	struct buf why = BUF_INIT;
 	int ret = 0;
 	if (!qmgr_record_rcpt_decode(v, len, r, &why)) {
-		DBT k = {.data = key->data, .size = (u_int32_t)key->len};
+		const char *qid = ipc_msg_str(m, IPC_ATTR_QUEUE_ID);
+		DBT k = {.data = (void *)qid, .size = (u_int32_t)strlen(qid)};
 		buf_puts(&why, " (the recipient inside the record)");
 		corrupt(err, QMGR_TABLE_MESSAGES, &k, &why);
 		ret = EINVAL;
@@ -1358,8 +1360,8 @@ static int read_rcpt(struct qmgr_store *st, DB_TXN *txn, const char *qid, size_t
 		ret = get_decoded_at(st, txn, QMGR_TABLE_MESSAGES, &k, decode_message, &at->message, &at->cursor, err);
 		if (ret == 0) {
 			at->in_message = true;
-			ret = ipc_msg_has(&at->message, IPC_ATTR_RCPT_INLINE) ? inline_rcpt(&at->message, &k, r, err)
-			                                                       : DB_NOTFOUND;
+			ret = ipc_msg_has(&at->message, IPC_ATTR_RCPT_INLINE) ? inline_rcpt(&at->message, r, err)
+			                                                      : DB_NOTFOUND;
 			if (ret != 0)
 				rcpt_at_close(at);
 		}
@@ -2038,10 +2040,11 @@ static int update_rcpt(struct write_ctx *w, const char *qid, size_t index, const
 	struct buf k = BUF_INIT;
 	*changed = false;
 	buf_puts(&k, qid);
-	int ret = get_decoded_at(w->st, w->txn, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, &found.message, err);
+	int ret =
+	    get_decoded_at(w->st, w->txn, QMGR_TABLE_MESSAGES, &k, decode_message, &envelope, &found.message, err);
 	if (ret == 0) {
 		if (ipc_msg_has(&envelope, IPC_ATTR_RCPT_INLINE)) {
-			ret = index == 0 ? inline_rcpt(&envelope, &k, &r, err) : DB_NOTFOUND;
+			ret = index == 0 ? inline_rcpt(&envelope, &r, err) : DB_NOTFOUND;
 		} else {
 			qmgr_key_rcpt(&k, qid, index);
 			ret = get_decoded_at(w->st, w->txn, QMGR_TABLE_RCPTS, &k, decode_rcpt, &r, &found.rcpt, err);
@@ -2250,15 +2253,14 @@ static bool earlier_message_step(void *ctx, const DBT *key, const DBT *val, stru
 	e->left--;
 	struct ipc_msg m = {0};
 	struct qmgr_rcpt r;
-	struct buf why = BUF_INIT, k = BUF_INIT;
-	buf_append(&k, key->data, key->size);
+	struct buf why = BUF_INIT;
 	bool ok = key->size == QMGR_QID_LEN && qmgr_record_message_decode(val->data, val->size, &m, &why);
 	if (!ok) {
 		if (why.len == 0)
 			buf_puts(&why, "bad key length");
 		corrupt(err, QMGR_TABLE_MESSAGES, key, &why);
 	} else if (ipc_msg_has(&m, IPC_ATTR_RCPT_INLINE)) {
-		ok = inline_rcpt(&m, &k, &r, err) == 0;
+		ok = inline_rcpt(&m, &r, err) == 0;
 		if (ok) {
 			note_if_earlier(e, key->data, 0, &r);
 			qmgr_rcpt_free(&r);
@@ -2266,7 +2268,6 @@ static bool earlier_message_step(void *ctx, const DBT *key, const DBT *val, stru
 	}
 	ipc_msg_free(&m);
 	buf_free(&why);
-	buf_free(&k);
 	*failed = !ok;
 	return ok;
 }
