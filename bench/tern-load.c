@@ -2,7 +2,8 @@
  * many concurrent sessions (each reusing its connection for many messages,
  * optionally after STARTTLS), pipelines the envelope, and measures the
  * "." -> 250 latency of every message (and the envelope's round trip, from
- * MAIL to the 354); or holds many idle connections open. */
+ * MAIL to the 354), its own CPU and the whole machine's over the run; or
+ * holds many idle connections open. */
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
@@ -68,12 +69,33 @@ static unsigned long claimed, accepted, rejected, rcpt_seq;
 static unsigned open_sessions, connecting, idle_ready, failures;
 static struct series dot_latency, envelope_latency;
 static double t_start, t_last;
+static double busy_start; /* the machine's busy CPU seconds at t_start */
 
 static double now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds all of the machine's CPUs have been busy since boot (not
+ * idle, not waiting for I/O), by /proc/stat; -1 when unreadable. */
+static double machine_busy_seconds(void)
+{
+	FILE *f = fopen("/proc/stat", "r");
+	unsigned long long v[8] = {0};
+	int n = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+	                   &v[6], &v[7])
+	          : 0;
+	if (f)
+		fclose(f);
+	if (n < 5)
+		return -1;
+	unsigned long long busy = 0;
+	for (int i = 0; i < n; i++)
+		if (i != 3 && i != 4)
+			busy += v[i];
+	return (double)busy / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void usage(void)
@@ -347,6 +369,7 @@ static double mean(const struct series *s)
 static void report(void)
 {
 	double elapsed = t_last > t_start ? t_last - t_start : 0;
+	double busy_end = machine_busy_seconds(), span = now() - t_start;
 	qsort(dot_latency.values, dot_latency.n, sizeof(double), cmp_double);
 	qsort(envelope_latency.values, envelope_latency.n, sizeof(double), cmp_double);
 	printf("messages %lu\n", accepted);
@@ -363,6 +386,16 @@ static void report(void)
 	printf("latency_mean_ms %.3f\n", mean(&dot_latency));
 	printf("envelope_p50_ms %.3f\n", percentile(&envelope_latency, 0.50));
 	printf("envelope_mean_ms %.3f\n", mean(&envelope_latency));
+	struct rusage self;
+	if (getrusage(RUSAGE_SELF, &self) == 0)
+		printf("generator_cpu_s %.4f\n", (double)self.ru_utime.tv_sec + self.ru_utime.tv_usec / 1e6 +
+		                                       (double)self.ru_stime.tv_sec + self.ru_stime.tv_usec / 1e6);
+	if (busy_start >= 0 && busy_end >= busy_start) {
+		/* the whole machine (every process on it) from the first
+		 * connection to now */
+		printf("machine_busy_cpu_s %.3f\n", busy_end - busy_start);
+		printf("machine_span_s %.4f\n", span);
+	}
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -455,6 +488,7 @@ int main(int argc, char **argv)
 	if (opt.idle != 0)
 		event_add(event_new(base, 0, EV_READ | EV_PERSIST, on_stdin, NULL), NULL);
 	t_start = now();
+	busy_start = machine_busy_seconds();
 	unsigned first = opt.idle != 0 ? (opt.conc < opt.idle ? opt.conc : opt.idle) : opt.conc;
 	for (unsigned i = 0; i < first && (opt.idle != 0 || i < opt.msgs); i++)
 		session_start();
