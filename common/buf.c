@@ -78,6 +78,17 @@ void buf_putc(struct buf *b, char c)
 	buf_append(b, &c, 1);
 }
 
+void buf_put_decimal(struct buf *b, uint64_t v)
+{
+	char digits[20]; /* UINT64_MAX has 20 */
+	size_t at = sizeof(digits);
+	do {
+		digits[--at] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	buf_append(b, digits + at, sizeof(digits) - at);
+}
+
 /* Formats into a stack buffer first, and into the buffer itself only
  * when the text is longer: most are short, and formatting once costs
  * half of measuring first. */

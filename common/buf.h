@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf {
 	char *data; /* NUL-terminated; NULL until the first append */
@@ -26,6 +27,8 @@ void buf_reserve(struct buf *b, size_t extra);
 void buf_append(struct buf *b, const void *data, size_t len);
 void buf_puts(struct buf *b, const char *s);
 void buf_putc(struct buf *b, char c);
+/* Appends v in decimal: a number put with no format to parse. */
+void buf_put_decimal(struct buf *b, uint64_t v);
 /* Appends each string up to the NULL that ends the list: text put
  * together with no format to parse. */
 void buf_concat(struct buf *b, const char *first, ...) __attribute__((sentinel));

@@ -265,6 +265,7 @@ struct smtp_msg {
 /* What one connection found out, copied into every result it produced. */
 struct smtp_peer {
 	const struct smtp_target *target;
+	char remote_ip[ADDR_IP_STRLEN]; /* the target's, as text */
 	char local_ip[ADDR_IP_STRLEN];
 	char esmtp[512];
 	char tls_protocol[32], tls_cipher[128];

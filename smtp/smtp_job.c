@@ -90,10 +90,8 @@ void smtp_job_report(struct smtp_job *job, const struct smtp_msg *msg, struct sm
 	job_proto_put_clipped(&w, IPC_ATTR_REASON, diagnostic);
 	ipc_put_int(&w, IPC_ATTR_SIZE, (int64_t)msg->content.len);
 	if (peer && peer->target) {
-		char ip[ADDR_IP_STRLEN];
-		addr_ip_format(&peer->target->ip, ip);
 		job_proto_put_clipped(&w, IPC_ATTR_REMOTE_HOST, peer->target->mx);
-		ipc_put_str(&w, IPC_ATTR_REMOTE_IP, ip);
+		ipc_put_str(&w, IPC_ATTR_REMOTE_IP, peer->remote_ip);
 		ipc_put_str(&w, IPC_ATTR_LOCAL_IP, peer->local_ip);
 		job_proto_put_clipped(&w, IPC_ATTR_ESMTP, peer->esmtp);
 		ipc_put_str(&w, IPC_ATTR_TLS_PROTOCOL, peer->tls_protocol);

@@ -75,6 +75,7 @@ struct smtp_session {
 	struct smtp_ehlo ehlo;
 	struct smtp_peer peer;
 	struct smtp_reply reply;
+	struct buf line; /* the command being written, its memory kept */
 	size_t msgs_on_conn;
 	/* idle: which queue and configuration it may serve, and for how long */
 	char *idle_queue;
@@ -137,6 +138,7 @@ static void session_free(struct smtp_session *s)
 	free(s->target_copy.mx);
 	smtp_conn_close(s->conn);
 	smtp_reply_free(&s->reply);
+	buf_free(&s->line);
 	free(s->cmds);
 	for (size_t i = 0; i < s->nahead; i++)
 		free(s->ahead[i].cmds);
@@ -243,32 +245,35 @@ static bool use_dsn(const struct smtp_session *s)
 	return s->ehlo.dsn && !s->job->policy.ignore_dsn;
 }
 
+/* Commands are put together by appends, not formats: three a message. */
 static void format_mail(struct smtp_session *s, const struct smtp_msg *msg, struct buf *line)
 {
-	buf_printf(line, "MAIL FROM:<%s>", msg->sender);
-	if (s->ehlo.size)
-		buf_printf(line, " SIZE=%zu", msg->content.len);
+	buf_concat(line, "MAIL FROM:<", msg->sender, ">", NULL);
+	if (s->ehlo.size) {
+		buf_puts(line, " SIZE=");
+		buf_put_decimal(line, msg->content.len);
+	}
 	if (wants_8bitmime(s, msg))
 		buf_puts(line, " BODY=8BITMIME");
 	if (msg->smtputf8)
 		buf_puts(line, " SMTPUTF8");
 	if (use_dsn(s) && msg->ret && *msg->ret)
-		buf_printf(line, " RET=%s", msg->ret);
+		buf_concat(line, " RET=", msg->ret, NULL);
 	if (use_dsn(s) && msg->envid && *msg->envid)
-		buf_printf(line, " ENVID=%s", msg->envid);
+		buf_concat(line, " ENVID=", msg->envid, NULL);
 	buf_puts(line, "\r\n");
 }
 
 static void format_rcpt(struct smtp_session *s, const struct smtp_rcpt *rcpt, struct buf *line)
 {
-	buf_printf(line, "RCPT TO:<%s>", rcpt->address);
+	buf_concat(line, "RCPT TO:<", rcpt->address, ">", NULL);
 	if (use_dsn(s) && rcpt->notify && *rcpt->notify)
-		buf_printf(line, " NOTIFY=%s", rcpt->notify);
+		buf_concat(line, " NOTIFY=", rcpt->notify, NULL);
 	if (use_dsn(s) && rcpt->orcpt && *rcpt->orcpt) {
 		/* qmgr passes ORCPT as received ("rfc822;xtext"); a bare
 		 * address is encoded here. */
 		if (strchr(rcpt->orcpt, ';')) {
-			buf_printf(line, " ORCPT=%s", rcpt->orcpt);
+			buf_concat(line, " ORCPT=", rcpt->orcpt, NULL);
 		} else {
 			buf_puts(line, " ORCPT=rfc822;");
 			smtp_xtext_append(line, rcpt->orcpt);
@@ -281,37 +286,36 @@ static void format_rcpt(struct smtp_session *s, const struct smtp_rcpt *rcpt, st
  * envelope; its reply is the message's verdict. */
 static void write_chunk(struct smtp_session *s, const struct smtp_msg *msg)
 {
-	struct buf line = BUF_INIT;
-	buf_printf(&line, "BDAT %zu LAST\r\n", msg->content.len);
-	send_line(s, &line);
-	buf_free(&line);
+	buf_puts(&s->line, "BDAT ");
+	buf_put_decimal(&s->line, msg->content.len);
+	buf_puts(&s->line, " LAST\r\n");
+	send_line(s, &s->line);
 	smtp_conn_write(s->conn, msg->content.data, msg->content.len);
 }
 
 /* One command of a transaction for msg. */
 static void write_command(struct smtp_session *s, struct smtp_msg *msg, const struct cmd *cmd)
 {
-	struct buf line = BUF_INIT;
+	buf_reset(&s->line);
 	switch (cmd->kind) {
 	case CMD_RSET:
-		buf_puts(&line, "RSET\r\n");
+		buf_puts(&s->line, "RSET\r\n");
 		break;
 	case CMD_MAIL:
-		format_mail(s, msg, &line);
+		format_mail(s, msg, &s->line);
 		s->began = true;
 		break;
 	case CMD_RCPT:
-		format_rcpt(s, &msg->rcpts[cmd->rcpt], &line);
+		format_rcpt(s, &msg->rcpts[cmd->rcpt], &s->line);
 		break;
 	case CMD_DATA:
-		buf_puts(&line, "DATA\r\n");
+		buf_puts(&s->line, "DATA\r\n");
 		break;
 	case CMD_BDAT:
 		write_chunk(s, msg);
 		return;
 	}
-	send_line(s, &line);
-	buf_free(&line);
+	send_line(s, &s->line);
 }
 
 /* Until a chunk is written, data-send-timeout, then
@@ -1129,6 +1133,7 @@ struct smtp_session *smtp_session_start(struct smtp_job *job, const struct smtp_
 	s->in_clear = in_clear;
 	s->state = S_CONNECT;
 	s->peer.target = s->target;
+	addr_ip_format(&s->target->ip, s->peer.remote_ip);
 	smtp_reply_init(&s->reply);
 	job->session = s;
 	const struct addr_ip *source = job->policy.have_source ? &job->policy.source_ip : NULL;

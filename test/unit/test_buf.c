@@ -77,6 +77,20 @@ static void test_concat(void **state)
 	buf_free(&b);
 }
 
+static void test_put_decimal(void **state)
+{
+	(void)state;
+	struct buf b = BUF_INIT;
+	buf_put_decimal(&b, 0);
+	buf_putc(&b, ' ');
+	buf_put_decimal(&b, 2048);
+	buf_putc(&b, ' ');
+	buf_put_decimal(&b, UINT64_MAX);
+	assert_string_equal(buf_cstr(&b), "0 2048 18446744073709551615");
+	assert_int_equal(b.len, strlen("0 2048 18446744073709551615"));
+	buf_free(&b);
+}
+
 static void test_consume_truncate_detach(void **state)
 {
 	(void)state;
@@ -196,6 +210,7 @@ int main(void)
 	    cmocka_unit_test(test_append_and_grow),
 	    cmocka_unit_test(test_printf_short_and_long),
 	    cmocka_unit_test(test_concat),
+	    cmocka_unit_test(test_put_decimal),
 	    cmocka_unit_test(test_consume_truncate_detach),
 	    cmocka_unit_test(test_mem_helpers),
 	    cmocka_unit_test(test_log_file_reopen),
