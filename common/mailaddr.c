@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "addr.h"
+#include "buf.h"
 #include "mailaddr.h"
 #include "mem.h"
 
@@ -296,7 +297,9 @@ bool mail_addr_parse_path(const char **p, bool allow_null, bool allow_postmaster
 	}
 	out->local = mem_strndup((const char *)local, local_len);
 	out->domain = mem_strndup((const char *)domain, domain_len);
-	out->mailbox = mem_asprintf("%s@%s", out->local, out->domain);
+	struct buf mailbox = BUF_INIT;
+	buf_concat(&mailbox, out->local, "@", out->domain, NULL);
+	out->mailbox = buf_detach(&mailbox);
 	out->utf8 = pp.utf8_seen;
 	*p = (const char *)pp.p + 1;
 	return true;
