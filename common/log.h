@@ -27,7 +27,8 @@ void log_close(void);
 /* Batching, for an event loop: from log_batch_start on, the info and
  * warning lines of the calling thread are kept (at most LOG_BATCH_BYTES)
  * and written together by log_flush(); wake(ctx) is called when a line
- * is kept in an empty batch, so that the loop flushes before it waits.
+ * is kept in an empty batch, so that the loop flushes it soon (server.c:
+ * within LOG_FLUSH_DELAY_MS).
  * A full batch, an error line or a line of another thread writes the
  * batch at once; so do log_reopen, log_close and log_batch_stop.  Not
  * for syslog, which takes each line itself.  A forked child does not

@@ -21,6 +21,8 @@
 #include "mem.h"
 
 #define DEFAULT_CONFIG TERN_SYSCONFDIR "/tern/config"
+/* A logged line waits at most this long for the rest of its batch. */
+#define LOG_FLUSH_DELAY_MS 10
 
 /* ---- options --------------------------------------------------------------- */
 
@@ -262,16 +264,19 @@ static void on_log_flush(evutil_socket_t fd, short what, void *arg)
 
 static void wake_log_flush(void *ev)
 {
-	event_active(ev, EV_TIMEOUT, 0);
+	const struct timeval delay = {0, LOG_FLUSH_DELAY_MS * 1000};
+	event_add(ev, &delay);
 }
 
 /* The lines the loop's callbacks log go out together, in one write(2)
- * after the callbacks that were ready with the first of them (at the
- * lowest priority), instead of one write per line: a line per message in
- * smtpd and two in qmgr were a tenth of their system calls. */
+ * LOG_FLUSH_DELAY_MS after the first of them, or sooner when they fill
+ * a batch, instead of one write per line: a line per message in smtpd
+ * and two in qmgr were a tenth of their system calls.  (Written at the
+ * end of each turn instead, they were still a write for every four
+ * messages in qmgr and every six in smtpd under load.) */
 static void batch_log_lines(struct server_run *run)
 {
-	run->log_flush = event_new(run->base, -1, 0, on_log_flush, NULL);
+	run->log_flush = evtimer_new(run->base, on_log_flush, NULL);
 	if (run->log_flush == NULL)
 		log_fatal("cannot create the log flush event");
 	event_priority_set(run->log_flush, event_base_get_npriorities(run->base) - 1);

@@ -116,8 +116,8 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
 def wait_for_log(daemon, *texts, count=None, timeout=10.0):
     """Waits until daemon's log holds every one of texts (exactly count times
     each, if given) and returns the log. A daemon writes its info and
-    warning lines at the end of a loop turn, after the replies of that turn,
-    so a line may reach the file just after the reply that announced it."""
+    warning lines in batches, up to 10 ms after it logged them (common/
+    server.c), so a line may reach the file after the reply that announced it."""
     def seen():
         log = daemon.log_text()
         if count is None:

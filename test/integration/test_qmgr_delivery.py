@@ -399,7 +399,7 @@ def test_reload_applies_new_queue_settings(setup):
     q.write_config()
     q.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: sink.delivered() == ["held@example.net"], 10, what="delivery after the reload")
-    assert "configuration reloaded" in q.log()
+    wait_for(lambda: "configuration reloaded" in q.log(), what="the reload in the log")
 
 
 def fresh_and_marked(log):
@@ -520,7 +520,7 @@ def test_recipients_failing_together_get_one_dsn_listing_them(setup):
     assert all("no such user" in r["Diagnostic-Code"] for r in per_rcpt)
     assert all(f"<{a}@example.net>" in human.get_payload() for a in "xyz")
     assert "n@example.net" not in dsns[0]["data"]  # NOTIFY=NEVER
-    assert f"{qid}: DSN" in q.log()
+    wait_for(lambda: f"{qid}: DSN" in q.log(), what="the DSN in the log")
 
 
 def dsns_in(sink):
@@ -554,7 +554,7 @@ def test_failures_of_one_message_in_two_queues_share_one_dsn(setup):
     assert all(r["Action"] == "failed" and r["Status"] == "5.1.1" for r in per_rcpt)
     assert all(r["Remote-MTA"] == "dns; 127.0.0.1" for r in per_rcpt)
     assert original.get_content_type() == "text/rfc822-headers"
-    assert f"{qid}: DSN" in q.log()
+    wait_for(lambda: f"{qid}: DSN" in q.log(), what="the DSN in the log")
     q.stop()
     assert "message\t" not in q.offline("-L").decode()  # the message went with its DSN
 

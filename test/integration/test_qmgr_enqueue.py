@@ -219,7 +219,7 @@ def test_protocol_violation_drops_only_that_client(qmgr, name):
             bad.receive()
         good.send_raw(frames[len(frames) // 2:])
         assert good.receive()["status"] == 250
-    assert "protocol violation" in qmgr.log()
+    wait_for(lambda: "protocol violation" in qmgr.log(), what="the violation in qmgr's log")
     qmgr.stop()
     listing = qmgr.listing()
     assert len(listing.messages) == 1
@@ -348,7 +348,7 @@ def test_request_answered_at_once_among_unanswered_messages_is_a_violation(qmgr)
         with pytest.raises(ConnectionError):
             bad.receive()
         assert good.enqueue("a@example.org", ["b@example.com"], b"y\r\n")["status"] == 250
-    assert "while messages wait for their replies" in qmgr.log()
+    wait_for(lambda: "while messages wait for their replies" in qmgr.log(), what="the violation in qmgr's log")
 
 
 def test_kill_9_under_load_loses_no_acknowledged_message(spool, capsys):

@@ -25,7 +25,7 @@ import warnings
 import pytest
 
 import ternipc
-from conftest import call_failed
+from conftest import call_failed, wait_for
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 SMTPD = TOP / "smtpd" / "smtpd"
@@ -378,7 +378,8 @@ def test_plain_message_is_queued_with_received_header(start):
     assert "(source none)" in data and "for <b@example.com>" in data
     assert data.endswith("\r\n\r\nbody line\r\n.leading dot\r\n")  # smtplib stuffs, we unstuff
     assert msg["end"] == {}
-    assert "Q00001: from=<a@x.org> to=<b@example.com>" in d.logtext()
+    # log lines reach the file a few milliseconds after the reply
+    wait_for(lambda: "Q00001: from=<a@x.org> to=<b@example.com>" in d.logtext(), what="the message's log line")
 
 
 @pytest.mark.skipif(not QMGR.exists(), reason="qmgr is not built")
@@ -799,8 +800,8 @@ def test_log_commands_masks_auth(start):
         c.ehlo("client.test")
         secret = base64.b64encode(b"\0alice\0alice secret").decode()
         assert c.docmd("AUTH PLAIN " + secret)[0] == 235
-    log = d.logtext()
-    assert "< AUTH PLAIN ********" in log
+    log = wait_for(lambda: (lambda log: log if "< AUTH PLAIN ********" in log else None)(d.logtext()),
+                   what="the masked AUTH command in the log")
     assert secret not in log and "alice secret" not in log
 
 
@@ -1078,7 +1079,10 @@ def test_require_auth_and_failure_throttle(start, certs):
         assert c.docmd("AUTH PLAIN " + plain("alice", "x"))[0] == 535
         assert c.docmd("AUTH PLAIN " + plain("nobody", "x"))[0] == 535
         assert c.docmd("AUTH PLAIN " + plain("alice", "alice secret"))[0] == 454  # throttled
-    assert "alice secret" not in d.logtext()
+    # the session's last line: every line of its commands is in the file
+    log = wait_for(lambda: (lambda log: log if "disconnect from" in log else None)(d.logtext()),
+                   what="the session's end in the log")
+    assert "alice secret" not in log
 
 
 def test_auth_exchange_details(start):
