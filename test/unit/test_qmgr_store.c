@@ -721,15 +721,22 @@ static void test_outbox_batch_damaged(void **state)
 	buf_free(&err);
 }
 
-static bool rcpt_record_exists(struct qmgr_store *st, const char *qid, size_t index)
+/* Whether table holds a record under key (which is freed). */
+static bool raw_record_exists(struct qmgr_store *st, enum qmgr_table table, struct buf *key)
 {
-	struct buf key = BUF_INIT, val = BUF_INIT, err = BUF_INIT;
-	qmgr_key_rcpt(&key, qid, index);
-	bool found = qmgr_store_get_raw(st, QMGR_TABLE_RCPTS, key.data, key.len, &val, &err);
-	buf_free(&key);
+	struct buf val = BUF_INIT, err = BUF_INIT;
+	bool found = qmgr_store_get_raw(st, table, key->data, key->len, &val, &err);
+	buf_free(key);
 	buf_free(&val);
 	buf_free(&err);
 	return found;
+}
+
+static bool rcpt_record_exists(struct qmgr_store *st, const char *qid, size_t index)
+{
+	struct buf key = BUF_INIT;
+	qmgr_key_rcpt(&key, qid, index);
+	return raw_record_exists(st, QMGR_TABLE_RCPTS, &key);
 }
 
 /* A message's one recipient lives inside the message's record, through
@@ -1419,13 +1426,9 @@ static void test_body_in_segment(void **state)
 
 static bool in_bodies_db(struct qmgr_store *st, const char *qid)
 {
-	struct buf key = BUF_INIT, val = BUF_INIT, err = BUF_INIT;
+	struct buf key = BUF_INIT;
 	qmgr_key_body(&key, qid, QMGR_BODY_REF_CHUNK);
-	bool found = qmgr_store_get_raw(st, QMGR_TABLE_BODIES, key.data, key.len, &val, &err);
-	buf_free(&key);
-	buf_free(&val);
-	buf_free(&err);
-	return found;
+	return raw_record_exists(st, QMGR_TABLE_BODIES, &key);
 }
 
 /* A new message's record holds its body's reference, and bodies.db
