@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,15 +42,17 @@ struct service_def {
 	bool keeps_root;
 	/* Runs as SCHED_BATCH (see schedule_as_batch). */
 	bool batch;
+	/* Added to master's nice value (see lower_priority). */
+	int nice;
 };
 
 static const struct service_def service_defs[SERVICE_COUNT] = {
-    {SERVICE_ACCTD, "acctd", NULL, false, NULL, 2, false, true},
-    {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1, false, false},
-    {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0, false, true},
-    {SERVICE_SMTP, "smtp", "smtp-processes", false, "smtp", 0, false, true},
-    {SERVICE_LOCAL, "local", NULL, false, "local", 0, true, false},
-    {SERVICE_PICKUP, "pickup", NULL, false, NULL, 0, false, false},
+    {SERVICE_ACCTD, "acctd", NULL, false, NULL, 2, false, true, 10},
+    {SERVICE_QMGR, "qmgr", NULL, false, NULL, 1, false, false, 0},
+    {SERVICE_SMTPD, "smtpd", "smtpd-processes", true, NULL, 0, false, true, 0},
+    {SERVICE_SMTP, "smtp", "smtp-processes", false, "smtp", 0, false, true, 5},
+    {SERVICE_LOCAL, "local", NULL, false, "local", 0, true, false, 0},
+    {SERVICE_PICKUP, "pickup", NULL, false, NULL, 0, false, false, 0},
 };
 
 static unsigned wanted_processes(const struct conf *conf, const struct service_def *def)
@@ -171,6 +174,22 @@ static void schedule_as_batch(const char *name)
 		log_warning("%s runs with the normal scheduling policy: %s", name, strerror(errno));
 }
 
+/* The workers whose work nobody waits on run at a lower priority than
+ * master's: smtp (nice + 5), which delivers what is queued already, and
+ * acctd (nice + 10), which writes accounting records that qmgr's outbox
+ * keeps until acctd confirms them.  When the CPUs are short, smtpd and
+ * qmgr, on whose "250" a client is waiting, get the larger share; when
+ * they are not, a nice value changes nothing.  Refused, the worker runs
+ * at master's priority. */
+static void lower_priority(const char *name, int by)
+{
+	errno = 0;
+	int now = getpriority(PRIO_PROCESS, 0);
+	int wanted = now + by > 19 ? 19 : now + by;
+	if ((now == -1 && errno != 0) || setpriority(PRIO_PROCESS, 0, wanted) < 0)
+		log_warning("%s runs at master's priority: %s", name, strerror(errno));
+}
+
 static void exec_worker(const struct master *m, const struct master_service *s, unsigned slot, const int *fds,
                         size_t count)
 {
@@ -193,6 +212,8 @@ static void exec_worker(const struct master *m, const struct master_service *s, 
 	}
 	if (def->batch)
 		schedule_as_batch(def->name);
+	if (def->nice != 0)
+		lower_priority(def->name, def->nice);
 	char *path = mem_asprintf("%s/%s", m->daemon_dir, def->name);
 	char *argv[12];
 	int argc = 0;

@@ -61,6 +61,21 @@ def test_pipeline_workers_run_as_sched_batch(tern):
     assert scheduling_policy(tern.master.pid) == {os.SCHED_OTHER}
 
 
+def nice_values(pid):
+    """The nice value of pid and of each of its threads."""
+    return {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_workers_nobody_waits_on_run_at_a_lower_priority(tern):
+    tern.start()
+    master_nice = os.getpriority(os.PRIO_PROCESS, tern.master.pid)
+    pids = {x["name"]: x["pids"] for x in tern.status()["services"]}
+    lower = {"smtp": 5, "acctd": 10}
+    for name, worker_pids in pids.items():
+        for pid in worker_pids:
+            assert nice_values(pid) == {min(19, master_nice + lower.get(name, 0))}, (name, pid)
+
+
 @pytest.mark.skipif(not ROOT, reason="privilege separation needs root")
 def test_master_is_root_and_workers_are_tern(tern):
     tern.start()
